@@ -1,0 +1,192 @@
+//! `SectionActor<S>`: owns one section. Refreshes it on its own timer off its
+//! own thread, keeps the last good data, and answers `Snapshot` from memory.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use chrono::{DateTime, Utc};
+
+use crate::db::{self, Pool};
+use crate::messages::{SectionReply, Snapshot, Status};
+use crate::section::{LoadError, Section};
+
+/// The longest a single refresh may run before its statement is interrupted.
+pub const MAX_REFRESH_TIME: Duration = Duration::from_secs(60);
+/// The shortest such bound, so a short period does not starve a slow database.
+pub const MIN_REFRESH_TIME: Duration = Duration::from_secs(5);
+
+/// How long one refresh may take: twice the period, within
+/// [`MIN_REFRESH_TIME`] ..= [`MAX_REFRESH_TIME`]. A refresh still running
+/// after its period plus this bound makes the section `stale`.
+pub fn refresh_deadline(period: Duration) -> Duration {
+    (period * 2).clamp(MIN_REFRESH_TIME, MAX_REFRESH_TIME)
+}
+
+/// Timing and staleness parameters of one section actor.
+#[derive(Debug, Clone, Copy)]
+pub struct ActorSettings {
+    /// Time between the end of one refresh and the start of the next.
+    pub period: Duration,
+    /// How old last-good data may be and still be served.
+    pub max_stale: Duration,
+}
+
+struct Good<D> {
+    data: Arc<D>,
+    at: DateTime<Utc>,
+}
+
+/// The actor that owns one section.
+pub struct SectionActor<S: Section> {
+    section: Arc<S>,
+    pool: Pool,
+    settings: ActorSettings,
+    good: Option<Good<S::Data>>,
+    last_error: Option<String>,
+    /// When the refresh in flight started; refreshes never overlap.
+    in_flight: Option<Instant>,
+    /// When the latest refresh ended (successfully or not).
+    last_end: Option<Instant>,
+    seq: u64,
+}
+
+impl<S: Section> SectionActor<S> {
+    /// A new actor for `section` reading through `pool`.
+    pub fn new(section: S, pool: Pool, settings: ActorSettings) -> Self {
+        Self {
+            section: Arc::new(section),
+            pool,
+            settings,
+            good: None,
+            last_error: None,
+            in_flight: None,
+            last_end: None,
+            seq: 0,
+        }
+    }
+
+    fn refresh(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        self.in_flight = Some(Instant::now());
+        let section = Arc::clone(&self.section);
+        let pool = self.pool.clone();
+        let deadline = refresh_deadline(self.settings.period);
+        let work = actix_web::rt::task::spawn_blocking(move || {
+            db::with_conn(&pool, deadline, |conn| section.load(conn))
+        });
+        ctx.spawn(work.into_actor(self).map(|joined, act, ctx| {
+            let started = act.in_flight.take();
+            let result =
+                joined.unwrap_or_else(|e| Err(LoadError::Other(format!("refresh panicked: {e}"))));
+            act.finish(result, started);
+            // The next refresh is scheduled from the end of this one, so a slow
+            // refresh stretches the cadence instead of piling up ticks.
+            ctx.run_later(act.settings.period, |act, ctx| act.refresh(ctx));
+        }));
+    }
+
+    fn finish(&mut self, result: Result<S::Data, LoadError>, started: Option<Instant>) {
+        let elapsed_ms = started.map_or(0, |s| s.elapsed().as_millis());
+        self.last_end = Some(Instant::now());
+        match result {
+            Ok(data) => {
+                if self.last_error.take().is_some() {
+                    tracing::info!(section = %S::NAME, elapsed_ms, "refresh recovered");
+                }
+                let changed = self.good.as_ref().is_none_or(|g| *g.data != data);
+                let data = match (&self.good, changed) {
+                    (Some(g), false) => Arc::clone(&g.data),
+                    _ => {
+                        self.seq += 1;
+                        Arc::new(data)
+                    }
+                };
+                tracing::debug!(section = %S::NAME, elapsed_ms, changed, "refreshed");
+                self.good = Some(Good {
+                    data,
+                    at: Utc::now(),
+                });
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                // Logged once per change of error, not once per tick.
+                if self.last_error.as_deref() != Some(msg.as_str()) {
+                    tracing::warn!(section = %S::NAME, elapsed_ms, error = %msg, "refresh failed");
+                }
+                self.last_error = Some(msg);
+            }
+        }
+    }
+
+    /// The section's state right now.
+    fn reply(&self) -> SectionReply<S::Data> {
+        let now = Utc::now();
+        let overdue = self.in_flight.filter(|started| {
+            started.elapsed() > self.settings.period + refresh_deadline(self.settings.period)
+        });
+        let problem = match (&self.last_error, overdue) {
+            (Some(e), _) => Some(e.clone()),
+            (None, Some(started)) => Some(format!(
+                "refresh overdue: running for {} ms",
+                started.elapsed().as_millis()
+            )),
+            (None, None) => None,
+        };
+        let Some(good) = &self.good else {
+            let status = if problem.is_some() {
+                Status::Error
+            } else {
+                Status::Pending
+            };
+            return SectionReply {
+                status,
+                data: None,
+                refreshed_at: None,
+                error: problem,
+                seq: self.seq,
+            };
+        };
+        let (status, data, error) = match problem {
+            None => (Status::Ok, Some(Arc::clone(&good.data)), None),
+            Some(e) => {
+                let age = (now - good.at).to_std().unwrap_or_default();
+                if age <= self.settings.max_stale {
+                    (Status::Stale, Some(Arc::clone(&good.data)), Some(e))
+                } else {
+                    let e = format!(
+                        "{e}; last good data is {} ms old, beyond ORCH_MAX_STALE_MS ({} ms)",
+                        age.as_millis(),
+                        self.settings.max_stale.as_millis()
+                    );
+                    (Status::Error, None, Some(e))
+                }
+            }
+        };
+        SectionReply {
+            status,
+            data,
+            refreshed_at: Some(good.at),
+            error,
+            seq: self.seq,
+        }
+    }
+}
+
+impl<S: Section> Actor for SectionActor<S> {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.refresh(ctx);
+    }
+}
+
+impl<S: Section> Handler<Snapshot<S::Data>> for SectionActor<S> {
+    type Result = MessageResult<Snapshot<S::Data>>;
+
+    fn handle(&mut self, _: Snapshot<S::Data>, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.reply())
+    }
+}

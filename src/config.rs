@@ -1,0 +1,447 @@
+//! Settings: defaults, an optional TOML file, `ORCH_*` environment variables
+//! and command-line flags, later layers winning, then validated as a whole.
+//!
+//! Every value is read as text and parsed here, so an error can always name
+//! the variable, the value and where it came from.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use config::{Config, Environment, File, FileFormat};
+
+use crate::section::SectionName;
+
+/// Default listen address (`ORCH_BIND`).
+pub const DEFAULT_BIND: &str = "127.0.0.1:8787";
+/// Default refresh period of every section (`ORCH_REFRESH_MS`).
+pub const DEFAULT_REFRESH_MS: u64 = 1000;
+/// Default time `/metrics` waits for each section actor (`ORCH_SNAPSHOT_TIMEOUT_MS`).
+pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 200;
+/// Default age up to which last-good data is served as `stale` (`ORCH_MAX_STALE_MS`).
+pub const DEFAULT_MAX_STALE_MS: u64 = 30_000;
+/// Default pid-reuse tolerance (`ORCH_PID_START_TOLERANCE_S`).
+pub const DEFAULT_PID_START_TOLERANCE_S: f64 = 10.0;
+
+const REFRESH_RANGE: (u64, u64) = (10, 3_600_000);
+const SNAPSHOT_TIMEOUT_RANGE: (u64, u64) = (1, 60_000);
+const MAX_STALE_RANGE: (u64, u64) = (0, 7 * 24 * 3_600_000);
+const PID_TOLERANCE_MAX_S: f64 = 86_400.0;
+
+/// A configuration that cannot be used; the message names the variable and the value.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A value that does not parse or is out of range.
+    #[error("invalid {var}={value:?}{origin}: {expected}")]
+    Invalid {
+        /// The environment variable (or flag) the value belongs to.
+        var: String,
+        /// The offending value, as given.
+        value: String,
+        /// Where it came from (file, environment, command line), pre-formatted.
+        origin: String,
+        /// What would have been accepted.
+        expected: String,
+    },
+    /// The configuration file is missing, unreadable or not TOML.
+    #[error("cannot read the configuration file {path} (from {source_name}): {reason}")]
+    File {
+        /// The file's path.
+        path: String,
+        /// `ORCH_CONFIG_FILE` or `--config`.
+        source_name: &'static str,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A key in the configuration file that the mirror does not know.
+    #[error("unknown key {key:?} in the configuration file {path} (known keys: {known})")]
+    UnknownKey {
+        /// The unknown key.
+        key: String,
+        /// The file's path.
+        path: String,
+        /// The keys that are accepted.
+        known: String,
+    },
+}
+
+/// Per-section refresh periods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RefreshPeriods {
+    /// `ORCH_STAGES_REFRESH_MS`.
+    pub stages: Duration,
+    /// `ORCH_QUEUE_REFRESH_MS`.
+    pub queue: Duration,
+    /// `ORCH_AGENTS_REFRESH_MS`.
+    pub agents: Duration,
+    /// `ORCH_COST_REFRESH_MS`.
+    pub cost: Duration,
+}
+
+impl RefreshPeriods {
+    /// The same period for every section.
+    pub fn uniform(period: Duration) -> Self {
+        Self {
+            stages: period,
+            queue: period,
+            agents: period,
+            cost: period,
+        }
+    }
+
+    /// The period of one section.
+    pub fn get(&self, section: SectionName) -> Duration {
+        match section {
+            SectionName::Stages => self.stages,
+            SectionName::Queue => self.queue,
+            SectionName::Agents => self.agents,
+            SectionName::Cost => self.cost,
+        }
+    }
+}
+
+/// The mirror's validated settings. Build one with [`Settings::default`] and
+/// adjust fields, or load the layered configuration with [`Settings::load`].
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// `ORCH_DB_PATH`: the orchestrator's database; `None` means demo mode.
+    pub db_path: Option<PathBuf>,
+    /// `ORCH_BIND`: the listen address, as given.
+    pub bind: String,
+    /// `ORCH_METRICS_ENABLED`: the kill switch.
+    pub metrics_enabled: bool,
+    /// `ORCH_REFRESH_MS` and the per-section overrides.
+    pub refresh: RefreshPeriods,
+    /// `ORCH_SNAPSHOT_TIMEOUT_MS`.
+    pub snapshot_timeout: Duration,
+    /// `ORCH_MAX_STALE_MS`.
+    pub max_stale: Duration,
+    /// `ORCH_PID_START_TOLERANCE_S`.
+    pub pid_start_tolerance: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            db_path: None,
+            bind: DEFAULT_BIND.to_owned(),
+            metrics_enabled: true,
+            refresh: RefreshPeriods::uniform(Duration::from_millis(DEFAULT_REFRESH_MS)),
+            snapshot_timeout: Duration::from_millis(DEFAULT_SNAPSHOT_TIMEOUT_MS),
+            max_stale: Duration::from_millis(DEFAULT_MAX_STALE_MS),
+            pid_start_tolerance: Duration::from_secs_f64(DEFAULT_PID_START_TOLERANCE_S),
+        }
+    }
+}
+
+/// Values given on the command line; they win over every other layer.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct CliOverrides {
+    /// `--db`.
+    pub db: Option<PathBuf>,
+    /// `--bind`.
+    pub bind: Option<String>,
+    /// `--config`.
+    pub config: Option<PathBuf>,
+}
+
+impl CliOverrides {
+    /// Overrides from the three flags.
+    pub fn new(db: Option<PathBuf>, bind: Option<String>, config: Option<PathBuf>) -> Self {
+        Self { db, bind, config }
+    }
+}
+
+/// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
+pub const KEYS: [&str; 11] = [
+    "db_path",
+    "bind",
+    "metrics_enabled",
+    "refresh_ms",
+    "stages_refresh_ms",
+    "queue_refresh_ms",
+    "agents_refresh_ms",
+    "cost_refresh_ms",
+    "snapshot_timeout_ms",
+    "max_stale_ms",
+    "pid_start_tolerance_s",
+];
+
+impl Settings {
+    /// Loads defaults, then the TOML file (`--config` or `ORCH_CONFIG_FILE`), then
+    /// `env` (only `ORCH_*` entries matter), then `cli`; validates the result.
+    pub fn load<I>(env: I, cli: &CliOverrides) -> Result<Settings, ConfigError>
+    where
+        I: IntoIterator<Item = (String, String)>,
+    {
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("ORCH_"))
+            .collect();
+
+        let mut builder = Config::builder();
+        let file = match (&cli.config, env.get("ORCH_CONFIG_FILE")) {
+            (Some(path), _) => Some((path.display().to_string(), "--config")),
+            (None, Some(path)) => Some((path.clone(), "ORCH_CONFIG_FILE")),
+            (None, None) => None,
+        };
+        if let Some((path, source_name)) = &file {
+            let file_err = |reason: String| ConfigError::File {
+                path: path.clone(),
+                source_name,
+                reason,
+            };
+            if path.is_empty() {
+                return Err(file_err("the path is empty".into()));
+            }
+            let only_file = Config::builder()
+                .add_source(File::new(path, FileFormat::Toml).required(true))
+                .build()
+                .map_err(|e| file_err(e.to_string()))?;
+            let table = only_file
+                .try_deserialize::<HashMap<String, config::Value>>()
+                .map_err(|e| file_err(e.to_string()))?;
+            if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
+                return Err(ConfigError::UnknownKey {
+                    key: key.clone(),
+                    path: path.clone(),
+                    known: KEYS.join(", "),
+                });
+            }
+            builder = builder.add_source(File::new(path, FileFormat::Toml).required(true));
+        }
+        builder = builder.add_source(
+            Environment::with_prefix("ORCH")
+                .prefix_separator("_")
+                .source(Some(env.into_iter().collect())),
+        );
+        let mut cli_keys = Vec::new();
+        if let Some(db) = &cli.db {
+            builder = set_override(builder, "db_path", db.display().to_string())?;
+            cli_keys.push("db_path");
+        }
+        if let Some(bind) = &cli.bind {
+            builder = set_override(builder, "bind", bind.clone())?;
+            cli_keys.push("bind");
+        }
+        let merged = builder.build().map_err(|e| ConfigError::File {
+            path: file.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
+            source_name: file.as_ref().map(|f| f.1).unwrap_or("ORCH_CONFIG_FILE"),
+            reason: e.to_string(),
+        })?;
+        Layers {
+            merged: &merged,
+            cli_keys: &cli_keys,
+        }
+        .settings()
+    }
+}
+
+fn set_override(
+    builder: config::ConfigBuilder<config::builder::DefaultState>,
+    key: &str,
+    value: String,
+) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
+    builder
+        .set_override(key, value.clone())
+        .map_err(|e| ConfigError::Invalid {
+            var: cli_flag(key).to_owned(),
+            value,
+            origin: " (from the command line)".into(),
+            expected: e.to_string(),
+        })
+}
+
+fn cli_flag(key: &str) -> &'static str {
+    match key {
+        "db_path" => "--db",
+        "bind" => "--bind",
+        _ => "--config",
+    }
+}
+
+/// The merged layers, read one key at a time with errors that say where a value came from.
+struct Layers<'a> {
+    merged: &'a Config,
+    cli_keys: &'a [&'static str],
+}
+
+impl Layers<'_> {
+    fn settings(&self) -> Result<Settings, ConfigError> {
+        let defaults = Settings::default();
+        let refresh = self
+            .millis("refresh_ms", REFRESH_RANGE)?
+            .unwrap_or(defaults.refresh.stages);
+        let section = |key: &str| -> Result<Duration, ConfigError> {
+            Ok(self.millis(key, REFRESH_RANGE)?.unwrap_or(refresh))
+        };
+        Ok(Settings {
+            db_path: self.db_path()?,
+            bind: self.bind()?.unwrap_or(defaults.bind),
+            metrics_enabled: self
+                .bool("metrics_enabled")?
+                .unwrap_or(defaults.metrics_enabled),
+            refresh: RefreshPeriods {
+                stages: section("stages_refresh_ms")?,
+                queue: section("queue_refresh_ms")?,
+                agents: section("agents_refresh_ms")?,
+                cost: section("cost_refresh_ms")?,
+            },
+            snapshot_timeout: self
+                .millis("snapshot_timeout_ms", SNAPSHOT_TIMEOUT_RANGE)?
+                .unwrap_or(defaults.snapshot_timeout),
+            max_stale: self
+                .millis("max_stale_ms", MAX_STALE_RANGE)?
+                .unwrap_or(defaults.max_stale),
+            pid_start_tolerance: self
+                .seconds("pid_start_tolerance_s", PID_TOLERANCE_MAX_S)?
+                .unwrap_or(defaults.pid_start_tolerance),
+        })
+    }
+
+    /// The raw text of `key`, if any layer set it.
+    fn raw(&self, key: &str) -> Result<Option<(String, String)>, ConfigError> {
+        let value = match self.merged.get::<config::Value>(key) {
+            Ok(v) => v,
+            Err(config::ConfigError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(self.invalid(key, String::new(), None, e.to_string())),
+        };
+        let origin = value.origin().map(str::to_owned);
+        match value.into_string() {
+            Ok(s) => Ok(Some((s, origin.unwrap_or_default()))),
+            Err(e) => Err(self.invalid(key, String::new(), origin, e.to_string())),
+        }
+    }
+
+    fn invalid(
+        &self,
+        key: &str,
+        value: String,
+        origin: Option<String>,
+        expected: String,
+    ) -> ConfigError {
+        let from_cli = self.cli_keys.contains(&key);
+        let var = if from_cli {
+            cli_flag(key).to_owned()
+        } else {
+            format!("ORCH_{}", key.to_uppercase())
+        };
+        let origin = match origin.as_deref() {
+            _ if from_cli => " (from the command line)".to_owned(),
+            Some("the environment") | None | Some("") => String::new(),
+            Some(o) => format!(" (from {o})"),
+        };
+        ConfigError::Invalid {
+            var,
+            value,
+            origin,
+            expected,
+        }
+    }
+
+    fn millis(&self, key: &str, (lo, hi): (u64, u64)) -> Result<Option<Duration>, ConfigError> {
+        let Some((raw, origin)) = self.raw(key)? else {
+            return Ok(None);
+        };
+        match raw.trim().parse::<u64>() {
+            Ok(ms) if (lo..=hi).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
+            _ => Err(self.invalid(
+                key,
+                raw,
+                Some(origin),
+                format!("expected a whole number of milliseconds from {lo} to {hi}"),
+            )),
+        }
+    }
+
+    fn seconds(&self, key: &str, max: f64) -> Result<Option<Duration>, ConfigError> {
+        let Some((raw, origin)) = self.raw(key)? else {
+            return Ok(None);
+        };
+        match raw.trim().parse::<f64>() {
+            Ok(s) if s.is_finite() && (0.0..=max).contains(&s) => {
+                Ok(Some(Duration::from_secs_f64(s)))
+            }
+            _ => Err(self.invalid(
+                key,
+                raw,
+                Some(origin),
+                format!("expected a number of seconds from 0 to {max}"),
+            )),
+        }
+    }
+
+    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
+        let Some((raw, origin)) = self.raw(key)? else {
+            return Ok(None);
+        };
+        match raw.trim().to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" => Ok(Some(false)),
+            _ => Err(self.invalid(
+                key,
+                raw,
+                Some(origin),
+                "expected one of true/false/1/0/yes/no/on/off".into(),
+            )),
+        }
+    }
+
+    fn bind(&self) -> Result<Option<String>, ConfigError> {
+        let Some((raw, origin)) = self.raw("bind")? else {
+            return Ok(None);
+        };
+        match resolve_bind(&raw) {
+            Ok(_) => Ok(Some(raw)),
+            Err(reason) => Err(self.invalid("bind", raw, Some(origin), reason)),
+        }
+    }
+
+    fn db_path(&self) -> Result<Option<PathBuf>, ConfigError> {
+        let Some((raw, origin)) = self.raw("db_path")? else {
+            return Ok(None);
+        };
+        let path = PathBuf::from(&raw);
+        let problem = if raw.is_empty() {
+            Some("the path is empty (leave ORCH_DB_PATH unset for demo mode)".to_owned())
+        } else {
+            match std::fs::metadata(&path) {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    Some("no such file".to_owned())
+                }
+                Err(e) => Some(format!("cannot access it: {e}")),
+                Ok(m) if !m.is_file() => Some("not a regular file".to_owned()),
+                Ok(_) => std::fs::File::open(&path)
+                    .err()
+                    .map(|e| format!("cannot open it for reading: {e}")),
+            }
+        };
+        match problem {
+            Some(reason) => Err(self.invalid("db_path", raw, Some(origin), reason)),
+            None => Ok(Some(path)),
+        }
+    }
+}
+
+/// Resolves a listen address (`host:port`); the error says why it is not one.
+pub fn resolve_bind(raw: &str) -> Result<Vec<SocketAddr>, String> {
+    let expected = "expected host:port, for example 127.0.0.1:8787";
+    if raw.trim().is_empty() {
+        return Err(format!("empty address; {expected}"));
+    }
+    match raw.to_socket_addrs() {
+        Ok(addrs) => {
+            let addrs: Vec<SocketAddr> = addrs.collect();
+            if addrs.is_empty() {
+                Err(format!("resolves to no address; {expected}"))
+            } else {
+                Ok(addrs)
+            }
+        }
+        Err(e) => Err(format!("{e}; {expected}")),
+    }
+}

@@ -1,0 +1,134 @@
+//! The HTTP surface: `/metrics`, `/health`, JSON 404/405, and the standalone server.
+
+use std::io;
+use std::time::Duration;
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
+
+use crate::config::{Settings, resolve_bind};
+use crate::envelope::DISABLED_BODY;
+use crate::mirror::MirrorHandle;
+
+/// How long a client may take to send its request head.
+pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long an idle keep-alive connection stays open.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// Concurrent connections per worker before new ones wait in the backlog.
+pub const MAX_CONNECTIONS_PER_WORKER: usize = 1024;
+/// How long a graceful shutdown waits for in-flight requests.
+pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
+
+/// Registers `/metrics` and `/health` on a host's `App` (or `Scope`).
+///
+/// ```no_run
+/// # fn demo(handle: orchmirror::MirrorHandle) {
+/// let app = actix_web::App::new().configure(orchmirror::http::configure(handle));
+/// # }
+/// ```
+pub fn configure(handle: MirrorHandle) -> impl FnOnce(&mut web::ServiceConfig) {
+    move |cfg| {
+        cfg.app_data(web::Data::new(handle))
+            .service(
+                web::resource("/metrics")
+                    .route(web::get().to(metrics))
+                    .route(web::head().to(metrics))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/health")
+                    .route(web::get().to(health))
+                    .route(web::head().to(health))
+                    .default_service(web::to(method_not_allowed)),
+            );
+    }
+}
+
+fn json<B: actix_web::body::MessageBody + 'static>(
+    status: actix_web::http::StatusCode,
+    body: B,
+) -> HttpResponse {
+    HttpResponse::build(status)
+        .content_type(ContentType::json())
+        .body(body)
+}
+
+fn error(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
+    let body = serde_json::json!({ "error": message }).to_string();
+    json(status, body)
+}
+
+async fn metrics(handle: web::Data<MirrorHandle>) -> HttpResponse {
+    match handle.snapshot().await {
+        None => json(actix_web::http::StatusCode::OK, DISABLED_BODY),
+        Some(envelope) => match serde_json::to_vec(&envelope) {
+            Ok(body) => json(actix_web::http::StatusCode::OK, body),
+            // Serialising plain data cannot fail; if it ever does, the client still gets JSON.
+            Err(e) => error(
+                actix_web::http::StatusCode::OK,
+                &format!("cannot serialise the envelope: {e}"),
+            ),
+        },
+    }
+}
+
+async fn health(handle: web::Data<MirrorHandle>) -> HttpResponse {
+    let body = match handle.health().await {
+        None => serde_json::json!({ "status": "ok", "enabled": false, "sections": {} }).to_string(),
+        Some(h) => match serde_json::to_string(&h) {
+            Ok(b) => b,
+            Err(e) => {
+                serde_json::json!({ "status": "degraded", "error": e.to_string() }).to_string()
+            }
+        },
+    };
+    json(actix_web::http::StatusCode::OK, body)
+}
+
+async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
+    let mut resp = error(
+        actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
+        &format!(
+            "method {} is not allowed on {}; use GET",
+            req.method(),
+            req.path()
+        ),
+    );
+    resp.headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    resp
+}
+
+/// The JSON 404 for unknown paths (the standalone server's default service).
+pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+    error(
+        actix_web::http::StatusCode::NOT_FOUND,
+        &format!("no such route: {}", req.path()),
+    )
+}
+
+/// Binds the standalone server on `settings.bind` with explicit limits; the
+/// returned server stops gracefully on SIGTERM or SIGINT.
+pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<Server> {
+    let addrs = resolve_bind(&settings.bind).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("ORCH_BIND={:?}: {e}", settings.bind),
+        )
+    })?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .configure(configure(handle.clone()))
+            .default_service(web::to(not_found))
+    })
+    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(KEEP_ALIVE)
+    .max_connections(MAX_CONNECTIONS_PER_WORKER)
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+    .bind(&addrs[..])?;
+    for addr in server.addrs() {
+        tracing::info!(%addr, "listening");
+    }
+    Ok(server.run())
+}

@@ -1,0 +1,101 @@
+//! `agents`: one entry per running job, with its latest run's process and CPU ticks.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use serde::Serialize;
+
+use crate::db::{RunningJob, running_jobs};
+use crate::procstat::{self, CpuSample};
+use crate::section::{LoadError, Section, SectionName};
+use crate::time::{format_millis, seconds_between};
+
+/// The agents section; samples `/proc` for every running agent on each refresh.
+#[derive(Debug)]
+pub struct Agents {
+    pid_start_tolerance: Duration,
+}
+
+impl Agents {
+    /// An agents section whose pid-reuse guard allows `pid_start_tolerance`.
+    pub fn new(pid_start_tolerance: Duration) -> Self {
+        Self {
+            pid_start_tolerance,
+        }
+    }
+}
+
+/// A running job and the CPU ticks of its run's process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AgentRow {
+    job: RunningJob,
+    cpu: Option<CpuSample>,
+}
+
+/// One running agent in the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct AgentEntry {
+    /// The run's agent, or `jobs.agent` when there is no run yet.
+    pub agent: Option<String>,
+    /// The latest run's id.
+    pub run_id: Option<i64>,
+    /// `jobs.id`.
+    pub job_id: i64,
+    /// `jobs.repo`.
+    pub repo: Option<String>,
+    /// The run's process id.
+    pub pid: Option<i32>,
+    /// `generated_at` − `jobs.started_at`, seconds.
+    pub runtime_s: Option<f64>,
+    /// The run's model.
+    pub model: Option<String>,
+    /// The run's effort.
+    pub effort: Option<String>,
+    /// utime + stime of `pid`, in clock ticks.
+    pub cpu_ticks: Option<u64>,
+    /// When `cpu_ticks` was read (UTC, milliseconds).
+    pub cpu_sampled_at: Option<String>,
+}
+
+impl Section for Agents {
+    const NAME: SectionName = SectionName::Agents;
+    type Data = Vec<AgentRow>;
+    type View = Vec<AgentEntry>;
+
+    fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
+        let jobs = running_jobs(conn)?;
+        Ok(jobs
+            .into_iter()
+            .map(|job| {
+                let cpu = job.run.as_ref().and_then(|run| {
+                    procstat::sample(run.pid?, run.started_at, self.pid_start_tolerance)
+                });
+                AgentRow { job, cpu }
+            })
+            .collect())
+    }
+
+    fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View {
+        data.iter()
+            .map(|AgentRow { job, cpu }| {
+                let run = job.run.as_ref();
+                AgentEntry {
+                    agent: run
+                        .and_then(|r| r.agent.clone())
+                        .or_else(|| job.job_agent.clone()),
+                    run_id: run.map(|r| r.run_id),
+                    job_id: job.job_id,
+                    repo: job.repo.clone(),
+                    pid: run.and_then(|r| r.pid),
+                    runtime_s: job.job_started_at.map(|s| seconds_between(s, generated_at)),
+                    model: run.and_then(|r| r.model.clone()),
+                    effort: run.and_then(|r| r.effort.clone()),
+                    cpu_ticks: cpu.map(|c| c.ticks),
+                    cpu_sampled_at: cpu.map(|c| format_millis(c.sampled_at)),
+                }
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,174 @@
+//! `queue`: job counts per status, depth, the oldest queued job, retries, and
+//! (when embedded with a worker) the worker's live state.
+
+use chrono::{DateTime, Utc};
+use rusqlite::Connection;
+use rusqlite::types::ValueRef;
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::db::{MAX_SAFE_INTEGER, count, text};
+use crate::section::{LoadError, Section, SectionName};
+use crate::time::seconds_between;
+
+/// The queue section.
+#[derive(Debug, Default)]
+pub struct Queue;
+
+/// The statuses that are always present in `counts`, in this order.
+pub const KNOWN_STATUSES: [&str; 5] = ["queued", "running", "done", "failed", "cancelled"];
+
+/// Jobs per status: the five known statuses first (0 when none), then any other, by name.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct QueueCounts(pub Vec<(String, u64)>);
+
+impl QueueCounts {
+    /// The count for `status` (0 when absent).
+    pub fn get(&self, status: &str) -> u64 {
+        self.0
+            .iter()
+            .find(|(s, _)| s == status)
+            .map_or(0, |(_, n)| *n)
+    }
+}
+
+impl Serialize for QueueCounts {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(Some(self.0.len()))?;
+        for (status, n) in &self.0 {
+            map.serialize_entry(status, n)?;
+        }
+        map.end()
+    }
+}
+
+/// Retry statistics over all jobs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[non_exhaustive]
+pub struct Retries {
+    /// Jobs with `attempts > 1`.
+    pub retried_jobs: u64,
+    /// Sum of `attempts − 1` over those jobs.
+    pub total_retries: u64,
+    /// Largest `attempts` over all jobs (0 when there are none).
+    pub max_attempts: u64,
+}
+
+/// What a refresh reads.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueueData {
+    counts: QueueCounts,
+    oldest_queued: Option<DateTime<Utc>>,
+    retries: Retries,
+}
+
+/// The queue section in the envelope.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
+pub struct QueueView {
+    /// Jobs per status.
+    pub counts: QueueCounts,
+    /// `counts.queued`.
+    pub depth: u64,
+    /// `generated_at` − the earliest parseable `created_at` among queued jobs.
+    pub oldest_queued_age_s: Option<f64>,
+    /// Retry statistics.
+    pub retries: Retries,
+    /// The host worker's breaker snapshot; `None` standalone.
+    pub breaker: Option<serde_json::Value>,
+    /// The host worker's `max_concurrency`; `None` standalone.
+    pub max_concurrency: Option<serde_json::Value>,
+    /// The host worker's `poll_interval`; `None` standalone.
+    pub poll_interval: Option<serde_json::Value>,
+}
+
+const COUNTS_SQL: &str = "SELECT status, COUNT(*) FROM jobs GROUP BY status";
+
+// Timestamps are compared in SQL so a deep queue is not shipped row by row. The
+// GLOB keeps SQLite's lenient date parser ('now', bare julian numbers) away
+// from bad data; what passes is exactly the shape `time::parse_timestamp` takes.
+const OLDEST_QUEUED_SQL: &str = "
+SELECT MIN(unixepoch(trim(created_at), 'subsec'))
+  FROM jobs
+ WHERE status = 'queued'
+   AND typeof(created_at) = 'text'
+   AND trim(created_at) GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]:[0-9][0-9]*'";
+
+// Only integer attempts count: SQLite orders any text above every number, so an
+// unguarded `attempts > 1` would count garbage as a retry.
+const RETRIES_SQL: &str = "
+SELECT COUNT(CASE WHEN attempts > 1 THEN 1 END),
+       TOTAL(CASE WHEN attempts > 1 THEN attempts - 1 END),
+       MAX(attempts)
+  FROM jobs
+ WHERE typeof(attempts) = 'integer' AND attempts BETWEEN 0 AND ?1";
+
+impl Section for Queue {
+    const NAME: SectionName = SectionName::Queue;
+    type Data = QueueData;
+    type View = QueueView;
+
+    fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
+        let mut counts: Vec<(String, u64)> = KNOWN_STATUSES
+            .iter()
+            .map(|s| ((*s).to_owned(), 0))
+            .collect();
+        let mut others = Vec::new();
+        {
+            let mut stmt = conn.prepare_cached(COUNTS_SQL)?;
+            let mut rows = stmt.query([])?;
+            while let Some(row) = rows.next()? {
+                // A NULL status cannot be named; such jobs are left out of `counts`.
+                let (Some(status), Some(n)) = (text(row.get_ref(0)?), count(row.get_ref(1)?))
+                else {
+                    continue;
+                };
+                match counts.iter_mut().find(|(s, _)| *s == status) {
+                    Some(slot) => slot.1 = n,
+                    None => others.push((status, n)),
+                }
+            }
+        }
+        others.sort();
+        counts.extend(others);
+
+        let oldest_queued = conn.prepare_cached(OLDEST_QUEUED_SQL)?.query_row([], |r| {
+            Ok(match r.get_ref(0)? {
+                ValueRef::Real(s) => DateTime::from_timestamp_millis((s * 1000.0).round() as i64),
+                ValueRef::Integer(s) => DateTime::from_timestamp(s, 0),
+                _ => None,
+            })
+        })?;
+
+        let retries = conn
+            .prepare_cached(RETRIES_SQL)?
+            .query_row([MAX_SAFE_INTEGER], |r| {
+                Ok(Retries {
+                    retried_jobs: count(r.get_ref(0)?).unwrap_or(0),
+                    total_retries: match r.get_ref(1)? {
+                        ValueRef::Real(t) if t.is_finite() && t >= 0.0 => t as u64,
+                        _ => 0,
+                    },
+                    max_attempts: count(r.get_ref(2)?).unwrap_or(0),
+                })
+            })?;
+
+        Ok(QueueData {
+            counts: QueueCounts(counts),
+            oldest_queued,
+            retries,
+        })
+    }
+
+    fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View {
+        QueueView {
+            depth: data.counts.get("queued"),
+            counts: data.counts.clone(),
+            oldest_queued_age_s: data.oldest_queued.map(|t| seconds_between(t, generated_at)),
+            retries: data.retries,
+            breaker: None,
+            max_concurrency: None,
+            poll_interval: None,
+        }
+    }
+}

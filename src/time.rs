@@ -1,0 +1,102 @@
+//! Timestamps: parsing what the orchestrator writes, formatting what we emit.
+//!
+//! The orchestrator writes `datetime('now')` (`YYYY-MM-DD HH:MM:SS`, UTC) and
+//! real databases also hold ISO-8601 variants (`T` separator, fractional
+//! seconds, `Z` or a numeric offset). Anything else is bad data for that row.
+
+use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
+
+/// Parses an orchestrator timestamp; `None` when it is not one of the accepted forms.
+///
+/// A value without an offset is UTC (that is what SQLite's `datetime('now')` writes).
+pub fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
+    let s = raw.trim();
+    // Cheap shape check first: every accepted form starts with a date and a time.
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !matches!(b[10], b' ' | b'T') {
+        return None;
+    }
+    for fmt in ["%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M:%S%.f"] {
+        if let Ok(naive) = NaiveDateTime::parse_from_str(s, fmt) {
+            return Some(naive.and_utc());
+        }
+    }
+    // RFC 3339 with `Z` or an offset; chrono also accepts a space separator here.
+    DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|d| d.with_timezone(&Utc))
+}
+
+/// `generated_at`'s format: UTC, whole seconds, `Z`.
+pub fn format_seconds(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Millisecond timestamps (`refreshed_at`, `cpu_sampled_at`): UTC, `Z`.
+pub fn format_millis(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Seconds from `from` to `to` as a JSON-friendly number, millisecond precision.
+pub fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
+    (to - from).num_milliseconds() as f64 / 1000.0
+}
+
+/// Truncates to whole seconds: `generated_at` and every age in a response use this instant.
+pub fn truncate_to_second(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_every_form_the_orchestrator_writes() {
+        let want = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
+            .map(|d| d.to_utc())
+            .ok();
+        for s in [
+            "2026-11-27 10:00:00",
+            "2026-11-27T10:00:00",
+            "2026-11-27T10:00:00Z",
+            "2026-11-27T10:00:00.000Z",
+            "2026-11-27 10:00:00.000",
+            "2026-11-27T12:00:00+02:00",
+            " 2026-11-27 10:00:00 ",
+        ] {
+            assert_eq!(parse_timestamp(s), want, "{s}");
+        }
+        let frac = parse_timestamp("2026-11-27T10:00:00.250Z");
+        assert_eq!(frac.map(|d| d.timestamp_subsec_millis()), Some(250));
+    }
+
+    #[test]
+    fn rejects_garbage() {
+        for s in [
+            "",
+            "yesterday",
+            "2026-11-27",
+            "2026-13-40 10:00:00",
+            "27/11/2026 10:00:00",
+            "now",
+            "2026-11-27 25:00:00",
+        ] {
+            assert_eq!(parse_timestamp(s), None, "{s}");
+        }
+    }
+
+    #[test]
+    fn formats_as_the_contract_says() {
+        let at = DateTime::parse_from_rfc3339("2026-11-27T23:29:49.1204Z").map(|d| d.to_utc());
+        let at = at.ok();
+        assert_eq!(
+            at.map(format_seconds).as_deref(),
+            Some("2026-11-27T23:29:49Z")
+        );
+        assert_eq!(
+            at.map(format_millis).as_deref(),
+            Some("2026-11-27T23:29:49.120Z")
+        );
+    }
+}
