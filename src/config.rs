@@ -183,6 +183,12 @@ impl Settings {
             .filter(|(k, _)| k.starts_with("ORCH_"))
             .collect();
 
+        let env_keys: Vec<String> = env
+            .keys()
+            .filter_map(|k| k.strip_prefix("ORCH_"))
+            .map(str::to_ascii_lowercase)
+            .collect();
+        let mut file_keys = Vec::new();
         let mut builder = Config::builder();
         let file = match (&cli.config, env.get("ORCH_CONFIG_FILE")) {
             (Some(path), _) => Some((path.display().to_string(), "--config")),
@@ -212,6 +218,7 @@ impl Settings {
                     known: KEYS.join(", "),
                 });
             }
+            file_keys = table.into_keys().collect();
             builder = builder.add_source(File::new(path, FileFormat::Toml).required(true));
         }
         builder = builder.add_source(
@@ -233,9 +240,13 @@ impl Settings {
             source_name: file.as_ref().map(|f| f.1).unwrap_or("ORCH_CONFIG_FILE"),
             reason: e.to_string(),
         })?;
+        let file_path = file.map(|f| f.0).unwrap_or_default();
         Layers {
             merged: &merged,
             cli_keys: &cli_keys,
+            env_keys: &env_keys,
+            file_keys: &file_keys,
+            file_path: &file_path,
         }
         .settings()
     }
@@ -268,6 +279,9 @@ fn cli_flag(key: &str) -> &'static str {
 struct Layers<'a> {
     merged: &'a Config,
     cli_keys: &'a [&'static str],
+    env_keys: &'a [String],
+    file_keys: &'a [String],
+    file_path: &'a str,
 }
 
 impl Layers<'_> {
@@ -304,36 +318,34 @@ impl Layers<'_> {
     }
 
     /// The raw text of `key`, if any layer set it.
-    fn raw(&self, key: &str) -> Result<Option<(String, String)>, ConfigError> {
+    fn raw(&self, key: &str) -> Result<Option<String>, ConfigError> {
         let value = match self.merged.get::<config::Value>(key) {
             Ok(v) => v,
             Err(config::ConfigError::NotFound(_)) => return Ok(None),
-            Err(e) => return Err(self.invalid(key, String::new(), None, e.to_string())),
+            Err(e) => return Err(self.invalid(key, String::new(), e.to_string())),
         };
-        let origin = value.origin().map(str::to_owned);
         match value.into_string() {
-            Ok(s) => Ok(Some((s, origin.unwrap_or_default()))),
-            Err(e) => Err(self.invalid(key, String::new(), origin, e.to_string())),
+            Ok(s) => Ok(Some(s)),
+            Err(e) => Err(self.invalid(key, String::new(), e.to_string())),
         }
     }
 
-    fn invalid(
-        &self,
-        key: &str,
-        value: String,
-        origin: Option<String>,
-        expected: String,
-    ) -> ConfigError {
+    /// An error naming the variable (or flag), the value and the layer it came from.
+    fn invalid(&self, key: &str, value: String, expected: String) -> ConfigError {
         let from_cli = self.cli_keys.contains(&key);
         let var = if from_cli {
             cli_flag(key).to_owned()
         } else {
             format!("ORCH_{}", key.to_uppercase())
         };
-        let origin = match origin.as_deref() {
-            _ if from_cli => " (from the command line)".to_owned(),
-            Some("the environment") | None | Some("") => String::new(),
-            Some(o) => format!(" (from {o})"),
+        let origin = if from_cli {
+            " (from the command line)".to_owned()
+        } else if self.env_keys.iter().any(|k| k == key) {
+            " (from the environment)".to_owned()
+        } else if self.file_keys.iter().any(|k| k == key) {
+            format!(" (key {key:?} in {})", self.file_path)
+        } else {
+            String::new()
         };
         ConfigError::Invalid {
             var,
@@ -343,66 +355,72 @@ impl Layers<'_> {
         }
     }
 
-    fn millis(&self, key: &str, (lo, hi): (u64, u64)) -> Result<Option<Duration>, ConfigError> {
-        let Some((raw, origin)) = self.raw(key)? else {
-            return Ok(None);
-        };
-        match raw.trim().parse::<u64>() {
-            Ok(ms) if (lo..=hi).contains(&ms) => Ok(Some(Duration::from_millis(ms))),
-            _ => Err(self.invalid(
-                key,
-                raw,
-                Some(origin),
-                format!("expected a whole number of milliseconds from {lo} to {hi}"),
-            )),
+    /// Reads `key` and converts it, or explains what was expected.
+    fn parse<T>(
+        &self,
+        key: &str,
+        expected: impl Fn() -> String,
+        f: impl Fn(&str) -> Option<T>,
+    ) -> Result<Option<T>, ConfigError> {
+        match self.raw(key)? {
+            None => Ok(None),
+            Some(raw) => match f(raw.trim()) {
+                Some(v) => Ok(Some(v)),
+                None => Err(self.invalid(key, raw, expected())),
+            },
         }
+    }
+
+    fn millis(&self, key: &str, (lo, hi): (u64, u64)) -> Result<Option<Duration>, ConfigError> {
+        self.parse(
+            key,
+            || format!("expected a whole number of milliseconds from {lo} to {hi}"),
+            |s| {
+                s.parse::<u64>()
+                    .ok()
+                    .filter(|ms| (lo..=hi).contains(ms))
+                    .map(Duration::from_millis)
+            },
+        )
     }
 
     fn seconds(&self, key: &str, max: f64) -> Result<Option<Duration>, ConfigError> {
-        let Some((raw, origin)) = self.raw(key)? else {
-            return Ok(None);
-        };
-        match raw.trim().parse::<f64>() {
-            Ok(s) if s.is_finite() && (0.0..=max).contains(&s) => {
-                Ok(Some(Duration::from_secs_f64(s)))
-            }
-            _ => Err(self.invalid(
-                key,
-                raw,
-                Some(origin),
-                format!("expected a number of seconds from 0 to {max}"),
-            )),
-        }
+        self.parse(
+            key,
+            || format!("expected a number of seconds from 0 to {max}"),
+            |s| {
+                s.parse::<f64>()
+                    .ok()
+                    .filter(|x| x.is_finite() && (0.0..=max).contains(x))
+                    .map(Duration::from_secs_f64)
+            },
+        )
     }
 
     fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        let Some((raw, origin)) = self.raw(key)? else {
-            return Ok(None);
-        };
-        match raw.trim().to_ascii_lowercase().as_str() {
-            "true" | "1" | "yes" | "on" => Ok(Some(true)),
-            "false" | "0" | "no" | "off" => Ok(Some(false)),
-            _ => Err(self.invalid(
-                key,
-                raw,
-                Some(origin),
-                "expected one of true/false/1/0/yes/no/on/off".into(),
-            )),
-        }
+        self.parse(
+            key,
+            || "expected one of true/false/1/0/yes/no/on/off (any case)".to_owned(),
+            |s| match s.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" | "on" => Some(true),
+                "false" | "0" | "no" | "off" => Some(false),
+                _ => None,
+            },
+        )
     }
 
     fn bind(&self) -> Result<Option<String>, ConfigError> {
-        let Some((raw, origin)) = self.raw("bind")? else {
+        let Some(raw) = self.raw("bind")? else {
             return Ok(None);
         };
         match resolve_bind(&raw) {
             Ok(_) => Ok(Some(raw)),
-            Err(reason) => Err(self.invalid("bind", raw, Some(origin), reason)),
+            Err(reason) => Err(self.invalid("bind", raw, reason)),
         }
     }
 
     fn db_path(&self) -> Result<Option<PathBuf>, ConfigError> {
-        let Some((raw, origin)) = self.raw("db_path")? else {
+        let Some(raw) = self.raw("db_path")? else {
             return Ok(None);
         };
         let path = PathBuf::from(&raw);
@@ -421,7 +439,7 @@ impl Layers<'_> {
             }
         };
         match problem {
-            Some(reason) => Err(self.invalid("db_path", raw, Some(origin), reason)),
+            Some(reason) => Err(self.invalid("db_path", raw, reason)),
             None => Ok(Some(path)),
         }
     }

@@ -8,7 +8,10 @@ use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
 use crate::messages::{SectionReply, Status};
-use crate::section::{AgentEntry, CostView, QueueView, Section, StageEntry};
+use crate::procstat;
+use crate::section::{
+    AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, StageEntry, Stages,
+};
 use crate::time::{format_millis, format_seconds, truncate_to_second};
 
 /// The envelope's `schema_version`.
@@ -171,5 +174,44 @@ pub fn render<S: Section>(
                 error: Some(format!("the {} actor is not running", S::NAME)),
             },
         ),
+    }
+}
+
+/// A section actor's answer, or the mailbox error in its place.
+pub type Reply<S> = Result<SectionReply<<S as Section>::Data>, MailboxError>;
+
+/// The four answers one response is assembled from.
+#[derive(Debug)]
+pub struct Replies {
+    /// From the stages actor.
+    pub stages: Reply<Stages>,
+    /// From the queue actor.
+    pub queue: Reply<Queue>,
+    /// From the agents actor.
+    pub agents: Reply<Agents>,
+    /// From the cost actor.
+    pub cost: Reply<Cost>,
+}
+
+/// Assembles one response from the four answers; ages are computed against `clock`.
+pub fn assemble(replies: Replies, clock: Clock, snapshot_timeout: Duration) -> Envelope {
+    let (stages, stages_state) = render::<Stages>(replies.stages, clock, snapshot_timeout);
+    let (queue, queue_state) = render::<Queue>(replies.queue, clock, snapshot_timeout);
+    let (agents, agents_state) = render::<Agents>(replies.agents, clock, snapshot_timeout);
+    let (cost, cost_state) = render::<Cost>(replies.cost, clock, snapshot_timeout);
+    Envelope {
+        schema_version: SCHEMA_VERSION,
+        generated_at: clock.generated_at,
+        clk_tck: procstat::clk_tck(),
+        stages,
+        queue,
+        agents,
+        cost,
+        sections: Sections {
+            stages: stages_state,
+            queue: queue_state,
+            agents: agents_state,
+            cost: cost_state,
+        },
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP surface: `/metrics`, `/health`, JSON 404/405, and the standalone server.
 
 use std::io;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix_web::http::header::{self, ContentType};
@@ -107,9 +108,10 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     )
 }
 
-/// Binds the standalone server on `settings.bind` with explicit limits; the
-/// returned server stops gracefully on SIGTERM or SIGINT.
-pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<Server> {
+/// Binds the standalone server on `settings.bind` with explicit limits. The
+/// returned server (run it by awaiting it) stops gracefully on SIGTERM or
+/// SIGINT; the addresses are where it listens (useful with port 0).
+pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, Vec<SocketAddr>)> {
     let addrs = resolve_bind(&settings.bind).map_err(|e| {
         io::Error::new(
             io::ErrorKind::InvalidInput,
@@ -127,8 +129,9 @@ pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<Server> {
     .max_connections(MAX_CONNECTIONS_PER_WORKER)
     .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
     .bind(&addrs[..])?;
-    for addr in server.addrs() {
+    let addrs = server.addrs();
+    for addr in &addrs {
         tracing::info!(%addr, "listening");
     }
-    Ok(server.run())
+    Ok((server.run(), addrs))
 }

@@ -80,7 +80,7 @@ fn main() -> ExitCode {
             }
         };
         let server = match orchmirror::http::server(&settings, handle.clone()) {
-            Ok(s) => s,
+            Ok((s, _)) => s,
             Err(e) => {
                 eprintln!("orchmirror: cannot listen on {}: {e}", settings.bind);
                 return ExitCode::FAILURE;

@@ -9,9 +9,8 @@ use actix::prelude::*;
 use crate::actor::{ActorSettings, SectionActor};
 use crate::config::Settings;
 use crate::db;
-use crate::envelope::{self, Clock, Envelope, Health, Sections};
+use crate::envelope::{self, Clock, Envelope, Health, Replies};
 use crate::messages::Snapshot;
-use crate::procstat;
 use crate::section::{Agents, Cost, Queue, Section, SectionName, Stages};
 
 /// Why the mirror could not start.
@@ -159,26 +158,13 @@ impl MirrorHandle {
             owners.agents.ask(t),
             owners.cost.ask(t)
         );
-        let clock = Clock::now();
-        let (stages, stages_state) = envelope::render::<Stages>(stages, clock, t);
-        let (queue, queue_state) = envelope::render::<Queue>(queue, clock, t);
-        let (agents, agents_state) = envelope::render::<Agents>(agents, clock, t);
-        let (cost, cost_state) = envelope::render::<Cost>(cost, clock, t);
-        Some(Envelope {
-            schema_version: envelope::SCHEMA_VERSION,
-            generated_at: clock.generated_at,
-            clk_tck: procstat::clk_tck(),
+        let replies = Replies {
             stages,
             queue,
             agents,
             cost,
-            sections: Sections {
-                stages: stages_state,
-                queue: queue_state,
-                agents: agents_state,
-                cost: cost_state,
-            },
-        })
+        };
+        Some(envelope::assemble(replies, Clock::now(), t))
     }
 
     /// `/health`'s answer; `None` when disabled.

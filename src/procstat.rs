@@ -21,7 +21,9 @@ pub struct CpuSample {
 pub fn clk_tck() -> Option<u64> {
     #[cfg(target_os = "linux")]
     {
-        Some(procfs::ticks_per_second())
+        // Fixed for the life of the process; read once.
+        static TICKS: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        Some(*TICKS.get_or_init(procfs::ticks_per_second))
     }
     #[cfg(not(target_os = "linux"))]
     {

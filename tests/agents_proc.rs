@@ -1,0 +1,132 @@
+//! `cpu_ticks` from real processes: a live child, a dead pid, a reused pid.
+
+mod support;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, Duration as CDuration, Utc};
+use serde_json::Value;
+use support::{Binary, Fixture, wait_for};
+
+fn sqlite_ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// A child that burns CPU so its tick count moves.
+fn busy_child() -> std::process::Child {
+    Command::new("sh")
+        .arg("-c")
+        .arg("while :; do :; done")
+        .stdin(Stdio::null())
+        .spawn()
+        .expect("spawn busy child")
+}
+
+fn agent(m: &Value, job_id: i64) -> Value {
+    m["agents"]
+        .as_array()
+        .and_then(|a| a.iter().find(|e| e["job_id"] == job_id).cloned())
+        .unwrap_or_else(|| panic!("no agent for job {job_id}: {m}"))
+}
+
+#[test]
+fn live_dead_and_reused_pids() {
+    let mut live = busy_child();
+    // A process that has exited and been reaped: its pid is gone.
+    let mut dead = Command::new("true").spawn().expect("spawn true");
+    let dead_pid = dead.id();
+    dead.wait().expect("reap");
+    // A live process whose start time is an hour away from the run's: a reused pid.
+    let mut reused = Command::new("sleep")
+        .arg("60")
+        .spawn()
+        .expect("spawn sleep");
+
+    let now = Utc::now();
+    let fx = Fixture::new();
+    fx.exec(&format!(
+        "INSERT INTO jobs (id, agent, status, started_at) VALUES
+            (1, 'developer', 'running', '{now}'), (2, 'developer', 'running', '{now}'),
+            (3, 'developer', 'running', '{now}');
+         INSERT INTO agent_runs (id, job_id, agent, pid, started_at) VALUES
+            (1, 1, 'developer', {live}, '{now}'),
+            (2, 2, 'developer', {dead_pid}, '{now}'),
+            (3, 3, 'developer', {reused}, '{hour_ago}');",
+        now = sqlite_ts(now),
+        live = live.id(),
+        reused = reused.id(),
+        hour_ago = sqlite_ts(now - CDuration::hours(1)),
+    ));
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let first = bin.wait_all_ok();
+    let a = agent(&first, 1);
+    assert_eq!(a["pid"], live.id());
+    let t1 = a["cpu_ticks"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("live child has ticks: {a}"));
+    let s1 = support::ts(&a["cpu_sampled_at"]);
+    assert_eq!(
+        a["cpu_sampled_at"].as_str().map(str::len),
+        Some(24),
+        "milliseconds and Z"
+    );
+
+    for (job, why) in [(2, "dead pid"), (3, "reused pid")] {
+        let e = agent(&first, job);
+        assert_eq!(e["cpu_ticks"], Value::Null, "{why}: {e}");
+        assert_eq!(e["cpu_sampled_at"], Value::Null, "{why}: {e}");
+        assert!(
+            e["pid"].is_u64(),
+            "{why}: the pid itself is still reported: {e}"
+        );
+    }
+    assert_eq!(first["sections"]["agents"]["error"], Value::Null);
+
+    // The busy child accumulates ticks; a later sample is larger and later.
+    let (t2, s2) = wait_for(Duration::from_secs(20), "cpu_ticks to grow", || {
+        let a = agent(&bin.metrics(), 1);
+        let t = a["cpu_ticks"].as_u64()?;
+        (t > t1).then(|| (t, support::ts(&a["cpu_sampled_at"])))
+    });
+    assert!(t2 > t1 && s2 > s1);
+
+    // Once the process is gone, its ticks are null and the section stays ok.
+    live.kill().expect("kill");
+    live.wait().expect("reap");
+    wait_for(
+        Duration::from_secs(10),
+        "null ticks after the child died",
+        || {
+            let m = bin.metrics();
+            (agent(&m, 1)["cpu_ticks"].is_null() && m["sections"]["agents"]["status"] == "ok")
+                .then_some(())
+        },
+    );
+    let _ = reused.kill();
+    let _ = reused.wait();
+}
+
+#[test]
+fn a_zombie_has_no_ticks() {
+    // A child that is never reaped stays a zombie while we hold it.
+    let mut zombie = Command::new("true").spawn().expect("spawn");
+    let pid = zombie.id();
+    wait_for(Duration::from_secs(5), "zombie state", || {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let state = stat.rsplit_once(") ")?.1.chars().next()?;
+        (state == 'Z').then_some(())
+    });
+    let now = sqlite_ts(Utc::now());
+    let fx = Fixture::new();
+    fx.exec(&format!(
+        "INSERT INTO jobs (id, agent, status, started_at) VALUES (1, 'a', 'running', '{now}');
+         INSERT INTO agent_runs (id, job_id, agent, pid, started_at) VALUES (1, 1, 'a', {pid}, '{now}');"
+    ));
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let m = bin.wait_all_ok();
+    assert_eq!(agent(&m, 1)["cpu_ticks"], Value::Null, "{m}");
+    zombie.wait().expect("reap");
+}

@@ -1,0 +1,80 @@
+//! Bad data degrades one field of one row, never the section.
+
+mod support;
+
+use serde_json::{Value, json};
+use support::{Binary, Fixture};
+
+#[test]
+fn bad_values_null_only_their_own_field() {
+    let fx = Fixture::new();
+    // SQLite stores whatever it is given, whatever the declared type.
+    fx.exec(
+        "INSERT INTO tasks (id, work_item_id, repo, stage, updated_at) VALUES
+            (1, 'ORCH-1', 'core', 'review', 'last tuesday'),
+            (2, 'ORCH-2', 'core', 'review', '2026-02-30 10:00:00'),
+            (3, 'ORCH-3', 'core', 'review', 12345),
+            (4, 'ORCH-4', 'core', 'develop', datetime('now', '-10 seconds'));
+         INSERT INTO jobs (id, agent, status, attempts, created_at, started_at) VALUES
+            (1, 'developer', 'running', 'many', 'garbage', 'not a time'),
+            (2, 'developer', 'running', 2, datetime('now', '-20 seconds'), datetime('now', '-5 seconds')),
+            (3, 'developer', 'queued', -4, 'garbage', NULL);
+         INSERT INTO agent_runs (id, job_id, agent, pid, model, effort, started_at,
+                                 cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens) VALUES
+            (1, 1, 'developer', 'pid?', 'm', 'high', datetime('now'), 'free', 'lots', -5, 99999999999999999999, 3),
+            (2, 2, 'developer', -7, 'm', 'high', datetime('now'), 0.5, 10, 20, 30, 40);",
+    );
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let m = bin.wait_all_ok();
+
+    let stages = m["stages"].as_array().expect("stages");
+    assert_eq!(stages.len(), 4, "no row is dropped: {m}");
+    for s in &stages[..3] {
+        assert_eq!(s["age_in_stage_s"], Value::Null, "{s}");
+        assert_eq!(s["stage"], "review");
+    }
+    assert!(
+        stages[3]["age_in_stage_s"]
+            .as_f64()
+            .is_some_and(|a| a >= 9.0),
+        "{}",
+        stages[3]
+    );
+
+    let agents = m["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), 2);
+    assert_eq!(agents[0]["runtime_s"], Value::Null);
+    assert_eq!(agents[0]["pid"], Value::Null, "text pid");
+    assert_eq!(agents[0]["model"], "m", "the rest of the row is served");
+    assert_eq!(agents[1]["pid"], Value::Null, "negative pid");
+    assert_eq!(agents[1]["cpu_ticks"], Value::Null);
+    assert!(agents[1]["runtime_s"].as_f64().is_some());
+
+    let running = &m["cost"]["running"];
+    assert_eq!(
+        running[0],
+        json!({"run_id": 1, "job_id": 1, "agent": "developer", "cost_usd": null, "input_tokens": null,
+               "output_tokens": null, "cache_read_tokens": null, "cache_creation_tokens": 3})
+    );
+    // Aggregates skip what is not a valid number, as they skip NULL.
+    assert_eq!(
+        m["cost"]["aggregate"],
+        json!({"runs": 2, "cost_usd": 0.5, "input_tokens": 10, "output_tokens": 20,
+               "cache_read_tokens": 30, "cache_creation_tokens": 43})
+    );
+
+    let q = &m["queue"];
+    assert_eq!(q["counts"]["running"], 2);
+    assert_eq!(q["counts"]["queued"], 1);
+    assert_eq!(
+        q["oldest_queued_age_s"],
+        Value::Null,
+        "no queued created_at parses"
+    );
+    // Only job 2 has a valid attempts value.
+    assert_eq!(
+        q["retries"],
+        json!({"retried_jobs": 1, "total_retries": 1, "max_attempts": 2})
+    );
+}

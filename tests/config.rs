@@ -1,0 +1,319 @@
+//! Configuration: every variable changes its setting; every bad value stops
+//! start-up naming the variable and the value; layers override in order.
+
+mod support;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use orchmirror::{CliOverrides, Settings};
+use support::{Binary, Fixture};
+
+fn load(env: &[(&str, &str)]) -> Result<Settings, orchmirror::ConfigError> {
+    let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+    Settings::load(env, &CliOverrides::default())
+}
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+#[test]
+fn defaults_match_the_contract() {
+    let s = load(&[]).expect("defaults");
+    assert_eq!(s.db_path, None);
+    assert_eq!(s.bind, "127.0.0.1:8787");
+    assert!(s.metrics_enabled);
+    assert_eq!(s.refresh, orchmirror::RefreshPeriods::uniform(ms(1000)));
+    assert_eq!(s.snapshot_timeout, ms(200));
+    assert_eq!(s.max_stale, ms(30_000));
+    assert_eq!(s.pid_start_tolerance, Duration::from_secs(10));
+}
+
+#[test]
+fn every_variable_changes_its_setting() {
+    let fx = Fixture::new();
+    let db = fx.path.display().to_string();
+    let s = load(&[("ORCH_DB_PATH", &db)]).expect("db");
+    assert_eq!(s.db_path, Some(fx.path.clone()));
+    assert_eq!(
+        load(&[("ORCH_BIND", "127.0.0.1:9999")]).expect("bind").bind,
+        "127.0.0.1:9999"
+    );
+    assert_eq!(
+        load(&[("ORCH_SNAPSHOT_TIMEOUT_MS", "750")])
+            .expect("t")
+            .snapshot_timeout,
+        ms(750)
+    );
+    assert_eq!(
+        load(&[("ORCH_MAX_STALE_MS", "1234")])
+            .expect("ms")
+            .max_stale,
+        ms(1234)
+    );
+    assert_eq!(
+        load(&[("ORCH_PID_START_TOLERANCE_S", "2.5")])
+            .expect("tol")
+            .pid_start_tolerance,
+        Duration::from_millis(2500)
+    );
+
+    let all = load(&[("ORCH_REFRESH_MS", "500")]).expect("refresh");
+    assert_eq!(all.refresh, orchmirror::RefreshPeriods::uniform(ms(500)));
+    let each = load(&[
+        ("ORCH_REFRESH_MS", "500"),
+        ("ORCH_STAGES_REFRESH_MS", "11"),
+        ("ORCH_QUEUE_REFRESH_MS", "22"),
+        ("ORCH_AGENTS_REFRESH_MS", "33"),
+        ("ORCH_COST_REFRESH_MS", "44"),
+    ])
+    .expect("per section");
+    assert_eq!(
+        (
+            each.refresh.stages,
+            each.refresh.queue,
+            each.refresh.agents,
+            each.refresh.cost
+        ),
+        (ms(11), ms(22), ms(33), ms(44))
+    );
+    let one = load(&[("ORCH_REFRESH_MS", "500"), ("ORCH_AGENTS_REFRESH_MS", "50")]).expect("one");
+    assert_eq!(
+        (one.refresh.agents, one.refresh.queue),
+        (ms(50), ms(500)),
+        "the others keep ORCH_REFRESH_MS"
+    );
+
+    for (v, want) in [
+        ("true", true),
+        ("FALSE", false),
+        ("1", true),
+        ("0", false),
+        ("Yes", true),
+        ("no", false),
+        ("ON", true),
+        ("off", false),
+    ] {
+        assert_eq!(
+            load(&[("ORCH_METRICS_ENABLED", v)])
+                .expect(v)
+                .metrics_enabled,
+            want,
+            "{v}"
+        );
+    }
+}
+
+#[test]
+fn bad_values_are_rejected_naming_the_variable_and_value() {
+    let cases: &[(&str, &str)] = &[
+        ("ORCH_DB_PATH", "/nonexistent/orch.sqlite"),
+        ("ORCH_DB_PATH", ""),
+        ("ORCH_DB_PATH", "/tmp"),
+        ("ORCH_BIND", "not-an-address"),
+        ("ORCH_BIND", "127.0.0.1:99999"),
+        ("ORCH_METRICS_ENABLED", "maybe"),
+        ("ORCH_REFRESH_MS", "abc"),
+        ("ORCH_REFRESH_MS", "9"),
+        ("ORCH_REFRESH_MS", "3600001"),
+        ("ORCH_REFRESH_MS", "-5"),
+        ("ORCH_STAGES_REFRESH_MS", "0"),
+        ("ORCH_QUEUE_REFRESH_MS", "1.5"),
+        ("ORCH_AGENTS_REFRESH_MS", "soon"),
+        ("ORCH_COST_REFRESH_MS", "99999999999"),
+        ("ORCH_SNAPSHOT_TIMEOUT_MS", "0"),
+        ("ORCH_SNAPSHOT_TIMEOUT_MS", "60001"),
+        ("ORCH_MAX_STALE_MS", "forever"),
+        ("ORCH_PID_START_TOLERANCE_S", "-1"),
+        ("ORCH_PID_START_TOLERANCE_S", "NaN"),
+    ];
+    for (var, value) in cases {
+        let err = load(&[(var, value)])
+            .err()
+            .unwrap_or_else(|| panic!("{var}={value:?} was accepted"));
+        let msg = err.to_string();
+        assert!(
+            msg.contains(var) && msg.contains(&format!("{value:?}")),
+            "{var}={value:?}: {msg}"
+        );
+    }
+}
+
+#[test]
+fn the_binary_exits_non_zero_on_each_bad_value() {
+    // One bad value per variable of CONTRACT.md section 3, through the real binary.
+    for (var, value) in [
+        ("ORCH_DB_PATH", "/nonexistent/orch.sqlite"),
+        ("ORCH_BIND", "nowhere"),
+        ("ORCH_METRICS_ENABLED", "perhaps"),
+        ("ORCH_REFRESH_MS", "5"),
+        ("ORCH_STAGES_REFRESH_MS", "x"),
+        ("ORCH_QUEUE_REFRESH_MS", "x"),
+        ("ORCH_AGENTS_REFRESH_MS", "x"),
+        ("ORCH_COST_REFRESH_MS", "x"),
+        ("ORCH_SNAPSHOT_TIMEOUT_MS", "0"),
+        ("ORCH_MAX_STALE_MS", "-1"),
+        ("ORCH_PID_START_TOLERANCE_S", "ten"),
+    ] {
+        let port = support::free_port().to_string();
+        let bind = format!("127.0.0.1:{port}");
+        let out = Binary::command(&[("ORCH_BIND", &bind), (var, value)])
+            .output()
+            .expect("run orchmirror");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{var}={value} was accepted");
+        assert!(
+            stderr.contains(var) && stderr.contains(value),
+            "{var}={value}: {stderr}"
+        );
+        // Nothing was served on a half-valid configuration.
+        assert!(
+            std::net::TcpStream::connect(&bind).is_err(),
+            "{var}: something listened"
+        );
+    }
+}
+
+#[test]
+fn file_then_environment_then_flags() {
+    let fx = Fixture::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("orchmirror.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "bind = \"127.0.0.1:7001\"\nrefresh_ms = 250\nqueue_refresh_ms = 300\nmax_stale_ms = 5000\n\
+             metrics_enabled = true\npid_start_tolerance_s = 3\ndb_path = {:?}\n",
+            fx.path.display().to_string()
+        ),
+    )
+    .expect("write toml");
+    let f = file.display().to_string();
+    let from_file = load(&[("ORCH_CONFIG_FILE", &f)]).expect("file");
+    assert_eq!(from_file.bind, "127.0.0.1:7001");
+    assert_eq!(
+        (from_file.refresh.stages, from_file.refresh.queue),
+        (ms(250), ms(300))
+    );
+    assert_eq!(from_file.max_stale, ms(5000));
+    assert_eq!(from_file.pid_start_tolerance, Duration::from_secs(3));
+    assert_eq!(from_file.db_path.as_deref(), Some(fx.path.as_path()));
+
+    let env_wins = load(&[
+        ("ORCH_CONFIG_FILE", &f),
+        ("ORCH_BIND", "127.0.0.1:7002"),
+        ("ORCH_REFRESH_MS", "400"),
+    ])
+    .expect("env");
+    assert_eq!(env_wins.bind, "127.0.0.1:7002");
+    assert_eq!(
+        (env_wins.refresh.stages, env_wins.refresh.queue),
+        (ms(400), ms(300))
+    );
+
+    let other = Fixture::new();
+    let cli = CliOverrides::new(
+        Some(other.path.clone()),
+        Some("127.0.0.1:7003".into()),
+        Some(file.clone()),
+    );
+    let env = [("ORCH_BIND".to_owned(), "127.0.0.1:7002".to_owned())];
+    let flags_win = Settings::load(env, &cli).expect("flags");
+    assert_eq!(flags_win.bind, "127.0.0.1:7003");
+    assert_eq!(flags_win.db_path, Some(other.path.clone()));
+    assert_eq!(flags_win.refresh.queue, ms(300), "--config read the file");
+}
+
+#[test]
+fn file_problems_are_clear() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = dir.path().join("absent.toml").display().to_string();
+    let e = load(&[("ORCH_CONFIG_FILE", &missing)])
+        .expect_err("missing file rejected")
+        .to_string();
+    assert!(
+        e.contains("ORCH_CONFIG_FILE") && e.contains("absent.toml"),
+        "{e}"
+    );
+
+    let typo = dir.path().join("typo.toml");
+    std::fs::write(&typo, "refresh_msec = 100\n").expect("write");
+    let e = load(&[("ORCH_CONFIG_FILE", &typo.display().to_string())])
+        .expect_err("typo rejected")
+        .to_string();
+    assert!(e.contains("refresh_msec"), "{e}");
+
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "refresh_ms = \"fast\"\n").expect("write");
+    let e = load(&[("ORCH_CONFIG_FILE", &bad.display().to_string())])
+        .expect_err("bad rejected")
+        .to_string();
+    assert!(
+        e.contains("ORCH_REFRESH_MS") && e.contains("fast") && e.contains("bad.toml"),
+        "{e}"
+    );
+
+    let flag = CliOverrides::new(Some(PathBuf::from("/nonexistent/x.db")), None, None);
+    let e = Settings::load(Vec::new(), &flag)
+        .expect_err("bad --db")
+        .to_string();
+    assert!(e.contains("--db") && e.contains("/nonexistent/x.db"), "{e}");
+}
+
+#[test]
+fn per_section_periods_really_drive_the_refresh() {
+    // Queue refreshes once an hour, everything else every 100 ms: a new job
+    // shows up in agents (running) but not in the queue counts.
+    let fx = Fixture::new();
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[
+        ("ORCH_DB_PATH", &db),
+        ("ORCH_REFRESH_MS", "100"),
+        ("ORCH_QUEUE_REFRESH_MS", "3600000"),
+    ]);
+    bin.wait_all_ok();
+    fx.exec("INSERT INTO jobs (agent, status, started_at) VALUES ('developer', 'running', datetime('now'));");
+    let m = support::wait_for(Duration::from_secs(10), "agents refresh", || {
+        let m = bin.metrics();
+        (m["agents"].as_array().map(Vec::len) == Some(1)).then_some(m)
+    });
+    assert_eq!(
+        m["queue"]["counts"]["running"], 0,
+        "the queue has not refreshed: {m}"
+    );
+}
+
+#[test]
+fn the_pid_tolerance_decides_whether_a_process_is_the_run() {
+    // The run says it started 30 s before this process did.
+    let mut child = std::process::Command::new("sleep")
+        .arg("30")
+        .spawn()
+        .expect("spawn");
+    let started = chrono::Utc::now() - chrono::Duration::seconds(30);
+    let fx = Fixture::new();
+    fx.exec(&format!(
+        "INSERT INTO jobs (id, agent, status, started_at) VALUES (1, 'a', 'running', datetime('now'));
+         INSERT INTO agent_runs (job_id, agent, pid, started_at) VALUES (1, 'a', {}, '{}');",
+        child.id(),
+        started.format("%Y-%m-%d %H:%M:%S")
+    ));
+    let db = fx.path.display().to_string();
+    let strict = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    assert!(
+        strict.wait_all_ok()["agents"][0]["cpu_ticks"].is_null(),
+        "10 s default: not the run"
+    );
+    let lenient = Binary::start(&[
+        ("ORCH_DB_PATH", &db),
+        ("ORCH_REFRESH_MS", "100"),
+        ("ORCH_PID_START_TOLERANCE_S", "60"),
+    ]);
+    assert!(
+        lenient.wait_all_ok()["agents"][0]["cpu_ticks"].is_u64(),
+        "60 s: the run's process"
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -1,0 +1,193 @@
+//! Failure paths: a stalled actor, a dead actor, a locked database, a missing table.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use orchmirror::SectionName;
+use serde_json::Value;
+use support::{Binary, Fixture, InProcess, fast_settings, wait_for};
+
+fn seeded() -> Fixture {
+    let fx = Fixture::new();
+    fx.exec(
+        "INSERT INTO tasks (work_item_id, stage) VALUES ('ORCH-1', 'review');
+         INSERT INTO jobs (agent, status, started_at) VALUES ('developer', 'running', datetime('now'));
+         INSERT INTO agent_runs (job_id, agent, cost_usd) VALUES (1, 'developer', 1.25);",
+    );
+    fx
+}
+
+#[test]
+fn a_stalled_actor_costs_only_its_section_and_one_timeout() {
+    let fx = seeded();
+    let mut settings = fast_settings(&fx.path);
+    settings.snapshot_timeout = Duration::from_millis(300);
+    let mirror = InProcess::start(settings);
+    mirror.wait_all_ok();
+
+    // Block the agents actor's thread for far longer than the snapshot timeout.
+    mirror
+        .handle
+        .stall_section(SectionName::Agents, Duration::from_secs(6));
+    std::thread::sleep(Duration::from_millis(100));
+    let started = Instant::now();
+    let m = mirror.metrics();
+    let took = started.elapsed();
+
+    assert_eq!(m["sections"]["agents"]["status"], "timeout", "{m}");
+    assert_eq!(m["agents"], Value::Null);
+    let err = m["sections"]["agents"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        err.contains("300 ms"),
+        "names the configured timeout: {err}"
+    );
+    for s in ["stages", "queue", "cost"] {
+        assert_eq!(m["sections"][s]["status"], "ok", "{s}: {m}");
+        assert!(!m[s].is_null(), "{s}");
+    }
+    // About one timeout, far from the 6 s stall (generous for a loaded machine).
+    assert!(took < Duration::from_secs(3), "response took {took:?}");
+
+    let h = support::get_json(&mirror.url("/health"));
+    assert_eq!(h["status"], "degraded");
+    assert_eq!(h["sections"]["agents"]["status"], "timeout");
+}
+
+#[test]
+fn a_dead_actor_is_unavailable_and_the_rest_is_served() {
+    let fx = seeded();
+    let mirror = InProcess::start(fast_settings(&fx.path));
+    mirror.wait_all_ok();
+    mirror.handle.kill_section(SectionName::Cost);
+    let m = wait_for(Duration::from_secs(5), "cost unavailable", || {
+        let m = mirror.metrics();
+        (m["sections"]["cost"]["status"] == "unavailable").then_some(m)
+    });
+    assert_eq!(m["cost"], Value::Null);
+    assert!(
+        m["sections"]["cost"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("cost"))
+    );
+    for s in ["stages", "queue", "agents"] {
+        assert_eq!(m["sections"][s]["status"], "ok", "{s}");
+    }
+    let h = support::get_json(&mirror.url("/health"));
+    assert_eq!(h["status"], "degraded");
+}
+
+#[test]
+fn a_locked_database_serves_stale_data_then_recovers() {
+    let fx = seeded(); // rollback-journal mode: an exclusive lock blocks readers
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let before = bin.wait_all_ok();
+
+    let writer = fx.conn();
+    writer.execute_batch("BEGIN EXCLUSIVE;").expect("lock");
+    let m = wait_for(Duration::from_secs(10), "stale sections", || {
+        let m = bin.metrics();
+        ["stages", "queue", "agents", "cost"]
+            .iter()
+            .all(|s| m["sections"][s]["status"] == "stale")
+            .then_some(m)
+    });
+    // The last good data is served, with the reason.
+    assert_eq!(
+        m["stages"][0]["work_item"],
+        before["stages"][0]["work_item"]
+    );
+    assert_eq!(m["stages"].as_array().map(Vec::len), Some(1));
+    assert_eq!(m["cost"]["aggregate"], before["cost"]["aggregate"]);
+    let err = m["sections"]["queue"]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("locked"), "says why: {err}");
+    // A refresh fails fast, so a fresh request is not held up by the lock.
+    let t = Instant::now();
+    bin.metrics();
+    assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
+
+    writer.execute_batch("COMMIT;").expect("unlock");
+    wait_for(Duration::from_secs(10), "recovery", || {
+        support::all_ok(&bin.metrics()).then_some(())
+    });
+}
+
+#[test]
+fn stale_data_older_than_max_stale_is_withdrawn() {
+    let fx = seeded();
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[
+        ("ORCH_DB_PATH", &db),
+        ("ORCH_REFRESH_MS", "100"),
+        ("ORCH_MAX_STALE_MS", "1000"),
+    ]);
+    bin.wait_all_ok();
+    let writer = fx.conn();
+    writer.execute_batch("BEGIN EXCLUSIVE;").expect("lock");
+    let m = wait_for(Duration::from_secs(10), "error after max stale", || {
+        let m = bin.metrics();
+        (m["sections"]["stages"]["status"] == "error").then_some(m)
+    });
+    assert_eq!(m["stages"], Value::Null);
+    let e = &m["sections"]["stages"];
+    assert!(
+        e["error"]
+            .as_str()
+            .is_some_and(|s| s.contains("ORCH_MAX_STALE_MS")),
+        "{e}"
+    );
+    assert!(
+        e["refreshed_at"].is_string(),
+        "the last good refresh is still reported: {e}"
+    );
+    writer.execute_batch("COMMIT;").expect("unlock");
+    wait_for(Duration::from_secs(10), "recovery", || {
+        support::all_ok(&bin.metrics()).then_some(())
+    });
+}
+
+#[test]
+fn a_missing_table_errors_only_the_sections_that_need_it() {
+    let fx = seeded();
+    fx.exec("DROP TABLE agent_runs;");
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let m = wait_for(Duration::from_secs(10), "sections settled", || {
+        let m = bin.metrics();
+        (m["sections"]["stages"]["status"] == "ok" && m["sections"]["cost"]["status"] == "error")
+            .then_some(m)
+    });
+    assert_eq!(m["sections"]["queue"]["status"], "ok");
+    for s in ["agents", "cost"] {
+        assert_eq!(m["sections"][s]["status"], "error", "{s}");
+        assert_eq!(m[s], Value::Null, "{s}");
+        let e = m["sections"][s]["error"].as_str().unwrap_or_default();
+        assert!(e.contains("agent_runs"), "{s}: names the table: {e}");
+    }
+}
+
+#[test]
+fn a_database_that_is_not_sqlite_gives_errors_not_a_crash() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("notes.txt");
+    std::fs::write(
+        &path,
+        "this is not a database, just some text that is long enough ".repeat(20),
+    )
+    .expect("write");
+    let db = path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let m = wait_for(Duration::from_secs(10), "error sections", || {
+        let m = bin.metrics();
+        (m["sections"]["queue"]["status"] == "error").then_some(m)
+    });
+    assert!(
+        m["sections"]["queue"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a database")),
+        "{m}"
+    );
+}

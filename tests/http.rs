@@ -1,0 +1,144 @@
+//! The HTTP surface: routes, JSON errors, query strings, the kill switch.
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use support::{Binary, Fixture};
+
+#[test]
+fn unknown_paths_and_wrong_methods_get_json_errors() {
+    let fx = Fixture::new();
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db)]);
+    let c = support::client();
+    for path in ["/", "/nope", "/metrics/extra", "/healthz"] {
+        let r = c.get(bin.url(path)).send().expect("get");
+        assert_eq!(r.status().as_u16(), 404, "{path}");
+        assert_eq!(r.headers()["content-type"], "application/json");
+        let body: Value = r.json().expect("json");
+        assert!(
+            body["error"].as_str().is_some_and(|e| e.contains(path)),
+            "{path}: {body}"
+        );
+    }
+    for path in ["/metrics", "/health"] {
+        for method in [
+            reqwest::Method::POST,
+            reqwest::Method::PUT,
+            reqwest::Method::DELETE,
+            reqwest::Method::PATCH,
+        ] {
+            let r = c
+                .request(method.clone(), bin.url(path))
+                .body("x")
+                .send()
+                .expect("send");
+            assert_eq!(r.status().as_u16(), 405, "{method} {path}");
+            assert_eq!(r.headers()["content-type"], "application/json");
+            assert!(r.headers().get("allow").is_some());
+            let body: Value = r.json().expect("json");
+            assert!(body["error"].is_string(), "{body}");
+        }
+    }
+    let head = c.head(bin.url("/metrics")).send().expect("head");
+    assert_eq!(head.status().as_u16(), 200);
+}
+
+#[test]
+fn unknown_query_strings_are_ignored() {
+    let fx = Fixture::new();
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    bin.wait_all_ok();
+    for q in ["?format=prom", "?a=1&b=2", "?%ZZ", "?=&&=", "?x=%00"] {
+        let m = support::get_json(&bin.url(&format!("/metrics{q}")));
+        assert_eq!(m["schema_version"], 1, "{q}");
+        assert!(m["sections"]["queue"]["status"].is_string(), "{q}");
+    }
+}
+
+#[test]
+fn health_reports_ok_when_every_section_is_ok() {
+    let fx = Fixture::new();
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let h = support::wait_for(Duration::from_secs(10), "health ok", || {
+        let h = support::get_json(&bin.url("/health"));
+        (h["status"] == "ok").then_some(h)
+    });
+    for s in ["stages", "queue", "agents", "cost"] {
+        assert_eq!(h["sections"][s]["status"], "ok");
+        assert!(h["sections"][s]["refreshed_at"].is_string());
+    }
+}
+
+/// Whether process `pid` holds any file descriptor on `db` (or its -wal/-shm/-journal).
+fn holds_fd_on(pid: u32, db: &Path) -> bool {
+    let Ok(fds) = std::fs::read_dir(format!("/proc/{pid}/fd")) else {
+        return false;
+    };
+    let prefix = db.display().to_string();
+    fds.flatten()
+        .filter_map(|e| std::fs::read_link(e.path()).ok())
+        .any(|target| target.display().to_string().starts_with(&prefix))
+}
+
+#[test]
+fn the_kill_switch_serves_the_fixed_body_and_never_opens_the_database() {
+    let fx = Fixture::new();
+    let db = fx.path.display().to_string();
+    for off in ["false", "0", "no", "OFF"] {
+        let bin = Binary::start(&[
+            ("ORCH_DB_PATH", &db),
+            ("ORCH_METRICS_ENABLED", off),
+            ("ORCH_REFRESH_MS", "10"),
+        ]);
+        for path in ["/metrics", "/metrics?x=1"] {
+            let (status, ct, body) = support::get(&bin.url(path));
+            assert_eq!((status, ct.as_str()), (200, "application/json"));
+            assert_eq!(body, r#"{"schema_version":1,"enabled":false}"#, "{off}");
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            !holds_fd_on(bin.child.id(), &fx.path),
+            "{off}: the database was opened"
+        );
+    }
+    // Control: with the switch on, the same check does see the database open.
+    let on = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "50")]);
+    on.wait_all_ok();
+    assert!(
+        holds_fd_on(on.child.id(), &fx.path),
+        "control: an enabled mirror holds the database open"
+    );
+}
+
+#[test]
+fn the_mirror_never_writes_the_database() {
+    let fx = Fixture::new();
+    fx.exec("INSERT INTO jobs (agent, status) VALUES ('a', 'queued');");
+    let before = std::fs::read(&fx.path).expect("read db");
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "20")]);
+    bin.wait_all_ok();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(bin);
+    assert_eq!(
+        std::fs::read(&fx.path).expect("read db"),
+        before,
+        "the file changed"
+    );
+    let names: Vec<String> = std::fs::read_dir(fx.dir.path())
+        .expect("dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(
+        names,
+        vec!["orch.sqlite".to_owned()],
+        "no journal or WAL files were created"
+    );
+}
