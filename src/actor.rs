@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use crate::db::{self, Pool};
+use crate::db::Database;
 use crate::messages::{SectionReply, Snapshot, Status};
 use crate::section::{LoadError, Section};
 
@@ -40,7 +40,7 @@ struct Good<D> {
 /// The actor that owns one section.
 pub struct SectionActor<S: Section> {
     section: Arc<S>,
-    pool: Pool,
+    db: Arc<Database>,
     settings: ActorSettings,
     good: Option<Good<S::Data>>,
     last_error: Option<String>,
@@ -52,11 +52,11 @@ pub struct SectionActor<S: Section> {
 }
 
 impl<S: Section> SectionActor<S> {
-    /// A new actor for `section` reading through `pool`.
-    pub fn new(section: S, pool: Pool, settings: ActorSettings) -> Self {
+    /// A new actor for `section` reading `db`.
+    pub fn new(section: Arc<S>, db: Arc<Database>, settings: ActorSettings) -> Self {
         Self {
-            section: Arc::new(section),
-            pool,
+            section,
+            db,
             settings,
             good: None,
             last_error: None,
@@ -72,15 +72,14 @@ impl<S: Section> SectionActor<S> {
         }
         self.in_flight = Some(Instant::now());
         let section = Arc::clone(&self.section);
-        let pool = self.pool.clone();
+        let db = Arc::clone(&self.db);
         let deadline = refresh_deadline(self.settings.period);
         let work = actix_web::rt::task::spawn_blocking(move || {
-            db::with_conn(&pool, deadline, |conn| section.load(conn))
+            db.with_conn(deadline, |conn| section.load(conn))
         });
         ctx.spawn(work.into_actor(self).map(|joined, act, ctx| {
             let started = act.in_flight.take();
-            let result =
-                joined.unwrap_or_else(|e| Err(LoadError::Other(format!("refresh panicked: {e}"))));
+            let result = joined.unwrap_or_else(|e| Err(LoadError::Other(panic_message(e))));
             act.finish(result, started);
             // The next refresh is scheduled from the end of this one, so a slow
             // refresh stretches the cadence instead of piling up ticks.
@@ -188,5 +187,21 @@ impl<S: Section> Handler<Snapshot<S::Data>> for SectionActor<S> {
 
     fn handle(&mut self, _: Snapshot<S::Data>, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.reply())
+    }
+}
+
+/// A stable description of a refresh that panicked (the join error's own text
+/// names the task, which would defeat "log once per change").
+fn panic_message(e: actix_web::rt::task::JoinError) -> String {
+    match e.try_into_panic() {
+        Ok(payload) => {
+            let what = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a non-text panic".to_owned());
+            format!("refresh panicked: {what}")
+        }
+        Err(e) => format!("refresh did not complete: {e}"),
     }
 }

@@ -1,7 +1,8 @@
 //! The read-only database layer: a small r2d2 pool of read-only connections,
 //! the lenient value readers every section uses, and the queries sections share.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -38,6 +39,94 @@ pub fn open_pool(path: &Path) -> Pool {
         .connection_timeout(CONNECT_TIMEOUT)
         .test_on_check_out(false)
         .build_unchecked(manager)
+}
+
+/// Which file a path names right now: device and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FileId {
+    dev: u64,
+    ino: u64,
+}
+
+impl FileId {
+    /// The identity of the file at `path`.
+    pub fn of(path: &Path) -> std::io::Result<FileId> {
+        let meta = std::fs::metadata(path)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::MetadataExt;
+            Ok(FileId {
+                dev: meta.dev(),
+                ino: meta.ino(),
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = meta;
+            Ok(FileId { dev: 0, ino: 0 })
+        }
+    }
+}
+
+/// The orchestrator's database: its path and a pool bound to the file the
+/// path named when the pool was made.
+///
+/// An open connection keeps reading a deleted or replaced inode forever, so
+/// every refresh compares the path's identity with the pool's and starts a
+/// new pool when the file was replaced (or reappeared).
+#[derive(Debug)]
+pub struct Database {
+    path: PathBuf,
+    current: Mutex<Option<(FileId, Pool)>>,
+}
+
+impl Database {
+    /// A database at `path`; nothing is opened until the first refresh.
+    pub fn new(path: &Path) -> Self {
+        Self {
+            path: path.to_path_buf(),
+            current: Mutex::new(None),
+        }
+    }
+
+    /// The database's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// A pool on the file the path names now, or why there is none.
+    fn pool(&self) -> Result<Pool, LoadError> {
+        let id = FileId::of(&self.path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                LoadError::Open(format!("the database file {} is gone", self.path.display()))
+            }
+            _ => LoadError::Open(format!("cannot stat {}: {e}", self.path.display())),
+        })?;
+        // A poisoned lock only means another refresh panicked mid-swap; the value is still usable.
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        match &*current {
+            Some((known, pool)) if *known == id => Ok(pool.clone()),
+            previous => {
+                if previous.is_some() {
+                    tracing::warn!(db = %self.path.display(), "database file replaced; reopening");
+                }
+                let pool = open_pool(&self.path);
+                *current = Some((id, pool.clone()));
+                Ok(pool)
+            }
+        }
+    }
+
+    /// Runs `f` on a connection to the file the path names now, interrupting
+    /// any statement still running at `deadline`.
+    pub fn with_conn<T>(
+        &self,
+        deadline: Duration,
+        f: impl FnOnce(&Connection) -> Result<T, LoadError>,
+    ) -> Result<T, LoadError> {
+        let pool = self.pool()?;
+        with_conn(&pool, deadline, f)
+    }
 }
 
 /// Runs `f` on a pooled connection, interrupting any statement still running at `deadline`.

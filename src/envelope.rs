@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
 use crate::messages::{SectionReply, Status};
+use crate::mirror::Restarts;
 use crate::procstat;
 use crate::section::{
     AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, StageEntry, Stages,
@@ -87,15 +88,18 @@ pub struct Health {
     pub status: &'static str,
     /// The state of every section, as in the envelope.
     pub sections: Sections,
+    /// How often each section's actor was found dead and re-spawned.
+    pub restarts: Restarts,
 }
 
 impl Health {
     /// The health view of an envelope.
-    pub fn of(envelope: &Envelope) -> Self {
+    pub fn of(envelope: &Envelope, restarts: Restarts) -> Self {
         let ok = envelope.sections.iter().all(|s| s.status == Status::Ok);
         Health {
             status: if ok { "ok" } else { "degraded" },
             sections: envelope.sections.clone(),
+            restarts,
         }
     }
 }

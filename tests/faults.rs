@@ -57,9 +57,12 @@ fn a_stalled_actor_costs_only_its_section_and_one_timeout() {
 }
 
 #[test]
-fn a_dead_actor_is_unavailable_and_the_rest_is_served() {
+fn a_dead_actor_is_unavailable_then_respawned() {
     let fx = seeded();
-    let mirror = InProcess::start(fast_settings(&fx.path));
+    let mut settings = fast_settings(&fx.path);
+    // A 1 s period: the watchdog waits about that long before re-spawning.
+    settings.refresh = orchmirror::RefreshPeriods::uniform(Duration::from_millis(1000));
+    let mirror = InProcess::start(settings);
     mirror.wait_all_ok();
     mirror.handle.kill_section(SectionName::Cost);
     let m = wait_for(Duration::from_secs(5), "cost unavailable", || {
@@ -77,6 +80,37 @@ fn a_dead_actor_is_unavailable_and_the_rest_is_served() {
     }
     let h = support::get_json(&mirror.url("/health"));
     assert_eq!(h["status"], "degraded");
+
+    // The watchdog brings it back; /health counts the restart.
+    let m = wait_for(Duration::from_secs(15), "cost ok again", || {
+        let m = mirror.metrics();
+        (m["sections"]["cost"]["status"] == "ok").then_some(m)
+    });
+    assert_eq!(m["cost"]["aggregate"]["runs"], 1);
+    let h = support::get_json(&mirror.url("/health"));
+    assert_eq!(h["restarts"]["cost"], 1, "{h}");
+    assert_eq!(h["restarts"]["stages"], 0, "{h}");
+}
+
+#[test]
+fn a_stopped_mirror_is_unavailable_and_stays_so() {
+    let fx = seeded();
+    let mirror = InProcess::start(fast_settings(&fx.path));
+    mirror.wait_all_ok();
+    mirror.handle.stop();
+    let m = wait_for(Duration::from_secs(5), "all unavailable", || {
+        let m = mirror.metrics();
+        ["stages", "queue", "agents", "cost"]
+            .iter()
+            .all(|s| m["sections"][s]["status"] == "unavailable" && m[s].is_null())
+            .then_some(m)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let later = mirror.metrics();
+    assert_eq!(
+        later["sections"]["queue"]["status"], "unavailable",
+        "no restart after an explicit stop: {m}"
+    );
 }
 
 #[test]
@@ -189,5 +223,118 @@ fn a_database_that_is_not_sqlite_gives_errors_not_a_crash() {
             .as_str()
             .is_some_and(|e| e.contains("not a database")),
         "{m}"
+    );
+}
+
+#[test]
+fn a_replaced_file_is_noticed_and_served() {
+    let fx = seeded();
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    assert_eq!(
+        bin.wait_all_ok()["stages"].as_array().map(Vec::len),
+        Some(1)
+    );
+
+    // A new file, written aside then renamed over the path (how tools replace files).
+    let next = Fixture::new();
+    next.exec(
+        "INSERT INTO tasks (work_item_id, stage) VALUES ('NEW-1', 'develop'), ('NEW-2', 'review');",
+    );
+    std::fs::rename(&next.path, &fx.path).expect("rename over");
+    wait_for(Duration::from_secs(10), "the new file's rows", || {
+        let m = bin.metrics();
+        (m["stages"][0]["work_item"] == "NEW-1" && m["stages"].as_array().map(Vec::len) == Some(2))
+            .then_some(())
+    });
+}
+
+#[test]
+fn a_deleted_file_goes_stale_then_error_and_is_picked_up_when_it_returns() {
+    let fx = seeded();
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[
+        ("ORCH_DB_PATH", &db),
+        ("ORCH_REFRESH_MS", "100"),
+        ("ORCH_MAX_STALE_MS", "1500"),
+    ]);
+    bin.wait_all_ok();
+    let aside = fx.dir.path().join("aside.sqlite");
+    std::fs::rename(&fx.path, &aside).expect("move away");
+
+    let stale = wait_for(Duration::from_secs(10), "stale", || {
+        let m = bin.metrics();
+        (m["sections"]["stages"]["status"] == "stale").then_some(m)
+    });
+    let err = stale["sections"]["stages"]["error"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(err.contains("gone"), "{err}");
+    assert_eq!(
+        stale["stages"][0]["work_item"], "ORCH-1",
+        "last good data is served"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "error after ORCH_MAX_STALE_MS",
+        || {
+            let m = bin.metrics();
+            (m["sections"]["stages"]["status"] == "error" && m["stages"].is_null()).then_some(())
+        },
+    );
+    // The process keeps serving, and picks the file up again when it returns.
+    std::fs::rename(&aside, &fx.path).expect("move back");
+    wait_for(Duration::from_secs(10), "ok again", || {
+        support::all_ok(&bin.metrics()).then_some(())
+    });
+}
+
+#[test]
+fn a_wal_database_with_a_busy_writer_never_fails_a_refresh() {
+    let fx = seeded();
+    let writer = fx.conn();
+    writer
+        .pragma_update(None, "journal_mode", "WAL")
+        .expect("wal");
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "20")]);
+    bin.wait_all_ok();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let w = {
+        let stop = std::sync::Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                writer
+                    .execute(
+                        "INSERT INTO jobs (agent, status) VALUES ('w', 'queued')",
+                        [],
+                    )
+                    .expect("commit");
+                n += 1;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            n
+        })
+    };
+    let start = Instant::now();
+    let mut seen = 0;
+    let mut depth = 0;
+    while start.elapsed() < Duration::from_secs(3) {
+        let m = bin.metrics();
+        assert!(
+            support::all_ok(&m),
+            "a refresh failed under a WAL writer: {}",
+            m["sections"]
+        );
+        depth = m["queue"]["depth"].as_u64().unwrap_or(0);
+        seen += 1;
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let commits = w.join().expect("writer");
+    assert!(
+        seen > 10 && commits > 50 && depth > 0,
+        "seen {seen}, commits {commits}, depth {depth}"
     );
 }
