@@ -130,3 +130,83 @@ fn a_zombie_has_no_ticks() {
     assert_eq!(agent(&m, 1)["cpu_ticks"], Value::Null, "{m}");
     zombie.wait().expect("reap");
 }
+
+/// Start time of `pid` as wall-clock UTC, from /proc (boot time + starttime ticks).
+fn start_time(pid: u32) -> Option<DateTime<Utc>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat.rsplit_once(") ")?.1.split_whitespace().collect();
+    let start_ticks: i64 = fields.get(19)?.parse().ok()?; // field 22 overall
+    let btime: i64 = std::fs::read_to_string("/proc/stat")
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
+    let tps = i64::try_from(orchmirror::procstat::clk_tck()?).ok()?.max(1);
+    DateTime::from_timestamp(btime + start_ticks / tps, 0)
+}
+
+/// A pid whose flags say it is a kernel thread (PF_KTHREAD), if any is visible.
+fn kernel_thread() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let flags: u64 = stat
+            .rsplit_once(") ")?
+            .1
+            .split_whitespace()
+            .nth(6)?
+            .parse()
+            .ok()?;
+        (flags & 0x0020_0000 != 0).then_some(pid)
+    })
+}
+
+#[test]
+fn kernel_threads_and_impossible_pids_have_no_ticks() {
+    let pid_max: i64 = std::fs::read_to_string("/proc/sys/kernel/pid_max")
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(4_194_304);
+    let now = Utc::now();
+    let mut rows = vec![
+        (pid_max + 1, now),
+        (i64::from(i32::MAX) + 10, now),
+        (0, now),
+    ];
+    // A kernel thread, with the run's start set to the thread's own so that
+    // only the kernel-thread check can refuse it.
+    let kthread = kernel_thread().and_then(|p| Some((i64::from(p), start_time(p)?)));
+    if let Some(k) = kthread {
+        rows.push(k);
+    } else {
+        eprintln!("no kernel thread is visible in this pid namespace; that case is not exercised");
+    }
+    let fx = Fixture::new();
+    for (i, (pid, started)) in rows.iter().enumerate() {
+        fx.exec(&format!(
+            "INSERT INTO jobs (id, agent, status, started_at) VALUES ({id}, 'a', 'running', datetime('now'));
+             INSERT INTO agent_runs (job_id, agent, pid, started_at) VALUES ({id}, 'a', {pid}, '{s}');",
+            id = i + 1,
+            s = sqlite_ts(*started)
+        ));
+    }
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[
+        ("ORCH_DB_PATH", &db),
+        ("ORCH_REFRESH_MS", "100"),
+        ("ORCH_PID_START_TOLERANCE_S", "5"),
+    ]);
+    let m = bin.wait_all_ok();
+    let agents = m["agents"].as_array().expect("agents");
+    assert_eq!(agents.len(), rows.len());
+    for a in agents {
+        assert_eq!(a["cpu_ticks"], Value::Null, "{a}");
+    }
+    assert_eq!(
+        agents[0]["pid"],
+        pid_max + 1,
+        "a pid above pid_max is still reported as stored"
+    );
+    assert_eq!(agents[1]["pid"], Value::Null, "beyond any possible pid");
+    assert_eq!(agents[2]["pid"], Value::Null, "pid 0 is not a process");
+    assert_eq!(m["sections"]["agents"]["error"], Value::Null);
+}

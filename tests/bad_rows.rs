@@ -78,3 +78,44 @@ fn bad_values_null_only_their_own_field() {
         json!({"retried_jobs": 1, "total_retries": 1, "max_attempts": 2})
     );
 }
+
+#[test]
+fn null_where_the_schema_says_not_null_is_unknown_not_an_error() {
+    // Built without NOT NULL constraints, as an older or hand-edited database might be.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("loose.sqlite");
+    let c = rusqlite::Connection::open(&path).expect("open");
+    c.execute_batch(
+        "CREATE TABLE tasks (id INTEGER PRIMARY KEY, work_item_id TEXT, repo TEXT, stage TEXT, created_at TEXT, updated_at TEXT);
+         CREATE TABLE jobs (id INTEGER PRIMARY KEY, task_id INTEGER, repo TEXT, agent TEXT, status TEXT,
+                            attempts INTEGER, created_at TEXT, started_at TEXT, finished_at TEXT);
+         CREATE TABLE agent_runs (id INTEGER PRIMARY KEY, job_id INTEGER, agent TEXT, pid INTEGER, model TEXT, effort TEXT,
+                            started_at TEXT, finished_at TEXT, cost_usd REAL, input_tokens INTEGER, output_tokens INTEGER,
+                            cache_read_tokens INTEGER, cache_creation_tokens INTEGER);
+         INSERT INTO tasks (id, work_item_id, stage, updated_at) VALUES (1, NULL, NULL, NULL), (2, 'ORCH-2', 'done', NULL);
+         INSERT INTO jobs (id, agent, status, attempts, created_at) VALUES
+             (1, NULL, 'running', NULL, NULL), (2, 'dev', NULL, 3, NULL), (3, 'dev', 'queued', 1, NULL);
+         INSERT INTO agent_runs (id, job_id, agent, started_at) VALUES (1, 1, NULL, NULL);",
+    )
+    .expect("loose schema");
+    drop(c);
+    let db = path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let m = bin.wait_all_ok();
+    assert_eq!(
+        m["stages"],
+        json!([{"work_item": null, "stage": null, "age_in_stage_s": null, "repo": null, "task_id": 1}]),
+        "a NULL stage is not terminal, so the task is listed"
+    );
+    assert_eq!(m["agents"][0]["agent"], Value::Null);
+    assert_eq!(m["agents"][0]["run_id"], 1);
+    assert_eq!(m["agents"][0]["runtime_s"], Value::Null);
+    assert_eq!(m["queue"]["counts"]["running"], 1);
+    assert_eq!(m["queue"]["counts"]["queued"], 1);
+    assert_eq!(m["queue"]["oldest_queued_age_s"], Value::Null);
+    // The job with a NULL status still counts for retries (attempts 3).
+    assert_eq!(
+        m["queue"]["retries"],
+        json!({"retried_jobs": 1, "total_retries": 2, "max_attempts": 3})
+    );
+}

@@ -338,3 +338,47 @@ fn a_wal_database_with_a_busy_writer_never_fails_a_refresh() {
         "seen {seen}, commits {commits}, depth {depth}"
     );
 }
+
+#[test]
+fn a_hanging_query_is_interrupted_and_the_section_goes_stale_then_recovers() {
+    let fx = seeded();
+    let db = fx.path.display().to_string();
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    bin.wait_all_ok();
+    // `tasks` becomes a view that never finishes: a real statement that hangs.
+    fx.exec(
+        "ALTER TABLE tasks RENAME TO tasks_real;
+         CREATE VIEW tasks AS
+           WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c)
+           SELECT x AS id, 'w' AS work_item_id, NULL AS repo, 'review' AS stage, NULL AS updated_at
+             FROM c WHERE x < 0;",
+    );
+    let started = Instant::now();
+    // The bound for a 100 ms period is 5 s: the statement is interrupted then.
+    let m = wait_for(
+        Duration::from_secs(20),
+        "stages stale after the hang",
+        || {
+            let m = bin.metrics();
+            let s = &m["sections"]["stages"];
+            (s["status"] == "stale" && s["error"].as_str().is_some_and(|e| e.contains("interrupt")))
+                .then_some(m)
+        },
+    );
+    assert!(
+        started.elapsed() >= Duration::from_secs(4),
+        "interrupted at the bound, not before: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        m["stages"][0]["work_item"], "ORCH-1",
+        "last good data is served"
+    );
+    for s in ["queue", "agents", "cost"] {
+        assert_eq!(m["sections"][s]["status"], "ok", "{s} is not held up");
+    }
+    fx.exec("DROP VIEW tasks; ALTER TABLE tasks_real RENAME TO tasks;");
+    wait_for(Duration::from_secs(20), "ok again", || {
+        support::all_ok(&bin.metrics()).then_some(())
+    });
+}
