@@ -54,7 +54,7 @@ fn envelope_assembly(c: &mut Criterion) {
     for agents in [0usize, 10, 1000] {
         let (_dir, conn) = database(agents);
         let stages = Stages.load(&conn).expect("stages");
-        let queue = Queue.load(&conn).expect("queue");
+        let queue = Queue::new().load(&conn).expect("queue");
         let running = Agents::new(Duration::from_secs(10))
             .load(&conn)
             .expect("agents");

@@ -8,8 +8,9 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use crate::db::Database;
-use crate::messages::{SectionReply, Snapshot, Status};
+use crate::messages::{SectionReply, Snapshot, Status, Subscribe};
 use crate::section::{LoadError, Section};
+use crate::subscribe::{Hub, SubscriptionId, Update};
 
 /// The longest a single refresh may run before its statement is interrupted.
 pub const MAX_REFRESH_TIME: Duration = Duration::from_secs(60);
@@ -48,12 +49,22 @@ pub struct SectionActor<S: Section> {
     in_flight: Option<Instant>,
     /// When the latest refresh ended (successfully or not).
     last_end: Option<Instant>,
-    seq: u64,
+    /// Sequence numbers and subscribers; outlives this actor.
+    hub: Arc<Hub>,
 }
 
 impl<S: Section> SectionActor<S> {
     /// A new actor for `section` reading `db`.
     pub fn new(section: Arc<S>, db: Arc<Database>, settings: ActorSettings) -> Self {
+        Self::with_hub(section, db, settings, Arc::new(Hub::new(S::NAME)))
+    }
+
+    pub(crate) fn with_hub(
+        section: Arc<S>,
+        db: Arc<Database>,
+        settings: ActorSettings,
+        hub: Arc<Hub>,
+    ) -> Self {
         Self {
             section,
             db,
@@ -62,7 +73,7 @@ impl<S: Section> SectionActor<S> {
             last_error: None,
             in_flight: None,
             last_end: None,
-            seq: 0,
+            hub,
         }
     }
 
@@ -71,6 +82,7 @@ impl<S: Section> SectionActor<S> {
             return;
         }
         self.in_flight = Some(Instant::now());
+        self.hub.prune();
         let section = Arc::clone(&self.section);
         let db = Arc::clone(&self.db);
         let deadline = refresh_deadline(self.settings.period);
@@ -98,25 +110,45 @@ impl<S: Section> SectionActor<S> {
                 let changed = self.good.as_ref().is_none_or(|g| *g.data != data);
                 let data = match (&self.good, changed) {
                     (Some(g), false) => Arc::clone(&g.data),
-                    _ => {
-                        self.seq += 1;
-                        Arc::new(data)
-                    }
+                    _ => Arc::new(data),
                 };
                 tracing::debug!(section = %S::NAME, elapsed_ms, changed, "refreshed");
                 self.good = Some(Good {
                     data,
                     at: Utc::now(),
                 });
+                // Subscribers hear of changes only; an unchanged refresh sends nothing.
+                if changed {
+                    let seq = self.hub.next_seq();
+                    if self.hub.has_subscribers() {
+                        self.publish(seq, None);
+                    }
+                }
             }
             Err(e) => {
                 let msg = e.to_string();
                 // Logged once per change of error, not once per tick.
                 if self.last_error.as_deref() != Some(msg.as_str()) {
                     tracing::warn!(section = %S::NAME, elapsed_ms, error = %msg, "refresh failed");
+                } else {
+                    tracing::debug!(section = %S::NAME, elapsed_ms, error = %msg, "refresh failed again");
                 }
                 self.last_error = Some(msg);
             }
+        }
+    }
+
+    /// Sends the current data (as sequence `seq`) to every subscriber, or to one.
+    fn publish(&self, seq: u64, only: Option<SubscriptionId>) {
+        if let Some(good) = &self.good {
+            let data = S::wrap(S::view(&good.data, good.at));
+            let update = Update {
+                section: S::NAME,
+                seq,
+                refreshed_at: good.at,
+                data,
+            };
+            self.hub.publish(&update, only);
         }
     }
 
@@ -145,7 +177,7 @@ impl<S: Section> SectionActor<S> {
                 data: None,
                 refreshed_at: None,
                 error: problem,
-                seq: self.seq,
+                seq: self.hub.seq(),
             };
         };
         let (status, data, error) = match problem {
@@ -169,7 +201,7 @@ impl<S: Section> SectionActor<S> {
             data,
             refreshed_at: Some(good.at),
             error,
-            seq: self.seq,
+            seq: self.hub.seq(),
         }
     }
 }
@@ -179,6 +211,16 @@ impl<S: Section> Actor for SectionActor<S> {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.refresh(ctx);
+    }
+}
+
+impl<S: Section> Handler<Subscribe> for SectionActor<S> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+        self.hub.add(msg.id, msg.recipient);
+        // Sent from the actor's own thread, so it cannot overtake a later update.
+        self.publish(self.hub.seq(), Some(msg.id));
     }
 }
 

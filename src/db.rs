@@ -142,6 +142,12 @@ pub fn with_conn<T>(
     conn.progress_handler(10_000, Some(move || Instant::now() > until))?;
     let out = f(&conn);
     conn.progress_handler(10_000, None::<fn() -> bool>)?;
+    if out.is_err() {
+        // A statement compiled against a schema that has since changed is not
+        // always re-prepared (a view reading no table never re-checks the
+        // schema): after a failure, compile afresh next time.
+        conn.flush_prepared_statement_cache();
+    }
     out
 }
 

@@ -8,11 +8,12 @@ use chrono::{DateTime, Utc};
 use serde::{Serialize, Serializer};
 
 use crate::messages::{SectionReply, Status};
-use crate::mirror::Restarts;
+use crate::mirror::{PerSection, Restarts};
 use crate::procstat;
 use crate::section::{
     AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, StageEntry, Stages,
 };
+use crate::subscribe::SubscriberTotals;
 use crate::time::{format_millis, format_seconds, truncate_to_second};
 
 /// The envelope's `schema_version`.
@@ -90,16 +91,23 @@ pub struct Health {
     pub sections: Sections,
     /// How often each section's actor was found dead and re-spawned.
     pub restarts: Restarts,
+    /// Live subscriptions and updates dropped for full mailboxes, per section.
+    pub subscribers: PerSection<SubscriberTotals>,
 }
 
 impl Health {
     /// The health view of an envelope.
-    pub fn of(envelope: &Envelope, restarts: Restarts) -> Self {
+    pub fn of(
+        envelope: &Envelope,
+        restarts: Restarts,
+        subscribers: PerSection<SubscriberTotals>,
+    ) -> Self {
         let ok = envelope.sections.iter().all(|s| s.status == Status::Ok);
         Health {
             status: if ok { "ok" } else { "degraded" },
             sections: envelope.sections.clone(),
             restarts,
+            subscribers,
         }
     }
 }

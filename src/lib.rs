@@ -5,6 +5,65 @@
 //! refreshes from the database on its own timer, off its own thread, and
 //! answers `Snapshot` from memory; `/metrics` asks all four with a timeout, so a
 //! slow or dead actor costs only its own section.
+//!
+//! # Embedding
+//!
+//! Inside a host's actix `System`: start the mirror, read a typed snapshot,
+//! subscribe an actor to a section, and mount the routes in the host's `App`
+//! (`App::new().configure(orchmirror::http::configure(handle.clone()))`).
+//!
+//! ```
+//! use actix::prelude::*;
+//! use orchmirror::subscribe::{SectionData, Update};
+//! use orchmirror::{MirrorHandle, SectionName, Settings, Status};
+//!
+//! /// Forwards queue depths to a channel.
+//! struct Depths(std::sync::mpsc::Sender<(u64, u64)>);
+//! impl Actor for Depths {
+//!     type Context = Context<Self>;
+//! }
+//! impl Handler<Update> for Depths {
+//!     type Result = ();
+//!     fn handle(&mut self, u: Update, _: &mut Context<Self>) {
+//!         if let SectionData::Queue(q) = &u.data {
+//!             let _ = self.0.send((u.seq, q.depth));
+//!         }
+//!     }
+//! }
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // An orchestrator database (here a fresh one with two queued jobs).
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("orchestrator.db");
+//! let db = rusqlite::Connection::open(&path)?;
+//! db.execute_batch(orchmirror::SCHEMA_SQL)?;
+//! db.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued'), ('dev', 'queued');")?;
+//!
+//! let mut settings = Settings::default();
+//! settings.db_path = Some(path);
+//!
+//! System::new().block_on(async move {
+//!     let handle = MirrorHandle::start(&settings)?;
+//!
+//!     // A subscriber gets the current value at once, then one update per change.
+//!     let (tx, rx) = std::sync::mpsc::channel();
+//!     handle.subscribe(SectionName::Queue, Depths(tx).start().recipient());
+//!
+//!     // The same envelope /metrics serves, as a typed value.
+//!     let envelope = loop {
+//!         let e = handle.snapshot().await.expect("the mirror is enabled");
+//!         if e.sections.queue.status == Status::Ok { break e; }
+//!         actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
+//!     };
+//!     assert_eq!(envelope.queue.map(|q| q.depth), Some(2));
+//!
+//!     actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
+//!     assert_eq!(rx.try_recv()?, (1, 2)); // sequence 1: the first data, depth 2
+//!     handle.stop();
+//!     Ok(())
+//! })
+//! # }
+//! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -16,15 +75,19 @@ pub mod envelope;
 pub mod http;
 pub mod messages;
 pub mod mirror;
+pub mod probe;
 pub mod procstat;
 pub mod section;
+pub mod subscribe;
 pub mod time;
 
 pub use config::{CliOverrides, ConfigError, RefreshPeriods, Settings};
 pub use envelope::{Envelope, Health, SectionState, Sections};
 pub use messages::{SectionReply, Snapshot, Status};
-pub use mirror::{MirrorHandle, StartError};
+pub use mirror::{MirrorBuilder, MirrorHandle, PerSection, Restarts, StartError};
+pub use probe::WorkerProbe;
 pub use section::{Section, SectionName};
+pub use subscribe::{SectionData, SubscriptionId, SubscriptionStats, Update};
 
 /// The schema of the orchestrator's database (for fixtures and demo mode; the mirror never runs it on a real database).
 pub const SCHEMA_SQL: &str = include_str!("schema.sql");

@@ -78,3 +78,13 @@ impl<D> Clone for SectionReply<D> {
         }
     }
 }
+
+/// Adds a subscriber to a section actor, which sends it the current value at once.
+pub(crate) struct Subscribe {
+    pub(crate) id: crate::subscribe::SubscriptionId,
+    pub(crate) recipient: actix::Recipient<crate::subscribe::Update>,
+}
+
+impl Message for Subscribe {
+    type Result = ();
+}

@@ -1,6 +1,7 @@
 //! The running mirror: four section actors, each on its own arbiter, a
-//! watchdog that re-spawns a dead one, and the cheap `Clone` handle through
-//! which HTTP handlers and host code read them.
+//! watchdog that re-spawns a dead one, subscriptions, an optional worker
+//! probe, and the cheap `Clone` handle through which HTTP handlers and host
+//! code read them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
@@ -13,8 +14,10 @@ use crate::actor::{ActorSettings, SectionActor};
 use crate::config::Settings;
 use crate::db::Database;
 use crate::envelope::{self, Clock, Envelope, Health, Replies};
-use crate::messages::{SectionReply, Snapshot};
+use crate::messages::{SectionReply, Snapshot, Subscribe};
+use crate::probe::{self, DEFAULT_PROBE_TIMEOUT, WorkerLive, WorkerProbe};
 use crate::section::{Agents, Cost, Queue, Section, SectionName, Stages};
+use crate::subscribe::{Hub, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 
 /// How often the watchdog looks for dead section actors.
 pub const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
@@ -37,6 +40,7 @@ struct Owner<S: Section> {
     section: Arc<S>,
     db: Arc<Database>,
     settings: ActorSettings,
+    hub: Arc<Hub>,
     running: RwLock<(Addr<SectionActor<S>>, Arbiter)>,
     dead_since: Mutex<Option<Instant>>,
     restarts: AtomicU64,
@@ -45,11 +49,13 @@ struct Owner<S: Section> {
 impl<S: Section> Owner<S> {
     fn start(section: S, db: &Arc<Database>, settings: ActorSettings) -> Self {
         let section = Arc::new(section);
-        let running = Self::spawn(&section, db, settings);
+        let hub = Arc::new(Hub::new(S::NAME));
+        let running = Self::spawn(&section, db, settings, &hub);
         Self {
             section,
             db: Arc::clone(db),
             settings,
+            hub,
             running: RwLock::new(running),
             dead_since: Mutex::new(None),
             restarts: AtomicU64::new(0),
@@ -60,13 +66,14 @@ impl<S: Section> Owner<S> {
         section: &Arc<S>,
         db: &Arc<Database>,
         settings: ActorSettings,
+        hub: &Arc<Hub>,
     ) -> (Addr<SectionActor<S>>, Arbiter) {
         // Each owner gets its own arbiter (thread): actors started from the
         // System thread would otherwise share it with everything else.
         let arbiter = Arbiter::new();
-        let (section, db) = (Arc::clone(section), Arc::clone(db));
+        let (section, db, hub) = (Arc::clone(section), Arc::clone(db), Arc::clone(hub));
         let addr = SectionActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            SectionActor::new(section, db, settings)
+            SectionActor::with_hub(section, db, settings, hub)
         });
         (addr, arbiter)
     }
@@ -82,15 +89,19 @@ impl<S: Section> Owner<S> {
     async fn ask(&self, timeout: Duration) -> Result<SectionReply<S::Data>, MailboxError> {
         self.addr().send(Snapshot::new()).timeout(timeout).await
     }
+}
 
-    fn stop(&self) {
-        self.running
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .stop();
-    }
+/// What the handle and the watchdog do to any owner, whatever its section.
+trait OwnerControl {
+    fn check(&self);
+    fn stop(&self);
+    fn restarts(&self) -> u64;
+    fn hub(&self) -> &Hub;
+    fn subscribe(&self, id: SubscriptionId, recipient: Recipient<Update>);
+    fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>);
+}
 
+impl<S: Section> OwnerControl for Owner<S> {
     /// Re-spawns the actor once it has been dead for about one refresh period.
     /// A panic drops an actix actor for good (the supervisor only restarts
     /// after a normal stop), so this is what brings a section back.
@@ -103,7 +114,7 @@ impl<S: Section> Owner<S> {
             (Some(since), false)
                 if since.elapsed() >= self.settings.period.min(MAX_RESTART_DELAY) =>
             {
-                let fresh = Self::spawn(&self.section, &self.db, self.settings);
+                let fresh = Self::spawn(&self.section, &self.db, self.settings, &self.hub);
                 let old = std::mem::replace(
                     &mut *self.running.write().unwrap_or_else(|p| p.into_inner()),
                     fresh,
@@ -116,6 +127,41 @@ impl<S: Section> Owner<S> {
             (Some(_), false) => {}
         }
     }
+
+    fn stop(&self) {
+        self.running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .stop();
+    }
+
+    fn restarts(&self) -> u64 {
+        self.restarts.load(Ordering::Relaxed)
+    }
+
+    fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    fn subscribe(&self, id: SubscriptionId, recipient: Recipient<Update>) {
+        let addr = self.addr();
+        if addr.connected() {
+            // Through the actor, so the initial value is ordered before later updates.
+            addr.do_send(Subscribe { id, recipient });
+        } else {
+            // A dead actor's successor publishes its first refresh to the hub.
+            self.hub.add(id, recipient);
+        }
+    }
+
+    fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>) {
+        self.running
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .1
+            .spawn_fn(f);
+    }
 }
 
 struct Owners {
@@ -126,38 +172,13 @@ struct Owners {
 }
 
 impl Owners {
-    fn for_each(&self, mut f: impl FnMut(SectionName, &dyn OwnerControl)) {
-        f(SectionName::Stages, &self.stages);
-        f(SectionName::Queue, &self.queue);
-        f(SectionName::Agents, &self.agents);
-        f(SectionName::Cost, &self.cost);
-    }
-}
-
-/// What the watchdog and the handle do to any owner, whatever its section.
-trait OwnerControl {
-    fn check(&self);
-    fn stop(&self);
-    fn restarts(&self) -> u64;
-    fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>);
-}
-
-impl<S: Section> OwnerControl for Owner<S> {
-    fn check(&self) {
-        Owner::check(self);
-    }
-    fn stop(&self) {
-        Owner::stop(self);
-    }
-    fn restarts(&self) -> u64 {
-        self.restarts.load(Ordering::Relaxed)
-    }
-    fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>) {
-        self.running
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .spawn_fn(f);
+    fn get(&self, section: SectionName) -> &dyn OwnerControl {
+        match section {
+            SectionName::Stages => &self.stages,
+            SectionName::Queue => &self.queue,
+            SectionName::Agents => &self.agents,
+            SectionName::Cost => &self.cost,
+        }
     }
 }
 
@@ -165,28 +186,119 @@ struct Inner {
     snapshot_timeout: Duration,
     owners: Option<Owners>,
     stopping: AtomicBool,
+    next_subscription: AtomicU64,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(owners) = &self.owners {
-            owners.for_each(|_, o| o.stop());
+            SectionName::ALL.iter().for_each(|s| owners.get(*s).stop());
+        }
+    }
+}
+
+/// One value per section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct PerSection<T> {
+    /// `stages`.
+    pub stages: T,
+    /// `queue`.
+    pub queue: T,
+    /// `agents`.
+    pub agents: T,
+    /// `cost`.
+    pub cost: T,
+}
+
+impl<T> PerSection<T> {
+    fn from_fn(mut f: impl FnMut(SectionName) -> T) -> Self {
+        Self {
+            stages: f(SectionName::Stages),
+            queue: f(SectionName::Queue),
+            agents: f(SectionName::Agents),
+            cost: f(SectionName::Cost),
         }
     }
 }
 
 /// Restarts of each section's actor since start-up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct Restarts {
-    /// `stages`.
-    pub stages: u64,
-    /// `queue`.
-    pub queue: u64,
-    /// `agents`.
-    pub agents: u64,
-    /// `cost`.
-    pub cost: u64,
+pub type Restarts = PerSection<u64>;
+
+/// Starts a mirror with optional parts (a worker probe); see [`MirrorHandle::builder`].
+#[must_use]
+pub struct MirrorBuilder {
+    settings: Settings,
+    probe: Option<Box<dyn WorkerProbe>>,
+    probe_timeout: Duration,
+}
+
+impl MirrorBuilder {
+    /// Feeds the queue section's `breaker`, `max_concurrency` and `poll_interval` from `probe`.
+    pub fn worker_probe(mut self, probe: impl WorkerProbe) -> Self {
+        self.probe = Some(Box::new(probe));
+        self
+    }
+
+    /// How long each probe read may take (default [`DEFAULT_PROBE_TIMEOUT`]).
+    pub fn probe_timeout(mut self, timeout: Duration) -> Self {
+        self.probe_timeout = timeout;
+        self
+    }
+
+    /// Starts the mirror inside the current actix `System`. With
+    /// `metrics_enabled` false nothing is started and the database is never
+    /// touched; otherwise `db_path` must be set.
+    pub fn start(self) -> Result<MirrorHandle, StartError> {
+        let settings = &self.settings;
+        let inner = |owners| Inner {
+            snapshot_timeout: settings.snapshot_timeout,
+            owners,
+            stopping: AtomicBool::new(false),
+            next_subscription: AtomicU64::new(1),
+        };
+        if !settings.metrics_enabled {
+            return Ok(MirrorHandle {
+                inner: Arc::new(inner(None)),
+            });
+        }
+        let path = settings.db_path.as_deref().ok_or(StartError::NoDatabase)?;
+        System::try_current().ok_or(StartError::NoSystem)?;
+        let db = Arc::new(Database::new(path));
+        let actor = |s: SectionName| ActorSettings {
+            period: settings.refresh.get(s),
+            max_stale: settings.max_stale,
+        };
+        let live = Arc::new(Mutex::new(WorkerLive::default()));
+        let queue = if self.probe.is_some() {
+            Queue::with_worker(Arc::clone(&live))
+        } else {
+            Queue::new()
+        };
+        let owners = Owners {
+            stages: Owner::start(Stages, &db, actor(SectionName::Stages)),
+            queue: Owner::start(queue, &db, actor(SectionName::Queue)),
+            agents: Owner::start(
+                Agents::new(settings.pid_start_tolerance),
+                &db,
+                actor(SectionName::Agents),
+            ),
+            cost: Owner::start(Cost, &db, actor(SectionName::Cost)),
+        };
+        let inner = Arc::new(inner(Some(owners)));
+        actix::spawn(watchdog(Arc::downgrade(&inner)));
+        if let Some(p) = self.probe {
+            actix::spawn(probe::poll(
+                p,
+                live,
+                settings.refresh.queue,
+                self.probe_timeout,
+                Arc::downgrade(&inner),
+            ));
+        }
+        tracing::info!(db = %path.display(), "mirror started");
+        Ok(MirrorHandle { inner })
+    }
 }
 
 /// A running mirror. Cloning is cheap; the actors stop when the last clone is
@@ -205,41 +317,18 @@ impl std::fmt::Debug for MirrorHandle {
 }
 
 impl MirrorHandle {
-    /// Starts the mirror inside the current actix `System`. With
-    /// `metrics_enabled` false nothing is started and the database is never
-    /// touched; otherwise `db_path` must be set.
+    /// Starts a mirror with `settings` and nothing else (see [`MirrorBuilder::start`]).
     pub fn start(settings: &Settings) -> Result<Self, StartError> {
-        let disabled = |owners| Inner {
-            snapshot_timeout: settings.snapshot_timeout,
-            owners,
-            stopping: AtomicBool::new(false),
-        };
-        if !settings.metrics_enabled {
-            return Ok(Self {
-                inner: Arc::new(disabled(None)),
-            });
+        Self::builder(settings.clone()).start()
+    }
+
+    /// A builder, to add a worker probe before starting.
+    pub fn builder(settings: Settings) -> MirrorBuilder {
+        MirrorBuilder {
+            settings,
+            probe: None,
+            probe_timeout: DEFAULT_PROBE_TIMEOUT,
         }
-        let path = settings.db_path.as_deref().ok_or(StartError::NoDatabase)?;
-        System::try_current().ok_or(StartError::NoSystem)?;
-        let db = Arc::new(Database::new(path));
-        let actor = |s: SectionName| ActorSettings {
-            period: settings.refresh.get(s),
-            max_stale: settings.max_stale,
-        };
-        let owners = Owners {
-            stages: Owner::start(Stages, &db, actor(SectionName::Stages)),
-            queue: Owner::start(Queue, &db, actor(SectionName::Queue)),
-            agents: Owner::start(
-                Agents::new(settings.pid_start_tolerance),
-                &db,
-                actor(SectionName::Agents),
-            ),
-            cost: Owner::start(Cost, &db, actor(SectionName::Cost)),
-        };
-        let inner = Arc::new(disabled(Some(owners)));
-        actix::spawn(watchdog(Arc::downgrade(&inner)));
-        tracing::info!(db = %path.display(), "mirror started");
-        Ok(Self { inner })
     }
 
     /// False when the kill switch is off: no actors, no database.
@@ -272,44 +361,78 @@ impl MirrorHandle {
     /// `/health`'s answer; `None` when disabled.
     pub async fn health(&self) -> Option<Health> {
         let envelope = self.snapshot().await?;
-        Some(Health::of(&envelope, self.restarts()))
+        Some(Health::of(
+            &envelope,
+            self.restarts(),
+            self.subscriber_totals(),
+        ))
     }
 
     /// How often each section's actor was found dead and re-spawned.
     pub fn restarts(&self) -> Restarts {
-        let mut r = Restarts::default();
-        if let Some(owners) = &self.inner.owners {
-            owners.for_each(|name, o| {
-                let slot = match name {
-                    SectionName::Stages => &mut r.stages,
-                    SectionName::Queue => &mut r.queue,
-                    SectionName::Agents => &mut r.agents,
-                    SectionName::Cost => &mut r.cost,
-                };
-                *slot = o.restarts();
-            });
+        self.per_section(|o| o.restarts())
+    }
+
+    /// Live subscriptions and dropped updates, per section.
+    pub fn subscriber_totals(&self) -> PerSection<SubscriberTotals> {
+        self.per_section(|o| o.hub().totals())
+    }
+
+    fn per_section<T: Default>(&self, f: impl Fn(&dyn OwnerControl) -> T) -> PerSection<T> {
+        match &self.inner.owners {
+            Some(owners) => PerSection::from_fn(|s| f(owners.get(s))),
+            None => PerSection::from_fn(|_| T::default()),
         }
-        r
+    }
+
+    /// Subscribes `recipient` to one section: it receives the current value at
+    /// once (when there is one), then one [`Update`] per refresh that changed
+    /// the data. `None` when the mirror is disabled.
+    pub fn subscribe(
+        &self,
+        section: SectionName,
+        recipient: Recipient<Update>,
+    ) -> Option<SubscriptionId> {
+        let owners = self.inner.owners.as_ref()?;
+        let id = SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed));
+        owners.get(section).subscribe(id, recipient);
+        Some(id)
+    }
+
+    /// Subscribes `recipient` to every section (one subscription each).
+    pub fn subscribe_all(&self, recipient: Recipient<Update>) -> Vec<SubscriptionId> {
+        SectionName::ALL
+            .iter()
+            .filter_map(|s| self.subscribe(*s, recipient.clone()))
+            .collect()
+    }
+
+    /// Ends a subscription; false when it was not active (already removed, or unknown).
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let Some(owners) = &self.inner.owners else {
+            return false;
+        };
+        SectionName::ALL
+            .iter()
+            .any(|s| owners.get(*s).hub().remove(id))
+    }
+
+    /// Delivery counters of every active subscription.
+    pub fn subscriptions(&self) -> Vec<SubscriptionStats> {
+        let Some(owners) = &self.inner.owners else {
+            return Vec::new();
+        };
+        SectionName::ALL
+            .iter()
+            .flat_map(|s| owners.get(*s).hub().stats())
+            .collect()
     }
 
     /// Stops every section actor for good (no restarts); later snapshots say `unavailable`.
     pub fn stop(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         if let Some(owners) = &self.inner.owners {
-            owners.for_each(|_, o| o.stop());
-        }
-    }
-
-    fn on_section(&self, section: SectionName, f: impl FnOnce(&dyn OwnerControl)) {
-        if let Some(owners) = &self.inner.owners {
-            let mut f = Some(f);
-            owners.for_each(|name, o| {
-                if name == section
-                    && let Some(f) = f.take()
-                {
-                    f(o);
-                }
-            });
+            SectionName::ALL.iter().for_each(|s| owners.get(*s).stop());
         }
     }
 
@@ -317,15 +440,19 @@ impl MirrorHandle {
     /// actor as a panic would (the watchdog re-spawns it).
     #[doc(hidden)]
     pub fn kill_section(&self, section: SectionName) {
-        self.on_section(section, |o| o.stop());
+        if let Some(owners) = &self.inner.owners {
+            owners.get(section).stop();
+        }
     }
 
     /// Fault injection for tests: blocks one section actor's thread for `dur`.
     #[doc(hidden)]
     pub fn stall_section(&self, section: SectionName, dur: Duration) {
-        self.on_section(section, |o| {
-            o.arbiter_spawn(Box::new(move || std::thread::sleep(dur)))
-        });
+        if let Some(owners) = &self.inner.owners {
+            owners
+                .get(section)
+                .arbiter_spawn(Box::new(move || std::thread::sleep(dur)));
+        }
     }
 }
 
@@ -339,7 +466,7 @@ async fn watchdog(inner: Weak<Inner>) {
             return;
         }
         if let Some(owners) = &inner.owners {
-            owners.for_each(|_, o| o.check());
+            SectionName::ALL.iter().for_each(|s| owners.get(*s).check());
         }
     }
 }

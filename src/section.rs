@@ -83,4 +83,7 @@ pub trait Section: Send + Sync + 'static {
 
     /// Renders `data` for a response generated at `generated_at` (ages are computed here).
     fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View;
+
+    /// Wraps a rendered value for subscribers.
+    fn wrap(view: Self::View) -> crate::subscribe::SectionData;
 }

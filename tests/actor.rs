@@ -32,6 +32,10 @@ impl Section for Flaky {
     fn view(data: &i64, _: DateTime<Utc>) -> i64 {
         *data
     }
+
+    fn wrap(_: i64) -> orchmirror::subscribe::SectionData {
+        orchmirror::subscribe::SectionData::Stages(Arc::new(Vec::new()))
+    }
 }
 
 #[test]

@@ -98,4 +98,8 @@ impl Section for Agents {
             })
             .collect()
     }
+
+    fn wrap(view: Self::View) -> crate::subscribe::SectionData {
+        crate::subscribe::SectionData::Agents(std::sync::Arc::new(view))
+    }
 }

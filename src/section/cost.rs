@@ -123,4 +123,8 @@ impl Section for Cost {
     fn view(data: &Self::Data, _generated_at: DateTime<Utc>) -> Self::View {
         data.clone()
     }
+
+    fn wrap(view: Self::View) -> crate::subscribe::SectionData {
+        crate::subscribe::SectionData::Cost(std::sync::Arc::new(view))
+    }
 }

@@ -1,6 +1,8 @@
 //! `queue`: job counts per status, depth, the oldest queued job, retries, and
 //! (when embedded with a worker) the worker's live state.
 
+use std::sync::{Arc, Mutex};
+
 use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use rusqlite::types::ValueRef;
@@ -8,12 +10,29 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::db::{MAX_SAFE_INTEGER, count, text};
+use crate::probe::WorkerLive;
 use crate::section::{LoadError, Section, SectionName};
 use crate::time::seconds_between;
 
-/// The queue section.
+/// The queue section; with a worker probe it also reports the host worker's live state.
 #[derive(Debug, Default)]
-pub struct Queue;
+pub struct Queue {
+    worker: Option<Arc<Mutex<WorkerLive>>>,
+}
+
+impl Queue {
+    /// A queue section without a worker (`breaker`, `max_concurrency`, `poll_interval` are `null`).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A queue section that reports the latest reads of a worker probe.
+    pub fn with_worker(worker: Arc<Mutex<WorkerLive>>) -> Self {
+        Self {
+            worker: Some(worker),
+        }
+    }
+}
 
 /// The statuses that are always present in `counts`, in this order.
 pub const KNOWN_STATUSES: [&str; 5] = ["queued", "running", "done", "failed", "cancelled"];
@@ -60,6 +79,7 @@ pub struct QueueData {
     counts: QueueCounts,
     oldest_queued: Option<DateTime<Utc>>,
     retries: Retries,
+    worker: WorkerLive,
 }
 
 /// The queue section in the envelope.
@@ -153,10 +173,16 @@ impl Section for Queue {
                 })
             })?;
 
+        let worker = self
+            .worker
+            .as_ref()
+            .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .unwrap_or_default();
         Ok(QueueData {
             counts: QueueCounts(counts),
             oldest_queued,
             retries,
+            worker,
         })
     }
 
@@ -166,9 +192,13 @@ impl Section for Queue {
             counts: data.counts.clone(),
             oldest_queued_age_s: data.oldest_queued.map(|t| seconds_between(t, generated_at)),
             retries: data.retries,
-            breaker: None,
-            max_concurrency: None,
-            poll_interval: None,
+            breaker: data.worker.breaker.clone(),
+            max_concurrency: data.worker.max_concurrency.clone(),
+            poll_interval: data.worker.poll_interval.clone(),
         }
+    }
+
+    fn wrap(view: Self::View) -> crate::subscribe::SectionData {
+        crate::subscribe::SectionData::Queue(std::sync::Arc::new(view))
     }
 }

@@ -77,4 +77,8 @@ impl Section for Stages {
             })
             .collect()
     }
+
+    fn wrap(view: Self::View) -> crate::subscribe::SectionData {
+        crate::subscribe::SectionData::Stages(std::sync::Arc::new(view))
+    }
 }
