@@ -20,8 +20,7 @@ fn database(agents: usize) -> (tempfile::TempDir, Connection) {
     let path = dir.path().join("bench.sqlite");
     let conn = Connection::open(&path).expect("open");
     conn.execute_batch(orchmirror::SCHEMA_SQL).expect("schema");
-    conn.execute_batch(orchmirror::SCHEMA_INDEXES_SQL)
-        .expect("indexes");
+    conn.execute_batch(orchmirror::SCHEMA_INDEXES_SQL).expect("indexes");
     conn.execute_batch(&format!(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 50)
          INSERT INTO tasks (work_item_id, repo, stage, updated_at)
@@ -55,42 +54,27 @@ fn envelope_assembly(c: &mut Criterion) {
         let (_dir, conn) = database(agents);
         let stages = Stages.load(&conn).expect("stages");
         let queue = Queue::new().load(&conn).expect("queue");
-        let running = Agents::new(Duration::from_secs(10))
-            .load(&conn)
-            .expect("agents");
+        let running = Agents::new(Duration::from_secs(10)).load(&conn).expect("agents");
         let cost = Cost.load(&conn).expect("cost");
         let stages = Arc::new(stages);
         let queue = Arc::new(queue);
         let running = Arc::new(running);
         let cost = Arc::new(cost);
-        let replies = || Replies {
-            stages: ok(&stages),
-            queue: ok(&queue),
-            agents: ok(&running),
-            cost: ok(&cost),
-        };
-        let bytes = serde_json::to_vec(&assemble(
-            replies(),
-            Clock::now(),
-            Duration::from_millis(200),
-        ))
-        .expect("serialise")
-        .len();
+        let replies = || Replies { stages: ok(&stages), queue: ok(&queue), agents: ok(&running), cost: ok(&cost) };
+        let bytes = serde_json::to_vec(&assemble(replies(), Clock::now(), Duration::from_millis(200)))
+            .expect("serialise")
+            .len();
         group.throughput(criterion::Throughput::Bytes(bytes as u64));
-        group.bench_with_input(
-            BenchmarkId::new("render_and_serialise", agents),
-            &agents,
-            |b, _| {
-                b.iter_batched(
-                    replies,
-                    |r| {
-                        let env = assemble(r, Clock::now(), Duration::from_millis(200));
-                        black_box(serde_json::to_vec(&env).expect("serialise"))
-                    },
-                    criterion::BatchSize::SmallInput,
-                )
-            },
-        );
+        group.bench_with_input(BenchmarkId::new("render_and_serialise", agents), &agents, |b, _| {
+            b.iter_batched(
+                replies,
+                |r| {
+                    let env = assemble(r, Clock::now(), Duration::from_millis(200));
+                    black_box(serde_json::to_vec(&env).expect("serialise"))
+                },
+                criterion::BatchSize::SmallInput,
+            )
+        });
     }
     group.finish();
 }

@@ -28,8 +28,7 @@ impl WorkerProbe for HostWorker {
         let n = self.ticks.get() + 1;
         self.ticks.set(n);
         let state = if n % 30 < 5 { "open" } else { "closed" };
-        async move { Ok(serde_json::json!({ "state": state, "consecutive_failures": n % 30 })) }
-            .boxed_local()
+        async move { Ok(serde_json::json!({ "state": state, "consecutive_failures": n % 30 })) }.boxed_local()
     }
     fn max_concurrency(&self) -> LocalBoxFuture<'static, ProbeResult> {
         async { Ok(serde_json::json!(3)) }.boxed_local()
@@ -79,25 +78,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
 
     let result = actix_web::rt::System::new().block_on(async move {
-        let mirror = MirrorHandle::builder(settings.clone())
-            .worker_probe(HostWorker {
-                ticks: Rc::default(),
-            })
-            .start()?;
+        let mirror =
+            MirrorHandle::builder(settings.clone()).worker_probe(HostWorker { ticks: Rc::default() }).start()?;
         let logger = DepthLogger { last: None }.start();
         mirror.subscribe(SectionName::Queue, logger.recipient());
 
         let for_app = mirror.clone();
-        println!(
-            "listening on http://{}  (routes: /hello, /metrics, /health)",
-            settings.bind
-        );
+        println!("listening on http://{}  (routes: /hello, /metrics, /health)", settings.bind);
         HttpServer::new(move || {
             App::new()
-                .route(
-                    "/hello",
-                    web::get().to(|| async { HttpResponse::Ok().body("the host's own route\n") }),
-                )
+                .route("/hello", web::get().to(|| async { HttpResponse::Ok().body("the host's own route\n") }))
                 .configure(orchmirror::http::configure(for_app.clone()))
         })
         .bind(&settings.bind)?

@@ -2,12 +2,13 @@
 //! own thread, keeps the last good data, and answers `Snapshot` from memory.
 
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use crate::db::Database;
+use crate::db::{Database, Fingerprint};
 use crate::messages::{SectionReply, Snapshot, Status, Subscribe};
 use crate::section::{LoadError, Section};
 use crate::subscribe::{Hub, SubscriptionId, Update};
@@ -51,6 +52,16 @@ pub struct SectionActor<S: Section> {
     last_end: Option<Instant>,
     /// Sequence numbers and subscribers; outlives this actor.
     hub: Arc<Hub>,
+    /// The database as of the last successful load: equal again means unchanged.
+    fingerprint: Option<Fingerprint>,
+}
+
+/// What a refresh produced.
+enum Refreshed<D> {
+    /// The queries ran.
+    Loaded(D, Fingerprint),
+    /// The database was unchanged; `Some` when the section re-sampled what moves on its own.
+    Unchanged(Option<D>, Fingerprint),
 }
 
 impl<S: Section> SectionActor<S> {
@@ -59,12 +70,7 @@ impl<S: Section> SectionActor<S> {
         Self::with_hub(section, db, settings, Arc::new(Hub::new(S::NAME)))
     }
 
-    pub(crate) fn with_hub(
-        section: Arc<S>,
-        db: Arc<Database>,
-        settings: ActorSettings,
-        hub: Arc<Hub>,
-    ) -> Self {
+    pub(crate) fn with_hub(section: Arc<S>, db: Arc<Database>, settings: ActorSettings, hub: Arc<Hub>) -> Self {
         Self {
             section,
             db,
@@ -74,6 +80,7 @@ impl<S: Section> SectionActor<S> {
             in_flight: None,
             last_end: None,
             hub,
+            fingerprint: None,
         }
     }
 
@@ -86,8 +93,15 @@ impl<S: Section> SectionActor<S> {
         let section = Arc::clone(&self.section);
         let db = Arc::clone(&self.db);
         let deadline = refresh_deadline(self.settings.period);
+        let last = self.fingerprint.zip(self.good.as_ref().map(|g| Arc::clone(&g.data)));
         let work = actix_web::rt::task::spawn_blocking(move || {
-            db.with_conn(deadline, |conn| section.load(conn))
+            db.with_conn(deadline, |conn, fingerprint| match last {
+                // Nothing was committed since the last load: skip the queries.
+                Some((seen, data)) if seen == fingerprint => {
+                    Ok(Refreshed::Unchanged(section.resample(&data), fingerprint))
+                }
+                _ => Ok(Refreshed::Loaded(section.load(conn)?, fingerprint)),
+            })
         });
         ctx.spawn(work.into_actor(self).map(|joined, act, ctx| {
             let started = act.in_flight.take();
@@ -99,33 +113,22 @@ impl<S: Section> SectionActor<S> {
         }));
     }
 
-    fn finish(&mut self, result: Result<S::Data, LoadError>, started: Option<Instant>) {
+    fn finish(&mut self, result: Result<Refreshed<S::Data>, LoadError>, started: Option<Instant>) {
         let elapsed_ms = started.map_or(0, |s| s.elapsed().as_millis());
         self.last_end = Some(Instant::now());
         match result {
-            Ok(data) => {
-                if self.last_error.take().is_some() {
-                    tracing::info!(section = %S::NAME, elapsed_ms, "refresh recovered");
-                }
-                let changed = self.good.as_ref().is_none_or(|g| *g.data != data);
-                let data = match (&self.good, changed) {
-                    (Some(g), false) => Arc::clone(&g.data),
-                    _ => Arc::new(data),
-                };
-                tracing::debug!(section = %S::NAME, elapsed_ms, changed, "refreshed");
-                self.good = Some(Good {
-                    data,
-                    at: Utc::now(),
-                });
-                // Subscribers hear of changes only; an unchanged refresh sends nothing.
-                if changed {
-                    let seq = self.hub.next_seq();
-                    if self.hub.has_subscribers() {
-                        self.publish(seq, None);
-                    }
-                }
+            Ok(Refreshed::Loaded(data, fingerprint)) => {
+                self.fingerprint = Some(fingerprint);
+                self.hub.loaded.fetch_add(1, Ordering::Relaxed);
+                self.accept(Some(data), elapsed_ms);
+            }
+            Ok(Refreshed::Unchanged(resampled, fingerprint)) => {
+                self.fingerprint = Some(fingerprint);
+                self.hub.skipped.fetch_add(1, Ordering::Relaxed);
+                self.accept(resampled, elapsed_ms);
             }
             Err(e) => {
+                self.hub.failed.fetch_add(1, Ordering::Relaxed);
                 let msg = e.to_string();
                 // Logged once per change of error, not once per tick.
                 if self.last_error.as_deref() != Some(msg.as_str()) {
@@ -138,16 +141,33 @@ impl<S: Section> SectionActor<S> {
         }
     }
 
+    /// A successful refresh: `data` is new data, or `None` when the current data stands.
+    fn accept(&mut self, data: Option<S::Data>, elapsed_ms: u128) {
+        if self.last_error.take().is_some() {
+            tracing::info!(section = %S::NAME, elapsed_ms, "refresh recovered");
+        }
+        let (data, changed) = match (data, &self.good) {
+            (Some(new), Some(g)) if *g.data == new => (Arc::clone(&g.data), false),
+            (Some(new), _) => (Arc::new(new), true),
+            (None, Some(g)) => (Arc::clone(&g.data), false),
+            (None, None) => return,
+        };
+        tracing::debug!(section = %S::NAME, elapsed_ms, changed, "refreshed");
+        self.good = Some(Good { data, at: Utc::now() });
+        // Subscribers hear of changes only; an unchanged refresh sends nothing.
+        if changed {
+            let seq = self.hub.next_seq();
+            if self.hub.has_subscribers() {
+                self.publish(seq, None);
+            }
+        }
+    }
+
     /// Sends the current data (as sequence `seq`) to every subscriber, or to one.
     fn publish(&self, seq: u64, only: Option<SubscriptionId>) {
         if let Some(good) = &self.good {
             let data = S::wrap(S::view(&good.data, good.at));
-            let update = Update {
-                section: S::NAME,
-                seq,
-                refreshed_at: good.at,
-                data,
-            };
+            let update = Update { section: S::NAME, seq, refreshed_at: good.at, data };
             self.hub.publish(&update, only);
         }
     }
@@ -155,30 +175,17 @@ impl<S: Section> SectionActor<S> {
     /// The section's state right now.
     fn reply(&self) -> SectionReply<S::Data> {
         let now = Utc::now();
-        let overdue = self.in_flight.filter(|started| {
-            started.elapsed() > self.settings.period + refresh_deadline(self.settings.period)
-        });
+        let overdue = self
+            .in_flight
+            .filter(|started| started.elapsed() > self.settings.period + refresh_deadline(self.settings.period));
         let problem = match (&self.last_error, overdue) {
             (Some(e), _) => Some(e.clone()),
-            (None, Some(started)) => Some(format!(
-                "refresh overdue: running for {} ms",
-                started.elapsed().as_millis()
-            )),
+            (None, Some(started)) => Some(format!("refresh overdue: running for {} ms", started.elapsed().as_millis())),
             (None, None) => None,
         };
         let Some(good) = &self.good else {
-            let status = if problem.is_some() {
-                Status::Error
-            } else {
-                Status::Pending
-            };
-            return SectionReply {
-                status,
-                data: None,
-                refreshed_at: None,
-                error: problem,
-                seq: self.hub.seq(),
-            };
+            let status = if problem.is_some() { Status::Error } else { Status::Pending };
+            return SectionReply { status, data: None, refreshed_at: None, error: problem, seq: self.hub.seq() };
         };
         let (status, data, error) = match problem {
             None => (Status::Ok, Some(Arc::clone(&good.data)), None),
@@ -196,13 +203,7 @@ impl<S: Section> SectionActor<S> {
                 }
             }
         };
-        SectionReply {
-            status,
-            data,
-            refreshed_at: Some(good.at),
-            error,
-            seq: self.hub.seq(),
-        }
+        SectionReply { status, data, refreshed_at: Some(good.at), error, seq: self.hub.seq() }
     }
 }
 

@@ -83,12 +83,7 @@ pub struct RefreshPeriods {
 impl RefreshPeriods {
     /// The same period for every section.
     pub fn uniform(period: Duration) -> Self {
-        Self {
-            stages: period,
-            queue: period,
-            agents: period,
-            cost: period,
-        }
+        Self { stages: period, queue: period, agents: period, cost: period }
     }
 
     /// The period of one section.
@@ -178,16 +173,10 @@ impl Settings {
     where
         I: IntoIterator<Item = (String, String)>,
     {
-        let env: HashMap<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("ORCH_"))
-            .collect();
+        let env: HashMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("ORCH_")).collect();
 
-        let env_keys: Vec<String> = env
-            .keys()
-            .filter_map(|k| k.strip_prefix("ORCH_"))
-            .map(str::to_ascii_lowercase)
-            .collect();
+        let env_keys: Vec<String> =
+            env.keys().filter_map(|k| k.strip_prefix("ORCH_")).map(str::to_ascii_lowercase).collect();
         let mut file_keys = Vec::new();
         let mut builder = Config::builder();
         let file = match (&cli.config, env.get("ORCH_CONFIG_FILE")) {
@@ -196,11 +185,7 @@ impl Settings {
             (None, None) => None,
         };
         if let Some((path, source_name)) = &file {
-            let file_err = |reason: String| ConfigError::File {
-                path: path.clone(),
-                source_name,
-                reason,
-            };
+            let file_err = |reason: String| ConfigError::File { path: path.clone(), source_name, reason };
             if path.is_empty() {
                 return Err(file_err("the path is empty".into()));
             }
@@ -208,24 +193,16 @@ impl Settings {
                 .add_source(File::new(path, FileFormat::Toml).required(true))
                 .build()
                 .map_err(|e| file_err(e.to_string()))?;
-            let table = only_file
-                .try_deserialize::<HashMap<String, config::Value>>()
-                .map_err(|e| file_err(e.to_string()))?;
+            let table =
+                only_file.try_deserialize::<HashMap<String, config::Value>>().map_err(|e| file_err(e.to_string()))?;
             if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-                return Err(ConfigError::UnknownKey {
-                    key: key.clone(),
-                    path: path.clone(),
-                    known: KEYS.join(", "),
-                });
+                return Err(ConfigError::UnknownKey { key: key.clone(), path: path.clone(), known: KEYS.join(", ") });
             }
             file_keys = table.into_keys().collect();
             builder = builder.add_source(File::new(path, FileFormat::Toml).required(true));
         }
-        builder = builder.add_source(
-            Environment::with_prefix("ORCH")
-                .prefix_separator("_")
-                .source(Some(env.into_iter().collect())),
-        );
+        builder = builder
+            .add_source(Environment::with_prefix("ORCH").prefix_separator("_").source(Some(env.into_iter().collect())));
         let mut cli_keys = Vec::new();
         if let Some(db) = &cli.db {
             builder = set_override(builder, "db_path", db.display().to_string())?;
@@ -257,14 +234,12 @@ fn set_override(
     key: &str,
     value: String,
 ) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
-    builder
-        .set_override(key, value.clone())
-        .map_err(|e| ConfigError::Invalid {
-            var: cli_flag(key).to_owned(),
-            value,
-            origin: " (from the command line)".into(),
-            expected: e.to_string(),
-        })
+    builder.set_override(key, value.clone()).map_err(|e| ConfigError::Invalid {
+        var: cli_flag(key).to_owned(),
+        value,
+        origin: " (from the command line)".into(),
+        expected: e.to_string(),
+    })
 }
 
 fn cli_flag(key: &str) -> &'static str {
@@ -287,18 +262,13 @@ struct Layers<'a> {
 impl Layers<'_> {
     fn settings(&self) -> Result<Settings, ConfigError> {
         let defaults = Settings::default();
-        let refresh = self
-            .millis("refresh_ms", REFRESH_RANGE)?
-            .unwrap_or(defaults.refresh.stages);
-        let section = |key: &str| -> Result<Duration, ConfigError> {
-            Ok(self.millis(key, REFRESH_RANGE)?.unwrap_or(refresh))
-        };
+        let refresh = self.millis("refresh_ms", REFRESH_RANGE)?.unwrap_or(defaults.refresh.stages);
+        let section =
+            |key: &str| -> Result<Duration, ConfigError> { Ok(self.millis(key, REFRESH_RANGE)?.unwrap_or(refresh)) };
         Ok(Settings {
             db_path: self.db_path()?,
             bind: self.bind()?.unwrap_or(defaults.bind),
-            metrics_enabled: self
-                .bool("metrics_enabled")?
-                .unwrap_or(defaults.metrics_enabled),
+            metrics_enabled: self.bool("metrics_enabled")?.unwrap_or(defaults.metrics_enabled),
             refresh: RefreshPeriods {
                 stages: section("stages_refresh_ms")?,
                 queue: section("queue_refresh_ms")?,
@@ -308,9 +278,7 @@ impl Layers<'_> {
             snapshot_timeout: self
                 .millis("snapshot_timeout_ms", SNAPSHOT_TIMEOUT_RANGE)?
                 .unwrap_or(defaults.snapshot_timeout),
-            max_stale: self
-                .millis("max_stale_ms", MAX_STALE_RANGE)?
-                .unwrap_or(defaults.max_stale),
+            max_stale: self.millis("max_stale_ms", MAX_STALE_RANGE)?.unwrap_or(defaults.max_stale),
             pid_start_tolerance: self
                 .seconds("pid_start_tolerance_s", PID_TOLERANCE_MAX_S)?
                 .unwrap_or(defaults.pid_start_tolerance),
@@ -333,11 +301,7 @@ impl Layers<'_> {
     /// An error naming the variable (or flag), the value and the layer it came from.
     fn invalid(&self, key: &str, value: String, expected: String) -> ConfigError {
         let from_cli = self.cli_keys.contains(&key);
-        let var = if from_cli {
-            cli_flag(key).to_owned()
-        } else {
-            format!("ORCH_{}", key.to_uppercase())
-        };
+        let var = if from_cli { cli_flag(key).to_owned() } else { format!("ORCH_{}", key.to_uppercase()) };
         let origin = if from_cli {
             " (from the command line)".to_owned()
         } else if self.env_keys.iter().any(|k| k == key) {
@@ -347,12 +311,7 @@ impl Layers<'_> {
         } else {
             String::new()
         };
-        ConfigError::Invalid {
-            var,
-            value,
-            origin,
-            expected,
-        }
+        ConfigError::Invalid { var, value, origin, expected }
     }
 
     /// Reads `key` and converts it, or explains what was expected.
@@ -375,12 +334,7 @@ impl Layers<'_> {
         self.parse(
             key,
             || format!("expected a whole number of milliseconds from {lo} to {hi}"),
-            |s| {
-                s.parse::<u64>()
-                    .ok()
-                    .filter(|ms| (lo..=hi).contains(ms))
-                    .map(Duration::from_millis)
-            },
+            |s| s.parse::<u64>().ok().filter(|ms| (lo..=hi).contains(ms)).map(Duration::from_millis),
         )
     }
 
@@ -388,12 +342,7 @@ impl Layers<'_> {
         self.parse(
             key,
             || format!("expected a number of seconds from 0 to {max}"),
-            |s| {
-                s.parse::<f64>()
-                    .ok()
-                    .filter(|x| x.is_finite() && (0.0..=max).contains(x))
-                    .map(Duration::from_secs_f64)
-            },
+            |s| s.parse::<f64>().ok().filter(|x| x.is_finite() && (0.0..=max).contains(x)).map(Duration::from_secs_f64),
         )
     }
 
@@ -428,14 +377,10 @@ impl Layers<'_> {
             Some("the path is empty (leave ORCH_DB_PATH unset for demo mode)".to_owned())
         } else {
             match std::fs::metadata(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    Some("no such file".to_owned())
-                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".to_owned()),
                 Err(e) => Some(format!("cannot access it: {e}")),
                 Ok(m) if !m.is_file() => Some("not a regular file".to_owned()),
-                Ok(_) => std::fs::File::open(&path)
-                    .err()
-                    .map(|e| format!("cannot open it for reading: {e}")),
+                Ok(_) => std::fs::File::open(&path).err().map(|e| format!("cannot open it for reading: {e}")),
             }
         };
         match problem {
@@ -454,11 +399,7 @@ pub fn resolve_bind(raw: &str) -> Result<Vec<SocketAddr>, String> {
     match raw.to_socket_addrs() {
         Ok(addrs) => {
             let addrs: Vec<SocketAddr> = addrs.collect();
-            if addrs.is_empty() {
-                Err(format!("resolves to no address; {expected}"))
-            } else {
-                Ok(addrs)
-            }
+            if addrs.is_empty() { Err(format!("resolves to no address; {expected}")) } else { Ok(addrs) }
         }
         Err(e) => Err(format!("{e}; {expected}")),
     }

@@ -2,7 +2,8 @@
 //! the lenient value readers every section uses, and the queries sections share.
 
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -23,19 +24,26 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest integer JSON consumers can hold exactly; larger stored counts are bad data.
 pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
-/// Opens a pool on `path`. It never blocks and never fails: connections are
-/// made on demand, so a missing or locked file shows up as a refresh error.
-pub fn open_pool(path: &Path) -> Pool {
+/// Opens a pool of at most `max_size` read-only connections on `path`. It
+/// never blocks and never fails: connections are made on demand, so a missing
+/// or locked file shows up as a refresh error. `connects` counts connections made.
+pub fn open_pool(path: &Path, max_size: u32, connects: Arc<AtomicU64>) -> Pool {
     // SQLITE_OPEN_READ_ONLY is what `mode=ro` in a URI sets; query_only is defence in depth.
     let manager = SqliteConnectionManager::file(path)
         .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_init(|c| {
+        .with_init(move |c| {
             c.busy_timeout(BUSY_TIMEOUT)?;
-            c.pragma_update(None, "query_only", true)
+            c.pragma_update(None, "query_only", true)?;
+            connects.fetch_add(1, Ordering::SeqCst);
+            Ok(())
         });
+    // No idle timeout and no maximum lifetime: a section keeps one connection
+    // for as long as the file is the same, which `PRAGMA data_version` needs.
     r2d2::Pool::builder()
-        .max_size(4)
+        .max_size(max_size)
         .min_idle(Some(0))
+        .idle_timeout(None)
+        .max_lifetime(None)
         .connection_timeout(CONNECT_TIMEOUT)
         .test_on_check_out(false)
         .build_unchecked(manager)
@@ -55,10 +63,7 @@ impl FileId {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            Ok(FileId {
-                dev: meta.dev(),
-                ino: meta.ino(),
-            })
+            Ok(FileId { dev: meta.dev(), ino: meta.ino() })
         }
         #[cfg(not(unix))]
         {
@@ -68,25 +73,47 @@ impl FileId {
     }
 }
 
-/// The orchestrator's database: its path and a pool bound to the file the
-/// path named when the pool was made.
+/// What the database looked like at the start of a refresh. Two equal
+/// fingerprints mean nothing was committed in between: same file, same
+/// connection, same `PRAGMA data_version` (which is per connection and moves
+/// whenever any other connection, in any process, commits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint {
+    file: FileId,
+    generation: u64,
+    connects: u64,
+    data_version: i64,
+}
+
+struct Current {
+    file: FileId,
+    generation: u64,
+    pool: Pool,
+    connects: Arc<AtomicU64>,
+}
+
+/// One section's view of the orchestrator's database: the path, and a
+/// one-connection pool bound to the file the path named when it was made.
 ///
 /// An open connection keeps reading a deleted or replaced inode forever, so
 /// every refresh compares the path's identity with the pool's and starts a
 /// new pool when the file was replaced (or reappeared).
-#[derive(Debug)]
 pub struct Database {
     path: PathBuf,
-    current: Mutex<Option<(FileId, Pool)>>,
+    current: Mutex<Option<Current>>,
+    generations: AtomicU64,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").field("path", &self.path).finish_non_exhaustive()
+    }
 }
 
 impl Database {
     /// A database at `path`; nothing is opened until the first refresh.
     pub fn new(path: &Path) -> Self {
-        Self {
-            path: path.to_path_buf(),
-            current: Mutex::new(None),
-        }
+        Self { path: path.to_path_buf(), current: Mutex::new(None), generations: AtomicU64::new(0) }
     }
 
     /// The database's path.
@@ -94,9 +121,9 @@ impl Database {
         &self.path
     }
 
-    /// A pool on the file the path names now, or why there is none.
-    fn pool(&self) -> Result<Pool, LoadError> {
-        let id = FileId::of(&self.path).map_err(|e| match e.kind() {
+    /// A pool on the file the path names now (and its generation), or why there is none.
+    fn pool(&self) -> Result<(FileId, u64, Pool, Arc<AtomicU64>), LoadError> {
+        let file = FileId::of(&self.path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => {
                 LoadError::Open(format!("the database file {} is gone", self.path.display()))
             }
@@ -104,28 +131,40 @@ impl Database {
         })?;
         // A poisoned lock only means another refresh panicked mid-swap; the value is still usable.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        match &*current {
-            Some((known, pool)) if *known == id => Ok(pool.clone()),
-            previous => {
-                if previous.is_some() {
-                    tracing::warn!(db = %self.path.display(), "database file replaced; reopening");
-                }
-                let pool = open_pool(&self.path);
-                *current = Some((id, pool.clone()));
-                Ok(pool)
-            }
+        if let Some(c) = current.as_ref().filter(|c| c.file == file) {
+            return Ok((c.file, c.generation, c.pool.clone(), Arc::clone(&c.connects)));
         }
+        if current.is_some() {
+            tracing::warn!(db = %self.path.display(), "database file replaced; reopening");
+        }
+        let connects = Arc::new(AtomicU64::new(0));
+        let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
+        let pool = open_pool(&self.path, 1, Arc::clone(&connects));
+        *current = Some(Current { file, generation, pool: pool.clone(), connects: Arc::clone(&connects) });
+        Ok((file, generation, pool, connects))
     }
 
-    /// Runs `f` on a connection to the file the path names now, interrupting
-    /// any statement still running at `deadline`.
+    /// Runs `f` on this section's connection to the file the path names now,
+    /// with the database's current fingerprint, interrupting any statement
+    /// still running at `deadline`.
     pub fn with_conn<T>(
         &self,
         deadline: Duration,
-        f: impl FnOnce(&Connection) -> Result<T, LoadError>,
+        f: impl FnOnce(&Connection, Fingerprint) -> Result<T, LoadError>,
     ) -> Result<T, LoadError> {
-        let pool = self.pool()?;
-        with_conn(&pool, deadline, f)
+        let (file, generation, pool, connects) = self.pool()?;
+        with_conn(&pool, deadline, |conn| {
+            // One read transaction per refresh: the section's queries see one
+            // consistent snapshot, and it ends with the refresh (an open read
+            // would hold back WAL checkpoints). Reading sqlite_schema first makes
+            // SQLite re-check the schema, so statements are compiled against the
+            // schema as it is now, not as this connection last saw it.
+            let tx = conn.unchecked_transaction()?;
+            tx.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+            let data_version: i64 = tx.pragma_query_value(None, "data_version", |r| r.get(0))?;
+            let fingerprint = Fingerprint { file, generation, connects: connects.load(Ordering::SeqCst), data_version };
+            f(&tx, fingerprint)
+        })
     }
 }
 
@@ -171,9 +210,7 @@ pub fn integer(v: ValueRef<'_>) -> Option<i64> {
 
 /// A count or token number: an integer from 0 to [`MAX_SAFE_INTEGER`].
 pub fn count(v: ValueRef<'_>) -> Option<u64> {
-    integer(v)
-        .filter(|i| (0..=MAX_SAFE_INTEGER).contains(i))
-        .and_then(|i| u64::try_from(i).ok())
+    integer(v).filter(|i| (0..=MAX_SAFE_INTEGER).contains(i)).and_then(|i| u64::try_from(i).ok())
 }
 
 /// A non-negative finite amount (cost in USD); integers are accepted.
@@ -196,9 +233,7 @@ pub fn timestamp(v: ValueRef<'_>) -> Option<DateTime<Utc>> {
 
 /// A process id the kernel could have given: 1 ..= i32::MAX.
 pub fn pid(v: ValueRef<'_>) -> Option<i32> {
-    integer(v)
-        .and_then(|i| i32::try_from(i).ok())
-        .filter(|p| *p > 0)
+    integer(v).and_then(|i| i32::try_from(i).ok()).filter(|p| *p > 0)
 }
 
 /// A running job with its latest run (the agents and cost sections both read this).

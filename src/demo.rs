@@ -45,35 +45,22 @@ pub struct Demo {
 impl Demo {
     /// Creates and seeds the database, starts the agent processes and the simulator.
     pub fn start() -> Result<Demo, DemoError> {
-        let dir = tempfile::Builder::new()
-            .prefix("orchmirror-demo-")
-            .tempdir()?;
+        let dir = tempfile::Builder::new().prefix("orchmirror-demo-").tempdir()?;
         let path = dir.path().join("orchestrator.sqlite");
         let conn = Connection::open(&path)?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.execute_batch(SCHEMA_SQL)?;
         conn.execute_batch(SCHEMA_INDEXES_SQL)?;
-        let mut sim = Simulator {
-            conn,
-            rng: fastrand::Rng::with_seed(0x0c4e_57a7),
-            agents: HashMap::new(),
-            next_item: 100,
-        };
+        let mut sim =
+            Simulator { conn, rng: fastrand::Rng::with_seed(0x0c4e_57a7), agents: HashMap::new(), next_item: 100 };
         sim.seed()?;
         let stop = Arc::new(AtomicBool::new(false));
         let thread = {
             let stop = Arc::clone(&stop);
-            std::thread::Builder::new()
-                .name("orchmirror-demo".into())
-                .spawn(move || sim.run(&stop))?
+            std::thread::Builder::new().name("orchmirror-demo".into()).spawn(move || sim.run(&stop))?
         };
-        Ok(Demo {
-            path,
-            stop,
-            thread: Some(thread),
-            dir: Some(dir),
-        })
+        Ok(Demo { path, stop, thread: Some(thread), dir: Some(dir) })
     }
 
     /// The demo database's path.
@@ -114,7 +101,9 @@ impl Drop for Demo {
 fn spawn_agent() -> std::io::Result<Child> {
     Command::new("sh")
         .arg("-c")
-        .arg(r#"while kill -0 "$PPID" 2>/dev/null; do i=0; while [ $i -lt 4000 ]; do i=$((i+1)); done; sleep 0.2; done"#)
+        .arg(
+            r#"while kill -0 "$PPID" 2>/dev/null; do i=0; while [ $i -lt 4000 ]; do i=$((i+1)); done; sleep 0.2; done"#,
+        )
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -162,13 +151,7 @@ impl Simulator {
             tx.execute(
                 "INSERT INTO tasks (work_item_id, repo, stage, created_at, updated_at)
                  VALUES (?1, ?2, ?3, datetime('now', ?4), datetime('now', ?5))",
-                params![
-                    item,
-                    repo,
-                    stage,
-                    format!("-{} minutes", mins + 30),
-                    format!("-{} minutes", mins.max(1))
-                ],
+                params![item, repo, stage, format!("-{} minutes", mins + 30), format!("-{} minutes", mins.max(1))],
             )?;
             let task_id = tx.last_insert_rowid();
             let status = match i % 10 {
@@ -181,8 +164,16 @@ impl Simulator {
             tx.execute(
                 "INSERT INTO jobs (task_id, repo, agent, status, attempts, created_at, started_at, finished_at)
                  VALUES (?1, ?2, ?3, ?4, ?5, datetime('now', ?6), datetime('now', ?7), datetime('now', ?8))",
-                params![task_id, repo, AGENTS[(i % 4) as usize], status, attempts,
-                        format!("-{} minutes", mins + 20), format!("-{} minutes", mins + 15), format!("-{} minutes", mins)],
+                params![
+                    task_id,
+                    repo,
+                    AGENTS[(i % 4) as usize],
+                    status,
+                    attempts,
+                    format!("-{} minutes", mins + 20),
+                    format!("-{} minutes", mins + 15),
+                    format!("-{} minutes", mins)
+                ],
             )?;
             let job_id = tx.last_insert_rowid();
             let parsed = i % 9 != 4;
@@ -199,22 +190,15 @@ impl Simulator {
         }
         // Active tasks waiting for an agent.
         let active: Vec<(i64, String)> = {
-            let mut stmt = tx.prepare(
-                "SELECT id, repo FROM tasks WHERE stage NOT IN ('done', 'cancelled') ORDER BY id",
-            )?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<Result<_, _>>()?
+            let mut stmt =
+                tx.prepare("SELECT id, repo FROM tasks WHERE stage NOT IN ('done', 'cancelled') ORDER BY id")?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
         };
         for (n, (task_id, repo)) in active.iter().enumerate() {
             tx.execute(
                 "INSERT INTO jobs (task_id, repo, agent, status, attempts, created_at)
                  VALUES (?1, ?2, ?3, 'queued', 0, datetime('now', ?4))",
-                params![
-                    task_id,
-                    repo,
-                    AGENTS[n % 4],
-                    format!("-{} seconds", 30 + n * 20)
-                ],
+                params![task_id, repo, AGENTS[n % 4], format!("-{} seconds", 30 + n * 20)],
             )?;
         }
         tx.commit()?;
@@ -245,12 +229,7 @@ impl Simulator {
     fn tick(&mut self) -> rusqlite::Result<()> {
         // Finish agents whose time is up.
         let now = Instant::now();
-        let due: Vec<i64> = self
-            .agents
-            .iter()
-            .filter(|(_, a)| a.ends_at <= now)
-            .map(|(j, _)| *j)
-            .collect();
+        let due: Vec<i64> = self.agents.iter().filter(|(_, a)| a.ends_at <= now).map(|(j, _)| *j).collect();
         for job_id in due {
             self.finish(job_id)?;
         }
@@ -299,19 +278,11 @@ impl Simulator {
     fn start_next(&mut self) -> rusqlite::Result<bool> {
         let next: Option<(i64, String)> = self
             .conn
-            .query_row(
-                "SELECT id, agent FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
+            .query_row("SELECT id, agent FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .map(Some)
-            .or_else(|e| {
-                if e == rusqlite::Error::QueryReturnedNoRows {
-                    Ok(None)
-                } else {
-                    Err(e)
-                }
-            })?;
+            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
         let Some((job_id, agent)) = next else {
             return Ok(false);
         };
@@ -335,14 +306,7 @@ impl Simulator {
         let run_id = tx.last_insert_rowid();
         tx.commit()?;
         let ends_at = Instant::now() + Duration::from_secs(self.rng.u64(8..25));
-        self.agents.insert(
-            job_id,
-            RunningAgent {
-                child,
-                run_id,
-                ends_at,
-            },
-        );
+        self.agents.insert(job_id, RunningAgent { child, run_id, ends_at });
         Ok(true)
     }
 
@@ -363,15 +327,9 @@ impl Simulator {
         )?;
         if failed {
             // Retry: back in the queue, attempts kept, so the next run makes it > 1.
-            tx.execute(
-                "UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?1",
-                [job_id],
-            )?;
+            tx.execute("UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?1", [job_id])?;
         } else {
-            tx.execute(
-                "UPDATE jobs SET status = 'done', finished_at = datetime('now') WHERE id = ?1",
-                [job_id],
-            )?;
+            tx.execute("UPDATE jobs SET status = 'done', finished_at = datetime('now') WHERE id = ?1", [job_id])?;
         }
         tx.commit()
     }

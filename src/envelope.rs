@@ -10,9 +10,7 @@ use serde::{Serialize, Serializer};
 use crate::messages::{SectionReply, Status};
 use crate::mirror::{PerSection, Restarts};
 use crate::procstat;
-use crate::section::{
-    AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, StageEntry, Stages,
-};
+use crate::section::{AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, StageEntry, Stages};
 use crate::subscribe::SubscriberTotals;
 use crate::time::{format_millis, format_seconds, truncate_to_second};
 
@@ -97,11 +95,7 @@ pub struct Health {
 
 impl Health {
     /// The health view of an envelope.
-    pub fn of(
-        envelope: &Envelope,
-        restarts: Restarts,
-        subscribers: PerSection<SubscriberTotals>,
-    ) -> Self {
+    pub fn of(envelope: &Envelope, restarts: Restarts, subscribers: PerSection<SubscriberTotals>) -> Self {
         let ok = envelope.sections.iter().all(|s| s.status == Status::Ok);
         Health {
             status: if ok { "ok" } else { "degraded" },
@@ -140,10 +134,7 @@ impl Clock {
 
     /// A clock reading at `now`.
     pub fn at(now: DateTime<Utc>) -> Self {
-        Self {
-            now,
-            generated_at: truncate_to_second(now),
-        }
+        Self { now, generated_at: truncate_to_second(now) }
     }
 }
 
@@ -219,11 +210,6 @@ pub fn assemble(replies: Replies, clock: Clock, snapshot_timeout: Duration) -> E
         queue,
         agents,
         cost,
-        sections: Sections {
-            stages: stages_state,
-            queue: queue_state,
-            agents: agents_state,
-            cost: cost_state,
-        },
+        sections: Sections { stages: stages_state, queue: queue_state, agents: agents_state, cost: cost_state },
     }
 }

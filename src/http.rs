@@ -45,13 +45,8 @@ pub fn configure(handle: MirrorHandle) -> impl FnOnce(&mut web::ServiceConfig) {
     }
 }
 
-fn json<B: actix_web::body::MessageBody + 'static>(
-    status: actix_web::http::StatusCode,
-    body: B,
-) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type(ContentType::json())
-        .body(body)
+fn json<B: actix_web::body::MessageBody + 'static>(status: actix_web::http::StatusCode, body: B) -> HttpResponse {
+    HttpResponse::build(status).content_type(ContentType::json()).body(body)
 }
 
 fn error(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
@@ -65,10 +60,7 @@ async fn metrics(handle: web::Data<MirrorHandle>) -> HttpResponse {
         Some(envelope) => match serde_json::to_vec(&envelope) {
             Ok(body) => json(actix_web::http::StatusCode::OK, body),
             // Serialising plain data cannot fail; if it ever does, the client still gets JSON.
-            Err(e) => error(
-                actix_web::http::StatusCode::OK,
-                &format!("cannot serialise the envelope: {e}"),
-            ),
+            Err(e) => error(actix_web::http::StatusCode::OK, &format!("cannot serialise the envelope: {e}")),
         },
     }
 }
@@ -78,9 +70,7 @@ async fn health(handle: web::Data<MirrorHandle>) -> HttpResponse {
         None => serde_json::json!({ "status": "ok", "enabled": false, "sections": {} }).to_string(),
         Some(h) => match serde_json::to_string(&h) {
             Ok(b) => b,
-            Err(e) => {
-                serde_json::json!({ "status": "degraded", "error": e.to_string() }).to_string()
-            }
+            Err(e) => serde_json::json!({ "status": "degraded", "error": e.to_string() }).to_string(),
         },
     };
     json(actix_web::http::StatusCode::OK, body)
@@ -89,46 +79,31 @@ async fn health(handle: web::Data<MirrorHandle>) -> HttpResponse {
 async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
     let mut resp = error(
         actix_web::http::StatusCode::METHOD_NOT_ALLOWED,
-        &format!(
-            "method {} is not allowed on {}; use GET",
-            req.method(),
-            req.path()
-        ),
+        &format!("method {} is not allowed on {}; use GET", req.method(), req.path()),
     );
-    resp.headers_mut()
-        .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+    resp.headers_mut().insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
     resp
 }
 
 /// The JSON 404 for unknown paths (the standalone server's default service).
 pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
-    error(
-        actix_web::http::StatusCode::NOT_FOUND,
-        &format!("no such route: {}", req.path()),
-    )
+    error(actix_web::http::StatusCode::NOT_FOUND, &format!("no such route: {}", req.path()))
 }
 
 /// Binds the standalone server on `settings.bind` with explicit limits. The
 /// returned server (run it by awaiting it) stops gracefully on SIGTERM or
 /// SIGINT; the addresses are where it listens (useful with port 0).
 pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, Vec<SocketAddr>)> {
-    let addrs = resolve_bind(&settings.bind).map_err(|e| {
-        io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("ORCH_BIND={:?}: {e}", settings.bind),
-        )
-    })?;
-    let server = HttpServer::new(move || {
-        App::new()
-            .configure(configure(handle.clone()))
-            .default_service(web::to(not_found))
-    })
-    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-    .client_disconnect_timeout(Duration::from_secs(1))
-    .keep_alive(KEEP_ALIVE)
-    .max_connections(MAX_CONNECTIONS_PER_WORKER)
-    .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
-    .bind(&addrs[..])?;
+    let addrs = resolve_bind(&settings.bind)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_BIND={:?}: {e}", settings.bind)))?;
+    let server =
+        HttpServer::new(move || App::new().configure(configure(handle.clone())).default_service(web::to(not_found)))
+            .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+            .client_disconnect_timeout(Duration::from_secs(1))
+            .keep_alive(KEEP_ALIVE)
+            .max_connections(MAX_CONNECTIONS_PER_WORKER)
+            .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+            .bind(&addrs[..])?;
     let addrs = server.addrs();
     for addr in &addrs {
         tracing::info!(%addr, "listening");

@@ -17,7 +17,7 @@ use crate::envelope::{self, Clock, Envelope, Health, Replies};
 use crate::messages::{SectionReply, Snapshot, Subscribe};
 use crate::probe::{self, DEFAULT_PROBE_TIMEOUT, WorkerLive, WorkerProbe};
 use crate::section::{Agents, Cost, Queue, Section, SectionName, Stages};
-use crate::subscribe::{Hub, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
+use crate::subscribe::{Hub, RefreshCounters, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 
 /// How often the watchdog looks for dead section actors.
 pub const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
@@ -47,7 +47,9 @@ struct Owner<S: Section> {
 }
 
 impl<S: Section> Owner<S> {
-    fn start(section: S, db: &Arc<Database>, settings: ActorSettings) -> Self {
+    fn start(section: S, path: &std::path::Path, settings: ActorSettings) -> Self {
+        // Each section has its own connection: `PRAGMA data_version` is per connection.
+        let db = &Arc::new(Database::new(path));
         let section = Arc::new(section);
         let hub = Arc::new(Hub::new(S::NAME));
         let running = Self::spawn(&section, db, settings, &hub);
@@ -79,11 +81,7 @@ impl<S: Section> Owner<S> {
     }
 
     fn addr(&self) -> Addr<SectionActor<S>> {
-        self.running
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .0
-            .clone()
+        self.running.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
 
     async fn ask(&self, timeout: Duration) -> Result<SectionReply<S::Data>, MailboxError> {
@@ -111,14 +109,9 @@ impl<S: Section> OwnerControl for Owner<S> {
         match (*dead_since, alive) {
             (_, true) => *dead_since = None,
             (None, false) => *dead_since = Some(Instant::now()),
-            (Some(since), false)
-                if since.elapsed() >= self.settings.period.min(MAX_RESTART_DELAY) =>
-            {
+            (Some(since), false) if since.elapsed() >= self.settings.period.min(MAX_RESTART_DELAY) => {
                 let fresh = Self::spawn(&self.section, &self.db, self.settings, &self.hub);
-                let old = std::mem::replace(
-                    &mut *self.running.write().unwrap_or_else(|p| p.into_inner()),
-                    fresh,
-                );
+                let old = std::mem::replace(&mut *self.running.write().unwrap_or_else(|p| p.into_inner()), fresh);
                 old.1.stop();
                 *dead_since = None;
                 let n = self.restarts.fetch_add(1, Ordering::Relaxed) + 1;
@@ -129,11 +122,7 @@ impl<S: Section> OwnerControl for Owner<S> {
     }
 
     fn stop(&self) {
-        self.running
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .stop();
+        self.running.read().unwrap_or_else(|p| p.into_inner()).1.stop();
     }
 
     fn restarts(&self) -> u64 {
@@ -156,11 +145,7 @@ impl<S: Section> OwnerControl for Owner<S> {
     }
 
     fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>) {
-        self.running
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .1
-            .spawn_fn(f);
+        self.running.read().unwrap_or_else(|p| p.into_inner()).1.spawn_fn(f);
     }
 }
 
@@ -258,43 +243,23 @@ impl MirrorBuilder {
             next_subscription: AtomicU64::new(1),
         };
         if !settings.metrics_enabled {
-            return Ok(MirrorHandle {
-                inner: Arc::new(inner(None)),
-            });
+            return Ok(MirrorHandle { inner: Arc::new(inner(None)) });
         }
         let path = settings.db_path.as_deref().ok_or(StartError::NoDatabase)?;
         System::try_current().ok_or(StartError::NoSystem)?;
-        let db = Arc::new(Database::new(path));
-        let actor = |s: SectionName| ActorSettings {
-            period: settings.refresh.get(s),
-            max_stale: settings.max_stale,
-        };
+        let actor = |s: SectionName| ActorSettings { period: settings.refresh.get(s), max_stale: settings.max_stale };
         let live = Arc::new(Mutex::new(WorkerLive::default()));
-        let queue = if self.probe.is_some() {
-            Queue::with_worker(Arc::clone(&live))
-        } else {
-            Queue::new()
-        };
+        let queue = if self.probe.is_some() { Queue::with_worker(Arc::clone(&live)) } else { Queue::new() };
         let owners = Owners {
-            stages: Owner::start(Stages, &db, actor(SectionName::Stages)),
-            queue: Owner::start(queue, &db, actor(SectionName::Queue)),
-            agents: Owner::start(
-                Agents::new(settings.pid_start_tolerance),
-                &db,
-                actor(SectionName::Agents),
-            ),
-            cost: Owner::start(Cost, &db, actor(SectionName::Cost)),
+            stages: Owner::start(Stages, path, actor(SectionName::Stages)),
+            queue: Owner::start(queue, path, actor(SectionName::Queue)),
+            agents: Owner::start(Agents::new(settings.pid_start_tolerance), path, actor(SectionName::Agents)),
+            cost: Owner::start(Cost, path, actor(SectionName::Cost)),
         };
         let inner = Arc::new(inner(Some(owners)));
         actix::spawn(watchdog(Arc::downgrade(&inner)));
         if let Some(p) = self.probe {
-            actix::spawn(probe::poll(
-                p,
-                live,
-                settings.refresh.queue,
-                self.probe_timeout,
-                Arc::downgrade(&inner),
-            ));
+            actix::spawn(probe::poll(p, live, settings.refresh.queue, self.probe_timeout, Arc::downgrade(&inner)));
         }
         tracing::info!(db = %path.display(), "mirror started");
         Ok(MirrorHandle { inner })
@@ -310,9 +275,7 @@ pub struct MirrorHandle {
 
 impl std::fmt::Debug for MirrorHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MirrorHandle")
-            .field("enabled", &self.enabled())
-            .finish()
+        f.debug_struct("MirrorHandle").field("enabled", &self.enabled()).finish()
     }
 }
 
@@ -324,11 +287,7 @@ impl MirrorHandle {
 
     /// A builder, to add a worker probe before starting.
     pub fn builder(settings: Settings) -> MirrorBuilder {
-        MirrorBuilder {
-            settings,
-            probe: None,
-            probe_timeout: DEFAULT_PROBE_TIMEOUT,
-        }
+        MirrorBuilder { settings, probe: None, probe_timeout: DEFAULT_PROBE_TIMEOUT }
     }
 
     /// False when the kill switch is off: no actors, no database.
@@ -343,34 +302,26 @@ impl MirrorHandle {
     pub async fn snapshot(&self) -> Option<Envelope> {
         let owners = self.inner.owners.as_ref()?;
         let t = self.inner.snapshot_timeout;
-        let (stages, queue, agents, cost) = futures_util::join!(
-            owners.stages.ask(t),
-            owners.queue.ask(t),
-            owners.agents.ask(t),
-            owners.cost.ask(t)
-        );
-        let replies = Replies {
-            stages,
-            queue,
-            agents,
-            cost,
-        };
+        let (stages, queue, agents, cost) =
+            futures_util::join!(owners.stages.ask(t), owners.queue.ask(t), owners.agents.ask(t), owners.cost.ask(t));
+        let replies = Replies { stages, queue, agents, cost };
         Some(envelope::assemble(replies, Clock::now(), t))
     }
 
     /// `/health`'s answer; `None` when disabled.
     pub async fn health(&self) -> Option<Health> {
         let envelope = self.snapshot().await?;
-        Some(Health::of(
-            &envelope,
-            self.restarts(),
-            self.subscriber_totals(),
-        ))
+        Some(Health::of(&envelope, self.restarts(), self.subscriber_totals()))
     }
 
     /// How often each section's actor was found dead and re-spawned.
     pub fn restarts(&self) -> Restarts {
         self.per_section(|o| o.restarts())
+    }
+
+    /// Loaded, skipped (database unchanged) and failed refreshes, per section.
+    pub fn refresh_counters(&self) -> PerSection<RefreshCounters> {
+        self.per_section(|o| o.hub().counters())
     }
 
     /// Live subscriptions and dropped updates, per section.
@@ -388,11 +339,7 @@ impl MirrorHandle {
     /// Subscribes `recipient` to one section: it receives the current value at
     /// once (when there is one), then one [`Update`] per refresh that changed
     /// the data. `None` when the mirror is disabled.
-    pub fn subscribe(
-        &self,
-        section: SectionName,
-        recipient: Recipient<Update>,
-    ) -> Option<SubscriptionId> {
+    pub fn subscribe(&self, section: SectionName, recipient: Recipient<Update>) -> Option<SubscriptionId> {
         let owners = self.inner.owners.as_ref()?;
         let id = SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed));
         owners.get(section).subscribe(id, recipient);
@@ -401,10 +348,7 @@ impl MirrorHandle {
 
     /// Subscribes `recipient` to every section (one subscription each).
     pub fn subscribe_all(&self, recipient: Recipient<Update>) -> Vec<SubscriptionId> {
-        SectionName::ALL
-            .iter()
-            .filter_map(|s| self.subscribe(*s, recipient.clone()))
-            .collect()
+        SectionName::ALL.iter().filter_map(|s| self.subscribe(*s, recipient.clone())).collect()
     }
 
     /// Ends a subscription; false when it was not active (already removed, or unknown).
@@ -412,9 +356,7 @@ impl MirrorHandle {
         let Some(owners) = &self.inner.owners else {
             return false;
         };
-        SectionName::ALL
-            .iter()
-            .any(|s| owners.get(*s).hub().remove(id))
+        SectionName::ALL.iter().any(|s| owners.get(*s).hub().remove(id))
     }
 
     /// Delivery counters of every active subscription.
@@ -422,10 +364,7 @@ impl MirrorHandle {
         let Some(owners) = &self.inner.owners else {
             return Vec::new();
         };
-        SectionName::ALL
-            .iter()
-            .flat_map(|s| owners.get(*s).hub().stats())
-            .collect()
+        SectionName::ALL.iter().flat_map(|s| owners.get(*s).hub().stats()).collect()
     }
 
     /// Stops every section actor for good (no restarts); later snapshots say `unavailable`.
@@ -449,9 +388,7 @@ impl MirrorHandle {
     #[doc(hidden)]
     pub fn stall_section(&self, section: SectionName, dur: Duration) {
         if let Some(owners) = &self.inner.owners {
-            owners
-                .get(section)
-                .arbiter_spawn(Box::new(move || std::thread::sleep(dur)));
+            owners.get(section).arbiter_spawn(Box::new(move || std::thread::sleep(dur)));
         }
     }
 }

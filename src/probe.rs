@@ -36,11 +36,7 @@ pub struct WorkerLive {
     pub poll_interval: Option<Value>,
 }
 
-async fn read(
-    field: &str,
-    timeout: Duration,
-    fut: LocalBoxFuture<'static, ProbeResult>,
-) -> Option<Value> {
+async fn read(field: &str, timeout: Duration, fut: LocalBoxFuture<'static, ProbeResult>) -> Option<Value> {
     match actix_web::rt::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
@@ -48,11 +44,7 @@ async fn read(
             None
         }
         Err(_) => {
-            tracing::debug!(
-                field,
-                timeout_ms = timeout.as_millis(),
-                "worker probe timed out"
-            );
+            tracing::debug!(field, timeout_ms = timeout.as_millis(), "worker probe timed out");
             None
         }
     }
@@ -75,11 +67,7 @@ pub(crate) async fn poll<T>(
             read("max_concurrency", timeout, probe.max_concurrency()),
             read("poll_interval", timeout, probe.poll_interval()),
         );
-        *live.lock().unwrap_or_else(|p| p.into_inner()) = WorkerLive {
-            breaker,
-            max_concurrency,
-            poll_interval,
-        };
+        *live.lock().unwrap_or_else(|p| p.into_inner()) = WorkerLive { breaker, max_concurrency, poll_interval };
         actix_web::rt::time::sleep(period).await;
     }
 }

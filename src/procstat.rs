@@ -37,11 +37,7 @@ pub fn clk_tck() -> Option<u64> {
 /// does not match the run (reused pid), an unknown `run_started_at` (identity
 /// cannot be checked), or off Linux. Never an error: one agent's process state
 /// says nothing about the section.
-pub fn sample(
-    pid: i32,
-    run_started_at: Option<DateTime<Utc>>,
-    tolerance: Duration,
-) -> Option<CpuSample> {
+pub fn sample(pid: i32, run_started_at: Option<DateTime<Utc>>, tolerance: Duration) -> Option<CpuSample> {
     #[cfg(target_os = "linux")]
     {
         linux::sample(pid, run_started_at?, tolerance)
@@ -60,11 +56,7 @@ mod linux {
     /// `PF_KTHREAD` in `/proc/<pid>/stat`'s flags.
     const PF_KTHREAD: u32 = 0x0020_0000;
 
-    pub(super) fn sample(
-        pid: i32,
-        run_started_at: DateTime<Utc>,
-        tolerance: Duration,
-    ) -> Option<CpuSample> {
+    pub(super) fn sample(pid: i32, run_started_at: DateTime<Utc>, tolerance: Duration) -> Option<CpuSample> {
         let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
         let sampled_at = Utc::now();
         // Zombies and dead tasks have no live agent behind them; kernel threads never are one.
@@ -73,18 +65,13 @@ mod linux {
         }
         let tps = procfs::ticks_per_second();
         let boot_secs = i64::try_from(procfs::boot_time_secs().ok()?).ok()?;
-        let start_ms =
-            i64::try_from(u128::from(stat.starttime) * 1000 / u128::from(tps.max(1))).ok()?;
-        let started =
-            DateTime::from_timestamp_millis(boot_secs.checked_mul(1000)?.checked_add(start_ms)?)?;
+        let start_ms = i64::try_from(u128::from(stat.starttime) * 1000 / u128::from(tps.max(1))).ok()?;
+        let started = DateTime::from_timestamp_millis(boot_secs.checked_mul(1000)?.checked_add(start_ms)?)?;
         let drift = (started - run_started_at).abs().to_std().ok()?;
         if drift > tolerance {
             return None;
         }
-        Some(CpuSample {
-            ticks: stat.utime.saturating_add(stat.stime),
-            sampled_at,
-        })
+        Some(CpuSample { ticks: stat.utime.saturating_add(stat.stime), sampled_at })
     }
 }
 
@@ -99,19 +86,12 @@ mod tests {
         let pid = std::process::id() as i32;
         let tps = procfs::ticks_per_second();
         let boot = procfs::boot_time_secs().ok();
-        let (Some(me), Some(boot)) = (me, boot) else {
-            panic!("cannot read /proc for this test")
-        };
+        let (Some(me), Some(boot)) = (me, boot) else { panic!("cannot read /proc for this test") };
         let start = DateTime::from_timestamp((boot + me.starttime / tps) as i64, 0);
-        let Some(start) = start else {
-            panic!("bad start time")
-        };
+        let Some(start) = start else { panic!("bad start time") };
         let tol = Duration::from_secs(10);
         assert!(sample(pid, Some(start), tol).is_some());
-        assert_eq!(
-            sample(pid, Some(start - chrono::Duration::seconds(3600)), tol),
-            None
-        );
+        assert_eq!(sample(pid, Some(start - chrono::Duration::seconds(3600)), tol), None);
         assert_eq!(sample(pid, None, tol), None);
         assert_eq!(sample(-5, Some(start), tol), None);
     }

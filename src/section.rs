@@ -84,6 +84,13 @@ pub trait Section: Send + Sync + 'static {
     /// Renders `data` for a response generated at `generated_at` (ages are computed here).
     fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View;
 
+    /// Refreshes what moves without a database change (CPU ticks, the worker
+    /// probe) when the database is unchanged. `None`: `data` is still current.
+    fn resample(&self, data: &Self::Data) -> Option<Self::Data> {
+        let _ = data;
+        None
+    }
+
     /// Wraps a rendered value for subscribers.
     fn wrap(view: Self::View) -> crate::subscribe::SectionData;
 }

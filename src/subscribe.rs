@@ -80,10 +80,25 @@ struct Entry {
     dropped: u64,
 }
 
-/// A section's sequence counter and subscribers; shared by its successive actors.
+/// How a section's refreshes went since start-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct RefreshCounters {
+    /// Refreshes that ran the section's queries.
+    pub loaded: u64,
+    /// Refreshes that found the database unchanged and skipped the queries.
+    pub skipped: u64,
+    /// Refreshes that failed.
+    pub failed: u64,
+}
+
+/// A section's sequence counter, refresh counters and subscribers; shared by its successive actors.
 pub(crate) struct Hub {
     section: SectionName,
     seq: AtomicU64,
+    pub(crate) loaded: AtomicU64,
+    pub(crate) skipped: AtomicU64,
+    pub(crate) failed: AtomicU64,
     entries: Mutex<Vec<Entry>>,
     dropped_total: AtomicU64,
 }
@@ -93,6 +108,9 @@ impl Hub {
         Self {
             section,
             seq: AtomicU64::new(0),
+            loaded: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             entries: Mutex::new(Vec::new()),
             dropped_total: AtomicU64::new(0),
         }
@@ -117,12 +135,7 @@ impl Hub {
     }
 
     pub(crate) fn add(&self, id: SubscriptionId, recipient: Recipient<Update>) {
-        self.entries().push(Entry {
-            id,
-            recipient,
-            delivered: 0,
-            dropped: 0,
-        });
+        self.entries().push(Entry { id, recipient, delivered: 0, dropped: 0 });
     }
 
     pub(crate) fn remove(&self, id: SubscriptionId) -> bool {
@@ -165,13 +178,16 @@ impl Hub {
     pub(crate) fn stats(&self) -> Vec<SubscriptionStats> {
         self.entries()
             .iter()
-            .map(|e| SubscriptionStats {
-                id: e.id,
-                section: self.section,
-                delivered: e.delivered,
-                dropped: e.dropped,
-            })
+            .map(|e| SubscriptionStats { id: e.id, section: self.section, delivered: e.delivered, dropped: e.dropped })
             .collect()
+    }
+
+    pub(crate) fn counters(&self) -> RefreshCounters {
+        RefreshCounters {
+            loaded: self.loaded.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            failed: self.failed.load(Ordering::Relaxed),
+        }
     }
 
     pub(crate) fn totals(&self) -> SubscriberTotals {

@@ -22,9 +22,7 @@ pub fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
         }
     }
     // RFC 3339 with `Z` or an offset; chrono also accepts a space separator here.
-    DateTime::parse_from_rfc3339(s)
-        .ok()
-        .map(|d| d.with_timezone(&Utc))
+    DateTime::parse_from_rfc3339(s).ok().map(|d| d.with_timezone(&Utc))
 }
 
 /// `generated_at`'s format: UTC, whole seconds, `Z`.
@@ -53,9 +51,7 @@ mod tests {
 
     #[test]
     fn accepts_every_form_the_orchestrator_writes() {
-        let want = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z")
-            .map(|d| d.to_utc())
-            .ok();
+        let want = DateTime::parse_from_rfc3339("2026-11-27T10:00:00Z").map(|d| d.to_utc()).ok();
         for s in [
             "2026-11-27 10:00:00",
             "2026-11-27T10:00:00",
@@ -73,15 +69,9 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in [
-            "",
-            "yesterday",
-            "2026-11-27",
-            "2026-13-40 10:00:00",
-            "27/11/2026 10:00:00",
-            "now",
-            "2026-11-27 25:00:00",
-        ] {
+        for s in
+            ["", "yesterday", "2026-11-27", "2026-13-40 10:00:00", "27/11/2026 10:00:00", "now", "2026-11-27 25:00:00"]
+        {
             assert_eq!(parse_timestamp(s), None, "{s}");
         }
     }
@@ -90,13 +80,7 @@ mod tests {
     fn formats_as_the_contract_says() {
         let at = DateTime::parse_from_rfc3339("2026-11-27T23:29:49.1204Z").map(|d| d.to_utc());
         let at = at.ok();
-        assert_eq!(
-            at.map(format_seconds).as_deref(),
-            Some("2026-11-27T23:29:49Z")
-        );
-        assert_eq!(
-            at.map(format_millis).as_deref(),
-            Some("2026-11-27T23:29:49.120Z")
-        );
+        assert_eq!(at.map(format_seconds).as_deref(), Some("2026-11-27T23:29:49Z"));
+        assert_eq!(at.map(format_millis).as_deref(), Some("2026-11-27T23:29:49.120Z"));
     }
 }

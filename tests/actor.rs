@@ -43,14 +43,9 @@ fn a_panicking_refresh_is_an_error_not_a_dead_actor() {
     let fx = support::Fixture::new();
     fx.exec("INSERT INTO tasks (work_item_id, stage) VALUES ('A', 'x');");
     let panic = Arc::new(AtomicBool::new(true));
-    let section = Arc::new(Flaky {
-        panic: Arc::clone(&panic),
-    });
+    let section = Arc::new(Flaky { panic: Arc::clone(&panic) });
     let db = Arc::new(Database::new(&fx.path));
-    let settings = ActorSettings {
-        period: Duration::from_millis(50),
-        max_stale: Duration::from_secs(30),
-    };
+    let settings = ActorSettings { period: Duration::from_millis(50), max_stale: Duration::from_secs(30) };
 
     actix_web::rt::System::new().block_on(async move {
         let addr = SectionActor::new(section, db, settings).start();
@@ -64,14 +59,7 @@ fn a_panicking_refresh_is_an_error_not_a_dead_actor() {
             reply = ask().await.expect("answers");
         }
         assert_eq!(reply.status, Status::Error);
-        assert!(
-            reply
-                .error
-                .as_deref()
-                .is_some_and(|e| e.contains("panicked")),
-            "{:?}",
-            reply.error
-        );
+        assert!(reply.error.as_deref().is_some_and(|e| e.contains("panicked")), "{:?}", reply.error);
         assert!(addr.connected(), "the actor survived the panic");
 
         panic.store(false, Ordering::SeqCst);

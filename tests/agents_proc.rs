@@ -15,12 +15,7 @@ fn sqlite_ts(t: DateTime<Utc>) -> String {
 
 /// A child that burns CPU so its tick count moves.
 fn busy_child() -> std::process::Child {
-    Command::new("sh")
-        .arg("-c")
-        .arg("while :; do :; done")
-        .stdin(Stdio::null())
-        .spawn()
-        .expect("spawn busy child")
+    Command::new("sh").arg("-c").arg("while :; do :; done").stdin(Stdio::null()).spawn().expect("spawn busy child")
 }
 
 fn agent(m: &Value, job_id: i64) -> Value {
@@ -38,10 +33,7 @@ fn live_dead_and_reused_pids() {
     let dead_pid = dead.id();
     dead.wait().expect("reap");
     // A live process whose start time is an hour away from the run's: a reused pid.
-    let mut reused = Command::new("sleep")
-        .arg("60")
-        .spawn()
-        .expect("spawn sleep");
+    let mut reused = Command::new("sleep").arg("60").spawn().expect("spawn sleep");
 
     let now = Utc::now();
     let fx = Fixture::new();
@@ -63,24 +55,15 @@ fn live_dead_and_reused_pids() {
     let first = bin.wait_all_ok();
     let a = agent(&first, 1);
     assert_eq!(a["pid"], live.id());
-    let t1 = a["cpu_ticks"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("live child has ticks: {a}"));
+    let t1 = a["cpu_ticks"].as_u64().unwrap_or_else(|| panic!("live child has ticks: {a}"));
     let s1 = support::ts(&a["cpu_sampled_at"]);
-    assert_eq!(
-        a["cpu_sampled_at"].as_str().map(str::len),
-        Some(24),
-        "milliseconds and Z"
-    );
+    assert_eq!(a["cpu_sampled_at"].as_str().map(str::len), Some(24), "milliseconds and Z");
 
     for (job, why) in [(2, "dead pid"), (3, "reused pid")] {
         let e = agent(&first, job);
         assert_eq!(e["cpu_ticks"], Value::Null, "{why}: {e}");
         assert_eq!(e["cpu_sampled_at"], Value::Null, "{why}: {e}");
-        assert!(
-            e["pid"].is_u64(),
-            "{why}: the pid itself is still reported: {e}"
-        );
+        assert!(e["pid"].is_u64(), "{why}: the pid itself is still reported: {e}");
     }
     assert_eq!(first["sections"]["agents"]["error"], Value::Null);
 
@@ -95,15 +78,10 @@ fn live_dead_and_reused_pids() {
     // Once the process is gone, its ticks are null and the section stays ok.
     live.kill().expect("kill");
     live.wait().expect("reap");
-    wait_for(
-        Duration::from_secs(10),
-        "null ticks after the child died",
-        || {
-            let m = bin.metrics();
-            (agent(&m, 1)["cpu_ticks"].is_null() && m["sections"]["agents"]["status"] == "ok")
-                .then_some(())
-        },
-    );
+    wait_for(Duration::from_secs(10), "null ticks after the child died", || {
+        let m = bin.metrics();
+        (agent(&m, 1)["cpu_ticks"].is_null() && m["sections"]["agents"]["status"] == "ok").then_some(())
+    });
     let _ = reused.kill();
     let _ = reused.wait();
 }
@@ -149,13 +127,7 @@ fn kernel_thread() -> Option<u32> {
     std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
         let pid: u32 = e.file_name().to_str()?.parse().ok()?;
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let flags: u64 = stat
-            .rsplit_once(") ")?
-            .1
-            .split_whitespace()
-            .nth(6)?
-            .parse()
-            .ok()?;
+        let flags: u64 = stat.rsplit_once(") ")?.1.split_whitespace().nth(6)?.parse().ok()?;
         (flags & 0x0020_0000 != 0).then_some(pid)
     })
 }
@@ -167,11 +139,7 @@ fn kernel_threads_and_impossible_pids_have_no_ticks() {
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or(4_194_304);
     let now = Utc::now();
-    let mut rows = vec![
-        (pid_max + 1, now),
-        (i64::from(i32::MAX) + 10, now),
-        (0, now),
-    ];
+    let mut rows = vec![(pid_max + 1, now), (i64::from(i32::MAX) + 10, now), (0, now)];
     // A kernel thread, with the run's start set to the thread's own so that
     // only the kernel-thread check can refuse it.
     let kthread = kernel_thread().and_then(|p| Some((i64::from(p), start_time(p)?)));
@@ -190,22 +158,14 @@ fn kernel_threads_and_impossible_pids_have_no_ticks() {
         ));
     }
     let db = fx.path.display().to_string();
-    let bin = Binary::start(&[
-        ("ORCH_DB_PATH", &db),
-        ("ORCH_REFRESH_MS", "100"),
-        ("ORCH_PID_START_TOLERANCE_S", "5"),
-    ]);
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_PID_START_TOLERANCE_S", "5")]);
     let m = bin.wait_all_ok();
     let agents = m["agents"].as_array().expect("agents");
     assert_eq!(agents.len(), rows.len());
     for a in agents {
         assert_eq!(a["cpu_ticks"], Value::Null, "{a}");
     }
-    assert_eq!(
-        agents[0]["pid"],
-        pid_max + 1,
-        "a pid above pid_max is still reported as stored"
-    );
+    assert_eq!(agents[0]["pid"], pid_max + 1, "a pid above pid_max is still reported as stored");
     assert_eq!(agents[1]["pid"], Value::Null, "beyond any possible pid");
     assert_eq!(agents[2]["pid"], Value::Null, "pid 0 is not a process");
     assert_eq!(m["sections"]["agents"]["error"], Value::Null);

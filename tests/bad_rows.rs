@@ -34,13 +34,7 @@ fn bad_values_null_only_their_own_field() {
         assert_eq!(s["age_in_stage_s"], Value::Null, "{s}");
         assert_eq!(s["stage"], "review");
     }
-    assert!(
-        stages[3]["age_in_stage_s"]
-            .as_f64()
-            .is_some_and(|a| a >= 9.0),
-        "{}",
-        stages[3]
-    );
+    assert!(stages[3]["age_in_stage_s"].as_f64().is_some_and(|a| a >= 9.0), "{}", stages[3]);
 
     let agents = m["agents"].as_array().expect("agents");
     assert_eq!(agents.len(), 2);
@@ -67,16 +61,9 @@ fn bad_values_null_only_their_own_field() {
     let q = &m["queue"];
     assert_eq!(q["counts"]["running"], 2);
     assert_eq!(q["counts"]["queued"], 1);
-    assert_eq!(
-        q["oldest_queued_age_s"],
-        Value::Null,
-        "no queued created_at parses"
-    );
+    assert_eq!(q["oldest_queued_age_s"], Value::Null, "no queued created_at parses");
     // Only job 2 has a valid attempts value.
-    assert_eq!(
-        q["retries"],
-        json!({"retried_jobs": 1, "total_retries": 1, "max_attempts": 2})
-    );
+    assert_eq!(q["retries"], json!({"retried_jobs": 1, "total_retries": 1, "max_attempts": 2}));
 }
 
 #[test]
@@ -114,8 +101,5 @@ fn null_where_the_schema_says_not_null_is_unknown_not_an_error() {
     assert_eq!(m["queue"]["counts"]["queued"], 1);
     assert_eq!(m["queue"]["oldest_queued_age_s"], Value::Null);
     // The job with a NULL status still counts for retries (attempts 3).
-    assert_eq!(
-        m["queue"]["retries"],
-        json!({"retried_jobs": 1, "total_retries": 2, "max_attempts": 3})
-    );
+    assert_eq!(m["queue"]["retries"], json!({"retried_jobs": 1, "total_retries": 2, "max_attempts": 3}));
 }

@@ -36,26 +36,11 @@ fn every_variable_changes_its_setting() {
     let db = fx.path.display().to_string();
     let s = load(&[("ORCH_DB_PATH", &db)]).expect("db");
     assert_eq!(s.db_path, Some(fx.path.clone()));
+    assert_eq!(load(&[("ORCH_BIND", "127.0.0.1:9999")]).expect("bind").bind, "127.0.0.1:9999");
+    assert_eq!(load(&[("ORCH_SNAPSHOT_TIMEOUT_MS", "750")]).expect("t").snapshot_timeout, ms(750));
+    assert_eq!(load(&[("ORCH_MAX_STALE_MS", "1234")]).expect("ms").max_stale, ms(1234));
     assert_eq!(
-        load(&[("ORCH_BIND", "127.0.0.1:9999")]).expect("bind").bind,
-        "127.0.0.1:9999"
-    );
-    assert_eq!(
-        load(&[("ORCH_SNAPSHOT_TIMEOUT_MS", "750")])
-            .expect("t")
-            .snapshot_timeout,
-        ms(750)
-    );
-    assert_eq!(
-        load(&[("ORCH_MAX_STALE_MS", "1234")])
-            .expect("ms")
-            .max_stale,
-        ms(1234)
-    );
-    assert_eq!(
-        load(&[("ORCH_PID_START_TOLERANCE_S", "2.5")])
-            .expect("tol")
-            .pid_start_tolerance,
+        load(&[("ORCH_PID_START_TOLERANCE_S", "2.5")]).expect("tol").pid_start_tolerance,
         Duration::from_millis(2500)
     );
 
@@ -70,20 +55,11 @@ fn every_variable_changes_its_setting() {
     ])
     .expect("per section");
     assert_eq!(
-        (
-            each.refresh.stages,
-            each.refresh.queue,
-            each.refresh.agents,
-            each.refresh.cost
-        ),
+        (each.refresh.stages, each.refresh.queue, each.refresh.agents, each.refresh.cost),
         (ms(11), ms(22), ms(33), ms(44))
     );
     let one = load(&[("ORCH_REFRESH_MS", "500"), ("ORCH_AGENTS_REFRESH_MS", "50")]).expect("one");
-    assert_eq!(
-        (one.refresh.agents, one.refresh.queue),
-        (ms(50), ms(500)),
-        "the others keep ORCH_REFRESH_MS"
-    );
+    assert_eq!((one.refresh.agents, one.refresh.queue), (ms(50), ms(500)), "the others keep ORCH_REFRESH_MS");
 
     for (v, want) in [
         ("true", true),
@@ -95,13 +71,7 @@ fn every_variable_changes_its_setting() {
         ("ON", true),
         ("off", false),
     ] {
-        assert_eq!(
-            load(&[("ORCH_METRICS_ENABLED", v)])
-                .expect(v)
-                .metrics_enabled,
-            want,
-            "{v}"
-        );
+        assert_eq!(load(&[("ORCH_METRICS_ENABLED", v)]).expect(v).metrics_enabled, want, "{v}");
     }
 }
 
@@ -129,14 +99,9 @@ fn bad_values_are_rejected_naming_the_variable_and_value() {
         ("ORCH_PID_START_TOLERANCE_S", "NaN"),
     ];
     for (var, value) in cases {
-        let err = load(&[(var, value)])
-            .err()
-            .unwrap_or_else(|| panic!("{var}={value:?} was accepted"));
+        let err = load(&[(var, value)]).err().unwrap_or_else(|| panic!("{var}={value:?} was accepted"));
         let msg = err.to_string();
-        assert!(
-            msg.contains(var) && msg.contains(&format!("{value:?}")),
-            "{var}={value:?}: {msg}"
-        );
+        assert!(msg.contains(var) && msg.contains(&format!("{value:?}")), "{var}={value:?}: {msg}");
     }
 }
 
@@ -158,20 +123,12 @@ fn the_binary_exits_non_zero_on_each_bad_value() {
     ] {
         let port = support::free_port().to_string();
         let bind = format!("127.0.0.1:{port}");
-        let out = Binary::command(&[("ORCH_BIND", &bind), (var, value)])
-            .output()
-            .expect("run orchmirror");
+        let out = Binary::command(&[("ORCH_BIND", &bind), (var, value)]).output().expect("run orchmirror");
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{var}={value} was accepted");
-        assert!(
-            stderr.contains(var) && stderr.contains(value),
-            "{var}={value}: {stderr}"
-        );
+        assert!(stderr.contains(var) && stderr.contains(value), "{var}={value}: {stderr}");
         // Nothing was served on a half-valid configuration.
-        assert!(
-            std::net::TcpStream::connect(&bind).is_err(),
-            "{var}: something listened"
-        );
+        assert!(std::net::TcpStream::connect(&bind).is_err(), "{var}: something listened");
     }
 }
 
@@ -192,32 +149,18 @@ fn file_then_environment_then_flags() {
     let f = file.display().to_string();
     let from_file = load(&[("ORCH_CONFIG_FILE", &f)]).expect("file");
     assert_eq!(from_file.bind, "127.0.0.1:7001");
-    assert_eq!(
-        (from_file.refresh.stages, from_file.refresh.queue),
-        (ms(250), ms(300))
-    );
+    assert_eq!((from_file.refresh.stages, from_file.refresh.queue), (ms(250), ms(300)));
     assert_eq!(from_file.max_stale, ms(5000));
     assert_eq!(from_file.pid_start_tolerance, Duration::from_secs(3));
     assert_eq!(from_file.db_path.as_deref(), Some(fx.path.as_path()));
 
-    let env_wins = load(&[
-        ("ORCH_CONFIG_FILE", &f),
-        ("ORCH_BIND", "127.0.0.1:7002"),
-        ("ORCH_REFRESH_MS", "400"),
-    ])
-    .expect("env");
+    let env_wins =
+        load(&[("ORCH_CONFIG_FILE", &f), ("ORCH_BIND", "127.0.0.1:7002"), ("ORCH_REFRESH_MS", "400")]).expect("env");
     assert_eq!(env_wins.bind, "127.0.0.1:7002");
-    assert_eq!(
-        (env_wins.refresh.stages, env_wins.refresh.queue),
-        (ms(400), ms(300))
-    );
+    assert_eq!((env_wins.refresh.stages, env_wins.refresh.queue), (ms(400), ms(300)));
 
     let other = Fixture::new();
-    let cli = CliOverrides::new(
-        Some(other.path.clone()),
-        Some("127.0.0.1:7003".into()),
-        Some(file.clone()),
-    );
+    let cli = CliOverrides::new(Some(other.path.clone()), Some("127.0.0.1:7003".into()), Some(file.clone()));
     let env = [("ORCH_BIND".to_owned(), "127.0.0.1:7002".to_owned())];
     let flags_win = Settings::load(env, &cli).expect("flags");
     assert_eq!(flags_win.bind, "127.0.0.1:7003");
@@ -229,35 +172,21 @@ fn file_then_environment_then_flags() {
 fn file_problems_are_clear() {
     let dir = tempfile::tempdir().expect("tempdir");
     let missing = dir.path().join("absent.toml").display().to_string();
-    let e = load(&[("ORCH_CONFIG_FILE", &missing)])
-        .expect_err("missing file rejected")
-        .to_string();
-    assert!(
-        e.contains("ORCH_CONFIG_FILE") && e.contains("absent.toml"),
-        "{e}"
-    );
+    let e = load(&[("ORCH_CONFIG_FILE", &missing)]).expect_err("missing file rejected").to_string();
+    assert!(e.contains("ORCH_CONFIG_FILE") && e.contains("absent.toml"), "{e}");
 
     let typo = dir.path().join("typo.toml");
     std::fs::write(&typo, "refresh_msec = 100\n").expect("write");
-    let e = load(&[("ORCH_CONFIG_FILE", &typo.display().to_string())])
-        .expect_err("typo rejected")
-        .to_string();
+    let e = load(&[("ORCH_CONFIG_FILE", &typo.display().to_string())]).expect_err("typo rejected").to_string();
     assert!(e.contains("refresh_msec"), "{e}");
 
     let bad = dir.path().join("bad.toml");
     std::fs::write(&bad, "refresh_ms = \"fast\"\n").expect("write");
-    let e = load(&[("ORCH_CONFIG_FILE", &bad.display().to_string())])
-        .expect_err("bad rejected")
-        .to_string();
-    assert!(
-        e.contains("ORCH_REFRESH_MS") && e.contains("fast") && e.contains("bad.toml"),
-        "{e}"
-    );
+    let e = load(&[("ORCH_CONFIG_FILE", &bad.display().to_string())]).expect_err("bad rejected").to_string();
+    assert!(e.contains("ORCH_REFRESH_MS") && e.contains("fast") && e.contains("bad.toml"), "{e}");
 
     let flag = CliOverrides::new(Some(PathBuf::from("/nonexistent/x.db")), None, None);
-    let e = Settings::load(Vec::new(), &flag)
-        .expect_err("bad --db")
-        .to_string();
+    let e = Settings::load(Vec::new(), &flag).expect_err("bad --db").to_string();
     assert!(e.contains("--db") && e.contains("/nonexistent/x.db"), "{e}");
 }
 
@@ -267,30 +196,20 @@ fn per_section_periods_really_drive_the_refresh() {
     // shows up in agents (running) but not in the queue counts.
     let fx = Fixture::new();
     let db = fx.path.display().to_string();
-    let bin = Binary::start(&[
-        ("ORCH_DB_PATH", &db),
-        ("ORCH_REFRESH_MS", "100"),
-        ("ORCH_QUEUE_REFRESH_MS", "3600000"),
-    ]);
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_QUEUE_REFRESH_MS", "3600000")]);
     bin.wait_all_ok();
     fx.exec("INSERT INTO jobs (agent, status, started_at) VALUES ('developer', 'running', datetime('now'));");
     let m = support::wait_for(Duration::from_secs(10), "agents refresh", || {
         let m = bin.metrics();
         (m["agents"].as_array().map(Vec::len) == Some(1)).then_some(m)
     });
-    assert_eq!(
-        m["queue"]["counts"]["running"], 0,
-        "the queue has not refreshed: {m}"
-    );
+    assert_eq!(m["queue"]["counts"]["running"], 0, "the queue has not refreshed: {m}");
 }
 
 #[test]
 fn the_pid_tolerance_decides_whether_a_process_is_the_run() {
     // The run says it started 30 s before this process did.
-    let mut child = std::process::Command::new("sleep")
-        .arg("30")
-        .spawn()
-        .expect("spawn");
+    let mut child = std::process::Command::new("sleep").arg("30").spawn().expect("spawn");
     let started = chrono::Utc::now() - chrono::Duration::seconds(30);
     let fx = Fixture::new();
     fx.exec(&format!(
@@ -301,19 +220,10 @@ fn the_pid_tolerance_decides_whether_a_process_is_the_run() {
     ));
     let db = fx.path.display().to_string();
     let strict = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
-    assert!(
-        strict.wait_all_ok()["agents"][0]["cpu_ticks"].is_null(),
-        "10 s default: not the run"
-    );
-    let lenient = Binary::start(&[
-        ("ORCH_DB_PATH", &db),
-        ("ORCH_REFRESH_MS", "100"),
-        ("ORCH_PID_START_TOLERANCE_S", "60"),
-    ]);
-    assert!(
-        lenient.wait_all_ok()["agents"][0]["cpu_ticks"].is_u64(),
-        "60 s: the run's process"
-    );
+    assert!(strict.wait_all_ok()["agents"][0]["cpu_ticks"].is_null(), "10 s default: not the run");
+    let lenient =
+        Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_PID_START_TOLERANCE_S", "60")]);
+    assert!(lenient.wait_all_ok()["agents"][0]["cpu_ticks"].is_u64(), "60 s: the run's process");
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -14,10 +14,7 @@ fn sqlite_ts(t: DateTime<Utc>) -> String {
 fn assert_json_eq(got: &Value, want: &Value, path: &str) {
     match (got, want) {
         (Value::Number(g), Value::Number(w)) => {
-            let (g, w) = (
-                g.as_f64().unwrap_or(f64::NAN),
-                w.as_f64().unwrap_or(f64::NAN),
-            );
+            let (g, w) = (g.as_f64().unwrap_or(f64::NAN), w.as_f64().unwrap_or(f64::NAN));
             assert!((g - w).abs() < 1e-6, "{path}: got {g}, want {w}");
         }
         (Value::Object(g), Value::Object(w)) => {
@@ -48,8 +45,8 @@ fn every_field_matches_a_fixture_whose_values_the_test_computes() {
     // Whole seconds, so SQLite's text form round-trips exactly.
     let now = DateTime::from_timestamp(Utc::now().timestamp(), 0).expect("now");
     let t = |secs: i64| now - CDuration::seconds(secs);
-    let iso_frac = (now - CDuration::milliseconds(30_500))
-        .with_timezone(&chrono::FixedOffset::east_opt(7200).expect("tz"));
+    let iso_frac =
+        (now - CDuration::milliseconds(30_500)).with_timezone(&chrono::FixedOffset::east_opt(7200).expect("tz"));
     let c = fx.conn();
     // Inserted out of id order: the envelope must order by id.
     c.execute(
@@ -149,10 +146,7 @@ fn every_field_matches_a_fixture_whose_values_the_test_computes() {
         let age_ms = sec["age_ms"].as_i64().expect("age_ms");
         // With a 100 ms period the data is young; generous bound for a loaded machine.
         assert!((0..10_000).contains(&age_ms), "{s}: age_ms {age_ms}");
-        let keys: Vec<_> = sec
-            .as_object()
-            .map(|o| o.keys().cloned().collect())
-            .unwrap_or_default();
+        let keys: Vec<_> = sec.as_object().map(|o| o.keys().cloned().collect()).unwrap_or_default();
         let mut sorted = vec!["age_ms", "error", "refreshed_at", "status"];
         sorted.sort();
         assert_eq!(keys, sorted, "{s}: section state keys");
@@ -169,42 +163,16 @@ fn keys_come_in_contract_order() {
     let order = |keys: &[&str]| {
         let pos: Vec<usize> = keys
             .iter()
-            .map(|k| {
-                raw.find(&format!("\"{k}\":"))
-                    .unwrap_or_else(|| panic!("{k} missing in {raw}"))
-            })
+            .map(|k| raw.find(&format!("\"{k}\":")).unwrap_or_else(|| panic!("{k} missing in {raw}")))
             .collect();
-        assert!(
-            pos.windows(2).all(|w| w[0] < w[1]),
-            "keys out of order {keys:?} in {raw}"
-        );
+        assert!(pos.windows(2).all(|w| w[0] < w[1]), "keys out of order {keys:?} in {raw}");
     };
-    order(&[
-        "schema_version",
-        "generated_at",
-        "clk_tck",
-        "stages",
-        "queue",
-        "agents",
-        "cost",
-        "sections",
-    ]);
-    order(&[
-        "counts",
-        "depth",
-        "oldest_queued_age_s",
-        "retries",
-        "breaker",
-        "max_concurrency",
-        "poll_interval",
-    ]);
+    order(&["schema_version", "generated_at", "clk_tck", "stages", "queue", "agents", "cost", "sections"]);
+    order(&["counts", "depth", "oldest_queued_age_s", "retries", "breaker", "max_concurrency", "poll_interval"]);
     order(&["queued", "running", "done", "failed", "cancelled"]);
     order(&["retried_jobs", "total_retries", "max_attempts"]);
     let (running, aggregate) = (raw.find("\"running\":["), raw.find("\"aggregate\":"));
-    assert!(
-        running.is_some() && running < aggregate,
-        "cost.running before cost.aggregate: {raw}"
-    );
+    assert!(running.is_some() && running < aggregate, "cost.running before cost.aggregate: {raw}");
     order(&["status", "refreshed_at", "age_ms", "error"]);
 }
 

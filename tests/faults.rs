@@ -27,9 +27,7 @@ fn a_stalled_actor_costs_only_its_section_and_one_timeout() {
     mirror.wait_all_ok();
 
     // Block the agents actor's thread for far longer than the snapshot timeout.
-    mirror
-        .handle
-        .stall_section(SectionName::Agents, Duration::from_secs(6));
+    mirror.handle.stall_section(SectionName::Agents, Duration::from_secs(6));
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
     let m = mirror.metrics();
@@ -37,13 +35,8 @@ fn a_stalled_actor_costs_only_its_section_and_one_timeout() {
 
     assert_eq!(m["sections"]["agents"]["status"], "timeout", "{m}");
     assert_eq!(m["agents"], Value::Null);
-    let err = m["sections"]["agents"]["error"]
-        .as_str()
-        .unwrap_or_default();
-    assert!(
-        err.contains("300 ms"),
-        "names the configured timeout: {err}"
-    );
+    let err = m["sections"]["agents"]["error"].as_str().unwrap_or_default();
+    assert!(err.contains("300 ms"), "names the configured timeout: {err}");
     for s in ["stages", "queue", "cost"] {
         assert_eq!(m["sections"][s]["status"], "ok", "{s}: {m}");
         assert!(!m[s].is_null(), "{s}");
@@ -70,11 +63,7 @@ fn a_dead_actor_is_unavailable_then_respawned() {
         (m["sections"]["cost"]["status"] == "unavailable").then_some(m)
     });
     assert_eq!(m["cost"], Value::Null);
-    assert!(
-        m["sections"]["cost"]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("cost"))
-    );
+    assert!(m["sections"]["cost"]["error"].as_str().is_some_and(|e| e.contains("cost")));
     for s in ["stages", "queue", "agents"] {
         assert_eq!(m["sections"][s]["status"], "ok", "{s}");
     }
@@ -107,10 +96,7 @@ fn a_stopped_mirror_is_unavailable_and_stays_so() {
     });
     std::thread::sleep(Duration::from_millis(500));
     let later = mirror.metrics();
-    assert_eq!(
-        later["sections"]["queue"]["status"], "unavailable",
-        "no restart after an explicit stop: {m}"
-    );
+    assert_eq!(later["sections"]["queue"]["status"], "unavailable", "no restart after an explicit stop: {m}");
 }
 
 #[test]
@@ -124,16 +110,10 @@ fn a_locked_database_serves_stale_data_then_recovers() {
     writer.execute_batch("BEGIN EXCLUSIVE;").expect("lock");
     let m = wait_for(Duration::from_secs(10), "stale sections", || {
         let m = bin.metrics();
-        ["stages", "queue", "agents", "cost"]
-            .iter()
-            .all(|s| m["sections"][s]["status"] == "stale")
-            .then_some(m)
+        ["stages", "queue", "agents", "cost"].iter().all(|s| m["sections"][s]["status"] == "stale").then_some(m)
     });
     // The last good data is served, with the reason.
-    assert_eq!(
-        m["stages"][0]["work_item"],
-        before["stages"][0]["work_item"]
-    );
+    assert_eq!(m["stages"][0]["work_item"], before["stages"][0]["work_item"]);
     assert_eq!(m["stages"].as_array().map(Vec::len), Some(1));
     assert_eq!(m["cost"]["aggregate"], before["cost"]["aggregate"]);
     let err = m["sections"]["queue"]["error"].as_str().unwrap_or_default();
@@ -144,20 +124,14 @@ fn a_locked_database_serves_stale_data_then_recovers() {
     assert!(t.elapsed() < Duration::from_secs(2), "{:?}", t.elapsed());
 
     writer.execute_batch("COMMIT;").expect("unlock");
-    wait_for(Duration::from_secs(10), "recovery", || {
-        support::all_ok(&bin.metrics()).then_some(())
-    });
+    wait_for(Duration::from_secs(10), "recovery", || support::all_ok(&bin.metrics()).then_some(()));
 }
 
 #[test]
 fn stale_data_older_than_max_stale_is_withdrawn() {
     let fx = seeded();
     let db = fx.path.display().to_string();
-    let bin = Binary::start(&[
-        ("ORCH_DB_PATH", &db),
-        ("ORCH_REFRESH_MS", "100"),
-        ("ORCH_MAX_STALE_MS", "1000"),
-    ]);
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_MAX_STALE_MS", "1000")]);
     bin.wait_all_ok();
     let writer = fx.conn();
     writer.execute_batch("BEGIN EXCLUSIVE;").expect("lock");
@@ -167,20 +141,10 @@ fn stale_data_older_than_max_stale_is_withdrawn() {
     });
     assert_eq!(m["stages"], Value::Null);
     let e = &m["sections"]["stages"];
-    assert!(
-        e["error"]
-            .as_str()
-            .is_some_and(|s| s.contains("ORCH_MAX_STALE_MS")),
-        "{e}"
-    );
-    assert!(
-        e["refreshed_at"].is_string(),
-        "the last good refresh is still reported: {e}"
-    );
+    assert!(e["error"].as_str().is_some_and(|s| s.contains("ORCH_MAX_STALE_MS")), "{e}");
+    assert!(e["refreshed_at"].is_string(), "the last good refresh is still reported: {e}");
     writer.execute_batch("COMMIT;").expect("unlock");
-    wait_for(Duration::from_secs(10), "recovery", || {
-        support::all_ok(&bin.metrics()).then_some(())
-    });
+    wait_for(Duration::from_secs(10), "recovery", || support::all_ok(&bin.metrics()).then_some(()));
 }
 
 #[test]
@@ -191,8 +155,7 @@ fn a_missing_table_errors_only_the_sections_that_need_it() {
     let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
     let m = wait_for(Duration::from_secs(10), "sections settled", || {
         let m = bin.metrics();
-        (m["sections"]["stages"]["status"] == "ok" && m["sections"]["cost"]["status"] == "error")
-            .then_some(m)
+        (m["sections"]["stages"]["status"] == "ok" && m["sections"]["cost"]["status"] == "error").then_some(m)
     });
     assert_eq!(m["sections"]["queue"]["status"], "ok");
     for s in ["agents", "cost"] {
@@ -207,23 +170,14 @@ fn a_missing_table_errors_only_the_sections_that_need_it() {
 fn a_database_that_is_not_sqlite_gives_errors_not_a_crash() {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("notes.txt");
-    std::fs::write(
-        &path,
-        "this is not a database, just some text that is long enough ".repeat(20),
-    )
-    .expect("write");
+    std::fs::write(&path, "this is not a database, just some text that is long enough ".repeat(20)).expect("write");
     let db = path.display().to_string();
     let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
     let m = wait_for(Duration::from_secs(10), "error sections", || {
         let m = bin.metrics();
         (m["sections"]["queue"]["status"] == "error").then_some(m)
     });
-    assert!(
-        m["sections"]["queue"]["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("not a database")),
-        "{m}"
-    );
+    assert!(m["sections"]["queue"]["error"].as_str().is_some_and(|e| e.contains("not a database")), "{m}");
 }
 
 #[test]
@@ -231,21 +185,15 @@ fn a_replaced_file_is_noticed_and_served() {
     let fx = seeded();
     let db = fx.path.display().to_string();
     let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
-    assert_eq!(
-        bin.wait_all_ok()["stages"].as_array().map(Vec::len),
-        Some(1)
-    );
+    assert_eq!(bin.wait_all_ok()["stages"].as_array().map(Vec::len), Some(1));
 
     // A new file, written aside then renamed over the path (how tools replace files).
     let next = Fixture::new();
-    next.exec(
-        "INSERT INTO tasks (work_item_id, stage) VALUES ('NEW-1', 'develop'), ('NEW-2', 'review');",
-    );
+    next.exec("INSERT INTO tasks (work_item_id, stage) VALUES ('NEW-1', 'develop'), ('NEW-2', 'review');");
     std::fs::rename(&next.path, &fx.path).expect("rename over");
     wait_for(Duration::from_secs(10), "the new file's rows", || {
         let m = bin.metrics();
-        (m["stages"][0]["work_item"] == "NEW-1" && m["stages"].as_array().map(Vec::len) == Some(2))
-            .then_some(())
+        (m["stages"][0]["work_item"] == "NEW-1" && m["stages"].as_array().map(Vec::len) == Some(2)).then_some(())
     });
 }
 
@@ -253,11 +201,7 @@ fn a_replaced_file_is_noticed_and_served() {
 fn a_deleted_file_goes_stale_then_error_and_is_picked_up_when_it_returns() {
     let fx = seeded();
     let db = fx.path.display().to_string();
-    let bin = Binary::start(&[
-        ("ORCH_DB_PATH", &db),
-        ("ORCH_REFRESH_MS", "100"),
-        ("ORCH_MAX_STALE_MS", "1500"),
-    ]);
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_MAX_STALE_MS", "1500")]);
     bin.wait_all_ok();
     let aside = fx.dir.path().join("aside.sqlite");
     std::fs::rename(&fx.path, &aside).expect("move away");
@@ -266,36 +210,23 @@ fn a_deleted_file_goes_stale_then_error_and_is_picked_up_when_it_returns() {
         let m = bin.metrics();
         (m["sections"]["stages"]["status"] == "stale").then_some(m)
     });
-    let err = stale["sections"]["stages"]["error"]
-        .as_str()
-        .unwrap_or_default();
+    let err = stale["sections"]["stages"]["error"].as_str().unwrap_or_default();
     assert!(err.contains("gone"), "{err}");
-    assert_eq!(
-        stale["stages"][0]["work_item"], "ORCH-1",
-        "last good data is served"
-    );
-    wait_for(
-        Duration::from_secs(10),
-        "error after ORCH_MAX_STALE_MS",
-        || {
-            let m = bin.metrics();
-            (m["sections"]["stages"]["status"] == "error" && m["stages"].is_null()).then_some(())
-        },
-    );
+    assert_eq!(stale["stages"][0]["work_item"], "ORCH-1", "last good data is served");
+    wait_for(Duration::from_secs(10), "error after ORCH_MAX_STALE_MS", || {
+        let m = bin.metrics();
+        (m["sections"]["stages"]["status"] == "error" && m["stages"].is_null()).then_some(())
+    });
     // The process keeps serving, and picks the file up again when it returns.
     std::fs::rename(&aside, &fx.path).expect("move back");
-    wait_for(Duration::from_secs(10), "ok again", || {
-        support::all_ok(&bin.metrics()).then_some(())
-    });
+    wait_for(Duration::from_secs(10), "ok again", || support::all_ok(&bin.metrics()).then_some(()));
 }
 
 #[test]
 fn a_wal_database_with_a_busy_writer_never_fails_a_refresh() {
     let fx = seeded();
     let writer = fx.conn();
-    writer
-        .pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
+    writer.pragma_update(None, "journal_mode", "WAL").expect("wal");
     let db = fx.path.display().to_string();
     let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "20")]);
     bin.wait_all_ok();
@@ -305,12 +236,7 @@ fn a_wal_database_with_a_busy_writer_never_fails_a_refresh() {
         std::thread::spawn(move || {
             let mut n = 0u64;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-                writer
-                    .execute(
-                        "INSERT INTO jobs (agent, status) VALUES ('w', 'queued')",
-                        [],
-                    )
-                    .expect("commit");
+                writer.execute("INSERT INTO jobs (agent, status) VALUES ('w', 'queued')", []).expect("commit");
                 n += 1;
                 std::thread::sleep(Duration::from_millis(10));
             }
@@ -322,21 +248,14 @@ fn a_wal_database_with_a_busy_writer_never_fails_a_refresh() {
     let mut depth = 0;
     while start.elapsed() < Duration::from_secs(3) {
         let m = bin.metrics();
-        assert!(
-            support::all_ok(&m),
-            "a refresh failed under a WAL writer: {}",
-            m["sections"]
-        );
+        assert!(support::all_ok(&m), "a refresh failed under a WAL writer: {}", m["sections"]);
         depth = m["queue"]["depth"].as_u64().unwrap_or(0);
         seen += 1;
         std::thread::sleep(Duration::from_millis(20));
     }
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let commits = w.join().expect("writer");
-    assert!(
-        seen > 10 && commits > 50 && depth > 0,
-        "seen {seen}, commits {commits}, depth {depth}"
-    );
+    assert!(seen > 10 && commits > 50 && depth > 0, "seen {seen}, commits {commits}, depth {depth}");
 }
 
 #[test]
@@ -355,30 +274,20 @@ fn a_hanging_query_is_interrupted_and_the_section_goes_stale_then_recovers() {
     );
     let started = Instant::now();
     // The bound for a 100 ms period is 5 s: the statement is interrupted then.
-    let m = wait_for(
-        Duration::from_secs(20),
-        "stages stale after the hang",
-        || {
-            let m = bin.metrics();
-            let s = &m["sections"]["stages"];
-            (s["status"] == "stale" && s["error"].as_str().is_some_and(|e| e.contains("interrupt")))
-                .then_some(m)
-        },
-    );
+    let m = wait_for(Duration::from_secs(20), "stages stale after the hang", || {
+        let m = bin.metrics();
+        let s = &m["sections"]["stages"];
+        (s["status"] == "stale" && s["error"].as_str().is_some_and(|e| e.contains("interrupt"))).then_some(m)
+    });
     assert!(
         started.elapsed() >= Duration::from_secs(4),
         "interrupted at the bound, not before: {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        m["stages"][0]["work_item"], "ORCH-1",
-        "last good data is served"
-    );
+    assert_eq!(m["stages"][0]["work_item"], "ORCH-1", "last good data is served");
     for s in ["queue", "agents", "cost"] {
         assert_eq!(m["sections"][s]["status"], "ok", "{s} is not held up");
     }
     fx.exec("DROP VIEW tasks; ALTER TABLE tasks_real RENAME TO tasks;");
-    wait_for(Duration::from_secs(20), "ok again", || {
-        support::all_ok(&bin.metrics()).then_some(())
-    });
+    wait_for(Duration::from_secs(20), "ok again", || support::all_ok(&bin.metrics()).then_some(()));
 }

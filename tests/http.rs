@@ -19,23 +19,11 @@ fn unknown_paths_and_wrong_methods_get_json_errors() {
         assert_eq!(r.status().as_u16(), 404, "{path}");
         assert_eq!(r.headers()["content-type"], "application/json");
         let body: Value = r.json().expect("json");
-        assert!(
-            body["error"].as_str().is_some_and(|e| e.contains(path)),
-            "{path}: {body}"
-        );
+        assert!(body["error"].as_str().is_some_and(|e| e.contains(path)), "{path}: {body}");
     }
     for path in ["/metrics", "/health"] {
-        for method in [
-            reqwest::Method::POST,
-            reqwest::Method::PUT,
-            reqwest::Method::DELETE,
-            reqwest::Method::PATCH,
-        ] {
-            let r = c
-                .request(method.clone(), bin.url(path))
-                .body("x")
-                .send()
-                .expect("send");
+        for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
+            let r = c.request(method.clone(), bin.url(path)).body("x").send().expect("send");
             assert_eq!(r.status().as_u16(), 405, "{method} {path}");
             assert_eq!(r.headers()["content-type"], "application/json");
             assert!(r.headers().get("allow").is_some());
@@ -91,29 +79,19 @@ fn the_kill_switch_serves_the_fixed_body_and_never_opens_the_database() {
     let fx = Fixture::new();
     let db = fx.path.display().to_string();
     for off in ["false", "0", "no", "OFF"] {
-        let bin = Binary::start(&[
-            ("ORCH_DB_PATH", &db),
-            ("ORCH_METRICS_ENABLED", off),
-            ("ORCH_REFRESH_MS", "10"),
-        ]);
+        let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_METRICS_ENABLED", off), ("ORCH_REFRESH_MS", "10")]);
         for path in ["/metrics", "/metrics?x=1"] {
             let (status, ct, body) = support::get(&bin.url(path));
             assert_eq!((status, ct.as_str()), (200, "application/json"));
             assert_eq!(body, r#"{"schema_version":1,"enabled":false}"#, "{off}");
         }
         std::thread::sleep(Duration::from_millis(300));
-        assert!(
-            !holds_fd_on(bin.child.id(), &fx.path),
-            "{off}: the database was opened"
-        );
+        assert!(!holds_fd_on(bin.child.id(), &fx.path), "{off}: the database was opened");
     }
     // Control: with the switch on, the same check does see the database open.
     let on = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "50")]);
     on.wait_all_ok();
-    assert!(
-        holds_fd_on(on.child.id(), &fx.path),
-        "control: an enabled mirror holds the database open"
-    );
+    assert!(holds_fd_on(on.child.id(), &fx.path), "control: an enabled mirror holds the database open");
 }
 
 #[test]
@@ -126,19 +104,11 @@ fn the_mirror_never_writes_the_database() {
     bin.wait_all_ok();
     std::thread::sleep(Duration::from_millis(300));
     drop(bin);
-    assert_eq!(
-        std::fs::read(&fx.path).expect("read db"),
-        before,
-        "the file changed"
-    );
+    assert_eq!(std::fs::read(&fx.path).expect("read db"), before, "the file changed");
     let names: Vec<String> = std::fs::read_dir(fx.dir.path())
         .expect("dir")
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(
-        names,
-        vec!["orch.sqlite".to_owned()],
-        "no journal or WAL files were created"
-    );
+    assert_eq!(names, vec!["orch.sqlite".to_owned()], "no journal or WAL files were created");
 }

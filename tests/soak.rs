@@ -16,9 +16,7 @@ fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            s.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
         })
         .unwrap_or(0)
 }
@@ -26,15 +24,10 @@ fn rss_kib(pid: u32) -> u64 {
 #[test]
 #[ignore = "soak: run explicitly, takes SOAK_SECS (default 60 s)"]
 fn soak_under_load_with_a_busy_writer_and_a_locker() {
-    let secs: u64 = std::env::var("SOAK_SECS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(60);
+    let secs: u64 = std::env::var("SOAK_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(60);
     let fx = Fixture::new();
     let writer = fx.conn();
-    writer
-        .pragma_update(None, "journal_mode", "WAL")
-        .expect("wal");
+    writer.pragma_update(None, "journal_mode", "WAL").expect("wal");
     writer
         .execute_batch(
             "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2000)
@@ -56,7 +49,10 @@ fn soak_under_load_with_a_busy_writer_and_a_locker() {
             let mut next = Instant::now();
             while !stop.load(Ordering::SeqCst) {
                 writer
-                    .execute("INSERT INTO jobs (agent, status, created_at) VALUES ('dev', 'queued', datetime('now'))", [])
+                    .execute(
+                        "INSERT INTO jobs (agent, status, created_at) VALUES ('dev', 'queued', datetime('now'))",
+                        [],
+                    )
                     .expect("commit");
                 n += 1;
                 next += Duration::from_millis(10);
@@ -82,20 +78,13 @@ fn soak_under_load_with_a_busy_writer_and_a_locker() {
         }
     };
 
-    let (requests, non_200, null_sections) = (
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-        Arc::new(AtomicU64::new(0)),
-    );
+    let (requests, non_200, null_sections) =
+        (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
     let deadline = Instant::now() + Duration::from_secs(secs);
     let clients: Vec<_> = (0..8)
         .map(|_| {
-            let (url, requests, non_200, nulls) = (
-                bin.url("/metrics"),
-                Arc::clone(&requests),
-                Arc::clone(&non_200),
-                Arc::clone(&null_sections),
-            );
+            let (url, requests, non_200, nulls) =
+                (bin.url("/metrics"), Arc::clone(&requests), Arc::clone(&non_200), Arc::clone(&null_sections));
             std::thread::spawn(move || {
                 let client = support::client();
                 while Instant::now() < deadline {
@@ -127,11 +116,8 @@ fn soak_under_load_with_a_busy_writer_and_a_locker() {
         let _ = l.kill();
         let _ = l.wait();
     }
-    let (requests, non_200, nulls) = (
-        requests.load(Ordering::Relaxed),
-        non_200.load(Ordering::Relaxed),
-        null_sections.load(Ordering::Relaxed),
-    );
+    let (requests, non_200, nulls) =
+        (requests.load(Ordering::Relaxed), non_200.load(Ordering::Relaxed), null_sections.load(Ordering::Relaxed));
     println!(
         "soak {secs}s: requests {requests} ({:.0}/s), non-200 {non_200}, null sections {nulls}, \
          writer commits {commits} ({:.0}/s), RSS start {rss_start} KiB end {rss_end} KiB",
@@ -141,8 +127,5 @@ fn soak_under_load_with_a_busy_writer_and_a_locker() {
     assert_eq!(non_200, 0);
     // WAL readers are never blocked by a writer's lock, so no section is ever null.
     assert_eq!(nulls, 0);
-    assert!(
-        rss_end < rss_start + 32 * 1024,
-        "RSS grew from {rss_start} to {rss_end} KiB"
-    );
+    assert!(rss_end < rss_start + 32 * 1024, "RSS grew from {rss_start} to {rss_end} KiB");
 }

@@ -34,10 +34,7 @@ impl Actor for Collector {
 impl Handler<Update> for Collector {
     type Result = ();
     fn handle(&mut self, u: Update, _: &mut Self::Context) {
-        self.log
-            .lock()
-            .expect("log")
-            .push((Instant::now(), Utc::now(), u));
+        self.log.lock().expect("log").push((Instant::now(), Utc::now(), u));
         if !self.sleep.is_zero() {
             std::thread::sleep(self.sleep);
         }
@@ -48,11 +45,7 @@ fn collector(sleep: Duration, capacity: usize) -> (Addr<Collector>, Log) {
     let log: Log = Arc::default();
     let l = Arc::clone(&log);
     // Its own arbiter: a sleeping subscriber must not block anything else.
-    let addr = Collector::start_in_arbiter(&Arbiter::new().handle(), move |_| Collector {
-        log: l,
-        sleep,
-        capacity,
-    });
+    let addr = Collector::start_in_arbiter(&Arbiter::new().handle(), move |_| Collector { log: l, sleep, capacity });
     (addr, log)
 }
 
@@ -75,24 +68,16 @@ async fn ready(handle: &MirrorHandle) {
     let start = Instant::now();
     loop {
         let e = handle.snapshot().await.expect("enabled");
-        if e.sections
-            .iter()
-            .all(|s| s.status == orchmirror::Status::Ok)
-        {
+        if e.sections.iter().all(|s| s.status == orchmirror::Status::Ok) {
             return;
         }
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "sections never became ok"
-        );
+        assert!(start.elapsed() < Duration::from_secs(10), "sections never became ok");
         actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
 fn queue_job(fx: &Fixture) {
-    fx.exec(
-        "INSERT INTO jobs (agent, status, created_at) VALUES ('dev', 'queued', datetime('now'));",
-    );
+    fx.exec("INSERT INTO jobs (agent, status, created_at) VALUES ('dev', 'queued', datetime('now'));");
 }
 
 #[test]
@@ -103,13 +88,8 @@ fn initial_value_then_one_update_per_change_and_none_without_change() {
         let handle = MirrorHandle::start(&settings).expect("start");
         ready(&handle).await;
         let (sub, log) = collector(Duration::ZERO, 16);
-        let id = handle
-            .subscribe(SectionName::Queue, sub.recipient())
-            .expect("subscribed");
-        wait_until("initial value", Duration::from_secs(5), || {
-            log.lock().expect("log").len() == 1
-        })
-        .await;
+        let id = handle.subscribe(SectionName::Queue, sub.recipient()).expect("subscribed");
+        wait_until("initial value", Duration::from_secs(5), || log.lock().expect("log").len() == 1).await;
         let first_seq = {
             let l = log.lock().expect("log");
             assert_eq!(l[0].2.section, SectionName::Queue);
@@ -120,38 +100,21 @@ fn initial_value_then_one_update_per_change_and_none_without_change() {
 
         // Ten refresh periods with no change: nothing more arrives.
         actix_web::rt::time::sleep(Duration::from_millis(1000)).await;
-        assert_eq!(
-            log.lock().expect("log").len(),
-            1,
-            "no update without a change"
-        );
+        assert_eq!(log.lock().expect("log").len(), 1, "no update without a change");
 
         for n in 1..=3u64 {
             queue_job(&fx);
-            wait_until("an update", Duration::from_secs(5), || {
-                log.lock().expect("log").len() as u64 == 1 + n
-            })
-            .await;
+            wait_until("an update", Duration::from_secs(5), || log.lock().expect("log").len() as u64 == 1 + n).await;
             actix_web::rt::time::sleep(Duration::from_millis(300)).await;
         }
         let l = log.lock().expect("log");
         assert_eq!(l.len(), 4, "exactly one update per change");
         let seqs: Vec<u64> = l.iter().map(|e| e.2.seq).collect();
-        assert_eq!(
-            seqs,
-            (first_seq..first_seq + 4).collect::<Vec<_>>(),
-            "consecutive sequence numbers"
-        );
-        assert_eq!(
-            l.iter().map(|e| depth(&e.2)).collect::<Vec<_>>(),
-            vec![0, 1, 2, 3]
-        );
+        assert_eq!(seqs, (first_seq..first_seq + 4).collect::<Vec<_>>(), "consecutive sequence numbers");
+        assert_eq!(l.iter().map(|e| depth(&e.2)).collect::<Vec<_>>(), vec![0, 1, 2, 3]);
         let stats = handle.subscriptions();
         assert_eq!(stats.len(), 1);
-        assert_eq!(
-            (stats[0].id, stats[0].delivered, stats[0].dropped),
-            (id, 4, 0)
-        );
+        assert_eq!((stats[0].id, stats[0].delivered, stats[0].dropped), (id, 4, 0));
     });
 }
 
@@ -167,12 +130,8 @@ fn a_slow_subscriber_delays_neither_metrics_nor_another_subscriber() {
         // Sleeps 1 s per update with a one-message mailbox: it falls behind.
         let (slow, slow_log) = collector(Duration::from_secs(1), 1);
         let (fast, fast_log) = collector(Duration::ZERO, 16);
-        handle
-            .subscribe(SectionName::Queue, slow.recipient())
-            .expect("slow");
-        handle
-            .subscribe(SectionName::Queue, fast.recipient())
-            .expect("fast");
+        handle.subscribe(SectionName::Queue, slow.recipient()).expect("slow");
+        handle.subscribe(SectionName::Queue, fast.recipient()).expect("fast");
         let mut worst_snapshot = Duration::ZERO;
         for _ in 0..10 {
             queue_job(&fx);
@@ -182,24 +141,13 @@ fn a_slow_subscriber_delays_neither_metrics_nor_another_subscriber() {
             worst_snapshot = worst_snapshot.max(t.elapsed());
             assert_eq!(e.sections.queue.status, orchmirror::Status::Ok);
         }
-        wait_until(
-            "fast subscriber saw depth 10",
-            Duration::from_secs(5),
-            || {
-                fast_log
-                    .lock()
-                    .expect("log")
-                    .last()
-                    .is_some_and(|e| depth(&e.2) == 10)
-            },
-        )
+        wait_until("fast subscriber saw depth 10", Duration::from_secs(5), || {
+            fast_log.lock().expect("log").last().is_some_and(|e| depth(&e.2) == 10)
+        })
         .await;
         let fast_log = fast_log.lock().expect("log");
         let seqs: Vec<u64> = fast_log.iter().map(|e| e.2.seq).collect();
-        assert!(
-            seqs.windows(2).all(|w| w[1] == w[0] + 1),
-            "the fast subscriber missed nothing: {seqs:?}"
-        );
+        assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "the fast subscriber missed nothing: {seqs:?}");
         // Delivery delay: from the refresh to the fast subscriber's handler.
         let worst_delay = fast_log
             .iter()
@@ -207,35 +155,14 @@ fn a_slow_subscriber_delays_neither_metrics_nor_another_subscriber() {
             .map(|(_, got, u)| (*got - u.refreshed_at).to_std().unwrap_or_default())
             .max()
             .unwrap_or_default();
-        assert!(
-            worst_delay < period,
-            "fast subscriber delay {worst_delay:?} >= refresh period {period:?}"
-        );
-        assert!(
-            worst_snapshot < Duration::from_secs(1),
-            "snapshot took {worst_snapshot:?}"
-        );
+        assert!(worst_delay < period, "fast subscriber delay {worst_delay:?} >= refresh period {period:?}");
+        assert!(worst_snapshot < Duration::from_secs(1), "snapshot took {worst_snapshot:?}");
         let slow_stats = handle.subscriptions().into_iter().find(|s| s.dropped > 0);
-        assert!(
-            slow_stats.is_some(),
-            "the slow subscriber's drops are counted: {:?}",
-            handle.subscriptions()
-        );
-        let slow_seqs: Vec<u64> = slow_log
-            .lock()
-            .expect("log")
-            .iter()
-            .map(|e| e.2.seq)
-            .collect();
-        assert!(
-            slow_seqs.windows(2).any(|w| w[1] > w[0] + 1),
-            "gaps show in the slow subscriber's seq: {slow_seqs:?}"
-        );
+        assert!(slow_stats.is_some(), "the slow subscriber's drops are counted: {:?}", handle.subscriptions());
+        let slow_seqs: Vec<u64> = slow_log.lock().expect("log").iter().map(|e| e.2.seq).collect();
+        assert!(slow_seqs.windows(2).any(|w| w[1] > w[0] + 1), "gaps show in the slow subscriber's seq: {slow_seqs:?}");
         let totals = handle.subscriber_totals();
-        assert!(
-            totals.queue.dropped > 0 && totals.queue.subscribers == 2,
-            "{totals:?}"
-        );
+        assert!(totals.queue.dropped > 0 && totals.queue.subscribers == 2, "{totals:?}");
     });
 }
 
@@ -250,21 +177,14 @@ fn stopped_subscribers_are_removed_and_unsubscribe_ends_delivery() {
         let (leaving, leaving_log) = collector(Duration::ZERO, 16);
         let ids = handle.subscribe_all(gone.clone().recipient());
         assert_eq!(ids.len(), 4);
-        let leave_id = handle
-            .subscribe(SectionName::Queue, leaving.recipient())
-            .expect("sub");
-        wait_until("5 subscriptions", Duration::from_secs(5), || {
-            handle.subscriptions().len() == 5
-        })
-        .await;
+        let leave_id = handle.subscribe(SectionName::Queue, leaving.recipient()).expect("sub");
+        wait_until("5 subscriptions", Duration::from_secs(5), || handle.subscriptions().len() == 5).await;
 
         // Stop the first subscriber's actor: it disappears from every section.
         gone.do_send(StopNow);
-        wait_until(
-            "removal of a stopped subscriber",
-            Duration::from_secs(5),
-            || handle.subscriptions().iter().all(|s| s.id == leave_id),
-        )
+        wait_until("removal of a stopped subscriber", Duration::from_secs(5), || {
+            handle.subscriptions().iter().all(|s| s.id == leave_id)
+        })
         .await;
 
         assert!(handle.unsubscribe(leave_id));
@@ -272,11 +192,7 @@ fn stopped_subscribers_are_removed_and_unsubscribe_ends_delivery() {
         let before = leaving_log.lock().expect("log").len();
         queue_job(&fx);
         actix_web::rt::time::sleep(Duration::from_millis(600)).await;
-        assert_eq!(
-            leaving_log.lock().expect("log").len(),
-            before,
-            "no delivery after unsubscribe"
-        );
+        assert_eq!(leaving_log.lock().expect("log").len(), before, "no delivery after unsubscribe");
         assert!(handle.subscriptions().is_empty());
     });
 }
@@ -335,10 +251,7 @@ fn probe_run(delay: Duration) -> serde_json::Value {
                 let e = handle.snapshot().await.expect("enabled");
                 return serde_json::to_value(&e.queue).expect("json");
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "probe values never arrived"
-            );
+            assert!(start.elapsed() < Duration::from_secs(10), "probe values never arrived");
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;
         }
     })
@@ -348,22 +261,10 @@ fn probe_run(delay: Duration) -> serde_json::Value {
 fn probe_fields_come_from_the_probe_and_are_null_when_it_fails_or_is_slow() {
     let quick = probe_run(Duration::from_millis(1));
     assert_eq!(quick["breaker"], json!({"state": "closed", "failures": 2}));
-    assert_eq!(
-        quick["max_concurrency"],
-        serde_json::Value::Null,
-        "a failing read is null"
-    );
+    assert_eq!(quick["max_concurrency"], serde_json::Value::Null, "a failing read is null");
     assert_eq!(quick["poll_interval"], json!(2.5));
 
     let slow = probe_run(Duration::from_secs(2));
-    assert_eq!(
-        slow["breaker"],
-        json!({"state": "closed", "failures": 2}),
-        "the other fields are unaffected"
-    );
-    assert_eq!(
-        slow["poll_interval"],
-        serde_json::Value::Null,
-        "a read past its timeout is null"
-    );
+    assert_eq!(slow["breaker"], json!({"state": "closed", "failures": 2}), "the other fields are unaffected");
+    assert_eq!(slow["poll_interval"], serde_json::Value::Null, "a read past its timeout is null");
 }

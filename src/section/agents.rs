@@ -20,9 +20,12 @@ pub struct Agents {
 impl Agents {
     /// An agents section whose pid-reuse guard allows `pid_start_tolerance`.
     pub fn new(pid_start_tolerance: Duration) -> Self {
-        Self {
-            pid_start_tolerance,
-        }
+        Self { pid_start_tolerance }
+    }
+
+    fn sample(&self, job: &RunningJob) -> Option<CpuSample> {
+        let run = job.run.as_ref()?;
+        procstat::sample(run.pid?, run.started_at, self.pid_start_tolerance)
     }
 }
 
@@ -66,15 +69,12 @@ impl Section for Agents {
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let jobs = running_jobs(conn)?;
-        Ok(jobs
-            .into_iter()
-            .map(|job| {
-                let cpu = job.run.as_ref().and_then(|run| {
-                    procstat::sample(run.pid?, run.started_at, self.pid_start_tolerance)
-                });
-                AgentRow { job, cpu }
-            })
-            .collect())
+        Ok(jobs.into_iter().map(|job| AgentRow { cpu: self.sample(&job), job }).collect())
+    }
+
+    /// CPU ticks move on their own: sample `/proc` again for the same rows.
+    fn resample(&self, data: &Self::Data) -> Option<Self::Data> {
+        Some(data.iter().map(|row| AgentRow { job: row.job.clone(), cpu: self.sample(&row.job) }).collect())
     }
 
     fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View {
@@ -82,9 +82,7 @@ impl Section for Agents {
             .map(|AgentRow { job, cpu }| {
                 let run = job.run.as_ref();
                 AgentEntry {
-                    agent: run
-                        .and_then(|r| r.agent.clone())
-                        .or_else(|| job.job_agent.clone()),
+                    agent: run.and_then(|r| r.agent.clone()).or_else(|| job.job_agent.clone()),
                     run_id: run.map(|r| r.run_id),
                     job_id: job.job_id,
                     repo: job.repo.clone(),

@@ -94,9 +94,7 @@ impl Section for Cost {
                 CostRunning {
                     run_id: run.map(|r| r.run_id),
                     job_id: job.job_id,
-                    agent: run
-                        .and_then(|r| r.agent.clone())
-                        .or_else(|| job.job_agent.clone()),
+                    agent: run.and_then(|r| r.agent.clone()).or_else(|| job.job_agent.clone()),
                     cost_usd: cost.cost_usd,
                     input_tokens: cost.input_tokens,
                     output_tokens: cost.output_tokens,
@@ -105,18 +103,16 @@ impl Section for Cost {
                 }
             })
             .collect();
-        let aggregate = conn
-            .prepare_cached(AGGREGATE_SQL)?
-            .query_row([MAX_SAFE_INTEGER], |r| {
-                Ok(CostAggregate {
-                    runs: count(r.get_ref(0)?).unwrap_or(0),
-                    cost_usd: total(r.get_ref(1)?),
-                    input_tokens: total(r.get_ref(2)?) as u64,
-                    output_tokens: total(r.get_ref(3)?) as u64,
-                    cache_read_tokens: total(r.get_ref(4)?) as u64,
-                    cache_creation_tokens: total(r.get_ref(5)?) as u64,
-                })
-            })?;
+        let aggregate = conn.prepare_cached(AGGREGATE_SQL)?.query_row([MAX_SAFE_INTEGER], |r| {
+            Ok(CostAggregate {
+                runs: count(r.get_ref(0)?).unwrap_or(0),
+                cost_usd: total(r.get_ref(1)?),
+                input_tokens: total(r.get_ref(2)?) as u64,
+                output_tokens: total(r.get_ref(3)?) as u64,
+                cache_read_tokens: total(r.get_ref(4)?) as u64,
+                cache_creation_tokens: total(r.get_ref(5)?) as u64,
+            })
+        })?;
         Ok(CostView { running, aggregate })
     }
 

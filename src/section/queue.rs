@@ -28,9 +28,7 @@ impl Queue {
 
     /// A queue section that reports the latest reads of a worker probe.
     pub fn with_worker(worker: Arc<Mutex<WorkerLive>>) -> Self {
-        Self {
-            worker: Some(worker),
-        }
+        Self { worker: Some(worker) }
     }
 }
 
@@ -44,10 +42,7 @@ pub struct QueueCounts(pub Vec<(String, u64)>);
 impl QueueCounts {
     /// The count for `status` (0 when absent).
     pub fn get(&self, status: &str) -> u64 {
-        self.0
-            .iter()
-            .find(|(s, _)| s == status)
-            .map_or(0, |(_, n)| *n)
+        self.0.iter().find(|(s, _)| s == status).map_or(0, |(_, n)| *n)
     }
 }
 
@@ -129,18 +124,14 @@ impl Section for Queue {
     type View = QueueView;
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
-        let mut counts: Vec<(String, u64)> = KNOWN_STATUSES
-            .iter()
-            .map(|s| ((*s).to_owned(), 0))
-            .collect();
+        let mut counts: Vec<(String, u64)> = KNOWN_STATUSES.iter().map(|s| ((*s).to_owned(), 0)).collect();
         let mut others = Vec::new();
         {
             let mut stmt = conn.prepare_cached(COUNTS_SQL)?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 // A NULL status cannot be named; such jobs are left out of `counts`.
-                let (Some(status), Some(n)) = (text(row.get_ref(0)?), count(row.get_ref(1)?))
-                else {
+                let (Some(status), Some(n)) = (text(row.get_ref(0)?), count(row.get_ref(1)?)) else {
                     continue;
                 };
                 match counts.iter_mut().find(|(s, _)| *s == status) {
@@ -160,30 +151,26 @@ impl Section for Queue {
             })
         })?;
 
-        let retries = conn
-            .prepare_cached(RETRIES_SQL)?
-            .query_row([MAX_SAFE_INTEGER], |r| {
-                Ok(Retries {
-                    retried_jobs: count(r.get_ref(0)?).unwrap_or(0),
-                    total_retries: match r.get_ref(1)? {
-                        ValueRef::Real(t) if t.is_finite() && t >= 0.0 => t as u64,
-                        _ => 0,
-                    },
-                    max_attempts: count(r.get_ref(2)?).unwrap_or(0),
-                })
-            })?;
+        let retries = conn.prepare_cached(RETRIES_SQL)?.query_row([MAX_SAFE_INTEGER], |r| {
+            Ok(Retries {
+                retried_jobs: count(r.get_ref(0)?).unwrap_or(0),
+                total_retries: match r.get_ref(1)? {
+                    ValueRef::Real(t) if t.is_finite() && t >= 0.0 => t as u64,
+                    _ => 0,
+                },
+                max_attempts: count(r.get_ref(2)?).unwrap_or(0),
+            })
+        })?;
 
-        let worker = self
-            .worker
-            .as_ref()
-            .map(|w| w.lock().unwrap_or_else(|p| p.into_inner()).clone())
-            .unwrap_or_default();
-        Ok(QueueData {
-            counts: QueueCounts(counts),
-            oldest_queued,
-            retries,
-            worker,
-        })
+        let worker =
+            self.worker.as_ref().map(|w| w.lock().unwrap_or_else(|p| p.into_inner()).clone()).unwrap_or_default();
+        Ok(QueueData { counts: QueueCounts(counts), oldest_queued, retries, worker })
+    }
+
+    /// The worker's live state moves without a database change.
+    fn resample(&self, data: &Self::Data) -> Option<Self::Data> {
+        let live = self.worker.as_ref()?.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (live != data.worker).then(|| QueueData { worker: live, ..data.clone() })
     }
 
     fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View {

@@ -24,55 +24,37 @@ impl Fixture {
         let path = dir.path().join("orch.sqlite");
         let conn = Connection::open(&path).expect("create fixture db");
         conn.execute_batch(orchmirror::SCHEMA_SQL).expect("schema");
-        conn.execute_batch(orchmirror::SCHEMA_INDEXES_SQL)
-            .expect("indexes");
+        conn.execute_batch(orchmirror::SCHEMA_INDEXES_SQL).expect("indexes");
         Fixture { dir, path }
     }
 
     /// A read-write connection (the test plays the orchestrator).
     pub fn conn(&self) -> Connection {
         let c = Connection::open(&self.path).expect("open fixture db");
-        c.busy_timeout(Duration::from_secs(5))
-            .expect("busy timeout");
+        c.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
         c
     }
 
     /// Runs SQL against the fixture.
     pub fn exec(&self, sql: &str) {
-        self.conn()
-            .execute_batch(sql)
-            .unwrap_or_else(|e| panic!("fixture SQL failed: {e}\n{sql}"));
+        self.conn().execute_batch(sql).unwrap_or_else(|e| panic!("fixture SQL failed: {e}\n{sql}"));
     }
 }
 
 /// A free loopback port (bound then released; the child binds it next).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
 }
 
 pub fn client() -> reqwest::blocking::Client {
-    reqwest::blocking::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .build()
-        .expect("client")
+    reqwest::blocking::Client::builder().timeout(Duration::from_secs(10)).build().expect("client")
 }
 
 /// GET `url`: (status, content-type, body).
 pub fn get(url: &str) -> (u16, String, String) {
-    let resp = client()
-        .get(url)
-        .send()
-        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let resp = client().get(url).send().unwrap_or_else(|e| panic!("GET {url}: {e}"));
     let status = resp.status().as_u16();
-    let ct = resp
-        .headers()
-        .get("content-type")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
+    let ct = resp.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
     (status, ct, resp.text().expect("body"))
 }
 
@@ -90,10 +72,7 @@ pub fn wait_for<T>(within: Duration, what: &str, mut f: impl FnMut() -> Option<T
         if let Some(v) = f() {
             return v;
         }
-        assert!(
-            start.elapsed() < within,
-            "timed out after {within:?} waiting for {what}"
-        );
+        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -127,21 +106,11 @@ impl Binary {
         let bind = format!("127.0.0.1:{port}");
         let mut all: Vec<(&str, &str)> = vec![("ORCH_BIND", &bind)];
         all.extend_from_slice(env);
-        let child = Binary::command(&all)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn orchmirror");
-        let mut bin = Binary {
-            child,
-            base: format!("http://{bind}"),
-            port,
-        };
+        let child =
+            Binary::command(&all).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().expect("spawn orchmirror");
+        let mut bin = Binary { child, base: format!("http://{bind}"), port };
         let health = format!("{}/health", bin.base);
-        let quick = reqwest::blocking::Client::builder()
-            .timeout(Duration::from_secs(2))
-            .build()
-            .expect("client");
+        let quick = reqwest::blocking::Client::builder().timeout(Duration::from_secs(2)).build().expect("client");
         let start = Instant::now();
         loop {
             if quick.get(&health).send().is_ok() {
@@ -150,10 +119,7 @@ impl Binary {
             if let Ok(Some(status)) = bin.child.try_wait() {
                 panic!("orchmirror exited early ({status}): {}", bin.stderr());
             }
-            assert!(
-                start.elapsed() < Duration::from_secs(20),
-                "orchmirror did not start listening"
-            );
+            assert!(start.elapsed() < Duration::from_secs(20), "orchmirror did not start listening");
             std::thread::sleep(Duration::from_millis(50));
         }
         bin
@@ -177,10 +143,7 @@ impl Binary {
 
     /// Sends SIGTERM and waits for the exit status (killing after `within`).
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
         let start = Instant::now();
         while start.elapsed() < within {
             if let Ok(Some(s)) = self.child.try_wait() {
@@ -212,9 +175,7 @@ impl Drop for Binary {
 }
 
 pub fn all_ok(m: &Value) -> bool {
-    ["stages", "queue", "agents", "cost"]
-        .iter()
-        .all(|s| m["sections"][s]["status"] == "ok")
+    ["stages", "queue", "agents", "cost"].iter().all(|s| m["sections"][s]["status"] == "ok")
 }
 
 /// The mirror running in-process (its own actix System on a thread) on a real socket.
@@ -234,26 +195,14 @@ impl InProcess {
             let sys = actix_web::rt::System::new();
             sys.block_on(async move {
                 let handle = orchmirror::MirrorHandle::start(&settings).expect("start mirror");
-                let (server, addrs) =
-                    orchmirror::http::server(&settings, handle.clone()).expect("bind");
-                let _ = tx.send((
-                    handle,
-                    addrs[0],
-                    actix_web::rt::System::current(),
-                    server.handle(),
-                ));
+                let (server, addrs) = orchmirror::http::server(&settings, handle.clone()).expect("bind");
+                let _ = tx.send((handle, addrs[0], actix_web::rt::System::current(), server.handle()));
                 let _ = server.await;
             });
         });
         let (handle, addr, system, server): (_, SocketAddr, _, _) =
             rx.recv_timeout(Duration::from_secs(10)).expect("server up");
-        InProcess {
-            handle,
-            base: format!("http://{addr}"),
-            system,
-            server,
-            thread: Some(thread),
-        }
+        InProcess { handle, base: format!("http://{addr}"), system, server, thread: Some(thread) }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -295,10 +244,6 @@ pub fn fast_settings(db: &Path) -> orchmirror::Settings {
 
 /// Parses an RFC 3339 / contract timestamp.
 pub fn ts(s: &Value) -> chrono::DateTime<chrono::Utc> {
-    let raw = s
-        .as_str()
-        .unwrap_or_else(|| panic!("not a timestamp string: {s}"));
-    chrono::DateTime::parse_from_rfc3339(raw)
-        .unwrap_or_else(|e| panic!("{raw}: {e}"))
-        .to_utc()
+    let raw = s.as_str().unwrap_or_else(|| panic!("not a timestamp string: {s}"));
+    chrono::DateTime::parse_from_rfc3339(raw).unwrap_or_else(|e| panic!("{raw}: {e}")).to_utc()
 }
