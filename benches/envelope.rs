@@ -11,7 +11,7 @@ use actix::MailboxError;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use orchmirror::envelope::{Clock, Replies, assemble};
 use orchmirror::section::{Agents, Cost, Queue, Stages};
-use orchmirror::{Section, SectionReply, Status};
+use orchmirror::{Section, SectionReply};
 use rusqlite::Connection;
 
 /// A database with `agents` running jobs (each with a run), 50 active tasks and some history.
@@ -39,13 +39,7 @@ fn database(agents: usize) -> (tempfile::TempDir, Connection) {
 
 /// What a section actor answers: its cached data behind an `Arc`.
 fn ok<D>(data: &Arc<D>) -> Result<SectionReply<D>, MailboxError> {
-    Ok(SectionReply {
-        status: Status::Ok,
-        data: Some(Arc::clone(data)),
-        refreshed_at: Some(chrono::Utc::now()),
-        error: None,
-        seq: 1,
-    })
+    Ok(SectionReply::ok(Arc::clone(data), chrono::Utc::now(), 1))
 }
 
 fn envelope_assembly(c: &mut Criterion) {

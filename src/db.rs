@@ -285,7 +285,8 @@ pub struct RunCost {
     pub cache_creation_tokens: Option<u64>,
 }
 
-const RUNNING_JOBS_SQL: &str = "
+/// The query behind [`running_jobs`].
+pub const RUNNING_JOBS_SQL: &str = "
 SELECT j.id, j.agent, j.repo, j.started_at,
        r.id, r.agent, r.pid, r.model, r.effort, r.started_at,
        r.cost_usd, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_tokens

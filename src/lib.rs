@@ -72,6 +72,7 @@ pub mod config;
 pub mod db;
 pub mod demo;
 pub mod envelope;
+pub mod generate;
 pub mod http;
 pub mod messages;
 pub mod mirror;
@@ -80,6 +81,7 @@ pub mod procstat;
 pub mod section;
 pub mod subscribe;
 pub mod time;
+pub mod tune;
 
 pub use config::{CliOverrides, ConfigError, RefreshPeriods, Settings};
 pub use envelope::{Envelope, Health, SectionState, Sections};

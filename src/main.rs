@@ -16,14 +16,54 @@ use orchmirror::{CliOverrides, MirrorHandle, Settings};
 #[command(version, about)]
 struct Cli {
     /// The orchestrator's SQLite file, opened read-only (overrides ORCH_DB_PATH).
-    #[arg(long, value_name = "PATH")]
+    #[arg(long, value_name = "PATH", global = true)]
     db: Option<PathBuf>,
     /// Listen address, host:port (overrides ORCH_BIND).
-    #[arg(long, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR", global = true)]
     bind: Option<String>,
     /// A TOML configuration file (overrides ORCH_CONFIG_FILE).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", global = true)]
     config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Measure each section's refresh on the database (--db or ORCH_DB_PATH, read-only)
+    /// and print the shortest refresh periods a CPU budget affords.
+    Tune {
+        /// CPU budget for the whole mirror, in percent of one core.
+        #[arg(long, default_value_t = 2.0, value_parser = parse_budget)]
+        budget: f64,
+        /// Timed refreshes per section (after two warm-up refreshes).
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(3..))]
+        samples: u16,
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write a deterministic orchestrator database of the given size (for tune and benchmarks).
+    Generate {
+        /// Where to write it (must not exist).
+        path: PathBuf,
+        /// Number of jobs (tasks: a quarter; one run per started job).
+        #[arg(long, default_value_t = 100_000)]
+        jobs: u64,
+        /// Running jobs.
+        #[arg(long, default_value_t = 10)]
+        running: u64,
+        /// Leave out the production indexes.
+        #[arg(long)]
+        no_indexes: bool,
+    },
+}
+
+fn parse_budget(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(b) if b > 0.0 && b <= 100.0 => Ok(b),
+        _ => Err(format!("{s:?} is not a percentage in (0, 100]")),
+    }
 }
 
 fn main() -> ExitCode {
@@ -37,6 +77,9 @@ fn main() -> ExitCode {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
 
+    if let Some(Command::Generate { path, jobs, running, no_indexes }) = &cli.command {
+        return generate(path, *jobs, *running, !*no_indexes);
+    }
     let overrides = CliOverrides::new(cli.db, cli.bind, cli.config);
     let mut settings = match Settings::load(std::env::vars(), &overrides) {
         Ok(s) => s,
@@ -45,6 +88,9 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Some(Command::Tune { budget, samples, json }) = cli.command {
+        return tune(&settings, budget, samples, json);
+    }
 
     // Demo mode only when the mirror is on: with the kill switch off nothing is created or read.
     let demo = if settings.metrics_enabled && settings.db_path.is_none() {
@@ -103,4 +149,57 @@ fn main() -> ExitCode {
         demo.shutdown();
     }
     code
+}
+
+fn generate(path: &std::path::Path, jobs: u64, running: u64, indexes: bool) -> ExitCode {
+    if path.exists() {
+        eprintln!("orchmirror: {} exists; generate writes a new file only", path.display());
+        return ExitCode::from(2);
+    }
+    let started = std::time::Instant::now();
+    let spec = orchmirror::generate::Spec::jobs(jobs).running(running.min(jobs)).indexes(indexes);
+    match orchmirror::generate::generate(path, &spec) {
+        Ok(()) => {
+            eprintln!(
+                "wrote {} ({jobs} jobs, indexes: {indexes}) in {:.1} s",
+                path.display(),
+                started.elapsed().as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orchmirror: cannot generate {}: {e}", path.display());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn tune(settings: &Settings, budget: f64, samples: u16, json: bool) -> ExitCode {
+    let Some(path) = settings.db_path.as_deref() else {
+        eprintln!("orchmirror: tune needs a database: --db PATH or ORCH_DB_PATH");
+        return ExitCode::from(2);
+    };
+    let mut opts = orchmirror::tune::Options::default();
+    opts.budget_percent = budget;
+    opts.samples = usize::from(samples);
+    match orchmirror::tune::run(settings, path, &opts) {
+        Ok(report) if json => match serde_json::to_string_pretty(&report) {
+            Ok(s) => {
+                println!("{s}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("orchmirror: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Ok(report) => {
+            print!("{report}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orchmirror: tune failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -67,6 +67,13 @@ pub struct SectionReply<D> {
     pub seq: u64,
 }
 
+impl<D> SectionReply<D> {
+    /// An `ok` reply carrying `data` refreshed at `refreshed_at`.
+    pub fn ok(data: Arc<D>, refreshed_at: DateTime<Utc>, seq: u64) -> Self {
+        Self { status: Status::Ok, data: Some(data), refreshed_at: Some(refreshed_at), error: None, seq }
+    }
+}
+
 impl<D> Clone for SectionReply<D> {
     fn clone(&self) -> Self {
         Self {

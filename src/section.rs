@@ -77,6 +77,8 @@ pub trait Section: Send + Sync + 'static {
     type Data: Send + Sync + PartialEq + fmt::Debug + 'static;
     /// The section's JSON form for one response.
     type View: Serialize + Clone + Send + fmt::Debug + 'static;
+    /// The SQL a refresh runs, for benchmarks and `orchmirror tune`.
+    const STATEMENTS: &'static [&'static str];
 
     /// Reads the section from the database. Runs on a blocking thread.
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError>;

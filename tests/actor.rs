@@ -23,6 +23,7 @@ impl Section for Flaky {
     const NAME: SectionName = SectionName::Stages;
     type Data = i64;
     type View = i64;
+    const STATEMENTS: &'static [&'static str] = &["SELECT COUNT(*) FROM tasks"];
 
     fn load(&self, conn: &Connection) -> Result<i64, LoadError> {
         assert!(!self.panic.load(Ordering::SeqCst), "injected panic in load");

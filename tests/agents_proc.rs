@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Duration as CDuration, Utc};
 use serde_json::Value;
-use support::{Binary, Fixture, wait_for};
+use support::{Binary, Fixture, Serves, wait_for};
 
 fn sqlite_ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()

@@ -3,7 +3,7 @@
 mod support;
 
 use serde_json::{Value, json};
-use support::{Binary, Fixture};
+use support::{Binary, Fixture, Serves};
 
 #[test]
 fn bad_values_null_only_their_own_field() {

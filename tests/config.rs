@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use orchmirror::{CliOverrides, Settings};
-use support::{Binary, Fixture};
+use support::{Binary, Fixture, Serves};
 
 fn load(env: &[(&str, &str)]) -> Result<Settings, orchmirror::ConfigError> {
     let env = env.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));

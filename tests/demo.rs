@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::{Binary, wait_for};
+use support::{Binary, Serves, wait_for};
 
 fn demo_db_from(stderr: &str) -> Option<String> {
     stderr.lines().find(|l| l.contains("DEMO MODE")).and_then(|l| {

@@ -4,7 +4,7 @@ mod support;
 
 use chrono::{DateTime, Duration as CDuration, Utc};
 use serde_json::{Value, json};
-use support::{Binary, Fixture, ts};
+use support::{Binary, Fixture, Serves, ts};
 
 fn sqlite_ts(t: DateTime<Utc>) -> String {
     t.format("%Y-%m-%d %H:%M:%S").to_string()

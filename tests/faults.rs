@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use orchmirror::SectionName;
 use serde_json::Value;
-use support::{Binary, Fixture, InProcess, fast_settings, wait_for};
+use support::{Binary, Fixture, InProcess, Serves, fast_settings, wait_for};
 
 fn seeded() -> Fixture {
     let fx = Fixture::new();

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
-use support::{Binary, Fixture};
+use support::{Binary, Fixture, Serves};
 
 #[test]
 fn unknown_paths_and_wrong_methods_get_json_errors() {

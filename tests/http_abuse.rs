@@ -7,7 +7,7 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use support::{Binary, Fixture};
+use support::{Binary, Fixture, Serves};
 
 fn start() -> (Fixture, Binary) {
     let fx = Fixture::new();

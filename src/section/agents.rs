@@ -66,6 +66,7 @@ impl Section for Agents {
     const NAME: SectionName = SectionName::Agents;
     type Data = Vec<AgentRow>;
     type View = Vec<AgentEntry>;
+    const STATEMENTS: &'static [&'static str] = &[crate::db::RUNNING_JOBS_SQL];
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let jobs = running_jobs(conn)?;

@@ -84,6 +84,7 @@ impl Section for Cost {
     const NAME: SectionName = SectionName::Cost;
     type Data = CostView;
     type View = CostView;
+    const STATEMENTS: &'static [&'static str] = &[crate::db::RUNNING_JOBS_SQL, AGGREGATE_SQL];
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let running = running_jobs(conn)?

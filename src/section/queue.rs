@@ -122,6 +122,7 @@ impl Section for Queue {
     const NAME: SectionName = SectionName::Queue;
     type Data = QueueData;
     type View = QueueView;
+    const STATEMENTS: &'static [&'static str] = &[COUNTS_SQL, OLDEST_QUEUED_SQL, RETRIES_SQL];
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let mut counts: Vec<(String, u64)> = KNOWN_STATUSES.iter().map(|s| ((*s).to_owned(), 0)).collect();

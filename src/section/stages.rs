@@ -49,6 +49,7 @@ impl Section for Stages {
     const NAME: SectionName = SectionName::Stages;
     type Data = Vec<TaskRow>;
     type View = Vec<StageEntry>;
+    const STATEMENTS: &'static [&'static str] = &[SQL];
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let mut stmt = conn.prepare_cached(SQL)?;

@@ -125,22 +125,6 @@ impl Binary {
         bin
     }
 
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub fn metrics(&self) -> Value {
-        get_json(&self.url("/metrics"))
-    }
-
-    /// Waits until every section is `ok`, returning that envelope.
-    pub fn wait_all_ok(&self) -> Value {
-        wait_for(Duration::from_secs(15), "all sections ok", || {
-            let m = self.metrics();
-            all_ok(&m).then_some(m)
-        })
-    }
-
     /// Sends SIGTERM and waits for the exit status (killing after `within`).
     pub fn terminate(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
         let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
@@ -174,6 +158,39 @@ impl Drop for Binary {
     }
 }
 
+/// A running mirror reachable over HTTP, however it was started.
+pub trait Serves {
+    fn base(&self) -> &str;
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base())
+    }
+
+    fn metrics(&self) -> Value {
+        get_json(&self.url("/metrics"))
+    }
+
+    /// Waits until every section is `ok`, returning that envelope.
+    fn wait_all_ok(&self) -> Value {
+        wait_for(Duration::from_secs(15), "all sections ok", || {
+            let m = self.metrics();
+            all_ok(&m).then_some(m)
+        })
+    }
+}
+
+impl Serves for Binary {
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
+impl Serves for InProcess {
+    fn base(&self) -> &str {
+        &self.base
+    }
+}
+
 pub fn all_ok(m: &Value) -> bool {
     ["stages", "queue", "agents", "cost"].iter().all(|s| m["sections"][s]["status"] == "ok")
 }
@@ -203,21 +220,6 @@ impl InProcess {
         let (handle, addr, system, server): (_, SocketAddr, _, _) =
             rx.recv_timeout(Duration::from_secs(10)).expect("server up");
         InProcess { handle, base: format!("http://{addr}"), system, server, thread: Some(thread) }
-    }
-
-    pub fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.base)
-    }
-
-    pub fn metrics(&self) -> Value {
-        get_json(&self.url("/metrics"))
-    }
-
-    pub fn wait_all_ok(&self) -> Value {
-        wait_for(Duration::from_secs(15), "all sections ok", || {
-            let m = self.metrics();
-            all_ok(&m).then_some(m)
-        })
     }
 }
 

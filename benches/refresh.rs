@@ -1,0 +1,131 @@
+//! Refresh cost of each section at 1k, 100k and 1M jobs, with and without the
+//! schema's indexes; the raw SQL alone; an unchanged refresh; and the seed's
+//! design (every request queries the database) against the mirror (every
+//! request renders cached sections).
+//!
+//! `cargo bench --bench refresh` (sizes: `ORCHMIRROR_BENCH_SIZES=1000,100000,1000000`).
+//! Databases are generated once into `target/bench-data/`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use orchmirror::db::{Database, MAX_SAFE_INTEGER};
+use orchmirror::envelope::{Clock, Replies, assemble};
+use orchmirror::generate::{Spec, generate};
+use orchmirror::section::{Agents, Cost, Queue, Stages};
+use orchmirror::{Section, SectionReply};
+
+fn sizes() -> Vec<u64> {
+    std::env::var("ORCHMIRROR_BENCH_SIZES")
+        .ok()
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|| vec![1_000, 100_000, 1_000_000])
+}
+
+fn database(jobs: u64, indexes: bool) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-data");
+    let _ = std::fs::create_dir_all(&dir);
+    let path = dir.join(format!("jobs-{jobs}-{}.sqlite", if indexes { "indexed" } else { "bare" }));
+    if !path.exists() {
+        generate(&path, &Spec::jobs(jobs).indexes(indexes)).expect("generate bench database");
+    }
+    path
+}
+
+const DEADLINE: Duration = Duration::from_secs(600);
+
+fn load<S: Section>(db: &Database, section: &S) -> S::Data {
+    db.with_conn(DEADLINE, |c, _| section.load(c)).expect("load")
+}
+
+/// The section's statements alone: step through every row, convert nothing.
+fn raw_sql<S: Section>(db: &Database) -> usize {
+    db.with_conn(DEADLINE, |c, _| {
+        let mut n = 0;
+        for sql in S::STATEMENTS {
+            let mut stmt = c.prepare_cached(sql)?;
+            let mut rows = if stmt.parameter_count() == 1 { stmt.query([MAX_SAFE_INTEGER])? } else { stmt.query([])? };
+            while rows.next()?.is_some() {
+                n += 1;
+            }
+        }
+        Ok(n)
+    })
+    .expect("raw sql")
+}
+
+fn ok<D>(data: D) -> Result<SectionReply<D>, actix::MailboxError> {
+    cached_reply(&Arc::new(data))
+}
+
+/// What a section actor answers: its cached data behind an `Arc`.
+fn cached_reply<D>(data: &Arc<D>) -> Result<SectionReply<D>, actix::MailboxError> {
+    Ok(SectionReply::ok(Arc::clone(data), chrono::Utc::now(), 1))
+}
+
+fn section_bench<S: Section>(c: &mut Criterion, group: &str, section: &S, db: &Database, id: &str) {
+    let mut g = c.benchmark_group(format!("{group}/{}", S::NAME));
+    g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    g.bench_function(BenchmarkId::new("load", id), |b| b.iter(|| black_box(load(db, section))));
+    g.bench_function(BenchmarkId::new("raw_sql", id), |b| b.iter(|| black_box(raw_sql::<S>(db))));
+    g.finish();
+}
+
+fn refresh(c: &mut Criterion) {
+    let agents = Agents::new(Duration::from_secs(10));
+    for jobs in sizes() {
+        for indexes in [true, false] {
+            let path = database(jobs, indexes);
+            let id = format!("{jobs}-{}", if indexes { "indexed" } else { "bare" });
+            let dbs: Vec<Database> = (0..4).map(|_| Database::new(&path)).collect();
+            section_bench(c, "refresh", &Stages, &dbs[0], &id);
+            section_bench(c, "refresh", &Queue::new(), &dbs[1], &id);
+            section_bench(c, "refresh", &agents, &dbs[2], &id);
+            section_bench(c, "refresh", &Cost, &dbs[3], &id);
+
+            let mut g = c.benchmark_group("per_request");
+            g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+            // The seed's design: every request runs every query, then renders.
+            g.bench_function(BenchmarkId::new("seed_queries_every_request", &id), |b| {
+                b.iter(|| {
+                    let replies = Replies {
+                        stages: ok(load(&dbs[0], &Stages)),
+                        queue: ok(load(&dbs[1], &Queue::new())),
+                        agents: ok(load(&dbs[2], &agents)),
+                        cost: ok(load(&dbs[3], &Cost)),
+                    };
+                    black_box(serde_json::to_vec(&assemble(replies, Clock::now(), DEADLINE)).expect("json"))
+                })
+            });
+            // The mirror: the actors hold the data; a request renders it.
+            let cached = (
+                Arc::new(load(&dbs[0], &Stages)),
+                Arc::new(load(&dbs[1], &Queue::new())),
+                Arc::new(load(&dbs[2], &agents)),
+                Arc::new(load(&dbs[3], &Cost)),
+            );
+            g.bench_function(BenchmarkId::new("mirror_cached_sections", &id), |b| {
+                b.iter(|| {
+                    let replies = Replies {
+                        stages: cached_reply(&cached.0),
+                        queue: cached_reply(&cached.1),
+                        agents: cached_reply(&cached.2),
+                        cost: cached_reply(&cached.3),
+                    };
+                    black_box(serde_json::to_vec(&assemble(replies, Clock::now(), DEADLINE)).expect("json"))
+                })
+            });
+            // A refresh that finds nothing committed: identity + data_version only.
+            g.bench_function(BenchmarkId::new("unchanged_refresh", &id), |b| {
+                b.iter(|| black_box(dbs[1].with_conn(DEADLINE, |_, f| Ok(f)).expect("fingerprint")))
+            });
+            g.finish();
+        }
+    }
+}
+
+criterion_group!(benches, refresh);
+criterion_main!(benches);

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# /metrics throughput against its ceiling (a minimal actix-web handler serving
+# the same bytes), same machine, same run, wrk on loopback.
+# Usage: scripts/throughput.sh [JOBS] [SECONDS]   (needs wrk: apt-get install wrk)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+jobs=${1:-1000000}
+secs=${2:-10}
+command -v wrk >/dev/null || { echo "wrk not found (apt-get install wrk)" >&2; exit 2; }
+cargo build --release --quiet --bin orchmirror --example fixed_body
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+target/release/orchmirror generate "$work/db.sqlite" --jobs "$jobs" >/dev/null 2>&1
+ORCH_DB_PATH="$work/db.sqlite" ORCH_BIND=127.0.0.1:18801 RUST_LOG=warn target/release/orchmirror &
+for _ in $(seq 100); do
+  curl -sf http://127.0.0.1:18801/health 2>/dev/null | grep -q '"status":"ok"' && break
+  sleep 0.2
+done
+curl -sf http://127.0.0.1:18801/metrics > "$work/body.json"
+target/release/examples/fixed_body "$work/body.json" 127.0.0.1:18802 &
+sleep 1
+rps() { wrk -t2 -c16 -d"${secs}s" "$1" | awk '/Requests\/sec/ {print $2}'; }
+mirror=$(rps http://127.0.0.1:18801/metrics)
+fixed=$(rps http://127.0.0.1:18802/metrics)
+echo "jobs=$jobs body_bytes=$(wc -c < "$work/body.json") mirror_rps=$mirror fixed_body_rps=$fixed ratio=$(echo "scale=2; $mirror / $fixed" | bc)"

@@ -1,0 +1,203 @@
+//! `orchmirror tune`: measures each section's refresh on a real database and
+//! says which refresh period a CPU budget affords. Read-only, like the mirror.
+
+use std::io::IsTerminal;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::config::Settings;
+use crate::db::Database;
+use crate::section::{Agents, Cost, LoadError, Queue, Section, SectionName, Stages};
+
+/// How to measure.
+#[derive(Debug, Clone, Copy)]
+#[non_exhaustive]
+pub struct Options {
+    /// CPU budget for the whole mirror, percent of one core (split evenly over the four sections).
+    pub budget_percent: f64,
+    /// Timed refreshes per section, after two warm-up refreshes.
+    pub samples: usize,
+    /// Stop sampling a section after this long (at least three samples are taken).
+    pub max_time_per_section: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { budget_percent: 2.0, samples: 20, max_time_per_section: Duration::from_secs(20) }
+    }
+}
+
+/// One section's measurements and recommendation.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct SectionReport {
+    /// The section.
+    pub section: SectionName,
+    /// Rows the section's queries read (the table they scan).
+    pub rows: i64,
+    /// Timed refreshes.
+    pub samples: usize,
+    /// Median refresh time when the data changed (queries run), ms.
+    pub median_ms: f64,
+    /// 95th percentile, ms.
+    pub p95_ms: f64,
+    /// Median refresh time when nothing changed (change detection only), ms.
+    pub unchanged_median_ms: f64,
+    /// The configured period, ms.
+    pub current_period_ms: u64,
+    /// CPU share of one core at the configured period if every refresh finds a change, percent.
+    pub cpu_percent_at_current: f64,
+    /// The shortest period within this section's share of the budget, ms.
+    pub recommended_period_ms: u64,
+}
+
+/// The whole report.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Report {
+    /// The database measured.
+    pub db: String,
+    /// The budget, percent of one core, for all four sections together.
+    pub budget_percent: f64,
+    /// One entry per section.
+    pub sections: Vec<SectionReport>,
+}
+
+/// Why tuning failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    /// A refresh failed.
+    #[error("{section}: {source}")]
+    Refresh {
+        /// Which section.
+        section: SectionName,
+        /// The error.
+        source: LoadError,
+    },
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let idx = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[idx.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+/// Measures `section` on `path`.
+fn measure<S: Section>(
+    section: &S,
+    path: &Path,
+    opts: &Options,
+    period: Duration,
+    progress: bool,
+) -> Result<SectionReport, TuneError> {
+    let fail = |source| TuneError::Refresh { section: S::NAME, source };
+    let db = Database::new(path);
+    let deadline = Duration::from_secs(600);
+    let rows_sql = match S::NAME {
+        SectionName::Stages => "SELECT COUNT(*) FROM tasks",
+        SectionName::Queue | SectionName::Agents => "SELECT COUNT(*) FROM jobs",
+        SectionName::Cost => "SELECT COUNT(*) FROM agent_runs",
+    };
+    let rows = db.with_conn(deadline, |c, _| Ok(c.query_row(rows_sql, [], |r| r.get(0))?)).map_err(fail)?;
+    let mut times = Vec::new();
+    let started = Instant::now();
+    for i in 0..opts.samples + 2 {
+        let t = Instant::now();
+        db.with_conn(deadline, |c, _| section.load(c)).map_err(fail)?;
+        if i >= 2 {
+            times.push(t.elapsed());
+        }
+        if progress {
+            eprint!("\r  measuring {:<7} {:>3}/{}", S::NAME.as_str(), times.len(), opts.samples);
+        }
+        if times.len() >= 3 && started.elapsed() > opts.max_time_per_section {
+            break;
+        }
+    }
+    let mut unchanged = Vec::new();
+    for _ in 0..20 {
+        let t = Instant::now();
+        db.with_conn(deadline, |_, fingerprint| Ok(fingerprint)).map_err(fail)?;
+        unchanged.push(t.elapsed());
+    }
+    times.sort();
+    unchanged.sort();
+    let median = percentile(&times, 0.5);
+    let share = opts.budget_percent / 100.0 / SectionName::ALL.len() as f64;
+    let recommended = if share > 0.0 { median.as_secs_f64() / share } else { f64::INFINITY };
+    let recommended_ms = ((recommended * 1000.0 / 10.0).ceil() * 10.0).clamp(10.0, 3_600_000.0) as u64;
+    Ok(SectionReport {
+        section: S::NAME,
+        rows,
+        samples: times.len(),
+        median_ms: ms(median),
+        p95_ms: ms(percentile(&times, 0.95)),
+        unchanged_median_ms: ms(percentile(&unchanged, 0.5)),
+        current_period_ms: period.as_millis() as u64,
+        cpu_percent_at_current: 100.0 * median.as_secs_f64() / period.as_secs_f64().max(1e-9),
+        recommended_period_ms: recommended_ms,
+    })
+}
+
+/// Measures every section of the database at `settings.db_path`.
+pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, TuneError> {
+    let progress = std::io::stderr().is_terminal();
+    let p = |s| settings.refresh.get(s);
+    let sections = vec![
+        measure(&Stages, path, opts, p(SectionName::Stages), progress)?,
+        measure(&Queue::new(), path, opts, p(SectionName::Queue), progress)?,
+        measure(&Agents::new(settings.pid_start_tolerance), path, opts, p(SectionName::Agents), progress)?,
+        measure(&Cost, path, opts, p(SectionName::Cost), progress)?,
+    ];
+    if progress {
+        eprint!("\r{:60}\r", "");
+    }
+    Ok(Report { db: path.display().to_string(), budget_percent: opts.budget_percent, sections })
+}
+
+impl std::fmt::Display for Report {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "database: {}", self.db)?;
+        writeln!(
+            f,
+            "budget: {}% of one core for the mirror ({:.2}% per section); times assume every refresh finds a change",
+            self.budget_percent,
+            self.budget_percent / 4.0
+        )?;
+        writeln!(f)?;
+        writeln!(
+            f,
+            "{:<8} {:>10} {:>8} {:>10} {:>10} {:>13} {:>11} {:>11} {:>13}",
+            "section", "rows", "samples", "median ms", "p95 ms", "unchanged ms", "period ms", "cpu %", "shortest ms"
+        )?;
+        for s in &self.sections {
+            writeln!(
+                f,
+                "{:<8} {:>10} {:>8} {:>10.3} {:>10.3} {:>13.3} {:>11} {:>11.3} {:>13}",
+                s.section.as_str(),
+                s.rows,
+                s.samples,
+                s.median_ms,
+                s.p95_ms,
+                s.unchanged_median_ms,
+                s.current_period_ms,
+                s.cpu_percent_at_current,
+                s.recommended_period_ms
+            )?;
+        }
+        writeln!(f)?;
+        writeln!(f, "# paste into .env:")?;
+        for s in &self.sections {
+            writeln!(f, "ORCH_{}_REFRESH_MS={}", s.section.as_str().to_uppercase(), s.recommended_period_ms)?;
+        }
+        Ok(())
+    }
+}
