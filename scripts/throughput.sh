@@ -13,7 +13,7 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 target/release/orchmirror generate "$work/db.sqlite" --jobs "$jobs" >/dev/null 2>&1
 ORCH_DB_PATH="$work/db.sqlite" ORCH_BIND=127.0.0.1:18801 RUST_LOG=warn target/release/orchmirror &
 for _ in $(seq 100); do
-  curl -sf http://127.0.0.1:18801/health 2>/dev/null | grep -q '"status":"ok"' && break
+  curl -sf http://127.0.0.1:18801/health 2>/dev/null | grep -q '^{"status":"ok"' && break
   sleep 0.2
 done
 curl -sf http://127.0.0.1:18801/metrics > "$work/body.json"
