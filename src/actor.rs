@@ -48,8 +48,6 @@ pub struct SectionActor<S: Section> {
     last_error: Option<String>,
     /// When the refresh in flight started; refreshes never overlap.
     in_flight: Option<Instant>,
-    /// When the latest refresh ended (successfully or not).
-    last_end: Option<Instant>,
     /// Sequence numbers and subscribers; outlives this actor.
     hub: Arc<Hub>,
     /// The database as of the last successful load: equal again means unchanged.
@@ -71,17 +69,7 @@ impl<S: Section> SectionActor<S> {
     }
 
     pub(crate) fn with_hub(section: Arc<S>, db: Arc<Database>, settings: ActorSettings, hub: Arc<Hub>) -> Self {
-        Self {
-            section,
-            db,
-            settings,
-            good: None,
-            last_error: None,
-            in_flight: None,
-            last_end: None,
-            hub,
-            fingerprint: None,
-        }
+        Self { section, db, settings, good: None, last_error: None, in_flight: None, hub, fingerprint: None }
     }
 
     fn refresh(&mut self, ctx: &mut Context<Self>) {
@@ -115,7 +103,6 @@ impl<S: Section> SectionActor<S> {
 
     fn finish(&mut self, result: Result<Refreshed<S::Data>, LoadError>, started: Option<Instant>) {
         let elapsed_ms = started.map_or(0, |s| s.elapsed().as_millis());
-        self.last_end = Some(Instant::now());
         match result {
             Ok(Refreshed::Loaded(data, fingerprint)) => {
                 self.fingerprint = Some(fingerprint);

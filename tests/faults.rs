@@ -148,7 +148,7 @@ fn stale_data_older_than_max_stale_is_withdrawn() {
 }
 
 #[test]
-fn a_missing_table_errors_only_the_sections_that_need_it() {
+fn a_missing_table_errors_only_the_sections_that_need_it_and_logs_once() {
     let fx = seeded();
     fx.exec("DROP TABLE agent_runs;");
     let db = fx.path.display().to_string();
@@ -163,6 +163,15 @@ fn a_missing_table_errors_only_the_sections_that_need_it() {
         assert_eq!(m[s], Value::Null, "{s}");
         let e = m["sections"][s]["error"].as_str().unwrap_or_default();
         assert!(e.contains("agent_runs"), "{s}: names the table: {e}");
+    }
+    // Ten more failing refreshes: the error is logged once per change, not per tick.
+    std::thread::sleep(Duration::from_millis(1000));
+    let mut bin = bin;
+    assert!(bin.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let log = bin.stderr();
+    for s in ["agents", "cost"] {
+        let n = log.lines().filter(|l| l.contains("refresh failed") && l.contains(&format!("section={s}"))).count();
+        assert_eq!(n, 1, "{s}: logged {n} times:\n{log}");
     }
 }
 
