@@ -102,7 +102,9 @@ impl<S: Section> SectionActor<S> {
     }
 
     fn finish(&mut self, result: Result<Refreshed<S::Data>, LoadError>, started: Option<Instant>) {
-        let elapsed_ms = started.map_or(0, |s| s.elapsed().as_millis());
+        let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
+        self.hub.durations.observe(elapsed.as_secs_f64());
+        let elapsed_ms = elapsed.as_millis();
         match result {
             Ok(Refreshed::Loaded(data, fingerprint)) => {
                 self.fingerprint = Some(fingerprint);

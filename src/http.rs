@@ -41,6 +41,12 @@ pub fn configure(handle: MirrorHandle) -> impl FnOnce(&mut web::ServiceConfig) {
                     .route(web::get().to(health))
                     .route(web::head().to(health))
                     .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/metrics/prometheus")
+                    .route(web::get().to(prometheus))
+                    .route(web::head().to(prometheus))
+                    .default_service(web::to(method_not_allowed)),
             );
     }
 }
@@ -54,7 +60,15 @@ fn error(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
     json(status, body)
 }
 
-async fn metrics(handle: web::Data<MirrorHandle>) -> HttpResponse {
+fn accept(req: &actix_web::HttpRequest) -> &str {
+    req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("")
+}
+
+async fn metrics(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
+    // A stock Prometheus scrape config asks for its text formats; everyone else gets JSON.
+    if crate::prometheus::wants_exposition(accept(&req)) {
+        return prometheus(req, handle).await;
+    }
     match handle.snapshot().await {
         None => json(actix_web::http::StatusCode::OK, DISABLED_BODY),
         Some(envelope) => match serde_json::to_vec(&envelope) {
@@ -62,6 +76,15 @@ async fn metrics(handle: web::Data<MirrorHandle>) -> HttpResponse {
             // Serialising plain data cannot fail; if it ever does, the client still gets JSON.
             Err(e) => error(actix_web::http::StatusCode::OK, &format!("cannot serialise the envelope: {e}")),
         },
+    }
+}
+
+async fn prometheus(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
+    let format = crate::prometheus::Format::from_accept(accept(&req));
+    match crate::prometheus::render(&handle, format).await {
+        Ok(body) => HttpResponse::Ok().content_type(format.content_type()).body(body),
+        // Encoding into a String cannot fail; if it ever does, say so without a 5xx.
+        Err(e) => error(actix_web::http::StatusCode::OK, &format!("cannot encode the exposition: {e}")),
     }
 }
 

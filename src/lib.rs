@@ -78,6 +78,7 @@ pub mod messages;
 pub mod mirror;
 pub mod probe;
 pub mod procstat;
+pub mod prometheus;
 pub mod section;
 pub mod subscribe;
 pub mod time;

@@ -16,6 +16,7 @@ use crate::db::Database;
 use crate::envelope::{self, Clock, Envelope, Health, Replies};
 use crate::messages::{SectionReply, Snapshot, Subscribe};
 use crate::probe::{self, DEFAULT_PROBE_TIMEOUT, WorkerLive, WorkerProbe};
+use crate::prometheus::{DurationFamily, duration_family, section_label};
 use crate::section::{Agents, Cost, Queue, Section, SectionName, Stages};
 use crate::subscribe::{Hub, RefreshCounters, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 
@@ -47,11 +48,11 @@ struct Owner<S: Section> {
 }
 
 impl<S: Section> Owner<S> {
-    fn start(section: S, path: &std::path::Path, settings: ActorSettings) -> Self {
+    fn start(section: S, path: &std::path::Path, settings: ActorSettings, durations: &DurationFamily) -> Self {
         // Each section has its own connection: `PRAGMA data_version` is per connection.
         let db = &Arc::new(Database::new(path));
         let section = Arc::new(section);
-        let hub = Arc::new(Hub::new(S::NAME));
+        let hub = Arc::new(Hub::with_durations(S::NAME, durations.get_or_create(&section_label(S::NAME)).clone()));
         let running = Self::spawn(&section, db, settings, &hub);
         Self {
             section,
@@ -85,7 +86,11 @@ impl<S: Section> Owner<S> {
     }
 
     async fn ask(&self, timeout: Duration) -> Result<SectionReply<S::Data>, MailboxError> {
-        self.addr().send(Snapshot::new()).timeout(timeout).await
+        let reply = self.addr().send(Snapshot::new()).timeout(timeout).await;
+        if matches!(reply, Err(MailboxError::Timeout)) {
+            self.hub.timeouts.fetch_add(1, Ordering::Relaxed);
+        }
+        reply
     }
 }
 
@@ -170,6 +175,7 @@ impl Owners {
 struct Inner {
     snapshot_timeout: Duration,
     owners: Option<Owners>,
+    durations: DurationFamily,
     stopping: AtomicBool,
     next_subscription: AtomicU64,
 }
@@ -236,9 +242,11 @@ impl MirrorBuilder {
     /// touched; otherwise `db_path` must be set.
     pub fn start(self) -> Result<MirrorHandle, StartError> {
         let settings = &self.settings;
+        let durations = duration_family();
         let inner = |owners| Inner {
             snapshot_timeout: settings.snapshot_timeout,
             owners,
+            durations: durations.clone(),
             stopping: AtomicBool::new(false),
             next_subscription: AtomicU64::new(1),
         };
@@ -251,10 +259,15 @@ impl MirrorBuilder {
         let live = Arc::new(Mutex::new(WorkerLive::default()));
         let queue = if self.probe.is_some() { Queue::with_worker(Arc::clone(&live)) } else { Queue::new() };
         let owners = Owners {
-            stages: Owner::start(Stages, path, actor(SectionName::Stages)),
-            queue: Owner::start(queue, path, actor(SectionName::Queue)),
-            agents: Owner::start(Agents::new(settings.pid_start_tolerance), path, actor(SectionName::Agents)),
-            cost: Owner::start(Cost, path, actor(SectionName::Cost)),
+            stages: Owner::start(Stages, path, actor(SectionName::Stages), &durations),
+            queue: Owner::start(queue, path, actor(SectionName::Queue), &durations),
+            agents: Owner::start(
+                Agents::new(settings.pid_start_tolerance),
+                path,
+                actor(SectionName::Agents),
+                &durations,
+            ),
+            cost: Owner::start(Cost, path, actor(SectionName::Cost), &durations),
         };
         let inner = Arc::new(inner(Some(owners)));
         actix::spawn(watchdog(Arc::downgrade(&inner)));
@@ -322,6 +335,16 @@ impl MirrorHandle {
     /// Loaded, skipped (database unchanged) and failed refreshes, per section.
     pub fn refresh_counters(&self) -> PerSection<RefreshCounters> {
         self.per_section(|o| o.hub().counters())
+    }
+
+    /// Snapshot requests each section's actor did not answer within the timeout.
+    pub fn snapshot_timeouts(&self) -> PerSection<u64> {
+        self.per_section(|o| o.hub().timeouts.load(Ordering::Relaxed))
+    }
+
+    /// Refresh durations per section (a `section`-labelled histogram family); `None` when disabled.
+    pub fn refresh_durations(&self) -> Option<DurationFamily> {
+        self.inner.owners.as_ref().map(|_| self.inner.durations.clone())
     }
 
     /// Live subscriptions and dropped updates, per section.

@@ -99,14 +99,29 @@ pub(crate) struct Hub {
     pub(crate) loaded: AtomicU64,
     pub(crate) skipped: AtomicU64,
     pub(crate) failed: AtomicU64,
+    /// Snapshot requests this section's actor did not answer in time.
+    pub(crate) timeouts: AtomicU64,
+    /// Refresh durations (shared with the mirror's exposition).
+    pub(crate) durations: prometheus_client::metrics::histogram::Histogram,
     entries: Mutex<Vec<Entry>>,
     dropped_total: AtomicU64,
 }
 
 impl Hub {
     pub(crate) fn new(section: SectionName) -> Self {
+        let durations =
+            crate::prometheus::duration_family().get_or_create(&crate::prometheus::section_label(section)).clone();
+        Self::with_durations(section, durations)
+    }
+
+    pub(crate) fn with_durations(
+        section: SectionName,
+        durations: prometheus_client::metrics::histogram::Histogram,
+    ) -> Self {
         Self {
             section,
+            timeouts: AtomicU64::new(0),
+            durations,
             seq: AtomicU64::new(0),
             loaded: AtomicU64::new(0),
             skipped: AtomicU64::new(0),
