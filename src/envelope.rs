@@ -20,11 +20,40 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The body `/metrics` serves when `ORCH_METRICS_ENABLED` is false.
 pub const DISABLED_BODY: &str = r#"{"schema_version":1,"enabled":false}"#;
 
+/// Every body `GET /metrics` can answer with (the published JSON Schema's root).
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[serde(untagged)]
+#[schemars(title = "orchmirror /metrics envelope")]
+pub enum MetricsBody {
+    /// The envelope.
+    Envelope(Box<Envelope>),
+    /// What the kill switch serves: `{"schema_version":1,"enabled":false}`.
+    Disabled(Disabled),
+}
+
+/// The kill switch's body.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Disabled {
+    /// Always [`SCHEMA_VERSION`].
+    #[schemars(range(min = 1, max = 1))]
+    pub schema_version: u32,
+    /// Always false.
+    #[schemars(extend("const" = false))]
+    pub enabled: bool,
+}
+
+/// The JSON Schema of every `/metrics` JSON body, as checked in at `docs/envelope.schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(MetricsBody)).unwrap_or_default()
+}
+
 /// One `/metrics` response (schema version 1), keys in contract order.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct Envelope {
     /// Always [`SCHEMA_VERSION`].
+    #[schemars(range(min = 1, max = 1))]
     pub schema_version: u32,
     /// When the response was assembled, to the second; every age is relative to it.
     #[serde(serialize_with = "seconds")]
@@ -44,7 +73,7 @@ pub struct Envelope {
 }
 
 /// The state of all four sections.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct Sections {
     /// `stages`.
@@ -65,7 +94,7 @@ impl Sections {
 }
 
 /// One section's state in a response.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct SectionState {
     /// What the section's value means.

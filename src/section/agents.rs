@@ -37,7 +37,7 @@ pub struct AgentRow {
 }
 
 /// One running agent in the envelope.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct AgentEntry {
     /// The run's agent, or `jobs.agent` when there is no run yet.

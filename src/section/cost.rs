@@ -13,7 +13,7 @@ use crate::section::{LoadError, Section, SectionName};
 pub struct Cost;
 
 /// A running job's latest run, with its stored (possibly NULL) cost.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct CostRunning {
     /// The latest run's id.
@@ -35,7 +35,7 @@ pub struct CostRunning {
 }
 
 /// Totals over every `agent_runs` row; NULLs and bad values are skipped.
-#[derive(Debug, Clone, PartialEq, Default, Serialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct CostAggregate {
     /// Number of rows.
@@ -53,7 +53,7 @@ pub struct CostAggregate {
 }
 
 /// What a refresh reads (it has no ages, so it is also the view).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct CostView {
     /// One entry per running agent, in the agents section's order.

@@ -46,6 +46,21 @@ impl QueueCounts {
     }
 }
 
+impl schemars::JsonSchema for QueueCounts {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "QueueCounts".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Jobs per status: the five known statuses always, any other status found by its own name.",
+            "type": "object",
+            "required": KNOWN_STATUSES,
+            "additionalProperties": { "type": "integer", "minimum": 0 }
+        })
+    }
+}
+
 impl Serialize for QueueCounts {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(Some(self.0.len()))?;
@@ -57,7 +72,7 @@ impl Serialize for QueueCounts {
 }
 
 /// Retry statistics over all jobs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct Retries {
     /// Jobs with `attempts > 1`.
@@ -78,7 +93,7 @@ pub struct QueueData {
 }
 
 /// The queue section in the envelope.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct QueueView {
     /// Jobs per status.

@@ -23,7 +23,7 @@ pub struct TaskRow {
 }
 
 /// One active task in the envelope.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]
 pub struct StageEntry {
     /// `tasks.work_item_id`.
