@@ -182,9 +182,10 @@ pub fn with_conn<T>(
     let out = f(&conn);
     conn.progress_handler(10_000, None::<fn() -> bool>)?;
     if out.is_err() {
-        // A statement compiled against a schema that has since changed is not
-        // always re-prepared (a view reading no table never re-checks the
-        // schema): after a failure, compile afresh next time.
+        // Reading sqlite_schema at the start of a refresh reloads the schema
+        // for statements compiled from then on, but an already cached
+        // statement that reads no table (a view over a CTE) carries no schema
+        // check and keeps its old plan: after a failure, drop the cache too.
         conn.flush_prepared_statement_cache();
     }
     out

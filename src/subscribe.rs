@@ -109,9 +109,7 @@ pub(crate) struct Hub {
 
 impl Hub {
     pub(crate) fn new(section: SectionName) -> Self {
-        let durations =
-            crate::prometheus::duration_family().get_or_create(&crate::prometheus::section_label(section)).clone();
-        Self::with_durations(section, durations)
+        Self::with_durations(section, crate::prometheus::duration_histogram())
     }
 
     pub(crate) fn with_durations(
