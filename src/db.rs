@@ -13,6 +13,7 @@ use rusqlite::{Connection, OpenFlags};
 
 use crate::section::LoadError;
 use crate::time::parse_timestamp;
+use crate::walguard;
 
 /// A pool of read-only connections to the orchestrator's database.
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
@@ -90,6 +91,9 @@ struct Current {
     generation: u64,
     pool: Pool,
     connects: Arc<AtomicU64>,
+    /// The descriptor the WAL guard read the header with; it lives as long as
+    /// the pool (see [`crate::walguard`] for why it is never closed earlier).
+    header: Option<std::fs::File>,
 }
 
 /// One section's view of the orchestrator's database: the path, and a
@@ -131,17 +135,21 @@ impl Database {
         })?;
         // A poisoned lock only means another refresh panicked mid-swap; the value is still usable.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(c) = current.as_ref().filter(|c| c.file == file) {
-            return Ok((c.file, c.generation, c.pool.clone(), Arc::clone(&c.connects)));
-        }
-        if current.is_some() {
+        if current.as_ref().is_some_and(|c| c.file != file) {
             tracing::warn!(db = %self.path.display(), "database file replaced; reopening");
+            *current = None;
         }
-        let connects = Arc::new(AtomicU64::new(0));
-        let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
-        let pool = open_pool(&self.path, 1, Arc::clone(&connects));
-        *current = Some(Current { file, generation, pool: pool.clone(), connects: Arc::clone(&connects) });
-        Ok((file, generation, pool, connects))
+        let c = current.get_or_insert_with(|| {
+            let connects = Arc::new(AtomicU64::new(0));
+            let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
+            let pool = open_pool(&self.path, 1, Arc::clone(&connects));
+            Current { file, generation, pool, connects, header: None }
+        });
+        // Before a new connection is made: would it create -wal/-shm files the writer cannot write?
+        if c.pool.state().connections == 0 {
+            walguard::check_before_open(&self.path, &mut c.header).map_err(|e| LoadError::Open(e.to_string()))?;
+        }
+        Ok((c.file, c.generation, c.pool.clone(), Arc::clone(&c.connects)))
     }
 
     /// Runs `f` on this section's connection to the file the path names now,
@@ -153,6 +161,7 @@ impl Database {
         f: impl FnOnce(&Connection, Fingerprint) -> Result<T, LoadError>,
     ) -> Result<T, LoadError> {
         let (file, generation, pool, connects) = self.pool()?;
+        let connects_before = connects.load(Ordering::SeqCst);
         with_conn(&pool, deadline, |conn| {
             // One read transaction per refresh: the section's queries see one
             // consistent snapshot, and it ends with the refresh (an open read
@@ -162,7 +171,18 @@ impl Database {
             let tx = conn.unchecked_transaction()?;
             tx.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
             let data_version: i64 = tx.pragma_query_value(None, "data_version", |r| r.get(0))?;
-            let fingerprint = Fingerprint { file, generation, connects: connects.load(Ordering::SeqCst), data_version };
+            let connects = connects.load(Ordering::SeqCst);
+            if connects != connects_before {
+                for side in walguard::foreign_side_files(&self.path) {
+                    tracing::error!(
+                        file = %side.display(),
+                        "this process owns a WAL file beside the database although it is not the database's \
+                         owner; the orchestrator cannot write it: remove it while no writer runs, or chown it \
+                         to the database's owner"
+                    );
+                }
+            }
+            let fingerprint = Fingerprint { file, generation, connects, data_version };
             f(&tx, fingerprint)
         })
     }

@@ -83,6 +83,7 @@ pub mod section;
 pub mod subscribe;
 pub mod time;
 pub mod tune;
+mod walguard;
 
 pub use config::{CliOverrides, ConfigError, RefreshPeriods, Settings};
 pub use envelope::{Envelope, Health, SectionState, Sections};
