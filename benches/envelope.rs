@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use actix::MailboxError;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use orchmirror::envelope::{Clock, Replies, assemble};
+use orchmirror::runtime::messages::Answer;
 use orchmirror::section::{Agents, Cost, Queue, Stages};
+use orchmirror::serve::envelope::{Clock, assemble};
 use orchmirror::{Section, SectionReply};
 use rusqlite::Connection;
 
@@ -54,7 +55,14 @@ fn envelope_assembly(c: &mut Criterion) {
         let queue = Arc::new(queue);
         let running = Arc::new(running);
         let cost = Arc::new(cost);
-        let replies = || Replies { stages: ok(&stages), queue: ok(&queue), agents: ok(&running), cost: ok(&cost) };
+        let replies = || {
+            vec![
+                Answer::of::<Stages>(ok(&stages)),
+                Answer::of::<Queue>(ok(&queue)),
+                Answer::of::<Agents>(ok(&running)),
+                Answer::of::<Cost>(ok(&cost)),
+            ]
+        };
         let bytes = serde_json::to_vec(&assemble(replies(), Clock::now(), Duration::from_millis(200)))
             .expect("serialise")
             .len();

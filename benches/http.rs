@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpResponse, HttpServer, web};
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use orchmirror::generate::{Spec, generate};
+use orchmirror::tools::generate::{Spec, generate};
 use orchmirror::{MirrorHandle, RefreshPeriods, Settings};
 
 fn database(running: u64) -> PathBuf {
@@ -51,7 +51,7 @@ fn end_to_end(c: &mut Criterion) {
             settings.bind = "127.0.0.1:0".into();
             settings.refresh = RefreshPeriods::uniform(Duration::from_millis(1000));
             let mirror = MirrorHandle::start(&settings).map_err(std::io::Error::other)?;
-            let (server, addrs) = orchmirror::http::server(&settings, mirror)?;
+            let (server, addrs) = orchmirror::serve::http::server(&settings, mirror)?;
             Ok((server, addrs[0]))
         });
         let url = format!("{base}/metrics");

@@ -12,10 +12,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use orchmirror::db::{Database, MAX_SAFE_INTEGER};
-use orchmirror::envelope::{Clock, Replies, assemble};
-use orchmirror::generate::{Spec, generate};
+use orchmirror::runtime::messages::Answer;
 use orchmirror::section::{Agents, Cost, Queue, Stages};
+use orchmirror::serve::envelope::{Clock, assemble};
+use orchmirror::source::db::{Database, MAX_SAFE_INTEGER};
+use orchmirror::tools::generate::{Spec, generate};
 use orchmirror::{Section, SectionReply};
 
 fn sizes() -> Vec<u64> {
@@ -91,12 +92,12 @@ fn refresh(c: &mut Criterion) {
             // The seed's design: every request runs every query, then renders.
             g.bench_function(BenchmarkId::new("seed_queries_every_request", &id), |b| {
                 b.iter(|| {
-                    let replies = Replies {
-                        stages: ok(load(&dbs[0], &Stages)),
-                        queue: ok(load(&dbs[1], &Queue::new())),
-                        agents: ok(load(&dbs[2], &agents)),
-                        cost: ok(load(&dbs[3], &Cost)),
-                    };
+                    let replies = vec![
+                        Answer::of::<Stages>(ok(load(&dbs[0], &Stages))),
+                        Answer::of::<Queue>(ok(load(&dbs[1], &Queue::new()))),
+                        Answer::of::<Agents>(ok(load(&dbs[2], &agents))),
+                        Answer::of::<Cost>(ok(load(&dbs[3], &Cost))),
+                    ];
                     black_box(serde_json::to_vec(&assemble(replies, Clock::now(), DEADLINE)).expect("json"))
                 })
             });
@@ -109,12 +110,12 @@ fn refresh(c: &mut Criterion) {
             );
             g.bench_function(BenchmarkId::new("mirror_cached_sections", &id), |b| {
                 b.iter(|| {
-                    let replies = Replies {
-                        stages: cached_reply(&cached.0),
-                        queue: cached_reply(&cached.1),
-                        agents: cached_reply(&cached.2),
-                        cost: cached_reply(&cached.3),
-                    };
+                    let replies = vec![
+                        Answer::of::<Stages>(cached_reply(&cached.0)),
+                        Answer::of::<Queue>(cached_reply(&cached.1)),
+                        Answer::of::<Agents>(cached_reply(&cached.2)),
+                        Answer::of::<Cost>(cached_reply(&cached.3)),
+                    ];
                     black_box(serde_json::to_vec(&assemble(replies, Clock::now(), DEADLINE)).expect("json"))
                 })
             });

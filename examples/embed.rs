@@ -12,9 +12,10 @@ use actix::prelude::*;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
-use orchmirror::demo::Demo;
-use orchmirror::probe::{ProbeResult, WorkerProbe};
-use orchmirror::subscribe::{SectionData, Update};
+use orchmirror::Update;
+use orchmirror::section::Queue;
+use orchmirror::source::probe::{ProbeResult, WorkerProbe};
+use orchmirror::tools::demo::Demo;
 use orchmirror::{CliOverrides, MirrorHandle, SectionName, Settings};
 
 /// The host's worker, as far as the mirror is concerned.
@@ -50,7 +51,7 @@ impl Actor for DepthLogger {
 impl Handler<Update> for DepthLogger {
     type Result = ();
     fn handle(&mut self, update: Update, _: &mut Self::Context) {
-        if let SectionData::Queue(q) = &update.data
+        if let Some(q) = update.data.get::<Queue>()
             && self.last != Some(q.depth)
         {
             println!(
@@ -81,14 +82,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mirror =
             MirrorHandle::builder(settings.clone()).worker_probe(HostWorker { ticks: Rc::default() }).start()?;
         let logger = DepthLogger { last: None }.start();
-        mirror.subscribe(SectionName::Queue, logger.recipient());
+        mirror.subscribe(SectionName::QUEUE, logger.recipient());
 
         let for_app = mirror.clone();
         println!("listening on http://{}  (routes: /hello, /metrics, /health)", settings.bind);
         HttpServer::new(move || {
             App::new()
                 .route("/hello", web::get().to(|| async { HttpResponse::Ok().body("the host's own route\n") }))
-                .configure(orchmirror::http::configure(for_app.clone()))
+                .configure(orchmirror::serve::http::configure(for_app.clone()))
         })
         .bind(&settings.bind)?
         .run()

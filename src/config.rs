@@ -54,6 +54,14 @@ pub enum ConfigError {
         /// What went wrong.
         reason: String,
     },
+    /// A refresh period for a section that does not exist.
+    #[error("{var} names no section (the sections are: {known})")]
+    UnknownSection {
+        /// The variable, for example `ORCH_STAGE_REFRESH_MS`.
+        var: String,
+        /// The sections there are.
+        known: String,
+    },
     /// A key in the configuration file that the mirror does not know.
     #[error("unknown key {key:?} in the configuration file {path} (known keys: {known})")]
     UnknownKey {
@@ -66,35 +74,75 @@ pub enum ConfigError {
     },
 }
 
-/// Per-section refresh periods.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
+/// Refresh periods: one for every section (`ORCH_REFRESH_MS`), and any
+/// section's own (`ORCH_<NAME>_REFRESH_MS`, host sections included).
+#[derive(Debug, Clone)]
 pub struct RefreshPeriods {
-    /// `ORCH_STAGES_REFRESH_MS`.
-    pub stages: Duration,
-    /// `ORCH_QUEUE_REFRESH_MS`.
-    pub queue: Duration,
-    /// `ORCH_AGENTS_REFRESH_MS`.
-    pub agents: Duration,
-    /// `ORCH_COST_REFRESH_MS`.
-    pub cost: Duration,
+    default: Duration,
+    sections: Vec<(String, Duration)>,
 }
 
 impl RefreshPeriods {
     /// The same period for every section.
     pub fn uniform(period: Duration) -> Self {
-        Self { stages: period, queue: period, agents: period, cost: period }
+        Self { default: period, sections: Vec::new() }
+    }
+
+    /// This with `section`'s own period set to `period`.
+    pub fn with(mut self, section: SectionName, period: Duration) -> Self {
+        self.set(section.as_str(), period);
+        self
+    }
+
+    fn set(&mut self, section: &str, period: Duration) {
+        self.sections.retain(|(n, _)| n != section);
+        self.sections.push((section.to_owned(), period));
     }
 
     /// The period of one section.
     pub fn get(&self, section: SectionName) -> Duration {
-        match section {
-            SectionName::Stages => self.stages,
-            SectionName::Queue => self.queue,
-            SectionName::Agents => self.agents,
-            SectionName::Cost => self.cost,
+        self.sections.iter().find(|(n, _)| n == section.as_str()).map_or(self.default, |(_, p)| *p)
+    }
+
+    /// The period of sections without one of their own.
+    pub fn default_period(&self) -> Duration {
+        self.default
+    }
+
+    /// Fails on the first section given a period of its own that is not in `known`.
+    pub fn check(&self, known: &[SectionName]) -> Result<(), ConfigError> {
+        match self.sections().find(|s| !known.iter().any(|k| k.as_str() == *s)) {
+            None => Ok(()),
+            Some(unknown) => Err(ConfigError::UnknownSection {
+                var: format!("ORCH_{}_REFRESH_MS", unknown.to_ascii_uppercase()),
+                known: known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
+            }),
         }
     }
+
+    /// The sections given a period of their own, by name.
+    pub fn sections(&self) -> impl Iterator<Item = &str> {
+        self.sections.iter().map(|(n, _)| n.as_str())
+    }
+}
+
+/// Equal when every section gets the same period from both.
+impl PartialEq for RefreshPeriods {
+    fn eq(&self, other: &Self) -> bool {
+        let period = |p: &Self, name: &str| p.sections.iter().find(|(n, _)| n == name).map_or(p.default, |(_, d)| *d);
+        self.default == other.default
+            && self.sections().chain(other.sections()).all(|n| period(self, n) == period(other, n))
+    }
+}
+
+impl Eq for RefreshPeriods {}
+
+/// Whether `key` (a configuration key: a variable without `ORCH_`, lower
+/// case) is a section's own refresh period; gives the section's name.
+fn section_period_key(key: &str) -> Option<&str> {
+    let name = key.strip_suffix("_refresh_ms")?;
+    let plain = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+    (plain && name.starts_with(|c: char| c.is_ascii_lowercase())).then_some(name)
 }
 
 /// The mirror's validated settings. Build one with [`Settings::default`] and
@@ -152,15 +200,13 @@ impl CliOverrides {
 }
 
 /// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
-pub const KEYS: [&str; 11] = [
+/// Besides these, `<section>_refresh_ms` for any section (checked against the
+/// registered sections when the mirror starts).
+pub const KEYS: [&str; 7] = [
     "db_path",
     "bind",
     "metrics_enabled",
     "refresh_ms",
-    "stages_refresh_ms",
-    "queue_refresh_ms",
-    "agents_refresh_ms",
-    "cost_refresh_ms",
     "snapshot_timeout_ms",
     "max_stale_ms",
     "pid_start_tolerance_s",
@@ -195,8 +241,9 @@ impl Settings {
                 .map_err(|e| file_err(e.to_string()))?;
             let table =
                 only_file.try_deserialize::<HashMap<String, config::Value>>().map_err(|e| file_err(e.to_string()))?;
-            if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str())) {
-                return Err(ConfigError::UnknownKey { key: key.clone(), path: path.clone(), known: KEYS.join(", ") });
+            if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str()) && section_period_key(k).is_none()) {
+                let known = format!("{}, <section>_refresh_ms", KEYS.join(", "));
+                return Err(ConfigError::UnknownKey { key: key.clone(), path: path.clone(), known });
             }
             file_keys = table.into_keys().collect();
             builder = builder.add_source(File::new(path, FileFormat::Toml).required(true));
@@ -262,19 +309,21 @@ struct Layers<'a> {
 impl Layers<'_> {
     fn settings(&self) -> Result<Settings, ConfigError> {
         let defaults = Settings::default();
-        let refresh = self.millis("refresh_ms", REFRESH_RANGE)?.unwrap_or(defaults.refresh.stages);
-        let section =
-            |key: &str| -> Result<Duration, ConfigError> { Ok(self.millis(key, REFRESH_RANGE)?.unwrap_or(refresh)) };
+        let default = self.millis("refresh_ms", REFRESH_RANGE)?.unwrap_or(defaults.refresh.default_period());
+        let mut refresh = RefreshPeriods::uniform(default);
+        let mut keys: Vec<&str> = self.env_keys.iter().chain(self.file_keys).map(String::as_str).collect();
+        keys.sort_unstable();
+        keys.dedup();
+        for (key, section) in keys.into_iter().filter_map(|k| Some((k, section_period_key(k)?))) {
+            if let Some(period) = self.millis(key, REFRESH_RANGE)? {
+                refresh.set(section, period);
+            }
+        }
         Ok(Settings {
             db_path: self.db_path()?,
             bind: self.bind()?.unwrap_or(defaults.bind),
             metrics_enabled: self.bool("metrics_enabled")?.unwrap_or(defaults.metrics_enabled),
-            refresh: RefreshPeriods {
-                stages: section("stages_refresh_ms")?,
-                queue: section("queue_refresh_ms")?,
-                agents: section("agents_refresh_ms")?,
-                cost: section("cost_refresh_ms")?,
-            },
+            refresh,
             snapshot_timeout: self
                 .millis("snapshot_timeout_ms", SNAPSHOT_TIMEOUT_RANGE)?
                 .unwrap_or(defaults.snapshot_timeout),

@@ -1,20 +1,45 @@
 //! orchmirror: a read-only mirror of an AI-agent orchestrator's SQLite state,
 //! served as a versioned JSON envelope at `GET /metrics`.
 //!
-//! Four actors own the `stages`, `queue`, `agents` and `cost` sections. Each
-//! refreshes from the database on its own timer, off its own thread, and
-//! answers `Snapshot` from memory; `/metrics` asks all four with a timeout, so a
-//! slow or dead actor costs only its own section.
+//! Four actors own the `stages`, `queue`, `agents` and `cost` sections (a
+//! host may register more). Each refreshes from the database on its own
+//! timer, off its own thread, and answers `Snapshot` from memory; `/metrics`
+//! asks every one with a timeout, so a slow or dead actor costs only its own
+//! section.
+//!
+//! # Layout
+//!
+//! Four layers, each using only the ones below it (`tests/layers.rs` checks
+//! that every `crate::` path points down and that the module graph has no
+//! cycle):
+//!
+//! ```text
+//! serve/    envelope.rs (assembly, JSON), http.rs (routes, server), prometheus.rs (exposition)
+//!   ↓
+//! runtime/  actor.rs (SectionActor<S>), mirror.rs (owners, watchdog, MirrorHandle),
+//!           hub.rs (subscribers), stats.rs (refresh counters), messages.rs
+//!   ↓       config.rs (Settings: defaults, file, environment, flags)
+//! section/  the Section trait and SectionName (section.rs); stages, queue, agents, cost
+//!   ↓
+//! source/   db.rs (read-only pool), walguard.rs, procstat.rs (/proc), probe.rs (host worker), time.rs
+//! ```
+//!
+//! `tools/` (demo mode, `generate`, `tune`) sits on top, behind the `tools`
+//! cargo feature the binary requires; the mirror never uses it. A new section
+//! is one file implementing [`Section`]: a built-in one is added to
+//! [`section::built_in`], a host's is passed to [`MirrorBuilder::section`]
+//! (see `examples/custom_section/`).
 //!
 //! # Embedding
 //!
 //! Inside a host's actix `System`: start the mirror, read a typed snapshot,
 //! subscribe an actor to a section, and mount the routes in the host's `App`
-//! (`App::new().configure(orchmirror::http::configure(handle.clone()))`).
+//! (`App::new().configure(orchmirror::serve::http::configure(handle.clone()))`).
 //!
 //! ```
 //! use actix::prelude::*;
-//! use orchmirror::subscribe::{SectionData, Update};
+//! use orchmirror::Update;
+//! use orchmirror::section::Queue;
 //! use orchmirror::{MirrorHandle, SectionName, Settings, Status};
 //!
 //! /// Forwards queue depths to a channel.
@@ -25,7 +50,7 @@
 //! impl Handler<Update> for Depths {
 //!     type Result = ();
 //!     fn handle(&mut self, u: Update, _: &mut Context<Self>) {
-//!         if let SectionData::Queue(q) = &u.data {
+//!         if let Some(q) = u.data.get::<Queue>() {
 //!             let _ = self.0.send((u.seq, q.depth));
 //!         }
 //!     }
@@ -47,15 +72,15 @@
 //!
 //!     // A subscriber gets the current value at once, then one update per change.
 //!     let (tx, rx) = std::sync::mpsc::channel();
-//!     handle.subscribe(SectionName::Queue, Depths(tx).start().recipient());
+//!     handle.subscribe(SectionName::QUEUE, Depths(tx).start().recipient());
 //!
 //!     // The same envelope /metrics serves, as a typed value.
 //!     let envelope = loop {
 //!         let e = handle.snapshot().await.expect("the mirror is enabled");
-//!         if e.sections.queue.status == Status::Ok { break e; }
+//!         if e.sections[SectionName::QUEUE].status == Status::Ok { break e; }
 //!         actix_web::rt::time::sleep(std::time::Duration::from_millis(20)).await;
 //!     };
-//!     assert_eq!(envelope.queue.map(|q| q.depth), Some(2));
+//!     assert_eq!(envelope.queue().map(|q| q.depth), Some(2));
 //!
 //!     actix_web::rt::time::sleep(std::time::Duration::from_millis(100)).await;
 //!     assert_eq!(rx.try_recv()?, (1, 2)); // sequence 1: the first data, depth 2
@@ -67,31 +92,22 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
-pub mod actor;
 pub mod config;
-pub mod db;
-pub mod demo;
-pub mod envelope;
-pub mod generate;
-pub mod http;
-pub mod messages;
-pub mod mirror;
-pub mod probe;
-pub mod procstat;
-pub mod prometheus;
+pub mod runtime;
 pub mod section;
-pub mod subscribe;
-pub mod time;
-pub mod tune;
-mod walguard;
+pub mod serve;
+pub mod source;
+#[cfg(feature = "tools")]
+pub mod tools;
 
 pub use config::{CliOverrides, ConfigError, RefreshPeriods, Settings};
-pub use envelope::{Envelope, Health, SectionState, Sections};
-pub use messages::{SectionReply, Snapshot, Status};
-pub use mirror::{MirrorBuilder, MirrorHandle, PerSection, Restarts, StartError};
-pub use probe::WorkerProbe;
-pub use section::{Section, SectionName};
-pub use subscribe::{SectionData, SubscriptionId, SubscriptionStats, Update};
+pub use runtime::hub::{SubscriptionId, SubscriptionStats, Update};
+pub use runtime::messages::{SectionReply, Snapshot};
+pub use runtime::mirror::{MirrorBuilder, MirrorHandle, StartError};
+pub use runtime::stats::{PerSection, RefreshCounters, Restarts};
+pub use section::{Section, SectionData, SectionName, Status};
+pub use serve::envelope::{Envelope, Health, SectionState, Sections};
+pub use source::probe::WorkerProbe;
 
 /// The schema of the orchestrator's database (for fixtures and demo mode; the mirror never runs it on a real database).
 pub const SCHEMA_SQL: &str = include_str!("schema.sql");

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use orchmirror::demo::Demo;
+use orchmirror::tools::demo::Demo;
 use orchmirror::{CliOverrides, MirrorHandle, Settings};
 
 /// Serves an AI-agent orchestrator's SQLite state as a JSON envelope at GET /metrics.
@@ -81,7 +81,10 @@ fn main() -> ExitCode {
         return generate(path, *jobs, *running, !*no_indexes);
     }
     let overrides = CliOverrides::new(cli.db, cli.bind, cli.config);
-    let mut settings = match Settings::load(std::env::vars(), &overrides) {
+    // The binary runs the built-in sections only: a period for any other is a typo.
+    let loaded = Settings::load(std::env::vars(), &overrides)
+        .and_then(|s| s.refresh.check(&orchmirror::SectionName::BUILT_IN).map(|()| s));
+    let mut settings = match loaded {
         Ok(s) => s,
         Err(e) => {
             eprintln!("orchmirror: configuration error: {e}");
@@ -125,7 +128,7 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let server = match orchmirror::http::server(&settings, handle.clone()) {
+        let server = match orchmirror::serve::http::server(&settings, handle.clone()) {
             Ok((s, _)) => s,
             Err(e) => {
                 eprintln!("orchmirror: cannot listen on {}: {e}", settings.bind);
@@ -157,8 +160,8 @@ fn generate(path: &std::path::Path, jobs: u64, running: u64, indexes: bool) -> E
         return ExitCode::from(2);
     }
     let started = std::time::Instant::now();
-    let spec = orchmirror::generate::Spec::jobs(jobs).running(running.min(jobs)).indexes(indexes);
-    match orchmirror::generate::generate(path, &spec) {
+    let spec = orchmirror::tools::generate::Spec::jobs(jobs).running(running.min(jobs)).indexes(indexes);
+    match orchmirror::tools::generate::generate(path, &spec) {
         Ok(()) => {
             eprintln!(
                 "wrote {} ({jobs} jobs, indexes: {indexes}) in {:.1} s",
@@ -179,10 +182,10 @@ fn tune(settings: &Settings, budget: f64, samples: u16, json: bool) -> ExitCode 
         eprintln!("orchmirror: tune needs a database: --db PATH or ORCH_DB_PATH");
         return ExitCode::from(2);
     };
-    let mut opts = orchmirror::tune::Options::default();
+    let mut opts = orchmirror::tools::tune::Options::default();
     opts.budget_percent = budget;
     opts.samples = usize::from(samples);
-    match orchmirror::tune::run(settings, path, &opts) {
+    match orchmirror::tools::tune::run(settings, path, &opts) {
         Ok(report) if json => match serde_json::to_string_pretty(&report) {
             Ok(s) => {
                 println!("{s}");

@@ -1,84 +1,170 @@
-//! What a section is: a name, how to load it from the database (off the actor's
-//! thread), and how to render it against a response's `generated_at`.
+//! What a section is: a name, how to load it from the database (off the
+//! actor's thread), how to render it against a response's `generated_at`, and
+//! how it appears in the Prometheus exposition.
 //!
-//! Adding a section means writing one file in `section/` that implements
-//! [`Section`], then giving it a field in the envelope.
+//! The four built-in sections live in `section/`, one file each. A host adds
+//! its own the same way: one type implementing [`Section`], registered with
+//! [`crate::MirrorBuilder::section`]. Everything that lists sections (the
+//! envelope, `sections`, `/health`, refresh periods, subscriptions, the
+//! exposition, `tune`) iterates the registered set.
 
+use std::any::Any;
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use prometheus_client::registry::Registry;
 use rusqlite::Connection;
-use serde::Serialize;
+use serde::{Serialize, Serializer};
 
 mod agents;
 mod cost;
+pub(crate) mod metric;
 mod queue;
 mod stages;
 
+pub use crate::source::db::LoadError;
 pub use agents::{AgentEntry, Agents};
 pub use cost::{Cost, CostAggregate, CostRunning, CostView};
 pub use queue::{Queue, QueueCounts, QueueView, Retries};
 pub use stages::{StageEntry, Stages};
 
-/// One of the envelope's sections.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum SectionName {
-    /// Active task stages.
-    Stages,
-    /// The job queue.
-    Queue,
-    /// Running agent processes.
-    Agents,
-    /// Cost and tokens.
-    Cost,
-}
+/// A section's name: its envelope key, its `sections` key, its `section`
+/// label and, upper-cased, the middle of its `ORCH_<NAME>_REFRESH_MS`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SectionName(&'static str);
+
+/// Envelope keys a section may not take.
+const RESERVED: [&str; 5] = ["schema_version", "generated_at", "clk_tck", "sections", "enabled"];
 
 impl SectionName {
-    /// Every section, in envelope order.
-    pub const ALL: [SectionName; 4] = [Self::Stages, Self::Queue, Self::Agents, Self::Cost];
+    /// Active task stages.
+    pub const STAGES: SectionName = SectionName("stages");
+    /// The job queue.
+    pub const QUEUE: SectionName = SectionName("queue");
+    /// Running agent processes.
+    pub const AGENTS: SectionName = SectionName("agents");
+    /// Cost and tokens.
+    pub const COST: SectionName = SectionName("cost");
+    /// The four built-in sections, in envelope order.
+    pub const BUILT_IN: [SectionName; 4] = [Self::STAGES, Self::QUEUE, Self::AGENTS, Self::COST];
+
+    /// A section name: lower-case ASCII letters, digits and `_`, starting with
+    /// a letter, at most 32 bytes, and not one of the envelope's own keys.
+    /// Used in a `const`, a bad name is a compile-time error.
+    pub const fn new(name: &'static str) -> SectionName {
+        let b = name.as_bytes();
+        assert!(!b.is_empty() && b.len() <= 32, "a section name has 1 to 32 bytes");
+        assert!(b[0].is_ascii_lowercase(), "a section name starts with a lower-case letter");
+        let mut i = 0;
+        while i < b.len() {
+            assert!(
+                b[i].is_ascii_lowercase() || b[i].is_ascii_digit() || b[i] == b'_',
+                "a section name has only a-z, 0-9 and _"
+            );
+            i += 1;
+        }
+        let mut r = 0;
+        while r < RESERVED.len() {
+            assert!(!const_eq(name, RESERVED[r]), "a section name may not be an envelope key of its own");
+            r += 1;
+        }
+        SectionName(name)
+    }
 
     /// The section's key in the envelope.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Stages => "stages",
-            Self::Queue => "queue",
-            Self::Agents => "agents",
-            Self::Cost => "cost",
-        }
+    pub const fn as_str(self) -> &'static str {
+        self.0
     }
+
+    /// Whether this is one of the four built-in sections.
+    pub fn is_built_in(self) -> bool {
+        Self::BUILT_IN.contains(&self)
+    }
+
+    /// The environment variable of this section's refresh period.
+    pub fn refresh_var(self) -> String {
+        format!("ORCH_{}_REFRESH_MS", self.0.to_ascii_uppercase())
+    }
+}
+
+const fn const_eq(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
 }
 
 impl fmt::Display for SectionName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
+        f.write_str(self.0)
     }
 }
 
-/// Why a refresh produced no data.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    /// No connection could be had (file missing, unreadable, not a database, …).
-    #[error("cannot open the database: {0}")]
-    Open(String),
-    /// A query failed (locked database, missing table or column, interrupted, …).
-    #[error("{0}")]
-    Query(#[from] rusqlite::Error),
-    /// Reading `/proc` failed in a way that affects the whole section.
-    #[error("{0}")]
-    Other(String),
+impl Serialize for SectionName {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.0)
+    }
 }
 
-/// A section of the envelope, owned by one [`crate::actor::SectionActor`].
+/// A section's state as the envelope reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// The latest refresh succeeded and the next one is not overdue.
+    Ok,
+    /// The latest refresh failed or is overdue; last good data (younger than `ORCH_MAX_STALE_MS`) is served.
+    Stale,
+    /// No refresh has finished yet.
+    Pending,
+    /// No usable data.
+    Error,
+    /// The section's actor did not answer within `ORCH_SNAPSHOT_TIMEOUT_MS`.
+    Timeout,
+    /// The section's actor is stopped or dead.
+    Unavailable,
+}
+
+impl Status {
+    /// Whether the section carries data in this state (`ok` and `stale`).
+    pub fn has_data(self) -> bool {
+        matches!(self, Status::Ok | Status::Stale)
+    }
+
+    /// The state's name as it appears in JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ok => "ok",
+            Status::Stale => "stale",
+            Status::Pending => "pending",
+            Status::Error => "error",
+            Status::Timeout => "timeout",
+            Status::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// A section of the envelope, owned by one [`crate::runtime::actor::SectionActor`].
 pub trait Section: Send + Sync + 'static {
     /// The section's name and envelope key.
     const NAME: SectionName;
     /// What a refresh reads: raw values and parsed timestamps, no ages.
     type Data: Send + Sync + PartialEq + fmt::Debug + 'static;
     /// The section's JSON form for one response.
-    type View: Serialize + Clone + Send + fmt::Debug + 'static;
-    /// The SQL a refresh runs, for benchmarks and `orchmirror tune`.
-    const STATEMENTS: &'static [&'static str];
+    type View: Serialize + Send + Sync + fmt::Debug + 'static;
+    /// The SQL a refresh runs, for benchmarks (none by default).
+    const STATEMENTS: &'static [&'static str] = &[];
+    /// A query counting the rows a refresh reads, for `orchmirror tune`'s
+    /// report (none by default).
+    const ROWS_SQL: Option<&'static str> = None;
 
     /// Reads the section from the database. Runs on a blocking thread.
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError>;
@@ -93,6 +179,128 @@ pub trait Section: Send + Sync + 'static {
         None
     }
 
-    /// Wraps a rendered value for subscribers.
-    fn wrap(view: Self::View) -> crate::subscribe::SectionData;
+    /// Adds the section's raw-signal metric families to a scrape's registry
+    /// (none by default). `clk_tck` is the envelope's.
+    fn expose(view: &Self::View, clk_tck: Option<u64>, registry: &mut Registry) {
+        let _ = (view, clk_tck, registry);
+    }
+}
+
+/// Something done to each of several sections, whatever their types (see [`built_in`]).
+pub trait SectionVisitor {
+    /// Called once per section, in envelope order.
+    fn visit<S: Section>(&mut self, section: S);
+}
+
+/// The four built-in sections, in envelope order: the one place they are
+/// listed. `pid_start_tolerance` is the agents section's pid-reuse guard;
+/// `worker` feeds the queue section's worker fields when embedded with a probe.
+pub fn built_in(
+    pid_start_tolerance: std::time::Duration,
+    worker: Option<Arc<std::sync::Mutex<crate::source::probe::WorkerLive>>>,
+    visitor: &mut impl SectionVisitor,
+) {
+    visitor.visit(Stages);
+    visitor.visit(worker.map_or_else(Queue::new, Queue::with_worker));
+    visitor.visit(Agents::new(pid_start_tolerance));
+    visitor.visit(Cost);
+}
+
+/// A rendered section value whose type is known only to its section.
+trait Rendered: erased_serde::Serialize + Send + Sync + fmt::Debug {
+    fn as_any(&self) -> &dyn Any;
+    fn expose(&self, clk_tck: Option<u64>, registry: &mut Registry);
+}
+
+erased_serde::serialize_trait_object!(Rendered);
+
+/// `S::View`, remembering `S`.
+struct View<S: Section>(S::View);
+
+impl<S: Section> fmt::Debug for View<S> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<S: Section> Serialize for View<S> {
+    fn serialize<Ser: Serializer>(&self, s: Ser) -> Result<Ser::Ok, Ser::Error> {
+        self.0.serialize(s)
+    }
+}
+
+impl<S: Section> Rendered for View<S> {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn expose(&self, clk_tck: Option<u64>, registry: &mut Registry) {
+        S::expose(&self.0, clk_tck, registry);
+    }
+}
+
+/// One section's rendered value, whatever the section: what subscribers
+/// receive and what the envelope holds. Serialises as the section's JSON;
+/// [`SectionData::get`] gives the typed value back.
+#[derive(Debug, Clone)]
+pub struct SectionData {
+    name: SectionName,
+    view: Arc<dyn Rendered>,
+}
+
+impl SectionData {
+    /// `S`'s view of `data` for a response generated at `generated_at`.
+    pub fn render<S: Section>(data: &S::Data, generated_at: DateTime<Utc>) -> Self {
+        Self::of::<S>(S::view(data, generated_at))
+    }
+
+    /// Wraps a rendered view of `S`.
+    pub fn of<S: Section>(view: S::View) -> Self {
+        Self { name: S::NAME, view: Arc::new(View::<S>(view)) }
+    }
+
+    /// Which section this is.
+    pub fn name(&self) -> SectionName {
+        self.name
+    }
+
+    /// The typed value, when this is `S`'s.
+    pub fn get<S: Section>(&self) -> Option<&S::View> {
+        self.view.as_any().downcast_ref::<View<S>>().map(|v| &v.0)
+    }
+
+    /// Adds the section's metric families to `registry` (see [`Section::expose`]).
+    pub fn expose(&self, clk_tck: Option<u64>, registry: &mut Registry) {
+        self.view.expose(clk_tck, registry);
+    }
+}
+
+impl Serialize for SectionData {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.view.serialize(s)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_and_their_variables() {
+        assert_eq!(SectionName::new("workers").refresh_var(), "ORCH_WORKERS_REFRESH_MS");
+        assert_eq!(SectionName::QUEUE.to_string(), "queue");
+        assert!(SectionName::COST.is_built_in() && !SectionName::new("workers").is_built_in());
+    }
+
+    #[test]
+    #[should_panic(expected = "envelope key")]
+    fn a_section_cannot_take_an_envelope_key() {
+        let _ = SectionName::new(std::hint::black_box("sections"));
+    }
+
+    #[test]
+    #[should_panic(expected = "only a-z")]
+    fn a_section_name_is_plain() {
+        let _ = SectionName::new(std::hint::black_box("work-ers"));
+    }
 }

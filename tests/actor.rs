@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use actix::Actor;
 use chrono::{DateTime, Utc};
-use orchmirror::actor::{ActorSettings, SectionActor};
-use orchmirror::db::Database;
+use orchmirror::runtime::actor::{ActorSettings, SectionActor};
 use orchmirror::section::LoadError;
+use orchmirror::source::db::Database;
 use orchmirror::{Section, SectionName, Snapshot, Status};
 use rusqlite::Connection;
 
@@ -20,7 +20,7 @@ struct Flaky {
 }
 
 impl Section for Flaky {
-    const NAME: SectionName = SectionName::Stages;
+    const NAME: SectionName = SectionName::new("flaky");
     type Data = i64;
     type View = i64;
     const STATEMENTS: &'static [&'static str] = &["SELECT COUNT(*) FROM tasks"];
@@ -32,10 +32,6 @@ impl Section for Flaky {
 
     fn view(data: &i64, _: DateTime<Utc>) -> i64 {
         *data
-    }
-
-    fn wrap(_: i64) -> orchmirror::subscribe::SectionData {
-        orchmirror::subscribe::SectionData::Stages(Arc::new(Vec::new()))
     }
 }
 

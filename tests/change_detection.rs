@@ -6,7 +6,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use actix::System;
-use orchmirror::MirrorHandle;
+use orchmirror::{MirrorHandle, SectionName};
 use support::{Fixture, fast_settings};
 
 async fn sleep(ms: u64) {
@@ -27,19 +27,19 @@ fn unchanged_refreshes_skip_the_queries_and_commits_are_noticed() {
     System::new().block_on(async move {
         let handle = MirrorHandle::start(&settings).expect("start");
         let start = Instant::now();
-        while handle.snapshot().await.and_then(|e| e.agents).is_none() {
+        while handle.snapshot().await.map(|e| e.agents().is_none()).unwrap_or(true) {
             assert!(start.elapsed() < Duration::from_secs(10));
             sleep(20).await;
         }
         sleep(1000).await;
         let quiet = handle.refresh_counters();
         // Ten periods without a commit: the queries ran once (maybe twice), the rest were skipped.
-        assert!(quiet.queue.skipped >= 5, "{quiet:?}");
-        assert!(quiet.queue.loaded <= 3, "{quiet:?}");
-        assert_eq!(quiet.queue.failed, 0);
+        assert!(quiet[SectionName::QUEUE].skipped >= 5, "{quiet:?}");
+        assert!(quiet[SectionName::QUEUE].loaded <= 3, "{quiet:?}");
+        assert_eq!(quiet[SectionName::QUEUE].failed, 0);
 
         // The agents section re-samples /proc even when nothing was committed.
-        let ticks = |e: &orchmirror::Envelope| e.agents.as_ref().and_then(|a| a.first()).and_then(|a| a.cpu_ticks);
+        let ticks = |e: &orchmirror::Envelope| e.agents().and_then(|a| a.first()).and_then(|a| a.cpu_ticks);
         let first = ticks(&handle.snapshot().await.expect("on")).expect("ticks");
         let start = Instant::now();
         loop {
@@ -50,13 +50,13 @@ fn unchanged_refreshes_skip_the_queries_and_commits_are_noticed() {
             assert!(start.elapsed() < Duration::from_secs(20), "ticks never moved");
         }
         let before = handle.refresh_counters();
-        assert!(before.agents.skipped > 0, "{before:?}");
+        assert!(before[SectionName::AGENTS].skipped > 0, "{before:?}");
 
         // A commit from another connection is noticed at the next refresh.
         fx.exec("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');");
         let start = Instant::now();
         loop {
-            let depth = handle.snapshot().await.and_then(|e| e.queue).map(|q| q.depth);
+            let depth = handle.snapshot().await.and_then(|e| e.queue().map(|q| q.depth));
             if depth == Some(1) {
                 break;
             }
@@ -64,7 +64,7 @@ fn unchanged_refreshes_skip_the_queries_and_commits_are_noticed() {
             sleep(20).await;
         }
         let after = handle.refresh_counters();
-        assert!(after.queue.loaded > before.queue.loaded, "{before:?} -> {after:?}");
+        assert!(after[SectionName::QUEUE].loaded > before[SectionName::QUEUE].loaded, "{before:?} -> {after:?}");
         handle.stop();
     });
     let _ = child.kill();

@@ -6,7 +6,7 @@ mod support;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use orchmirror::{CliOverrides, Settings};
+use orchmirror::{CliOverrides, SectionName, Settings};
 use support::{Binary, Fixture, Serves};
 
 fn load(env: &[(&str, &str)]) -> Result<Settings, orchmirror::ConfigError> {
@@ -55,11 +55,20 @@ fn every_variable_changes_its_setting() {
     ])
     .expect("per section");
     assert_eq!(
-        (each.refresh.stages, each.refresh.queue, each.refresh.agents, each.refresh.cost),
+        (
+            each.refresh.get(SectionName::STAGES),
+            each.refresh.get(SectionName::QUEUE),
+            each.refresh.get(SectionName::AGENTS),
+            each.refresh.get(SectionName::COST)
+        ),
         (ms(11), ms(22), ms(33), ms(44))
     );
     let one = load(&[("ORCH_REFRESH_MS", "500"), ("ORCH_AGENTS_REFRESH_MS", "50")]).expect("one");
-    assert_eq!((one.refresh.agents, one.refresh.queue), (ms(50), ms(500)), "the others keep ORCH_REFRESH_MS");
+    assert_eq!(
+        (one.refresh.get(SectionName::AGENTS), one.refresh.get(SectionName::QUEUE)),
+        (ms(50), ms(500)),
+        "the others keep ORCH_REFRESH_MS"
+    );
 
     for (v, want) in [
         ("true", true),
@@ -133,6 +142,26 @@ fn the_binary_exits_non_zero_on_each_bad_value() {
 }
 
 #[test]
+fn a_period_for_a_section_that_does_not_exist_is_a_start_up_error() {
+    let bind = format!("127.0.0.1:{}", support::free_port());
+    let out =
+        Binary::command(&[("ORCH_BIND", &bind), ("ORCH_STAGE_REFRESH_MS", "100")]).output().expect("run orchmirror");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ORCH_STAGE_REFRESH_MS") && stderr.contains("stages, queue, agents, cost"), "{stderr}");
+    assert!(std::net::TcpStream::connect(&bind).is_err(), "something listened");
+    // In a file too: `stage_refresh_ms` is read as a section's period, then found to name none.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("orchmirror.toml");
+    std::fs::write(&file, "stage_refresh_ms = 100\n").expect("write");
+    let out = Binary::command(&[("ORCH_BIND", &bind), ("ORCH_CONFIG_FILE", &file.display().to_string())])
+        .output()
+        .expect("run orchmirror");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ORCH_STAGE_REFRESH_MS"));
+}
+
+#[test]
 fn file_then_environment_then_flags() {
     let fx = Fixture::new();
     let dir = tempfile::tempdir().expect("tempdir");
@@ -149,7 +178,10 @@ fn file_then_environment_then_flags() {
     let f = file.display().to_string();
     let from_file = load(&[("ORCH_CONFIG_FILE", &f)]).expect("file");
     assert_eq!(from_file.bind, "127.0.0.1:7001");
-    assert_eq!((from_file.refresh.stages, from_file.refresh.queue), (ms(250), ms(300)));
+    assert_eq!(
+        (from_file.refresh.get(SectionName::STAGES), from_file.refresh.get(SectionName::QUEUE)),
+        (ms(250), ms(300))
+    );
     assert_eq!(from_file.max_stale, ms(5000));
     assert_eq!(from_file.pid_start_tolerance, Duration::from_secs(3));
     assert_eq!(from_file.db_path.as_deref(), Some(fx.path.as_path()));
@@ -157,7 +189,10 @@ fn file_then_environment_then_flags() {
     let env_wins =
         load(&[("ORCH_CONFIG_FILE", &f), ("ORCH_BIND", "127.0.0.1:7002"), ("ORCH_REFRESH_MS", "400")]).expect("env");
     assert_eq!(env_wins.bind, "127.0.0.1:7002");
-    assert_eq!((env_wins.refresh.stages, env_wins.refresh.queue), (ms(400), ms(300)));
+    assert_eq!(
+        (env_wins.refresh.get(SectionName::STAGES), env_wins.refresh.get(SectionName::QUEUE)),
+        (ms(400), ms(300))
+    );
 
     let other = Fixture::new();
     let cli = CliOverrides::new(Some(other.path.clone()), Some("127.0.0.1:7003".into()), Some(file.clone()));
@@ -165,7 +200,7 @@ fn file_then_environment_then_flags() {
     let flags_win = Settings::load(env, &cli).expect("flags");
     assert_eq!(flags_win.bind, "127.0.0.1:7003");
     assert_eq!(flags_win.db_path, Some(other.path.clone()));
-    assert_eq!(flags_win.refresh.queue, ms(300), "--config read the file");
+    assert_eq!(flags_win.refresh.get(SectionName::QUEUE), ms(300), "--config read the file");
 }
 
 #[test]

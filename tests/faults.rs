@@ -27,7 +27,7 @@ fn a_stalled_actor_costs_only_its_section_and_one_timeout() {
     mirror.wait_all_ok();
 
     // Block the agents actor's thread for far longer than the snapshot timeout.
-    mirror.handle.stall_section(SectionName::Agents, Duration::from_secs(6));
+    mirror.handle.stall_section(SectionName::AGENTS, Duration::from_secs(6));
     std::thread::sleep(Duration::from_millis(100));
     let started = Instant::now();
     let m = mirror.metrics();
@@ -57,7 +57,7 @@ fn a_dead_actor_is_unavailable_then_respawned() {
     settings.refresh = orchmirror::RefreshPeriods::uniform(Duration::from_millis(1000));
     let mirror = InProcess::start(settings);
     mirror.wait_all_ok();
-    mirror.handle.kill_section(SectionName::Cost);
+    mirror.handle.kill_section(SectionName::COST);
     let m = wait_for(Duration::from_secs(5), "cost unavailable", || {
         let m = mirror.metrics();
         (m["sections"]["cost"]["status"] == "unavailable").then_some(m)

@@ -151,7 +151,7 @@ fn null_sections_have_no_series_and_counters_count_what_happened() {
     let prom = || parse(&scrape_raw(&mirror.url("/metrics/prometheus"), None).1);
 
     // A snapshot timeout is counted for the section that timed out.
-    mirror.handle.stall_section(SectionName::Agents, Duration::from_secs(2));
+    mirror.handle.stall_section(SectionName::AGENTS, Duration::from_secs(2));
     std::thread::sleep(Duration::from_millis(50));
     let s = prom();
     assert_eq!(value(&s, "orch_agents_running", &[]), None, "a null section has no series");
@@ -160,7 +160,7 @@ fn null_sections_have_no_series_and_counters_count_what_happened() {
     assert_eq!(value(&s, "orchmirror_snapshot_timeouts_total", &[("section", "queue")]), Some(0.0));
 
     // A dead actor: no cost series while it is down; a restart is counted.
-    mirror.handle.kill_section(SectionName::Cost);
+    mirror.handle.kill_section(SectionName::COST);
     wait_for(Duration::from_secs(5), "no cost series", || {
         let s = prom();
         (value(&s, "orch_cost_usd_total", &[]).is_none()

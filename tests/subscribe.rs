@@ -9,8 +9,9 @@ use actix::prelude::*;
 use chrono::Utc;
 use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
-use orchmirror::probe::{ProbeResult, WorkerProbe};
-use orchmirror::subscribe::{SectionData, Update};
+use orchmirror::Update;
+use orchmirror::section::Queue;
+use orchmirror::source::probe::{ProbeResult, WorkerProbe};
 use orchmirror::{MirrorHandle, SectionName};
 use serde_json::json;
 use support::{Fixture, fast_settings};
@@ -50,9 +51,9 @@ fn collector(sleep: Duration, capacity: usize) -> (Addr<Collector>, Log) {
 }
 
 fn depth(u: &Update) -> u64 {
-    match &u.data {
-        SectionData::Queue(q) => q.depth,
-        other => panic!("not a queue update: {other:?}"),
+    match u.data.get::<Queue>() {
+        Some(q) => q.depth,
+        None => panic!("not a queue update: {:?}", u.data),
     }
 }
 
@@ -68,7 +69,7 @@ async fn ready(handle: &MirrorHandle) {
     let start = Instant::now();
     loop {
         let e = handle.snapshot().await.expect("enabled");
-        if e.sections.iter().all(|s| s.status == orchmirror::Status::Ok) {
+        if e.sections.iter().all(|(_, s)| s.status == orchmirror::Status::Ok) {
             return;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "sections never became ok");
@@ -88,11 +89,11 @@ fn initial_value_then_one_update_per_change_and_none_without_change() {
         let handle = MirrorHandle::start(&settings).expect("start");
         ready(&handle).await;
         let (sub, log) = collector(Duration::ZERO, 16);
-        let id = handle.subscribe(SectionName::Queue, sub.recipient()).expect("subscribed");
+        let id = handle.subscribe(SectionName::QUEUE, sub.recipient()).expect("subscribed");
         wait_until("initial value", Duration::from_secs(5), || log.lock().expect("log").len() == 1).await;
         let first_seq = {
             let l = log.lock().expect("log");
-            assert_eq!(l[0].2.section, SectionName::Queue);
+            assert_eq!(l[0].2.section, SectionName::QUEUE);
             assert_eq!(depth(&l[0].2), 0);
             l[0].2.seq
         };
@@ -130,8 +131,8 @@ fn a_slow_subscriber_delays_neither_metrics_nor_another_subscriber() {
         // Sleeps 1 s per update with a one-message mailbox: it falls behind.
         let (slow, slow_log) = collector(Duration::from_secs(1), 1);
         let (fast, fast_log) = collector(Duration::ZERO, 16);
-        handle.subscribe(SectionName::Queue, slow.recipient()).expect("slow");
-        handle.subscribe(SectionName::Queue, fast.recipient()).expect("fast");
+        handle.subscribe(SectionName::QUEUE, slow.recipient()).expect("slow");
+        handle.subscribe(SectionName::QUEUE, fast.recipient()).expect("fast");
         let mut worst_snapshot = Duration::ZERO;
         for _ in 0..10 {
             queue_job(&fx);
@@ -139,7 +140,7 @@ fn a_slow_subscriber_delays_neither_metrics_nor_another_subscriber() {
             let t = Instant::now();
             let e = handle.snapshot().await.expect("enabled");
             worst_snapshot = worst_snapshot.max(t.elapsed());
-            assert_eq!(e.sections.queue.status, orchmirror::Status::Ok);
+            assert_eq!(e.sections[SectionName::QUEUE].status, orchmirror::Status::Ok);
         }
         wait_until("fast subscriber saw depth 10", Duration::from_secs(5), || {
             fast_log.lock().expect("log").last().is_some_and(|e| depth(&e.2) == 10)
@@ -162,7 +163,7 @@ fn a_slow_subscriber_delays_neither_metrics_nor_another_subscriber() {
         let slow_seqs: Vec<u64> = slow_log.lock().expect("log").iter().map(|e| e.2.seq).collect();
         assert!(slow_seqs.windows(2).any(|w| w[1] > w[0] + 1), "gaps show in the slow subscriber's seq: {slow_seqs:?}");
         let totals = handle.subscriber_totals();
-        assert!(totals.queue.dropped > 0 && totals.queue.subscribers == 2, "{totals:?}");
+        assert!(totals[SectionName::QUEUE].dropped > 0 && totals[SectionName::QUEUE].subscribers == 2, "{totals:?}");
     });
 }
 
@@ -177,7 +178,7 @@ fn stopped_subscribers_are_removed_and_unsubscribe_ends_delivery() {
         let (leaving, leaving_log) = collector(Duration::ZERO, 16);
         let ids = handle.subscribe_all(gone.clone().recipient());
         assert_eq!(ids.len(), 4);
-        let leave_id = handle.subscribe(SectionName::Queue, leaving.recipient()).expect("sub");
+        let leave_id = handle.subscribe(SectionName::QUEUE, leaving.recipient()).expect("sub");
         wait_until("5 subscriptions", Duration::from_secs(5), || handle.subscriptions().len() == 5).await;
 
         // Stop the first subscriber's actor: it disappears from every section.
@@ -243,13 +244,13 @@ fn probe_run(delay: Duration) -> serde_json::Value {
         let start = Instant::now();
         loop {
             let e = handle.snapshot().await.expect("enabled");
-            if let Some(q) = &e.queue
+            if let Some(q) = e.queue()
                 && q.breaker.is_some()
             {
                 // One more period so every field has been read at least once.
                 actix_web::rt::time::sleep(Duration::from_millis(300)).await;
                 let e = handle.snapshot().await.expect("enabled");
-                return serde_json::to_value(&e.queue).expect("json");
+                return serde_json::to_value(e.queue()).expect("json");
             }
             assert!(start.elapsed() < Duration::from_secs(10), "probe values never arrived");
             actix_web::rt::time::sleep(Duration::from_millis(20)).await;

@@ -63,13 +63,19 @@ fn wal_without_shm_in_a_read_only_directory_errors_clearly_then_recovers() {
         "clear error: {err}"
     );
 
-    // A writer opens the database (creating -wal and -shm): the mirror reads again.
+    // A writer opens the database (creating -wal and -shm): the mirror reads
+    // again, and sees the writer's later commits (it may first read the
+    // database as it was when the writer opened it).
     let writer = rusqlite::Connection::open(&path).expect("writer");
-    writer.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');").expect("commit");
-    let m = wait_for(Duration::from_secs(15), "recovery", || {
-        let m = mirror.metrics();
-        (m["sections"]["queue"]["status"] == "ok").then_some(m)
+    writer.query_row("SELECT count(*) FROM jobs", [], |_| Ok(())).expect("the writer's first read");
+    wait_for(Duration::from_secs(15), "recovery", || {
+        (mirror.metrics()["sections"]["queue"]["status"] == "ok").then_some(())
     });
-    assert_eq!(m["queue"]["depth"], 2);
+    writer.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');").expect("commit");
+    let m = wait_for(Duration::from_secs(15), "the writer's commit", || {
+        let m = mirror.metrics();
+        (m["queue"]["depth"] == 2).then_some(m)
+    });
+    assert_eq!(m["sections"]["queue"]["status"], "ok");
     drop(writer);
 }

@@ -6,10 +6,11 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::db::{RunningJob, running_jobs};
-use crate::procstat::{self, CpuSample};
+use crate::section::metric::{CounterF, Family, GaugeF, Labels, Registry, gauge, labels};
 use crate::section::{LoadError, Section, SectionName};
-use crate::time::{format_millis, seconds_between};
+use crate::source::db::{RunningJob, running_jobs};
+use crate::source::procstat::{self, CpuSample};
+use crate::source::time::{format_millis, seconds_between};
 
 /// The agents section; samples `/proc` for every running agent on each refresh.
 #[derive(Debug)]
@@ -63,10 +64,11 @@ pub struct AgentEntry {
 }
 
 impl Section for Agents {
-    const NAME: SectionName = SectionName::Agents;
+    const NAME: SectionName = SectionName::AGENTS;
     type Data = Vec<AgentRow>;
     type View = Vec<AgentEntry>;
-    const STATEMENTS: &'static [&'static str] = &[crate::db::RUNNING_JOBS_SQL];
+    const STATEMENTS: &'static [&'static str] = &[crate::source::db::RUNNING_JOBS_SQL];
+    const ROWS_SQL: Option<&'static str> = Some("SELECT COUNT(*) FROM jobs");
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let jobs = running_jobs(conn)?;
@@ -98,7 +100,22 @@ impl Section for Agents {
             .collect()
     }
 
-    fn wrap(view: Self::View) -> crate::subscribe::SectionData {
-        crate::subscribe::SectionData::Agents(std::sync::Arc::new(view))
+    fn expose(agents: &Self::View, clk_tck: Option<u64>, registry: &mut Registry) {
+        registry.register("orch_agents_running", "Running jobs (agents)", gauge(agents.len() as f64));
+        let cpu = Family::<Labels, CounterF>::default();
+        let runtime = Family::<Labels, GaugeF>::default();
+        for a in agents {
+            let (job_id, run_id) = (a.job_id.to_string(), a.run_id.map(|r| r.to_string()).unwrap_or_default());
+            let l =
+                labels(&[("agent", a.agent.as_deref().unwrap_or_default()), ("job_id", &job_id), ("run_id", &run_id)]);
+            if let (Some(ticks), Some(tck)) = (a.cpu_ticks, clk_tck.filter(|t| *t > 0)) {
+                cpu.get_or_create(&l).inc_by(ticks as f64 / tck as f64);
+            }
+            if let Some(rt) = a.runtime_s {
+                runtime.get_or_create(&l).set(rt);
+            }
+        }
+        registry.register("orch_agent_cpu_seconds", "CPU time of the agent's process (utime + stime)", cpu);
+        registry.register("orch_agent_runtime_seconds", "Time since the job started", runtime);
     }
 }

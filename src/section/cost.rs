@@ -5,8 +5,9 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 use serde::Serialize;
 
-use crate::db::{MAX_SAFE_INTEGER, count, running_jobs};
+use crate::section::metric::{CounterF, Family, Labels, Registry, counter, labels};
 use crate::section::{LoadError, Section, SectionName};
+use crate::source::db::{MAX_SAFE_INTEGER, count, running_jobs};
 
 /// The cost section.
 #[derive(Debug, Default)]
@@ -81,10 +82,11 @@ fn total(v: ValueRef<'_>) -> f64 {
 }
 
 impl Section for Cost {
-    const NAME: SectionName = SectionName::Cost;
+    const NAME: SectionName = SectionName::COST;
     type Data = CostView;
     type View = CostView;
-    const STATEMENTS: &'static [&'static str] = &[crate::db::RUNNING_JOBS_SQL, AGGREGATE_SQL];
+    const STATEMENTS: &'static [&'static str] = &[crate::source::db::RUNNING_JOBS_SQL, AGGREGATE_SQL];
+    const ROWS_SQL: Option<&'static str> = Some("SELECT COUNT(*) FROM agent_runs");
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let running = running_jobs(conn)?
@@ -121,7 +123,19 @@ impl Section for Cost {
         data.clone()
     }
 
-    fn wrap(view: Self::View) -> crate::subscribe::SectionData {
-        crate::subscribe::SectionData::Cost(std::sync::Arc::new(view))
+    fn expose(cost: &Self::View, _: Option<u64>, registry: &mut Registry) {
+        let agg = &cost.aggregate;
+        registry.register("orch_agent_runs", "Agent runs recorded", counter(agg.runs as f64));
+        registry.register("orch_cost_usd", "Cost of all agent runs, USD", counter(agg.cost_usd));
+        let tokens = Family::<Labels, CounterF>::default();
+        for (kind, n) in [
+            ("input", agg.input_tokens),
+            ("output", agg.output_tokens),
+            ("cache_read", agg.cache_read_tokens),
+            ("cache_creation", agg.cache_creation_tokens),
+        ] {
+            tokens.get_or_create(&labels(&[("kind", kind)])).inc_by(n as f64);
+        }
+        registry.register("orch_tokens", "Tokens of all agent runs, by kind", tokens);
     }
 }

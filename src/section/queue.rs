@@ -9,10 +9,11 @@ use rusqlite::types::ValueRef;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::db::{MAX_SAFE_INTEGER, count, text};
-use crate::probe::WorkerLive;
+use crate::section::metric::{Family, Gauge, Labels, Registry, gauge, labels};
 use crate::section::{LoadError, Section, SectionName};
-use crate::time::seconds_between;
+use crate::source::db::{MAX_SAFE_INTEGER, count, text};
+use crate::source::probe::WorkerLive;
+use crate::source::time::seconds_between;
 
 /// The queue section; with a worker probe it also reports the host worker's live state.
 #[derive(Debug, Default)]
@@ -134,10 +135,11 @@ SELECT COUNT(CASE WHEN attempts > 1 THEN 1 END),
  WHERE typeof(attempts) = 'integer' AND attempts BETWEEN 0 AND ?1";
 
 impl Section for Queue {
-    const NAME: SectionName = SectionName::Queue;
+    const NAME: SectionName = SectionName::QUEUE;
     type Data = QueueData;
     type View = QueueView;
     const STATEMENTS: &'static [&'static str] = &[COUNTS_SQL, OLDEST_QUEUED_SQL, RETRIES_SQL];
+    const ROWS_SQL: Option<&'static str> = Some("SELECT COUNT(*) FROM jobs");
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let mut counts: Vec<(String, u64)> = KNOWN_STATUSES.iter().map(|s| ((*s).to_owned(), 0)).collect();
@@ -201,7 +203,22 @@ impl Section for Queue {
         }
     }
 
-    fn wrap(view: Self::View) -> crate::subscribe::SectionData {
-        crate::subscribe::SectionData::Queue(std::sync::Arc::new(view))
+    fn expose(q: &Self::View, _: Option<u64>, registry: &mut Registry) {
+        let jobs = Family::<Labels, Gauge>::default();
+        for (status, n) in &q.counts.0 {
+            jobs.get_or_create(&labels(&[("status", status)])).set(i64::try_from(*n).unwrap_or(i64::MAX));
+        }
+        registry.register("orch_jobs", "Jobs per status", jobs);
+        registry.register("orch_queue_depth", "Queued jobs", gauge(q.depth as f64));
+        if let Some(age) = q.oldest_queued_age_s {
+            registry.register("orch_queue_oldest_age_seconds", "Age of the oldest queued job", gauge(age));
+        }
+        registry.register("orch_jobs_retried", "Jobs started more than once", gauge(q.retries.retried_jobs as f64));
+        registry.register(
+            "orch_job_retries",
+            "Retries over all jobs (attempts - 1)",
+            gauge(q.retries.total_retries as f64),
+        );
+        registry.register("orch_job_max_attempts", "Largest attempts of any job", gauge(q.retries.max_attempts as f64));
     }
 }

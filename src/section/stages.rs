@@ -4,9 +4,10 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::db::{text, timestamp};
+use crate::section::metric::{Family, Gauge, GaugeF, Labels, Registry, labels};
 use crate::section::{LoadError, Section, SectionName};
-use crate::time::seconds_between;
+use crate::source::db::{text, timestamp};
+use crate::source::time::seconds_between;
 
 /// The stages section.
 #[derive(Debug, Default)]
@@ -46,10 +47,11 @@ SELECT id, work_item_id, stage, repo, updated_at
  ORDER BY id";
 
 impl Section for Stages {
-    const NAME: SectionName = SectionName::Stages;
+    const NAME: SectionName = SectionName::STAGES;
     type Data = Vec<TaskRow>;
     type View = Vec<StageEntry>;
     const STATEMENTS: &'static [&'static str] = &[SQL];
+    const ROWS_SQL: Option<&'static str> = Some("SELECT COUNT(*) FROM tasks");
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let mut stmt = conn.prepare_cached(SQL)?;
@@ -79,7 +81,27 @@ impl Section for Stages {
             .collect()
     }
 
-    fn wrap(view: Self::View) -> crate::subscribe::SectionData {
-        crate::subscribe::SectionData::Stages(std::sync::Arc::new(view))
+    /// Per stage: how many tasks, and the oldest parseable age.
+    fn expose(view: &Self::View, _: Option<u64>, registry: &mut Registry) {
+        let mut per_stage: std::collections::BTreeMap<&str, (i64, Option<f64>)> = Default::default();
+        for s in view {
+            let entry = per_stage.entry(s.stage.as_deref().unwrap_or_default()).or_default();
+            entry.0 += 1;
+            entry.1 = match (entry.1, s.age_in_stage_s) {
+                (Some(a), Some(b)) => Some(a.max(b)),
+                (a, b) => a.or(b),
+            };
+        }
+        let active = Family::<Labels, Gauge>::default();
+        let oldest = Family::<Labels, GaugeF>::default();
+        for (stage, (n, max_age)) in per_stage {
+            let l = labels(&[("stage", stage)]);
+            active.get_or_create(&l).set(n);
+            if let Some(age) = max_age {
+                oldest.get_or_create(&l).set(age);
+            }
+        }
+        registry.register("orch_tasks_active", "Tasks in each stage that is neither done nor cancelled", active);
+        registry.register("orch_task_stage_age_seconds_max", "Longest time a task has been in each stage", oldest);
     }
 }

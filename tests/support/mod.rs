@@ -205,14 +205,23 @@ pub struct InProcess {
 }
 
 impl InProcess {
-    pub fn start(mut settings: orchmirror::Settings) -> InProcess {
+    pub fn start(settings: orchmirror::Settings) -> InProcess {
+        Self::start_with(settings, |b| b)
+    }
+
+    /// Starts the mirror with what `build` adds to its builder (host sections, a probe).
+    pub fn start_with(
+        mut settings: orchmirror::Settings,
+        build: impl FnOnce(orchmirror::MirrorBuilder) -> orchmirror::MirrorBuilder + Send + 'static,
+    ) -> InProcess {
         settings.bind = "127.0.0.1:0".into();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::spawn(move || {
             let sys = actix_web::rt::System::new();
             sys.block_on(async move {
-                let handle = orchmirror::MirrorHandle::start(&settings).expect("start mirror");
-                let (server, addrs) = orchmirror::http::server(&settings, handle.clone()).expect("bind");
+                let builder = orchmirror::MirrorHandle::builder(settings.clone());
+                let handle = build(builder).start().expect("start mirror");
+                let (server, addrs) = orchmirror::serve::http::server(&settings, handle.clone()).expect("bind");
                 let _ = tx.send((handle, addrs[0], actix_web::rt::System::current(), server.handle()));
                 let _ = server.await;
             });

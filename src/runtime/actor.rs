@@ -8,10 +8,12 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use crate::db::{Database, Fingerprint};
-use crate::messages::{SectionReply, Snapshot, Status, Subscribe};
-use crate::section::{LoadError, Section};
-use crate::subscribe::{Hub, SubscriptionId, Update};
+use crate::runtime::hub::{Hub, SubscriptionId, Update};
+use crate::runtime::messages::{SectionReply, Snapshot, Subscribe};
+use crate::runtime::stats::SectionStats;
+use crate::section::Status;
+use crate::section::{LoadError, Section, SectionData};
+use crate::source::db::{Database, Fingerprint};
 
 /// The longest a single refresh may run before its statement is interrupted.
 pub const MAX_REFRESH_TIME: Duration = Duration::from_secs(60);
@@ -50,6 +52,8 @@ pub struct SectionActor<S: Section> {
     in_flight: Option<Instant>,
     /// Sequence numbers and subscribers; outlives this actor.
     hub: Arc<Hub>,
+    /// Refresh counters and durations; outlive this actor.
+    stats: Arc<SectionStats>,
     /// The database as of the last successful load: equal again means unchanged.
     fingerprint: Option<Fingerprint>,
 }
@@ -65,11 +69,17 @@ enum Refreshed<D> {
 impl<S: Section> SectionActor<S> {
     /// A new actor for `section` reading `db`.
     pub fn new(section: Arc<S>, db: Arc<Database>, settings: ActorSettings) -> Self {
-        Self::with_hub(section, db, settings, Arc::new(Hub::new(S::NAME)))
+        Self::with_shared(section, db, settings, Arc::new(Hub::new(S::NAME)), Arc::default())
     }
 
-    pub(crate) fn with_hub(section: Arc<S>, db: Arc<Database>, settings: ActorSettings, hub: Arc<Hub>) -> Self {
-        Self { section, db, settings, good: None, last_error: None, in_flight: None, hub, fingerprint: None }
+    pub(crate) fn with_shared(
+        section: Arc<S>,
+        db: Arc<Database>,
+        settings: ActorSettings,
+        hub: Arc<Hub>,
+        stats: Arc<SectionStats>,
+    ) -> Self {
+        Self { section, db, settings, good: None, last_error: None, in_flight: None, hub, stats, fingerprint: None }
     }
 
     fn refresh(&mut self, ctx: &mut Context<Self>) {
@@ -103,21 +113,21 @@ impl<S: Section> SectionActor<S> {
 
     fn finish(&mut self, result: Result<Refreshed<S::Data>, LoadError>, started: Option<Instant>) {
         let elapsed = started.map(|s| s.elapsed()).unwrap_or_default();
-        self.hub.durations.observe(elapsed.as_secs_f64());
+        self.stats.durations.observe(elapsed.as_secs_f64());
         let elapsed_ms = elapsed.as_millis();
         match result {
             Ok(Refreshed::Loaded(data, fingerprint)) => {
                 self.fingerprint = Some(fingerprint);
-                self.hub.loaded.fetch_add(1, Ordering::Relaxed);
+                self.stats.loaded.fetch_add(1, Ordering::Relaxed);
                 self.accept(Some(data), elapsed_ms);
             }
             Ok(Refreshed::Unchanged(resampled, fingerprint)) => {
                 self.fingerprint = Some(fingerprint);
-                self.hub.skipped.fetch_add(1, Ordering::Relaxed);
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 self.accept(resampled, elapsed_ms);
             }
             Err(e) => {
-                self.hub.failed.fetch_add(1, Ordering::Relaxed);
+                self.stats.failed.fetch_add(1, Ordering::Relaxed);
                 let msg = e.to_string();
                 // Logged once per change of error, not once per tick.
                 if self.last_error.as_deref() != Some(msg.as_str()) {
@@ -155,7 +165,7 @@ impl<S: Section> SectionActor<S> {
     /// Sends the current data (as sequence `seq`) to every subscriber, or to one.
     fn publish(&self, seq: u64, only: Option<SubscriptionId>) {
         if let Some(good) = &self.good {
-            let data = S::wrap(S::view(&good.data, good.at));
+            let data = SectionData::render::<S>(&good.data, good.at);
             let update = Update { section: S::NAME, seq, refreshed_at: good.at, data };
             self.hub.publish(&update, only);
         }

@@ -8,8 +8,8 @@ use actix_web::http::header::{self, ContentType};
 use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
 
 use crate::config::{Settings, resolve_bind};
-use crate::envelope::DISABLED_BODY;
-use crate::mirror::MirrorHandle;
+use crate::runtime::mirror::MirrorHandle;
+use crate::serve::envelope::DISABLED_BODY;
 
 /// How long a client may take to send its request head.
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -24,7 +24,7 @@ pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
 ///
 /// ```no_run
 /// # fn demo(handle: orchmirror::MirrorHandle) {
-/// let app = actix_web::App::new().configure(orchmirror::http::configure(handle));
+/// let app = actix_web::App::new().configure(orchmirror::serve::http::configure(handle));
 /// # }
 /// ```
 pub fn configure(handle: MirrorHandle) -> impl FnOnce(&mut web::ServiceConfig) {
@@ -66,7 +66,7 @@ fn accept(req: &actix_web::HttpRequest) -> &str {
 
 async fn metrics(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
     // A stock Prometheus scrape config asks for its text formats; everyone else gets JSON.
-    if crate::prometheus::wants_exposition(accept(&req)) {
+    if crate::serve::prometheus::wants_exposition(accept(&req)) {
         return prometheus(req, handle).await;
     }
     match handle.snapshot().await {
@@ -80,8 +80,8 @@ async fn metrics(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -
 }
 
 async fn prometheus(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
-    let format = crate::prometheus::Format::from_accept(accept(&req));
-    match crate::prometheus::render(&handle, format).await {
+    let format = crate::serve::prometheus::Format::from_accept(accept(&req));
+    match crate::serve::prometheus::render(&handle, format).await {
         Ok(body) => HttpResponse::Ok().content_type(format.content_type()).body(body),
         // Encoding into a String cannot fail; if it ever does, say so without a 5xx.
         Err(e) => error(actix_web::http::StatusCode::OK, &format!("cannot encode the exposition: {e}")),

@@ -13,13 +13,13 @@ use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::envelope::{Envelope, SectionState};
-use crate::mirror::MirrorHandle;
+use crate::runtime::mirror::MirrorHandle;
+use crate::runtime::stats::section_label;
 use crate::section::SectionName;
+use crate::serve::envelope::Envelope;
 
 /// `Content-Type` of the Prometheus text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -61,121 +61,14 @@ pub fn wants_exposition(accept: &str) -> bool {
     !a.contains("application/json") && (a.contains("application/openmetrics-text") || a.contains("text/plain"))
 }
 
-/// Refresh durations per section, shared by the actors (which observe) and the exposition.
-pub(crate) type DurationFamily = Family<Vec<(String, String)>, Histogram, fn() -> Histogram>;
-
-/// One section's refresh-duration histogram: 100 µs .. ~26 s, from an
-/// unchanged refresh to a slow scan of a big table.
-pub(crate) fn duration_histogram() -> Histogram {
-    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(0.0001, 4.0, 10))
-}
-
-pub(crate) fn duration_family() -> DurationFamily {
-    Family::new_with_constructor(duration_histogram)
-}
-
-pub(crate) fn section_label(section: SectionName) -> Vec<(String, String)> {
-    vec![("section".to_owned(), section.as_str().to_owned())]
-}
-
 type Labels = Vec<(String, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;
-type CounterF = Counter<f64, AtomicU64>;
 
-fn labels(pairs: &[(&str, String)]) -> Labels {
-    pairs.iter().map(|(k, v)| ((*k).to_owned(), v.clone())).collect()
-}
-
-/// Adds the raw-signal families of `envelope` to `registry`.
+/// Adds every section's raw-signal families (each section supplies its own).
 fn raw_signal(registry: &mut Registry, e: &Envelope) {
-    if let Some(stages) = &e.stages {
-        // Per stage: how many tasks, and the oldest parseable age.
-        let mut per_stage: std::collections::BTreeMap<String, (i64, Option<f64>)> = Default::default();
-        for s in stages {
-            let entry = per_stage.entry(s.stage.clone().unwrap_or_default()).or_default();
-            entry.0 += 1;
-            entry.1 = match (entry.1, s.age_in_stage_s) {
-                (Some(a), Some(b)) => Some(a.max(b)),
-                (a, b) => a.or(b),
-            };
-        }
-        let active = Family::<Labels, Gauge>::default();
-        let oldest = Family::<Labels, GaugeF>::default();
-        for (stage, (n, max_age)) in per_stage {
-            let l = labels(&[("stage", stage)]);
-            active.get_or_create(&l).set(n);
-            if let Some(age) = max_age {
-                oldest.get_or_create(&l).set(age);
-            }
-        }
-        registry.register("orch_tasks_active", "Tasks in each stage that is neither done nor cancelled", active);
-        registry.register("orch_task_stage_age_seconds_max", "Longest time a task has been in each stage", oldest);
+    for data in e.data.iter().filter_map(|(_, d)| d.as_ref()) {
+        data.expose(e.clk_tck, registry);
     }
-    if let Some(q) = &e.queue {
-        let jobs = Family::<Labels, Gauge>::default();
-        for (status, n) in &q.counts.0 {
-            jobs.get_or_create(&labels(&[("status", status.clone())])).set(i64::try_from(*n).unwrap_or(i64::MAX));
-        }
-        registry.register("orch_jobs", "Jobs per status", jobs);
-        registry.register("orch_queue_depth", "Queued jobs", gauge(q.depth as f64));
-        if let Some(age) = q.oldest_queued_age_s {
-            registry.register("orch_queue_oldest_age_seconds", "Age of the oldest queued job", gauge(age));
-        }
-        registry.register("orch_jobs_retried", "Jobs started more than once", gauge(q.retries.retried_jobs as f64));
-        registry.register(
-            "orch_job_retries",
-            "Retries over all jobs (attempts - 1)",
-            gauge(q.retries.total_retries as f64),
-        );
-        registry.register("orch_job_max_attempts", "Largest attempts of any job", gauge(q.retries.max_attempts as f64));
-    }
-    if let Some(agents) = &e.agents {
-        registry.register("orch_agents_running", "Running jobs (agents)", gauge(agents.len() as f64));
-        let cpu = Family::<Labels, CounterF>::default();
-        let runtime = Family::<Labels, GaugeF>::default();
-        for a in agents {
-            let l = labels(&[
-                ("agent", a.agent.clone().unwrap_or_default()),
-                ("job_id", a.job_id.to_string()),
-                ("run_id", a.run_id.map(|r| r.to_string()).unwrap_or_default()),
-            ]);
-            if let (Some(ticks), Some(tck)) = (a.cpu_ticks, e.clk_tck.filter(|t| *t > 0)) {
-                cpu.get_or_create(&l).inc_by(ticks as f64 / tck as f64);
-            }
-            if let Some(rt) = a.runtime_s {
-                runtime.get_or_create(&l).set(rt);
-            }
-        }
-        registry.register("orch_agent_cpu_seconds", "CPU time of the agent's process (utime + stime)", cpu);
-        registry.register("orch_agent_runtime_seconds", "Time since the job started", runtime);
-    }
-    if let Some(cost) = &e.cost {
-        let agg = &cost.aggregate;
-        registry.register("orch_agent_runs", "Agent runs recorded", counter(agg.runs as f64));
-        registry.register("orch_cost_usd", "Cost of all agent runs, USD", counter(agg.cost_usd));
-        let tokens = Family::<Labels, CounterF>::default();
-        for (kind, n) in [
-            ("input", agg.input_tokens),
-            ("output", agg.output_tokens),
-            ("cache_read", agg.cache_read_tokens),
-            ("cache_creation", agg.cache_creation_tokens),
-        ] {
-            tokens.get_or_create(&labels(&[("kind", kind.to_owned())])).inc_by(n as f64);
-        }
-        registry.register("orch_tokens", "Tokens of all agent runs, by kind", tokens);
-    }
-}
-
-fn gauge(v: f64) -> GaugeF {
-    let g = GaugeF::default();
-    g.set(v);
-    g
-}
-
-fn counter(v: f64) -> CounterF {
-    let c = CounterF::default();
-    c.inc_by(v);
-    c
 }
 
 /// Adds the mirror's own telemetry: present from start-up, one series per section.
@@ -183,13 +76,7 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
     let up = Family::<Labels, Gauge>::default();
     let age = Family::<Labels, GaugeF>::default();
     if let Some(e) = e {
-        let states: [(SectionName, &SectionState); 4] = [
-            (SectionName::Stages, &e.sections.stages),
-            (SectionName::Queue, &e.sections.queue),
-            (SectionName::Agents, &e.sections.agents),
-            (SectionName::Cost, &e.sections.cost),
-        ];
-        for (name, state) in states {
+        for (name, state) in e.sections.iter() {
             up.get_or_create(&section_label(name)).set(i64::from(state.status.has_data()));
             if let Some(ms) = state.age_ms {
                 age.get_or_create(&section_label(name)).set(ms as f64 / 1000.0);
@@ -202,44 +89,35 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
         registry.register("orchmirror_refresh_duration_seconds", "Duration of section refreshes", durations);
     }
     let counters = handle.refresh_counters();
-    let restarts = handle.restarts();
-    let subscribers = handle.subscriber_totals();
-    let timeouts = handle.snapshot_timeouts();
     let per_section = |get: &dyn Fn(SectionName) -> u64| {
         let f = Family::<Labels, Counter>::default();
-        if handle.enabled() {
-            for s in SectionName::ALL {
-                f.get_or_create(&section_label(s)).inc_by(get(s));
-            }
+        for s in handle.sections() {
+            f.get_or_create(&section_label(s)).inc_by(get(s));
         }
         f
     };
-    let pick = |s: SectionName| match s {
-        SectionName::Stages => (counters.stages, restarts.stages, subscribers.stages.dropped, timeouts.stages),
-        SectionName::Queue => (counters.queue, restarts.queue, subscribers.queue.dropped, timeouts.queue),
-        SectionName::Agents => (counters.agents, restarts.agents, subscribers.agents.dropped, timeouts.agents),
-        SectionName::Cost => (counters.cost, restarts.cost, subscribers.cost.dropped, timeouts.cost),
-    };
-    registry.register("orchmirror_refresh_errors", "Failed refreshes", per_section(&|s| pick(s).0.failed));
+    let counter_of = |s: SectionName| counters.get(s).copied().unwrap_or_default();
+    registry.register("orchmirror_refresh_errors", "Failed refreshes", per_section(&|s| counter_of(s).failed));
     registry.register(
         "orchmirror_refresh_skipped",
         "Refreshes that skipped their queries because nothing was committed",
-        per_section(&|s| pick(s).0.skipped),
+        per_section(&|s| counter_of(s).skipped),
     );
+    let (timeouts, restarts, subscribers) = (handle.snapshot_timeouts(), handle.restarts(), handle.subscriber_totals());
     registry.register(
         "orchmirror_snapshot_timeouts",
         "Snapshot requests the section's actor did not answer in time",
-        per_section(&|s| pick(s).3),
+        per_section(&|s| timeouts.get(s).copied().unwrap_or_default()),
     );
     registry.register(
         "orchmirror_actor_restarts",
         "Section actors re-spawned after dying",
-        per_section(&|s| pick(s).1),
+        per_section(&|s| restarts.get(s).copied().unwrap_or_default()),
     );
     registry.register(
         "orchmirror_subscriber_drops",
         "Updates dropped because a subscriber's mailbox was full",
-        per_section(&|s| pick(s).2),
+        per_section(&|s| subscribers.get(s).map_or(0, |t| t.dropped)),
     );
     registry.register(
         "orchmirror_build",

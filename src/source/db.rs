@@ -11,9 +11,22 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
-use crate::section::LoadError;
-use crate::time::parse_timestamp;
-use crate::walguard;
+use crate::source::time::parse_timestamp;
+use crate::source::walguard;
+
+/// Why a refresh produced no data.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// No connection could be had (file missing, unreadable, not a database, …).
+    #[error("cannot open the database: {0}")]
+    Open(String),
+    /// A query failed (locked database, missing table or column, interrupted, …).
+    #[error("{0}")]
+    Query(#[from] rusqlite::Error),
+    /// Reading `/proc` failed in a way that affects the whole section.
+    #[error("{0}")]
+    Other(String),
+}
 
 /// A pool of read-only connections to the orchestrator's database.
 pub type Pool = r2d2::Pool<SqliteConnectionManager>;
@@ -92,7 +105,7 @@ struct Current {
     pool: Pool,
     connects: Arc<AtomicU64>,
     /// The descriptor the WAL guard read the header with; it lives as long as
-    /// the pool (see [`crate::walguard`] for why it is never closed earlier).
+    /// the pool (see [`crate::source::walguard`] for why it is never closed earlier).
     header: Option<std::fs::File>,
 }
 

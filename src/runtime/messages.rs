@@ -1,36 +1,13 @@
 //! Messages the section actors answer.
 
+use std::any::Any;
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use actix::Message;
+use actix::{MailboxError, Message};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 
-/// A section's state as the envelope reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// The latest refresh succeeded and the next one is not overdue.
-    Ok,
-    /// The latest refresh failed or is overdue; last good data (younger than `ORCH_MAX_STALE_MS`) is served.
-    Stale,
-    /// No refresh has finished yet.
-    Pending,
-    /// No usable data.
-    Error,
-    /// The section's actor did not answer within `ORCH_SNAPSHOT_TIMEOUT_MS`.
-    Timeout,
-    /// The section's actor is stopped or dead.
-    Unavailable,
-}
-
-impl Status {
-    /// Whether the section carries data in this state (`ok` and `stale`).
-    pub fn has_data(self) -> bool {
-        matches!(self, Status::Ok | Status::Stale)
-    }
-}
+use crate::section::{Section, SectionData, SectionName, Status};
 
 /// Ask a section actor for its current state; answered from memory at once.
 pub struct Snapshot<D>(PhantomData<fn() -> D>);
@@ -54,7 +31,7 @@ impl<D: 'static> Message for Snapshot<D> {
 
 /// A section actor's answer to [`Snapshot`].
 #[derive(Debug)]
-pub struct SectionReply<D> {
+pub struct SectionReply<D: ?Sized> {
     /// `ok`, `stale`, `pending` or `error` (the actor never says `timeout` or `unavailable`).
     pub status: Status,
     /// The data served: present exactly when `status` is `ok` or `stale`.
@@ -74,7 +51,7 @@ impl<D> SectionReply<D> {
     }
 }
 
-impl<D> Clone for SectionReply<D> {
+impl<D: ?Sized> Clone for SectionReply<D> {
     fn clone(&self) -> Self {
         Self {
             status: self.status,
@@ -88,10 +65,45 @@ impl<D> Clone for SectionReply<D> {
 
 /// Adds a subscriber to a section actor, which sends it the current value at once.
 pub(crate) struct Subscribe {
-    pub(crate) id: crate::subscribe::SubscriptionId,
-    pub(crate) recipient: actix::Recipient<crate::subscribe::Update>,
+    pub(crate) id: crate::runtime::hub::SubscriptionId,
+    pub(crate) recipient: actix::Recipient<crate::runtime::hub::Update>,
 }
 
 impl Message for Subscribe {
     type Result = ();
+}
+
+/// A section actor's answer (or the mailbox error in its place) with the
+/// section's data type erased: what one response is assembled from, whatever
+/// sections are registered.
+#[derive(Debug)]
+pub struct Answer {
+    /// Which section answered.
+    pub section: SectionName,
+    /// The reply, or why there was none (`Timeout`, `Closed`).
+    pub reply: Result<SectionReply<dyn Any + Send + Sync>, MailboxError>,
+    render: fn(&(dyn Any + Send + Sync), DateTime<Utc>) -> Option<SectionData>,
+}
+
+impl Answer {
+    /// `S`'s reply, erased.
+    pub fn of<S: Section>(reply: Result<SectionReply<S::Data>, MailboxError>) -> Self {
+        let reply = reply.map(|r| SectionReply {
+            status: r.status,
+            data: r.data.map(|d| d as Arc<dyn Any + Send + Sync>),
+            refreshed_at: r.refreshed_at,
+            error: r.error,
+            seq: r.seq,
+        });
+        let render = |data: &(dyn Any + Send + Sync), at| {
+            data.downcast_ref::<S::Data>().map(|d| SectionData::render::<S>(d, at))
+        };
+        Self { section: S::NAME, reply, render }
+    }
+
+    /// The section's value for a response generated at `generated_at`; `None` without data.
+    pub fn render(&self, generated_at: DateTime<Utc>) -> Option<SectionData> {
+        let data = self.reply.as_ref().ok()?.data.as_deref()?;
+        (self.render)(data, generated_at)
+    }
 }

@@ -1,4 +1,4 @@
-//! Subscriptions: other actors in the process receive a section's value at
+//! The subscription hub: other actors in the process receive a section's value at
 //! once, then one [`Update`] per refresh that changed it.
 //!
 //! Delivery never waits: `try_send` to each subscriber; a full mailbox drops
@@ -6,7 +6,6 @@
 //! one is removed. The hub outlives its actor, so a re-spawned actor keeps its
 //! subscribers and its sequence numbers.
 
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -14,21 +13,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 
-use crate::section::{AgentEntry, CostView, QueueView, SectionName, StageEntry};
-
-/// One section's value, as a subscriber receives it.
-#[derive(Debug, Clone, Serialize)]
-#[serde(untagged)]
-pub enum SectionData {
-    /// `stages`.
-    Stages(Arc<Vec<StageEntry>>),
-    /// `queue`.
-    Queue(Arc<QueueView>),
-    /// `agents`.
-    Agents(Arc<Vec<AgentEntry>>),
-    /// `cost`.
-    Cost(Arc<CostView>),
-}
+use crate::section::{SectionData, SectionName};
 
 /// A section's new value. Ages inside `data` are relative to `refreshed_at`.
 #[derive(Debug, Clone, Message)]
@@ -80,53 +65,17 @@ struct Entry {
     dropped: u64,
 }
 
-/// How a section's refreshes went since start-up.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct RefreshCounters {
-    /// Refreshes that ran the section's queries.
-    pub loaded: u64,
-    /// Refreshes that found the database unchanged and skipped the queries.
-    pub skipped: u64,
-    /// Refreshes that failed.
-    pub failed: u64,
-}
-
-/// A section's sequence counter, refresh counters and subscribers; shared by its successive actors.
+/// A section's sequence counter and subscribers; shared by its successive actors.
 pub(crate) struct Hub {
     section: SectionName,
     seq: AtomicU64,
-    pub(crate) loaded: AtomicU64,
-    pub(crate) skipped: AtomicU64,
-    pub(crate) failed: AtomicU64,
-    /// Snapshot requests this section's actor did not answer in time.
-    pub(crate) timeouts: AtomicU64,
-    /// Refresh durations (shared with the mirror's exposition).
-    pub(crate) durations: prometheus_client::metrics::histogram::Histogram,
     entries: Mutex<Vec<Entry>>,
     dropped_total: AtomicU64,
 }
 
 impl Hub {
     pub(crate) fn new(section: SectionName) -> Self {
-        Self::with_durations(section, crate::prometheus::duration_histogram())
-    }
-
-    pub(crate) fn with_durations(
-        section: SectionName,
-        durations: prometheus_client::metrics::histogram::Histogram,
-    ) -> Self {
-        Self {
-            section,
-            timeouts: AtomicU64::new(0),
-            durations,
-            seq: AtomicU64::new(0),
-            loaded: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-            entries: Mutex::new(Vec::new()),
-            dropped_total: AtomicU64::new(0),
-        }
+        Self { section, seq: AtomicU64::new(0), entries: Mutex::new(Vec::new()), dropped_total: AtomicU64::new(0) }
     }
 
     fn entries(&self) -> std::sync::MutexGuard<'_, Vec<Entry>> {
@@ -193,14 +142,6 @@ impl Hub {
             .iter()
             .map(|e| SubscriptionStats { id: e.id, section: self.section, delivered: e.delivered, dropped: e.dropped })
             .collect()
-    }
-
-    pub(crate) fn counters(&self) -> RefreshCounters {
-        RefreshCounters {
-            loaded: self.loaded.load(Ordering::Relaxed),
-            skipped: self.skipped.load(Ordering::Relaxed),
-            failed: self.failed.load(Ordering::Relaxed),
-        }
     }
 
     pub(crate) fn totals(&self) -> SubscriberTotals {

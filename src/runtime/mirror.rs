@@ -1,24 +1,25 @@
-//! The running mirror: four section actors, each on its own arbiter, a
-//! watchdog that re-spawns a dead one, subscriptions, an optional worker
-//! probe, and the cheap `Clone` handle through which HTTP handlers and host
-//! code read them.
+//! The running mirror: one actor per registered section, each on its own
+//! arbiter, a watchdog that re-spawns a dead one, subscriptions, an optional
+//! worker probe, and the cheap `Clone` handle through which HTTP handlers and
+//! host code read them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use serde::Serialize;
+use futures_util::future::LocalBoxFuture;
 
-use crate::actor::{ActorSettings, SectionActor};
 use crate::config::Settings;
-use crate::db::Database;
-use crate::envelope::{self, Clock, Envelope, Health, Replies};
-use crate::messages::{SectionReply, Snapshot, Subscribe};
-use crate::probe::{self, DEFAULT_PROBE_TIMEOUT, WorkerLive, WorkerProbe};
-use crate::prometheus::{DurationFamily, duration_family, section_label};
-use crate::section::{Agents, Cost, Queue, Section, SectionName, Stages};
-use crate::subscribe::{Hub, RefreshCounters, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
+use crate::runtime::actor::{ActorSettings, SectionActor};
+use crate::runtime::hub::{Hub, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
+use crate::runtime::messages::{Answer, Snapshot, Subscribe};
+use crate::runtime::stats::{
+    DurationFamily, PerSection, RefreshCounters, Restarts, SectionStats, duration_family, section_label,
+};
+use crate::section::{self, Section, SectionName, SectionVisitor};
+use crate::source::db::Database;
+use crate::source::probe::{self, DEFAULT_PROBE_TIMEOUT, WorkerLive, WorkerProbe};
 
 /// How often the watchdog looks for dead section actors.
 pub const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
@@ -27,6 +28,7 @@ pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
 
 /// Why the mirror could not start.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StartError {
     /// `db_path` is `None`: the library needs a database (the binary's demo mode makes one).
     #[error("no database path is configured (set ORCH_DB_PATH, or run the binary for demo mode)")]
@@ -34,6 +36,12 @@ pub enum StartError {
     /// Not called from inside a running actix `System`.
     #[error("the mirror must be started inside a running actix System")]
     NoSystem,
+    /// Two sections registered under one name.
+    #[error("two sections are named {0:?}; every section needs a name of its own")]
+    DuplicateSection(SectionName),
+    /// The settings do not fit the registered sections (a period for a section that is not registered).
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 /// One section's actor, the arbiter (thread) it runs on, and how to make it again.
@@ -42,6 +50,7 @@ struct Owner<S: Section> {
     db: Arc<Database>,
     settings: ActorSettings,
     hub: Arc<Hub>,
+    stats: Arc<SectionStats>,
     running: RwLock<(Addr<SectionActor<S>>, Arbiter)>,
     dead_since: Mutex<Option<Instant>>,
     restarts: AtomicU64,
@@ -52,13 +61,15 @@ impl<S: Section> Owner<S> {
         // Each section has its own connection: `PRAGMA data_version` is per connection.
         let db = &Arc::new(Database::new(path));
         let section = Arc::new(section);
-        let hub = Arc::new(Hub::with_durations(S::NAME, durations.get_or_create(&section_label(S::NAME)).clone()));
-        let running = Self::spawn(&section, db, settings, &hub);
+        let hub = Arc::new(Hub::new(S::NAME));
+        let stats = Arc::new(SectionStats::new(durations.get_or_create(&section_label(S::NAME)).clone()));
+        let running = Self::spawn(&section, db, settings, &hub, &stats);
         Self {
             section,
             db: Arc::clone(db),
             settings,
             hub,
+            stats,
             running: RwLock::new(running),
             dead_since: Mutex::new(None),
             restarts: AtomicU64::new(0),
@@ -70,13 +81,14 @@ impl<S: Section> Owner<S> {
         db: &Arc<Database>,
         settings: ActorSettings,
         hub: &Arc<Hub>,
+        stats: &Arc<SectionStats>,
     ) -> (Addr<SectionActor<S>>, Arbiter) {
         // Each owner gets its own arbiter (thread): actors started from the
         // System thread would otherwise share it with everything else.
         let arbiter = Arbiter::new();
-        let (section, db, hub) = (Arc::clone(section), Arc::clone(db), Arc::clone(hub));
+        let (section, db, hub, stats) = (Arc::clone(section), Arc::clone(db), Arc::clone(hub), Arc::clone(stats));
         let addr = SectionActor::start_in_arbiter(&arbiter.handle(), move |_| {
-            SectionActor::with_hub(section, db, settings, hub)
+            SectionActor::with_shared(section, db, settings, hub, stats)
         });
         (addr, arbiter)
     }
@@ -84,18 +96,13 @@ impl<S: Section> Owner<S> {
     fn addr(&self) -> Addr<SectionActor<S>> {
         self.running.read().unwrap_or_else(|p| p.into_inner()).0.clone()
     }
-
-    async fn ask(&self, timeout: Duration) -> Result<SectionReply<S::Data>, MailboxError> {
-        let reply = self.addr().send(Snapshot::new()).timeout(timeout).await;
-        if matches!(reply, Err(MailboxError::Timeout)) {
-            self.hub.timeouts.fetch_add(1, Ordering::Relaxed);
-        }
-        reply
-    }
 }
 
 /// What the handle and the watchdog do to any owner, whatever its section.
-trait OwnerControl {
+trait OwnerControl: Send + Sync {
+    fn name(&self) -> SectionName;
+    fn ask(&self, timeout: Duration) -> LocalBoxFuture<'static, Answer>;
+    fn stats(&self) -> &SectionStats;
     fn check(&self);
     fn stop(&self);
     fn restarts(&self) -> u64;
@@ -105,6 +112,26 @@ trait OwnerControl {
 }
 
 impl<S: Section> OwnerControl for Owner<S> {
+    fn name(&self) -> SectionName {
+        S::NAME
+    }
+
+    fn ask(&self, timeout: Duration) -> LocalBoxFuture<'static, Answer> {
+        let request = self.addr().send(Snapshot::<S::Data>::new()).timeout(timeout);
+        let stats = Arc::clone(&self.stats);
+        Box::pin(async move {
+            let reply = request.await;
+            if matches!(reply, Err(MailboxError::Timeout)) {
+                stats.timeouts.fetch_add(1, Ordering::Relaxed);
+            }
+            Answer::of::<S>(reply)
+        })
+    }
+
+    fn stats(&self) -> &SectionStats {
+        &self.stats
+    }
+
     /// Re-spawns the actor once it has been dead for about one refresh period.
     /// A panic drops an actix actor for good (the supervisor only restarts
     /// after a normal stop), so this is what brings a section back.
@@ -115,7 +142,7 @@ impl<S: Section> OwnerControl for Owner<S> {
             (_, true) => *dead_since = None,
             (None, false) => *dead_since = Some(Instant::now()),
             (Some(since), false) if since.elapsed() >= self.settings.period.min(MAX_RESTART_DELAY) => {
-                let fresh = Self::spawn(&self.section, &self.db, self.settings, &self.hub);
+                let fresh = Self::spawn(&self.section, &self.db, self.settings, &self.hub, &self.stats);
                 let old = std::mem::replace(&mut *self.running.write().unwrap_or_else(|p| p.into_inner()), fresh);
                 old.1.stop();
                 *dead_since = None;
@@ -154,21 +181,36 @@ impl<S: Section> OwnerControl for Owner<S> {
     }
 }
 
-struct Owners {
-    stages: Owner<Stages>,
-    queue: Owner<Queue>,
-    agents: Owner<Agents>,
-    cost: Owner<Cost>,
-}
+/// Every registered section's owner, in envelope order.
+struct Owners(Vec<Box<dyn OwnerControl>>);
 
 impl Owners {
-    fn get(&self, section: SectionName) -> &dyn OwnerControl {
-        match section {
-            SectionName::Stages => &self.stages,
-            SectionName::Queue => &self.queue,
-            SectionName::Agents => &self.agents,
-            SectionName::Cost => &self.cost,
-        }
+    fn iter(&self) -> impl Iterator<Item = &dyn OwnerControl> {
+        self.0.iter().map(|o| &**o)
+    }
+
+    fn get(&self, section: SectionName) -> Option<&dyn OwnerControl> {
+        self.iter().find(|o| o.name() == section)
+    }
+}
+
+/// How to start one registered section's owner once the mirror knows its path and period.
+type Registration = Box<dyn FnOnce(&std::path::Path, &Settings, &DurationFamily) -> Box<dyn OwnerControl>>;
+
+fn registration<S: Section>(section: S) -> (SectionName, Registration) {
+    let start: Registration = Box::new(move |path, settings, durations| {
+        let actor = ActorSettings { period: settings.refresh.get(S::NAME), max_stale: settings.max_stale };
+        Box::new(Owner::start(section, path, actor, durations))
+    });
+    (S::NAME, start)
+}
+
+/// Collects registrations of visited sections.
+struct Registrations(Vec<(SectionName, Registration)>);
+
+impl SectionVisitor for Registrations {
+    fn visit<S: Section>(&mut self, section: S) {
+        self.0.push(registration(section));
     }
 }
 
@@ -183,38 +225,10 @@ struct Inner {
 impl Drop for Inner {
     fn drop(&mut self) {
         if let Some(owners) = &self.owners {
-            SectionName::ALL.iter().for_each(|s| owners.get(*s).stop());
+            owners.iter().for_each(|o| o.stop());
         }
     }
 }
-
-/// One value per section.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
-#[non_exhaustive]
-pub struct PerSection<T> {
-    /// `stages`.
-    pub stages: T,
-    /// `queue`.
-    pub queue: T,
-    /// `agents`.
-    pub agents: T,
-    /// `cost`.
-    pub cost: T,
-}
-
-impl<T> PerSection<T> {
-    fn from_fn(mut f: impl FnMut(SectionName) -> T) -> Self {
-        Self {
-            stages: f(SectionName::Stages),
-            queue: f(SectionName::Queue),
-            agents: f(SectionName::Agents),
-            cost: f(SectionName::Cost),
-        }
-    }
-}
-
-/// Restarts of each section's actor since start-up.
-pub type Restarts = PerSection<u64>;
 
 /// Starts a mirror with optional parts (a worker probe); see [`MirrorHandle::builder`].
 #[must_use]
@@ -222,12 +236,22 @@ pub struct MirrorBuilder {
     settings: Settings,
     probe: Option<Box<dyn WorkerProbe>>,
     probe_timeout: Duration,
+    extra: Vec<(SectionName, Registration)>,
 }
 
 impl MirrorBuilder {
     /// Feeds the queue section's `breaker`, `max_concurrency` and `poll_interval` from `probe`.
     pub fn worker_probe(mut self, probe: impl WorkerProbe) -> Self {
         self.probe = Some(Box::new(probe));
+        self
+    }
+
+    /// Registers a host section: it is refreshed by its own actor every
+    /// `ORCH_<NAME>_REFRESH_MS` (else `ORCH_REFRESH_MS`) and appears after
+    /// `cost` in the envelope, in `sections`, `/health`, subscriptions and
+    /// the exposition, in registration order.
+    pub fn section(mut self, section: impl Section) -> Self {
+        self.extra.push(registration(section));
         self
     }
 
@@ -255,24 +279,20 @@ impl MirrorBuilder {
         }
         let path = settings.db_path.as_deref().ok_or(StartError::NoDatabase)?;
         System::try_current().ok_or(StartError::NoSystem)?;
-        let actor = |s: SectionName| ActorSettings { period: settings.refresh.get(s), max_stale: settings.max_stale };
         let live = Arc::new(Mutex::new(WorkerLive::default()));
-        let queue = if self.probe.is_some() { Queue::with_worker(Arc::clone(&live)) } else { Queue::new() };
-        let owners = Owners {
-            stages: Owner::start(Stages, path, actor(SectionName::Stages), &durations),
-            queue: Owner::start(queue, path, actor(SectionName::Queue), &durations),
-            agents: Owner::start(
-                Agents::new(settings.pid_start_tolerance),
-                path,
-                actor(SectionName::Agents),
-                &durations,
-            ),
-            cost: Owner::start(Cost, path, actor(SectionName::Cost), &durations),
-        };
+        let worker = self.probe.is_some().then(|| Arc::clone(&live));
+        let mut registered = Registrations(Vec::new());
+        section::built_in(settings.pid_start_tolerance, worker, &mut registered);
+        let mut registered = registered.0;
+        registered.extend(self.extra);
+        let names: Vec<SectionName> = registered.iter().map(|(n, _)| *n).collect();
+        check_names(&names, settings)?;
+        let owners = Owners(registered.into_iter().map(|(_, start)| start(path, settings, &durations)).collect());
         let inner = Arc::new(inner(Some(owners)));
         actix::spawn(watchdog(Arc::downgrade(&inner)));
         if let Some(p) = self.probe {
-            actix::spawn(probe::poll(p, live, settings.refresh.queue, self.probe_timeout, Arc::downgrade(&inner)));
+            let period = settings.refresh.get(SectionName::QUEUE);
+            actix::spawn(probe::poll(p, live, period, self.probe_timeout, Arc::downgrade(&inner)));
         }
         tracing::info!(db = %path.display(), "mirror started");
         Ok(MirrorHandle { inner })
@@ -300,7 +320,7 @@ impl MirrorHandle {
 
     /// A builder, to add a worker probe before starting.
     pub fn builder(settings: Settings) -> MirrorBuilder {
-        MirrorBuilder { settings, probe: None, probe_timeout: DEFAULT_PROBE_TIMEOUT }
+        MirrorBuilder { settings, probe: None, probe_timeout: DEFAULT_PROBE_TIMEOUT, extra: Vec::new() }
     }
 
     /// False when the kill switch is off: no actors, no database.
@@ -308,23 +328,21 @@ impl MirrorHandle {
         self.inner.owners.is_some()
     }
 
-    /// The whole envelope, as `/metrics` serves it; `None` when disabled.
-    ///
-    /// Asks the four section actors at once, each with the snapshot timeout,
-    /// so it never waits longer than one timeout.
-    pub async fn snapshot(&self) -> Option<Envelope> {
-        let owners = self.inner.owners.as_ref()?;
-        let t = self.inner.snapshot_timeout;
-        let (stages, queue, agents, cost) =
-            futures_util::join!(owners.stages.ask(t), owners.queue.ask(t), owners.agents.ask(t), owners.cost.ask(t));
-        let replies = Replies { stages, queue, agents, cost };
-        Some(envelope::assemble(replies, Clock::now(), t))
+    /// How long a response waits for each section actor (`ORCH_SNAPSHOT_TIMEOUT_MS`).
+    pub fn snapshot_timeout(&self) -> Duration {
+        self.inner.snapshot_timeout
     }
 
-    /// `/health`'s answer; `None` when disabled.
-    pub async fn health(&self) -> Option<Health> {
-        let envelope = self.snapshot().await?;
-        Some(Health::of(&envelope, self.restarts(), self.subscriber_totals()))
+    /// Every section actor's answer, in envelope order; `None` when disabled.
+    pub async fn answers(&self) -> Option<Vec<Answer>> {
+        let owners = self.inner.owners.as_ref()?;
+        let t = self.inner.snapshot_timeout;
+        Some(futures_util::future::join_all(owners.iter().map(|o| o.ask(t))).await)
+    }
+
+    /// The registered sections, in envelope order (empty when disabled).
+    pub fn sections(&self) -> Vec<SectionName> {
+        self.inner.owners.iter().flat_map(|o| o.iter().map(|o| o.name())).collect()
     }
 
     /// How often each section's actor was found dead and re-spawned.
@@ -334,12 +352,12 @@ impl MirrorHandle {
 
     /// Loaded, skipped (database unchanged) and failed refreshes, per section.
     pub fn refresh_counters(&self) -> PerSection<RefreshCounters> {
-        self.per_section(|o| o.hub().counters())
+        self.per_section(|o| o.stats().counters())
     }
 
     /// Snapshot requests each section's actor did not answer within the timeout.
     pub fn snapshot_timeouts(&self) -> PerSection<u64> {
-        self.per_section(|o| o.hub().timeouts.load(Ordering::Relaxed))
+        self.per_section(|o| o.stats().timeouts.load(Ordering::Relaxed))
     }
 
     /// Refresh durations per section (a `section`-labelled histogram family); `None` when disabled.
@@ -352,26 +370,26 @@ impl MirrorHandle {
         self.per_section(|o| o.hub().totals())
     }
 
-    fn per_section<T: Default>(&self, f: impl Fn(&dyn OwnerControl) -> T) -> PerSection<T> {
+    fn per_section<T>(&self, f: impl Fn(&dyn OwnerControl) -> T) -> PerSection<T> {
         match &self.inner.owners {
-            Some(owners) => PerSection::from_fn(|s| f(owners.get(s))),
-            None => PerSection::from_fn(|_| T::default()),
+            Some(owners) => PerSection::new(owners.iter().map(|o| (o.name(), f(o))).collect()),
+            None => PerSection::default(),
         }
     }
 
     /// Subscribes `recipient` to one section: it receives the current value at
     /// once (when there is one), then one [`Update`] per refresh that changed
-    /// the data. `None` when the mirror is disabled.
+    /// the data. `None` when the mirror is disabled or has no such section.
     pub fn subscribe(&self, section: SectionName, recipient: Recipient<Update>) -> Option<SubscriptionId> {
-        let owners = self.inner.owners.as_ref()?;
+        let owner = self.inner.owners.as_ref()?.get(section)?;
         let id = SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed));
-        owners.get(section).subscribe(id, recipient);
+        owner.subscribe(id, recipient);
         Some(id)
     }
 
     /// Subscribes `recipient` to every section (one subscription each).
     pub fn subscribe_all(&self, recipient: Recipient<Update>) -> Vec<SubscriptionId> {
-        SectionName::ALL.iter().filter_map(|s| self.subscribe(*s, recipient.clone())).collect()
+        self.sections().into_iter().filter_map(|s| self.subscribe(s, recipient.clone())).collect()
     }
 
     /// Ends a subscription; false when it was not active (already removed, or unknown).
@@ -379,7 +397,7 @@ impl MirrorHandle {
         let Some(owners) = &self.inner.owners else {
             return false;
         };
-        SectionName::ALL.iter().any(|s| owners.get(*s).hub().remove(id))
+        owners.iter().any(|o| o.hub().remove(id))
     }
 
     /// Delivery counters of every active subscription.
@@ -387,14 +405,14 @@ impl MirrorHandle {
         let Some(owners) = &self.inner.owners else {
             return Vec::new();
         };
-        SectionName::ALL.iter().flat_map(|s| owners.get(*s).hub().stats()).collect()
+        owners.iter().flat_map(|o| o.hub().stats()).collect()
     }
 
     /// Stops every section actor for good (no restarts); later snapshots say `unavailable`.
     pub fn stop(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
         if let Some(owners) = &self.inner.owners {
-            SectionName::ALL.iter().for_each(|s| owners.get(*s).stop());
+            owners.iter().for_each(|o| o.stop());
         }
     }
 
@@ -402,16 +420,16 @@ impl MirrorHandle {
     /// actor as a panic would (the watchdog re-spawns it).
     #[doc(hidden)]
     pub fn kill_section(&self, section: SectionName) {
-        if let Some(owners) = &self.inner.owners {
-            owners.get(section).stop();
+        if let Some(owner) = self.inner.owners.as_ref().and_then(|o| o.get(section)) {
+            owner.stop();
         }
     }
 
     /// Fault injection for tests: blocks one section actor's thread for `dur`.
     #[doc(hidden)]
     pub fn stall_section(&self, section: SectionName, dur: Duration) {
-        if let Some(owners) = &self.inner.owners {
-            owners.get(section).arbiter_spawn(Box::new(move || std::thread::sleep(dur)));
+        if let Some(owner) = self.inner.owners.as_ref().and_then(|o| o.get(section)) {
+            owner.arbiter_spawn(Box::new(move || std::thread::sleep(dur)));
         }
     }
 }
@@ -426,7 +444,17 @@ async fn watchdog(inner: Weak<Inner>) {
             return;
         }
         if let Some(owners) = &inner.owners {
-            SectionName::ALL.iter().for_each(|s| owners.get(*s).check());
+            owners.iter().for_each(|o| o.check());
         }
     }
+}
+
+/// Every name once, and every configured period for a registered section.
+fn check_names(names: &[SectionName], settings: &Settings) -> Result<(), StartError> {
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(StartError::DuplicateSection(*name));
+        }
+    }
+    Ok(settings.refresh.check(names)?)
 }

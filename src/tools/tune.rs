@@ -8,14 +8,14 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::db::Database;
-use crate::section::{Agents, Cost, LoadError, Queue, Section, SectionName, Stages};
+use crate::section::{self, LoadError, Section, SectionName, SectionVisitor};
+use crate::source::db::Database;
 
 /// How to measure.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Options {
-    /// CPU budget for the whole mirror, percent of one core (split evenly over the four sections).
+    /// CPU budget for the whole mirror, percent of one core (split evenly over the sections).
     pub budget_percent: f64,
     /// Timed refreshes per section, after two warm-up refreshes.
     pub samples: usize,
@@ -61,6 +61,8 @@ pub struct Report {
     pub db: String,
     /// The budget, percent of one core, for all four sections together.
     pub budget_percent: f64,
+    /// The budget's share of each section, percent of one core.
+    pub share_percent: f64,
     /// One entry per section.
     pub sections: Vec<SectionReport>,
 }
@@ -96,17 +98,16 @@ fn measure<S: Section>(
     path: &Path,
     opts: &Options,
     period: Duration,
+    share: f64,
     progress: bool,
 ) -> Result<SectionReport, TuneError> {
     let fail = |source| TuneError::Refresh { section: S::NAME, source };
     let db = Database::new(path);
     let deadline = Duration::from_secs(600);
-    let rows_sql = match S::NAME {
-        SectionName::Stages => "SELECT COUNT(*) FROM tasks",
-        SectionName::Queue | SectionName::Agents => "SELECT COUNT(*) FROM jobs",
-        SectionName::Cost => "SELECT COUNT(*) FROM agent_runs",
+    let rows = match S::ROWS_SQL {
+        Some(sql) => db.with_conn(deadline, |c, _| Ok(c.query_row(sql, [], |r| r.get(0))?)).map_err(fail)?,
+        None => 0,
     };
-    let rows = db.with_conn(deadline, |c, _| Ok(c.query_row(rows_sql, [], |r| r.get(0))?)).map_err(fail)?;
     let mut times = Vec::new();
     let started = Instant::now();
     for i in 0..opts.samples + 2 {
@@ -131,7 +132,6 @@ fn measure<S: Section>(
     times.sort();
     unchanged.sort();
     let median = percentile(&times, 0.5);
-    let share = opts.budget_percent / 100.0 / SectionName::ALL.len() as f64;
     let recommended = if share > 0.0 { median.as_secs_f64() / share } else { f64::INFINITY };
     let recommended_ms = ((recommended * 1000.0 / 10.0).ceil() * 10.0).clamp(10.0, 3_600_000.0) as u64;
     Ok(SectionReport {
@@ -147,20 +147,47 @@ fn measure<S: Section>(
     })
 }
 
-/// Measures every section of the database at `settings.db_path`.
+/// Measures each visited section in turn.
+struct Measure<'a> {
+    settings: &'a Settings,
+    path: &'a Path,
+    opts: &'a Options,
+    share: f64,
+    progress: bool,
+    reports: Vec<Result<SectionReport, TuneError>>,
+}
+
+impl SectionVisitor for Measure<'_> {
+    fn visit<S: Section>(&mut self, section: S) {
+        let period = self.settings.refresh.get(S::NAME);
+        self.reports.push(measure(&section, self.path, self.opts, period, self.share, self.progress));
+    }
+}
+
+/// Counts visited sections.
+struct Count(usize);
+
+impl SectionVisitor for Count {
+    fn visit<S: Section>(&mut self, _: S) {
+        self.0 += 1;
+    }
+}
+
+/// Measures every built-in section of the database at `path`.
 pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, TuneError> {
+    let tolerance = settings.pid_start_tolerance;
+    let mut count = Count(0);
+    section::built_in(tolerance, None, &mut count);
+    let share = opts.budget_percent / 100.0 / count.0.max(1) as f64;
     let progress = std::io::stderr().is_terminal();
-    let p = |s| settings.refresh.get(s);
-    let sections = vec![
-        measure(&Stages, path, opts, p(SectionName::Stages), progress)?,
-        measure(&Queue::new(), path, opts, p(SectionName::Queue), progress)?,
-        measure(&Agents::new(settings.pid_start_tolerance), path, opts, p(SectionName::Agents), progress)?,
-        measure(&Cost, path, opts, p(SectionName::Cost), progress)?,
-    ];
+    let mut m = Measure { settings, path, opts, share, progress, reports: Vec::new() };
+    section::built_in(tolerance, None, &mut m);
     if progress {
         eprint!("\r{:60}\r", "");
     }
-    Ok(Report { db: path.display().to_string(), budget_percent: opts.budget_percent, sections })
+    let sections = m.reports.into_iter().collect::<Result<Vec<_>, _>>()?;
+    let budget_percent = opts.budget_percent;
+    Ok(Report { db: path.display().to_string(), budget_percent, share_percent: share * 100.0, sections })
 }
 
 impl std::fmt::Display for Report {
@@ -169,8 +196,7 @@ impl std::fmt::Display for Report {
         writeln!(
             f,
             "budget: {}% of one core for the mirror ({:.2}% per section); times assume every refresh finds a change",
-            self.budget_percent,
-            self.budget_percent / 4.0
+            self.budget_percent, self.share_percent
         )?;
         writeln!(f)?;
         writeln!(
@@ -196,7 +222,7 @@ impl std::fmt::Display for Report {
         writeln!(f)?;
         writeln!(f, "# paste into .env:")?;
         for s in &self.sections {
-            writeln!(f, "ORCH_{}_REFRESH_MS={}", s.section.as_str().to_uppercase(), s.recommended_period_ms)?;
+            writeln!(f, "{}={}", s.section.refresh_var(), s.recommended_period_ms)?;
         }
         Ok(())
     }

@@ -1,0 +1,7 @@
+//! What the mirror serves: the versioned envelope, the HTTP routes and the
+//! Prometheus exposition. Everything here reads the runtime through
+//! [`crate::MirrorHandle`] and never touches the database.
+
+pub mod envelope;
+pub mod http;
+pub mod prometheus;

@@ -1,0 +1,292 @@
+//! The versioned JSON envelope: one typed value per response, assembled from
+//! every section's answer with its status, ages computed against `generated_at`.
+
+use std::time::Duration;
+
+use actix::MailboxError;
+use chrono::{DateTime, Utc};
+use serde::ser::SerializeMap;
+use serde::{Serialize, Serializer};
+
+use crate::runtime::hub::SubscriberTotals;
+use crate::runtime::messages::Answer;
+use crate::runtime::mirror::MirrorHandle;
+use crate::runtime::stats::{PerSection, Restarts};
+use crate::section::{
+    AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, SectionData, StageEntry, Stages, Status,
+};
+use crate::source::procstat;
+use crate::source::time::{format_millis, format_seconds, truncate_to_second};
+
+/// The envelope's `schema_version`.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// The body `/metrics` serves when `ORCH_METRICS_ENABLED` is false.
+pub const DISABLED_BODY: &str = r#"{"schema_version":1,"enabled":false}"#;
+
+/// Every body `GET /metrics` can answer with (the published JSON Schema's root).
+#[derive(schemars::JsonSchema)]
+#[serde(untagged)]
+#[schemars(title = "orchmirror /metrics envelope")]
+#[allow(dead_code)]
+enum MetricsBody {
+    /// The envelope.
+    Envelope(Box<EnvelopeSchema>),
+    /// What the kill switch serves: `{"schema_version":1,"enabled":false}`.
+    Disabled(Disabled),
+}
+
+/// The kill switch's body.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+#[schemars(deny_unknown_fields)]
+pub struct Disabled {
+    /// Always [`SCHEMA_VERSION`].
+    #[schemars(range(min = 1, max = 1))]
+    pub schema_version: u32,
+    /// Always false.
+    #[schemars(extend("const" = false))]
+    pub enabled: bool,
+}
+
+/// The JSON Schema of every `/metrics` JSON body, as checked in at `docs/envelope.schema.json`.
+pub fn json_schema() -> serde_json::Value {
+    serde_json::to_value(schemars::schema_for!(MetricsBody)).unwrap_or_default()
+}
+
+/// One `/metrics` response (schema version 1), keys in contract order: the
+/// four built-in sections, then host sections in registration order, then
+/// `sections`.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct Envelope {
+    /// Always [`SCHEMA_VERSION`].
+    pub schema_version: u32,
+    /// When the response was assembled, to the second; every age is relative to it.
+    pub generated_at: DateTime<Utc>,
+    /// The kernel's clock ticks per second (`None` off Linux).
+    pub clk_tck: Option<u64>,
+    /// Every section's value; `None` when it has no usable data.
+    pub data: PerSection<Option<SectionData>>,
+    /// The state of every section.
+    pub sections: Sections,
+}
+
+impl Envelope {
+    /// `S`'s value, typed; `None` when the section has no data (or is not registered).
+    pub fn section<S: Section>(&self) -> Option<&S::View> {
+        self.data.get(S::NAME)?.as_ref()?.get::<S>()
+    }
+
+    /// Active task stages.
+    pub fn stages(&self) -> Option<&Vec<StageEntry>> {
+        self.section::<Stages>()
+    }
+
+    /// The job queue.
+    pub fn queue(&self) -> Option<&QueueView> {
+        self.section::<Queue>()
+    }
+
+    /// Running agents.
+    pub fn agents(&self) -> Option<&Vec<AgentEntry>> {
+        self.section::<Agents>()
+    }
+
+    /// Cost and tokens.
+    pub fn cost(&self) -> Option<&CostView> {
+        self.section::<Cost>()
+    }
+}
+
+impl Serialize for Envelope {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(self.data.len() + 4))?;
+        map.serialize_entry("schema_version", &self.schema_version)?;
+        map.serialize_entry("generated_at", &format_seconds(self.generated_at))?;
+        map.serialize_entry("clk_tck", &self.clk_tck)?;
+        for (name, data) in self.data.iter() {
+            map.serialize_entry(name.as_str(), data)?;
+        }
+        map.serialize_entry("sections", &self.sections)?;
+        map.end()
+    }
+}
+
+/// The state of every section, by name.
+pub type Sections = PerSection<SectionState>;
+
+/// One `/metrics` response (schema version 1), keys in contract order; a
+/// host's own sections are additional keys after `cost`.
+// The published schema's view of [`Envelope`], which serialises by hand.
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "Envelope", extend("additionalProperties" = {
+    "description": "A section registered by the host embedding the library (after cost, before sections)."
+}))]
+#[allow(dead_code)]
+struct EnvelopeSchema {
+    /// Always [`SCHEMA_VERSION`].
+    #[schemars(range(min = 1, max = 1))]
+    schema_version: u32,
+    /// When the response was assembled, to the second; every age is relative to it.
+    generated_at: DateTime<Utc>,
+    /// The kernel's clock ticks per second (`None` off Linux).
+    clk_tck: Option<u64>,
+    /// Active task stages; `None` when the section has no usable data.
+    stages: Option<Vec<StageEntry>>,
+    /// The job queue.
+    queue: Option<QueueView>,
+    /// Running agents.
+    agents: Option<Vec<AgentEntry>>,
+    /// Cost and tokens.
+    cost: Option<CostView>,
+    /// The state of every section.
+    sections: SectionsSchema,
+}
+
+/// The state of every section: the four built-in ones, then a host's own.
+#[derive(schemars::JsonSchema)]
+#[schemars(rename = "Sections", extend("additionalProperties" = { "$ref": "#/$defs/SectionState" }))]
+#[allow(dead_code)]
+struct SectionsSchema {
+    /// `stages`.
+    stages: SectionState,
+    /// `queue`.
+    queue: SectionState,
+    /// `agents`.
+    agents: SectionState,
+    /// `cost`.
+    cost: SectionState,
+}
+
+/// One section's state in a response.
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
+#[non_exhaustive]
+pub struct SectionState {
+    /// What the section's value means.
+    pub status: Status,
+    /// The last successful refresh.
+    #[serde(serialize_with = "opt_millis")]
+    pub refreshed_at: Option<DateTime<Utc>>,
+    /// Milliseconds from `refreshed_at` to this response.
+    pub age_ms: Option<i64>,
+    /// Why the section is not `ok`.
+    pub error: Option<String>,
+}
+
+/// `/health`: `degraded` when any section is not `ok`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    /// The state of every section, as in the envelope.
+    pub sections: Sections,
+    /// How often each section's actor was found dead and re-spawned.
+    pub restarts: Restarts,
+    /// Live subscriptions and updates dropped for full mailboxes, per section.
+    pub subscribers: PerSection<SubscriberTotals>,
+}
+
+impl Health {
+    /// The health view of an envelope.
+    pub fn of(envelope: &Envelope, restarts: Restarts, subscribers: PerSection<SubscriberTotals>) -> Self {
+        let ok = envelope.sections.iter().all(|(_, s)| s.status == Status::Ok);
+        Health {
+            status: if ok { "ok" } else { "degraded" },
+            sections: envelope.sections.clone(),
+            restarts,
+            subscribers,
+        }
+    }
+}
+
+fn opt_millis<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => s.serialize_str(&format_millis(*at)),
+        None => s.serialize_none(),
+    }
+}
+
+/// The instant a response is generated: the precise clock, and `generated_at` (whole seconds).
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    /// The precise reading; `age_ms` is measured against it.
+    pub now: DateTime<Utc>,
+    /// `now` truncated to the second; ages in seconds are measured against it.
+    pub generated_at: DateTime<Utc>,
+}
+
+impl Clock {
+    /// Reads the clock.
+    pub fn now() -> Self {
+        Self::at(Utc::now())
+    }
+
+    /// A clock reading at `now`.
+    pub fn at(now: DateTime<Utc>) -> Self {
+        Self { now, generated_at: truncate_to_second(now) }
+    }
+}
+
+/// One section's state in a response from its answer.
+fn state(answer: &Answer, clock: Clock, snapshot_timeout: Duration) -> SectionState {
+    match &answer.reply {
+        Ok(r) => SectionState {
+            status: r.status,
+            refreshed_at: r.refreshed_at,
+            age_ms: r.refreshed_at.map(|at| (clock.now - at).num_milliseconds()),
+            error: r.error.clone(),
+        },
+        Err(MailboxError::Timeout) => SectionState {
+            status: Status::Timeout,
+            refreshed_at: None,
+            age_ms: None,
+            error: Some(format!(
+                "the {} actor did not answer within ORCH_SNAPSHOT_TIMEOUT_MS ({} ms)",
+                answer.section,
+                snapshot_timeout.as_millis()
+            )),
+        },
+        Err(MailboxError::Closed) => SectionState {
+            status: Status::Unavailable,
+            refreshed_at: None,
+            age_ms: None,
+            error: Some(format!("the {} actor is not running", answer.section)),
+        },
+    }
+}
+
+/// Assembles one response from every section's answer (in envelope order);
+/// ages are computed against `clock`.
+pub fn assemble(answers: Vec<Answer>, clock: Clock, snapshot_timeout: Duration) -> Envelope {
+    let mut data = Vec::with_capacity(answers.len());
+    let mut states = Vec::with_capacity(answers.len());
+    for answer in &answers {
+        data.push((answer.section, answer.render(clock.generated_at)));
+        states.push((answer.section, state(answer, clock, snapshot_timeout)));
+    }
+    Envelope {
+        schema_version: SCHEMA_VERSION,
+        generated_at: clock.generated_at,
+        clk_tck: procstat::clk_tck(),
+        data: PerSection::new(data),
+        sections: PerSection::new(states),
+    }
+}
+
+impl MirrorHandle {
+    /// The whole envelope, as `/metrics` serves it; `None` when disabled.
+    ///
+    /// Asks every section actor at once, each with the snapshot timeout, so it
+    /// never waits longer than one timeout.
+    pub async fn snapshot(&self) -> Option<Envelope> {
+        let answers = self.answers().await?;
+        Some(assemble(answers, Clock::now(), self.snapshot_timeout()))
+    }
+
+    /// `/health`'s answer; `None` when disabled.
+    pub async fn health(&self) -> Option<Health> {
+        let envelope = self.snapshot().await?;
+        Some(Health::of(&envelope, self.restarts(), self.subscriber_totals()))
+    }
+}
