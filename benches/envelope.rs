@@ -50,7 +50,7 @@ fn envelope_assembly(c: &mut Criterion) {
         let stages = Stages.load(&conn).expect("stages");
         let queue = Queue::new().load(&conn).expect("queue");
         let running = Agents::new(Duration::from_secs(10)).load(&conn).expect("agents");
-        let cost = Cost.load(&conn).expect("cost");
+        let cost = Cost::new().load(&conn).expect("cost");
         let stages = Arc::new(stages);
         let queue = Arc::new(queue);
         let running = Arc::new(running);

@@ -85,7 +85,7 @@ fn refresh(c: &mut Criterion) {
             section_bench(c, "refresh", &Stages, &dbs[0], &id);
             section_bench(c, "refresh", &Queue::new(), &dbs[1], &id);
             section_bench(c, "refresh", &agents, &dbs[2], &id);
-            section_bench(c, "refresh", &Cost, &dbs[3], &id);
+            section_bench(c, "refresh", &Cost::new(), &dbs[3], &id);
 
             let mut g = c.benchmark_group("per_request");
             g.sample_size(10).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
@@ -96,7 +96,7 @@ fn refresh(c: &mut Criterion) {
                         Answer::of::<Stages>(ok(load(&dbs[0], &Stages))),
                         Answer::of::<Queue>(ok(load(&dbs[1], &Queue::new()))),
                         Answer::of::<Agents>(ok(load(&dbs[2], &agents))),
-                        Answer::of::<Cost>(ok(load(&dbs[3], &Cost))),
+                        Answer::of::<Cost>(ok(load(&dbs[3], &Cost::new()))),
                     ];
                     black_box(serde_json::to_vec(&assemble(replies, Clock::now(), DEADLINE)).expect("json"))
                 })
@@ -106,7 +106,7 @@ fn refresh(c: &mut Criterion) {
                 Arc::new(load(&dbs[0], &Stages)),
                 Arc::new(load(&dbs[1], &Queue::new())),
                 Arc::new(load(&dbs[2], &agents)),
-                Arc::new(load(&dbs[3], &Cost)),
+                Arc::new(load(&dbs[3], &Cost::new())),
             );
             g.bench_function(BenchmarkId::new("mirror_cached_sections", &id), |b| {
                 b.iter(|| {

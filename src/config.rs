@@ -21,6 +21,12 @@ pub const DEFAULT_REFRESH_MS: u64 = 1000;
 pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 200;
 /// Default age up to which last-good data is served as `stale` (`ORCH_MAX_STALE_MS`).
 pub const DEFAULT_MAX_STALE_MS: u64 = 30_000;
+/// Default longest time between two full recomputations of a section (`ORCH_RECONCILE_MS`).
+///
+/// Chosen from measurement (BENCHMARKS.md): at 1M jobs a full recomputation of
+/// all four sections costs under a second of one core, so every 5 minutes it
+/// stays within 1 % of one core.
+pub const DEFAULT_RECONCILE_MS: u64 = 300_000;
 /// Default pid-reuse tolerance (`ORCH_PID_START_TOLERANCE_S`).
 pub const DEFAULT_PID_START_TOLERANCE_S: f64 = 10.0;
 
@@ -28,6 +34,7 @@ const REFRESH_RANGE: (u64, u64) = (10, 3_600_000);
 const SNAPSHOT_TIMEOUT_RANGE: (u64, u64) = (1, 60_000);
 const MAX_STALE_RANGE: (u64, u64) = (0, 7 * 24 * 3_600_000);
 const PID_TOLERANCE_MAX_S: f64 = 86_400.0;
+const RECONCILE_RANGE: (u64, u64) = (1_000, 86_400_000);
 
 /// A configuration that cannot be used; the message names the variable and the value.
 #[derive(Debug, thiserror::Error)]
@@ -164,6 +171,8 @@ pub struct Settings {
     pub max_stale: Duration,
     /// `ORCH_PID_START_TOLERANCE_S`.
     pub pid_start_tolerance: Duration,
+    /// `ORCH_RECONCILE_MS`: every section derives everything from the database at least this often.
+    pub reconcile: Duration,
 }
 
 impl Default for Settings {
@@ -176,6 +185,7 @@ impl Default for Settings {
             snapshot_timeout: Duration::from_millis(DEFAULT_SNAPSHOT_TIMEOUT_MS),
             max_stale: Duration::from_millis(DEFAULT_MAX_STALE_MS),
             pid_start_tolerance: Duration::from_secs_f64(DEFAULT_PID_START_TOLERANCE_S),
+            reconcile: Duration::from_millis(DEFAULT_RECONCILE_MS),
         }
     }
 }
@@ -202,7 +212,7 @@ impl CliOverrides {
 /// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
 /// Besides these, `<section>_refresh_ms` for any section (checked against the
 /// registered sections when the mirror starts).
-pub const KEYS: [&str; 7] = [
+pub const KEYS: [&str; 8] = [
     "db_path",
     "bind",
     "metrics_enabled",
@@ -210,6 +220,7 @@ pub const KEYS: [&str; 7] = [
     "snapshot_timeout_ms",
     "max_stale_ms",
     "pid_start_tolerance_s",
+    "reconcile_ms",
 ];
 
 impl Settings {
@@ -331,6 +342,7 @@ impl Layers<'_> {
             pid_start_tolerance: self
                 .seconds("pid_start_tolerance_s", PID_TOLERANCE_MAX_S)?
                 .unwrap_or(defaults.pid_start_tolerance),
+            reconcile: self.millis("reconcile_ms", RECONCILE_RANGE)?.unwrap_or(defaults.reconcile),
         })
     }
 

@@ -104,7 +104,7 @@ pub use config::{CliOverrides, ConfigError, RefreshPeriods, Settings};
 pub use runtime::hub::{SubscriptionId, SubscriptionStats, Update};
 pub use runtime::messages::{SectionReply, Snapshot};
 pub use runtime::mirror::{MirrorBuilder, MirrorHandle, StartError};
-pub use runtime::stats::{PerSection, RefreshCounters, Restarts};
+pub use runtime::stats::{PerSection, Reconciliation, RefreshCounters, Restarts};
 pub use section::{Section, SectionData, SectionName, Status};
 pub use serve::envelope::{Envelope, Health, SectionState, Sections};
 pub use source::probe::WorkerProbe;

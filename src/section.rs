@@ -166,8 +166,23 @@ pub trait Section: Send + Sync + 'static {
     /// report (none by default).
     const ROWS_SQL: Option<&'static str> = None;
 
-    /// Reads the section from the database. Runs on a blocking thread.
+    /// Reads the section from the database with the plain queries over all
+    /// rows: the reference every faster path must equal. Runs on a blocking thread.
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError>;
+
+    /// Reads the section at the cost of what changed since the last refresh,
+    /// from state the section keeps (CONTRACT section 7); with no state yet it
+    /// builds it from every row. Must equal [`Section::load`] on the same read
+    /// snapshot after any sequence of the orchestrator's pattern writes. A
+    /// failed refresh leaves the state as it was. Default: `load`.
+    fn refresh(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
+        self.load(conn)
+    }
+
+    /// Drops the incremental state, so the next [`Section::refresh`] derives
+    /// everything from the database again (a reconciliation, or a detector
+    /// that saw a history edit). Default: nothing to drop.
+    fn forget(&self) {}
 
     /// Renders `data` for a response generated at `generated_at` (ages are computed here).
     fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View;
@@ -203,7 +218,7 @@ pub fn built_in(
     visitor.visit(Stages);
     visitor.visit(worker.map_or_else(Queue::new, Queue::with_worker));
     visitor.visit(Agents::new(pid_start_tolerance));
-    visitor.visit(Cost);
+    visitor.visit(Cost::new());
 }
 
 /// A rendered section value whose type is known only to its section.

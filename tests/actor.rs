@@ -42,7 +42,11 @@ fn a_panicking_refresh_is_an_error_not_a_dead_actor() {
     let panic = Arc::new(AtomicBool::new(true));
     let section = Arc::new(Flaky { panic: Arc::clone(&panic) });
     let db = Arc::new(Database::new(&fx.path));
-    let settings = ActorSettings { period: Duration::from_millis(50), max_stale: Duration::from_secs(30) };
+    let settings = ActorSettings {
+        period: Duration::from_millis(50),
+        max_stale: Duration::from_secs(30),
+        reconcile: Duration::from_secs(300),
+    };
 
     actix_web::rt::System::new().block_on(async move {
         let addr = SectionActor::new(section, db, settings).start();

@@ -28,6 +28,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.snapshot_timeout, ms(200));
     assert_eq!(s.max_stale, ms(30_000));
     assert_eq!(s.pid_start_tolerance, Duration::from_secs(10));
+    assert_eq!(s.reconcile, ms(300_000));
 }
 
 #[test]
@@ -43,6 +44,8 @@ fn every_variable_changes_its_setting() {
         load(&[("ORCH_PID_START_TOLERANCE_S", "2.5")]).expect("tol").pid_start_tolerance,
         Duration::from_millis(2500)
     );
+
+    assert_eq!(load(&[("ORCH_RECONCILE_MS", "60000")]).expect("reconcile").reconcile, ms(60_000));
 
     let all = load(&[("ORCH_REFRESH_MS", "500")]).expect("refresh");
     assert_eq!(all.refresh, orchmirror::RefreshPeriods::uniform(ms(500)));
@@ -106,6 +109,9 @@ fn bad_values_are_rejected_naming_the_variable_and_value() {
         ("ORCH_MAX_STALE_MS", "forever"),
         ("ORCH_PID_START_TOLERANCE_S", "-1"),
         ("ORCH_PID_START_TOLERANCE_S", "NaN"),
+        ("ORCH_RECONCILE_MS", "999"),
+        ("ORCH_RECONCILE_MS", "86400001"),
+        ("ORCH_RECONCILE_MS", "hourly"),
     ];
     for (var, value) in cases {
         let err = load(&[(var, value)]).err().unwrap_or_else(|| panic!("{var}={value:?} was accepted"));
@@ -129,6 +135,7 @@ fn the_binary_exits_non_zero_on_each_bad_value() {
         ("ORCH_SNAPSHOT_TIMEOUT_MS", "0"),
         ("ORCH_MAX_STALE_MS", "-1"),
         ("ORCH_PID_START_TOLERANCE_S", "ten"),
+        ("ORCH_RECONCILE_MS", "10"),
     ] {
         let port = support::free_port().to_string();
         let bind = format!("127.0.0.1:{port}");

@@ -34,6 +34,9 @@ pub struct ActorSettings {
     pub period: Duration,
     /// How old last-good data may be and still be served.
     pub max_stale: Duration,
+    /// The longest the section goes without deriving everything from the
+    /// database again (`ORCH_RECONCILE_MS`).
+    pub reconcile: Duration,
 }
 
 struct Good<D> {
@@ -56,12 +59,27 @@ pub struct SectionActor<S: Section> {
     stats: Arc<SectionStats>,
     /// The database as of the last successful load: equal again means unchanged.
     fingerprint: Option<Fingerprint>,
+    /// When the section last derived everything from the database.
+    reconciled: Option<Instant>,
+    /// Whether a refresh folded in changes since then (else there is nothing to reconcile).
+    folded: bool,
+}
+
+/// Whether a refresh derived everything from the database again.
+enum Rebuild {
+    /// No: the section folded in what changed.
+    No,
+    /// Yes, because the file, connection or schema changed (or it was the first).
+    Detected,
+    /// Yes, because `ORCH_RECONCILE_MS` had passed; `Some` says how the
+    /// incremental value differed from the full one.
+    Reconciled(Option<String>),
 }
 
 /// What a refresh produced.
 enum Refreshed<D> {
     /// The queries ran.
-    Loaded(D, Fingerprint),
+    Loaded(D, Fingerprint, Rebuild),
     /// The database was unchanged; `Some` when the section re-sampled what moves on its own.
     Unchanged(Option<D>, Fingerprint),
 }
@@ -79,7 +97,19 @@ impl<S: Section> SectionActor<S> {
         hub: Arc<Hub>,
         stats: Arc<SectionStats>,
     ) -> Self {
-        Self { section, db, settings, good: None, last_error: None, in_flight: None, hub, stats, fingerprint: None }
+        Self {
+            section,
+            db,
+            settings,
+            good: None,
+            last_error: None,
+            in_flight: None,
+            hub,
+            stats,
+            fingerprint: None,
+            reconciled: None,
+            folded: false,
+        }
     }
 
     fn refresh(&mut self, ctx: &mut Context<Self>) {
@@ -91,19 +121,29 @@ impl<S: Section> SectionActor<S> {
         let section = Arc::clone(&self.section);
         let db = Arc::clone(&self.db);
         let deadline = refresh_deadline(self.settings.period);
+        let seen = self.fingerprint;
         let last = self.fingerprint.zip(self.good.as_ref().map(|g| Arc::clone(&g.data)));
+        let reconcile_due = self.folded && self.reconciled.is_some_and(|at| at.elapsed() >= self.settings.reconcile);
         let work = actix_web::rt::task::spawn_blocking(move || {
             db.with_conn(deadline, |conn, fingerprint| match last {
-                // Nothing was committed since the last load: skip the queries.
-                Some((seen, data)) if seen == fingerprint => {
+                // Nothing was committed since the last load: skip the queries
+                // (unless a reconciliation is due: a history edit may hide behind the last load).
+                Some((seen, data)) if seen == fingerprint && !reconcile_due => {
                     Ok(Refreshed::Unchanged(section.resample(&data), fingerprint))
                 }
-                _ => Ok(Refreshed::Loaded(section.load(conn)?, fingerprint)),
+                _ => {
+                    let (data, rebuild) = load(&*section, conn, seen, fingerprint, reconcile_due)?;
+                    Ok(Refreshed::Loaded(data, fingerprint, rebuild))
+                }
             })
         });
         ctx.spawn(work.into_actor(self).map(|joined, act, ctx| {
             let started = act.in_flight.take();
-            let result = joined.unwrap_or_else(|e| Err(LoadError::Other(panic_message(e))));
+            let result = joined.unwrap_or_else(|e| {
+                // A refresh that panicked may have left its state half-updated.
+                act.section.forget();
+                Err(LoadError::Other(panic_message(e)))
+            });
             act.finish(result, started);
             // The next refresh is scheduled from the end of this one, so a slow
             // refresh stretches the cadence instead of piling up ticks.
@@ -116,8 +156,9 @@ impl<S: Section> SectionActor<S> {
         self.stats.durations.observe(elapsed.as_secs_f64());
         let elapsed_ms = elapsed.as_millis();
         match result {
-            Ok(Refreshed::Loaded(data, fingerprint)) => {
+            Ok(Refreshed::Loaded(data, fingerprint, rebuild)) => {
                 self.fingerprint = Some(fingerprint);
+                self.rebuilt(rebuild);
                 self.stats.loaded.fetch_add(1, Ordering::Relaxed);
                 self.accept(Some(data), elapsed_ms);
             }
@@ -137,6 +178,22 @@ impl<S: Section> SectionActor<S> {
                 }
                 self.last_error = Some(msg);
             }
+        }
+    }
+
+    /// Notes a refresh that derived everything again, and any drift it found.
+    fn rebuilt(&mut self, rebuild: Rebuild) {
+        if matches!(rebuild, Rebuild::No) {
+            self.folded = true;
+            return;
+        }
+        self.folded = false;
+        self.reconciled = Some(Instant::now());
+        self.stats.reconciled(Utc::now());
+        if let Rebuild::Reconciled(Some(difference)) = rebuild {
+            self.stats.drift.fetch_add(1, Ordering::Relaxed);
+            // Once per drift found: each one is a history edit the fast path could not see.
+            tracing::warn!(section = %S::NAME, %difference, "reconciliation found served values that were wrong");
         }
     }
 
@@ -230,6 +287,42 @@ impl<S: Section> Handler<Snapshot<S::Data>> for SectionActor<S> {
     fn handle(&mut self, _: Snapshot<S::Data>, _: &mut Self::Context) -> Self::Result {
         MessageResult(self.reply())
     }
+}
+
+/// One loading refresh: the section's incremental path, or everything again
+/// when the source changed under it (`seen` is the fingerprint of the last
+/// load) or a reconciliation is due. A reconciliation runs both on this one
+/// read snapshot and compares them.
+fn load<S: Section>(
+    section: &S,
+    conn: &rusqlite::Connection,
+    seen: Option<Fingerprint>,
+    now: Fingerprint,
+    reconcile_due: bool,
+) -> Result<(S::Data, Rebuild), LoadError> {
+    if !seen.is_some_and(|s| s.same_source(&now)) {
+        section.forget();
+        return Ok((section.refresh(conn)?, Rebuild::Detected));
+    }
+    if !reconcile_due {
+        return Ok((section.refresh(conn)?, Rebuild::No));
+    }
+    let fast = section.refresh(conn)?;
+    section.forget();
+    let full = section.refresh(conn)?;
+    let drift = (fast != full).then(|| first_difference(&format!("{fast:?}"), &format!("{full:?}")));
+    Ok((full, Rebuild::Reconciled(drift)))
+}
+
+/// Where two debug renderings first differ, with a little context from each.
+fn first_difference(served: &str, full: &str) -> String {
+    let at = served.bytes().zip(full.bytes()).take_while(|(a, b)| a == b).count();
+    let around = |s: &str| {
+        let start = s.floor_char_boundary(at.saturating_sub(40));
+        let end = s.ceil_char_boundary((at + 80).min(s.len()));
+        s[start..end].to_owned()
+    };
+    format!("served …{}… but the database gives …{}…", around(served), around(full))
 }
 
 /// A stable description of a refresh that panicked (the join error's own text

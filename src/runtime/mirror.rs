@@ -15,7 +15,7 @@ use crate::runtime::actor::{ActorSettings, SectionActor};
 use crate::runtime::hub::{Hub, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 use crate::runtime::messages::{Answer, Snapshot, Subscribe};
 use crate::runtime::stats::{
-    DurationFamily, PerSection, RefreshCounters, Restarts, SectionStats, duration_family, section_label,
+    DurationFamily, PerSection, Reconciliation, RefreshCounters, Restarts, SectionStats, duration_family, section_label,
 };
 use crate::section::{self, Section, SectionName, SectionVisitor};
 use crate::source::db::Database;
@@ -199,7 +199,11 @@ type Registration = Box<dyn FnOnce(&std::path::Path, &Settings, &DurationFamily)
 
 fn registration<S: Section>(section: S) -> (SectionName, Registration) {
     let start: Registration = Box::new(move |path, settings, durations| {
-        let actor = ActorSettings { period: settings.refresh.get(S::NAME), max_stale: settings.max_stale };
+        let actor = ActorSettings {
+            period: settings.refresh.get(S::NAME),
+            max_stale: settings.max_stale,
+            reconcile: settings.reconcile,
+        };
         Box::new(Owner::start(section, path, actor, durations))
     });
     (S::NAME, start)
@@ -353,6 +357,11 @@ impl MirrorHandle {
     /// Loaded, skipped (database unchanged) and failed refreshes, per section.
     pub fn refresh_counters(&self) -> PerSection<RefreshCounters> {
         self.per_section(|o| o.stats().counters())
+    }
+
+    /// Each section's last full recomputation and the drift reconciliations found.
+    pub fn reconciliations(&self) -> PerSection<Reconciliation> {
+        self.per_section(|o| o.stats().reconciliation())
     }
 
     /// Snapshot requests each section's actor did not answer within the timeout.

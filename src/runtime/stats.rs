@@ -2,7 +2,10 @@
 //! failed), snapshot requests not answered in time, refresh durations, and
 //! the per-section tables the handle reports them in.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use chrono::{DateTime, Utc};
 
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
@@ -41,6 +44,17 @@ pub struct RefreshCounters {
     pub failed: u64,
 }
 
+/// A section's reconciliations (CONTRACT section 7), for `/health`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Reconciliation {
+    /// When the section last derived everything from the database (UTC).
+    #[serde(serialize_with = "crate::source::time::serialize_opt_millis")]
+    pub last_at: Option<DateTime<Utc>>,
+    /// Reconciliations that found served values wrong (a history edit).
+    pub drift: u64,
+}
+
 /// One section's refresh statistics; shared by its successive actors.
 pub(crate) struct SectionStats {
     pub(crate) loaded: AtomicU64,
@@ -50,6 +64,10 @@ pub(crate) struct SectionStats {
     pub(crate) timeouts: AtomicU64,
     /// Refresh durations (shared with the mirror's exposition).
     pub(crate) durations: Histogram,
+    /// Reconciliations whose full recomputation differed from what was served.
+    pub(crate) drift: AtomicU64,
+    /// When the section last derived everything from the database.
+    last_reconciled: Mutex<Option<DateTime<Utc>>>,
 }
 
 impl SectionStats {
@@ -60,6 +78,19 @@ impl SectionStats {
             failed: AtomicU64::new(0),
             timeouts: AtomicU64::new(0),
             durations,
+            drift: AtomicU64::new(0),
+            last_reconciled: Mutex::new(None),
+        }
+    }
+
+    pub(crate) fn reconciled(&self, at: DateTime<Utc>) {
+        *self.last_reconciled.lock().unwrap_or_else(|p| p.into_inner()) = Some(at);
+    }
+
+    pub(crate) fn reconciliation(&self) -> Reconciliation {
+        Reconciliation {
+            last_at: *self.last_reconciled.lock().unwrap_or_else(|p| p.into_inner()),
+            drift: self.drift.load(Ordering::Relaxed),
         }
     }
 

@@ -9,9 +9,39 @@ use crate::section::metric::{CounterF, Family, Labels, Registry, counter, labels
 use crate::section::{LoadError, Section, SectionName};
 use crate::source::db::{MAX_SAFE_INTEGER, count, running_jobs};
 
-/// The cost section.
+/// The cost section; it keeps totals of finished runs between refreshes.
 #[derive(Debug, Default)]
-pub struct Cost;
+pub struct Cost {
+    state: std::sync::Mutex<Option<RunsState>>,
+}
+
+impl Cost {
+    /// A cost section with nothing kept yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The running jobs' latest runs, with their stored cost.
+    fn running(conn: &Connection) -> Result<Vec<CostRunning>, LoadError> {
+        Ok(running_jobs(conn)?
+            .into_iter()
+            .map(|job| {
+                let run = job.run.as_ref();
+                let cost = run.map(|r| r.cost.clone()).unwrap_or_default();
+                CostRunning {
+                    run_id: run.map(|r| r.run_id),
+                    job_id: job.job_id,
+                    agent: run.and_then(|r| r.agent.clone()).or_else(|| job.job_agent.clone()),
+                    cost_usd: cost.cost_usd,
+                    input_tokens: cost.input_tokens,
+                    output_tokens: cost.output_tokens,
+                    cache_read_tokens: cost.cache_read_tokens,
+                    cache_creation_tokens: cost.cache_creation_tokens,
+                }
+            })
+            .collect())
+    }
+}
 
 /// A running job's latest run, with its stored (possibly NULL) cost.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
@@ -64,20 +94,187 @@ pub struct CostView {
 }
 
 // Only values of the right type and range are summed (a text or negative token
-// count is bad data, skipped like NULL). TOTAL() cannot overflow, unlike SUM().
-const AGGREGATE_SQL: &str = "
-SELECT COUNT(*),
-       TOTAL(CASE WHEN typeof(cost_usd) IN ('real', 'integer') AND cost_usd BETWEEN 0 AND ?1 THEN cost_usd END),
+// count is bad data, skipped like NULL). Costs are summed as whole dollars
+// plus nano-dollars and tokens as integers, so that the totals do not depend on
+// the order rows are added in: the incremental path adds runs as they finish,
+// the reference over all rows in one pass, and both must give the same value.
+// TOTAL() cannot overflow, unlike SUM(); its sums of integers are exact up to
+// 2^53, and the totals are capped there anyway.
+macro_rules! totals_sql {
+    ($filter:literal) => {
+        concat!(
+            "SELECT COUNT(*),
+       TOTAL(CASE WHEN typeof(cost_usd) IN ('real', 'integer') AND cost_usd BETWEEN 0 AND ?1
+                  THEN CAST(cost_usd AS INTEGER) END),
+       TOTAL(CASE WHEN typeof(cost_usd) IN ('real', 'integer') AND cost_usd BETWEEN 0 AND ?1
+                  THEN CAST((cost_usd - CAST(cost_usd AS INTEGER)) * 1000000000 + 0.5 AS INTEGER) END),
        TOTAL(CASE WHEN typeof(input_tokens) = 'integer' AND input_tokens BETWEEN 0 AND ?1 THEN input_tokens END),
        TOTAL(CASE WHEN typeof(output_tokens) = 'integer' AND output_tokens BETWEEN 0 AND ?1 THEN output_tokens END),
        TOTAL(CASE WHEN typeof(cache_read_tokens) = 'integer' AND cache_read_tokens BETWEEN 0 AND ?1 THEN cache_read_tokens END),
        TOTAL(CASE WHEN typeof(cache_creation_tokens) = 'integer' AND cache_creation_tokens BETWEEN 0 AND ?1 THEN cache_creation_tokens END)
-  FROM agent_runs";
+  FROM agent_runs",
+            $filter
+        )
+    };
+}
+/// The reference: totals over every run.
+const AGGREGATE_SQL: &str = totals_sql!("");
+/// Totals over the finished runs up to a rowid (building the incremental state).
+const FINISHED_SQL: &str = totals_sql!(" WHERE finished_at IS NOT NULL AND id <= ?2");
+/// The unfinished runs up to a rowid, one by one (building the incremental state).
+const OPEN_SQL: &str = "SELECT id, finished_at IS NOT NULL, cost_usd, input_tokens, output_tokens, cache_read_tokens,
+       cache_creation_tokens
+  FROM agent_runs WHERE finished_at IS NULL AND id <= ?1 ORDER BY id";
+/// Runs inserted since the last refresh (a rowid range).
+const NEW_SQL: &str = "SELECT id, finished_at IS NOT NULL, cost_usd, input_tokens, output_tokens, cache_read_tokens,
+       cache_creation_tokens
+  FROM agent_runs WHERE id > ?1 ORDER BY id";
+/// The runs that were unfinished at the last refresh, by key.
+const KNOWN_SQL: &str = "SELECT id, finished_at IS NOT NULL, cost_usd, input_tokens, output_tokens, cache_read_tokens,
+       cache_creation_tokens
+  FROM agent_runs WHERE id IN (SELECT value FROM json_each(?1)) ORDER BY id";
 
-fn total(v: ValueRef<'_>) -> f64 {
+fn total(v: ValueRef<'_>) -> u128 {
     match v {
-        ValueRef::Real(t) if t.is_finite() && t >= 0.0 => t,
-        _ => 0.0,
+        ValueRef::Real(t) if t.is_finite() && t >= 0.0 => t as u128,
+        _ => 0,
+    }
+}
+
+/// Run totals in integer units, so that adding in any order gives one result.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    runs: u64,
+    dollars: u128,
+    nanos: u128,
+    tokens: [u128; 4],
+}
+
+impl Totals {
+    /// One run's valid values, split as the SQL above splits them.
+    fn add_row(&mut self, row: &rusqlite::Row<'_>, first: usize) -> Result<(), rusqlite::Error> {
+        self.runs += 1;
+        if let Some(x) = crate::source::db::amount(row.get_ref(first)?).filter(|x| *x <= MAX_SAFE_INTEGER as f64) {
+            let whole = x.trunc();
+            self.dollars += whole as u128;
+            // CAST((x - CAST(x AS INTEGER)) * 1000000000 + 0.5 AS INTEGER), operation by operation.
+            self.nanos += ((x - whole) * 1_000_000_000.0 + 0.5) as u128;
+        }
+        for (i, t) in self.tokens.iter_mut().enumerate() {
+            *t += count(row.get_ref(first + 1 + i)?).map_or(0, u128::from);
+        }
+        Ok(())
+    }
+
+    /// The totals of one `totals_sql!` row.
+    fn from_sql(r: &rusqlite::Row<'_>) -> Result<Self, rusqlite::Error> {
+        Ok(Totals {
+            runs: count(r.get_ref(0)?).unwrap_or(0),
+            dollars: total(r.get_ref(1)?),
+            nanos: total(r.get_ref(2)?),
+            tokens: [total(r.get_ref(3)?), total(r.get_ref(4)?), total(r.get_ref(5)?), total(r.get_ref(6)?)],
+        })
+    }
+
+    fn plus(mut self, other: &Totals) -> Totals {
+        self.runs += other.runs;
+        self.dollars += other.dollars;
+        self.nanos += other.nanos;
+        for (t, o) in self.tokens.iter_mut().zip(other.tokens) {
+            *t += o;
+        }
+        self
+    }
+
+    /// What is served: sums held to the bound every served integer obeys.
+    fn aggregate(&self) -> CostAggregate {
+        let cap = |n: u128| u64::try_from(n).unwrap_or(u64::MAX).min(MAX_SAFE_INTEGER as u64);
+        let nanos = self.dollars.saturating_mul(1_000_000_000).saturating_add(self.nanos);
+        let cost_usd =
+            ((nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9).min(MAX_SAFE_INTEGER as f64);
+        CostAggregate {
+            runs: self.runs,
+            cost_usd,
+            input_tokens: cap(self.tokens[0]),
+            output_tokens: cap(self.tokens[1]),
+            cache_read_tokens: cap(self.tokens[2]),
+            cache_creation_tokens: cap(self.tokens[3]),
+        }
+    }
+}
+
+/// What the cost section keeps between refreshes: totals over the runs that
+/// had finished (a finished run never changes under the write pattern), the
+/// runs that had not, and the highest rowid seen.
+#[derive(Debug, Clone, Default)]
+struct RunsState {
+    max_id: i64,
+    finished: Totals,
+    open: Vec<i64>,
+}
+
+/// Why the state no longer describes the table (a history edit), so it is rebuilt.
+struct Rebuild;
+
+impl RunsState {
+    /// Derives the state from every row.
+    fn build(conn: &Connection) -> Result<RunsState, LoadError> {
+        let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM agent_runs", [], |r| r.get(0))?;
+        let finished = conn.prepare_cached(FINISHED_SQL)?.query_row((MAX_SAFE_INTEGER, max_id), Totals::from_sql)?;
+        let mut open = Vec::new();
+        let mut stmt = conn.prepare_cached(OPEN_SQL)?;
+        let mut rows = stmt.query([max_id])?;
+        while let Some(row) = rows.next()? {
+            open.push(row.get(0)?);
+        }
+        Ok(RunsState { max_id, finished, open })
+    }
+
+    /// Folds in what changed since the state was taken; returns the totals
+    /// over every run now, or `Err(Rebuild)` when a row the state counts on is gone.
+    fn advance(&mut self, conn: &Connection) -> Result<Result<Totals, Rebuild>, LoadError> {
+        let mut open_now = Totals::default();
+        let mut still_open = Vec::with_capacity(self.open.len());
+        let mut fold = |row: &rusqlite::Row<'_>, finished: &mut Totals| -> Result<(), rusqlite::Error> {
+            let id: i64 = row.get(0)?;
+            if row.get::<_, bool>(1)? {
+                finished.add_row(row, 2)
+            } else {
+                still_open.push(id);
+                open_now.add_row(row, 2)
+            }
+        };
+        let mut finished = self.finished;
+        if !self.open.is_empty() {
+            let ids = serde_json::to_string(&self.open).map_err(|e| LoadError::Other(e.to_string()))?;
+            let mut stmt = conn.prepare_cached(KNOWN_SQL)?;
+            let mut rows = stmt.query([ids])?;
+            let mut seen = 0;
+            while let Some(row) = rows.next()? {
+                fold(row, &mut finished)?;
+                seen += 1;
+            }
+            if seen != self.open.len() {
+                return Ok(Err(Rebuild)); // an unfinished run was deleted
+            }
+        }
+        let mut stmt = conn.prepare_cached(NEW_SQL)?;
+        let mut rows = stmt.query([self.max_id])?;
+        let mut max_id = self.max_id;
+        while let Some(row) = rows.next()? {
+            max_id = row.get(0)?;
+            fold(row, &mut finished)?;
+        }
+        drop(rows);
+        if max_id == self.max_id {
+            // Nothing new: the newest row must still be there (else rows were pruned from the top).
+            let top: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM agent_runs", [], |r| r.get(0))?;
+            if top < self.max_id {
+                return Ok(Err(Rebuild));
+            }
+        }
+        *self = RunsState { max_id, finished, open: still_open };
+        Ok(Ok(self.finished.plus(&open_now)))
     }
 }
 
@@ -89,34 +286,35 @@ impl Section for Cost {
     const ROWS_SQL: Option<&'static str> = Some("SELECT COUNT(*) FROM agent_runs");
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
-        let running = running_jobs(conn)?
-            .into_iter()
-            .map(|job| {
-                let run = job.run.as_ref();
-                let cost = run.map(|r| r.cost.clone()).unwrap_or_default();
-                CostRunning {
-                    run_id: run.map(|r| r.run_id),
-                    job_id: job.job_id,
-                    agent: run.and_then(|r| r.agent.clone()).or_else(|| job.job_agent.clone()),
-                    cost_usd: cost.cost_usd,
-                    input_tokens: cost.input_tokens,
-                    output_tokens: cost.output_tokens,
-                    cache_read_tokens: cost.cache_read_tokens,
-                    cache_creation_tokens: cost.cache_creation_tokens,
+        let running = Self::running(conn)?;
+        let aggregate = conn.prepare_cached(AGGREGATE_SQL)?.query_row([MAX_SAFE_INTEGER], Totals::from_sql)?;
+        Ok(CostView { running, aggregate: aggregate.aggregate() })
+    }
+
+    fn refresh(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
+        let running = Self::running(conn)?;
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Work on a copy: a failed query leaves the kept state as it was.
+        let mut state = match guard.clone() {
+            Some(state) => state,
+            None => RunsState::build(conn)?,
+        };
+        let totals = match state.advance(conn)? {
+            Ok(totals) => totals,
+            Err(Rebuild) => {
+                state = RunsState::build(conn)?;
+                match state.advance(conn)? {
+                    Ok(totals) => totals,
+                    Err(Rebuild) => return Err(LoadError::Other("agent_runs changed while it was read".into())),
                 }
-            })
-            .collect();
-        let aggregate = conn.prepare_cached(AGGREGATE_SQL)?.query_row([MAX_SAFE_INTEGER], |r| {
-            Ok(CostAggregate {
-                runs: count(r.get_ref(0)?).unwrap_or(0),
-                cost_usd: total(r.get_ref(1)?),
-                input_tokens: total(r.get_ref(2)?) as u64,
-                output_tokens: total(r.get_ref(3)?) as u64,
-                cache_read_tokens: total(r.get_ref(4)?) as u64,
-                cache_creation_tokens: total(r.get_ref(5)?) as u64,
-            })
-        })?;
-        Ok(CostView { running, aggregate })
+            }
+        };
+        *guard = Some(state);
+        Ok(CostView { running, aggregate: totals.aggregate() })
+    }
+
+    fn forget(&self) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     fn view(data: &Self::Data, _generated_at: DateTime<Utc>) -> Self::View {

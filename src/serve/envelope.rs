@@ -11,12 +11,12 @@ use serde::{Serialize, Serializer};
 use crate::runtime::hub::SubscriberTotals;
 use crate::runtime::messages::Answer;
 use crate::runtime::mirror::MirrorHandle;
-use crate::runtime::stats::{PerSection, Restarts};
+use crate::runtime::stats::{PerSection, Reconciliation, Restarts};
 use crate::section::{
     AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, SectionData, StageEntry, Stages, Status,
 };
 use crate::source::procstat;
-use crate::source::time::{format_millis, format_seconds, truncate_to_second};
+use crate::source::time::{format_seconds, truncate_to_second};
 
 /// The envelope's `schema_version`.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -165,7 +165,7 @@ pub struct SectionState {
     /// What the section's value means.
     pub status: Status,
     /// The last successful refresh.
-    #[serde(serialize_with = "opt_millis")]
+    #[serde(serialize_with = "crate::source::time::serialize_opt_millis")]
     pub refreshed_at: Option<DateTime<Utc>>,
     /// Milliseconds from `refreshed_at` to this response.
     pub age_ms: Option<i64>,
@@ -185,25 +185,26 @@ pub struct Health {
     pub restarts: Restarts,
     /// Live subscriptions and updates dropped for full mailboxes, per section.
     pub subscribers: PerSection<SubscriberTotals>,
+    /// Each section's last full recomputation and the drift found (CONTRACT section 7).
+    pub reconciliation: PerSection<Reconciliation>,
 }
 
 impl Health {
     /// The health view of an envelope.
-    pub fn of(envelope: &Envelope, restarts: Restarts, subscribers: PerSection<SubscriberTotals>) -> Self {
+    pub fn of(
+        envelope: &Envelope,
+        restarts: Restarts,
+        subscribers: PerSection<SubscriberTotals>,
+        reconciliation: PerSection<Reconciliation>,
+    ) -> Self {
         let ok = envelope.sections.iter().all(|(_, s)| s.status == Status::Ok);
         Health {
             status: if ok { "ok" } else { "degraded" },
             sections: envelope.sections.clone(),
             restarts,
             subscribers,
+            reconciliation,
         }
-    }
-}
-
-fn opt_millis<S: Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
-    match at {
-        Some(at) => s.serialize_str(&format_millis(*at)),
-        None => s.serialize_none(),
     }
 }
 
@@ -287,6 +288,6 @@ impl MirrorHandle {
     /// `/health`'s answer; `None` when disabled.
     pub async fn health(&self) -> Option<Health> {
         let envelope = self.snapshot().await?;
-        Some(Health::of(&envelope, self.restarts(), self.subscriber_totals()))
+        Some(Health::of(&envelope, self.restarts(), self.subscriber_totals(), self.reconciliations()))
     }
 }

@@ -30,25 +30,23 @@ pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
 pub fn configure(handle: MirrorHandle) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
         cfg.app_data(web::Data::new(handle))
-            .service(
-                web::resource("/metrics")
-                    .route(web::get().to(metrics))
-                    .route(web::head().to(metrics))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/health")
-                    .route(web::get().to(health))
-                    .route(web::head().to(health))
-                    .default_service(web::to(method_not_allowed)),
-            )
-            .service(
-                web::resource("/metrics/prometheus")
-                    .route(web::get().to(prometheus))
-                    .route(web::head().to(prometheus))
-                    .default_service(web::to(method_not_allowed)),
-            );
+            .service(get_and_head("/metrics", metrics))
+            .service(get_and_head("/health", health))
+            .service(get_and_head("/metrics/prometheus", prometheus));
     }
+}
+
+/// A resource answering GET and HEAD with `handler`, and other methods with a JSON 405.
+fn get_and_head<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args> + Clone,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(method_not_allowed))
 }
 
 fn json<B: actix_web::body::MessageBody + 'static>(status: actix_web::http::StatusCode, body: B) -> HttpResponse {

@@ -114,6 +114,12 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
         "Section actors re-spawned after dying",
         per_section(&|s| restarts.get(s).copied().unwrap_or_default()),
     );
+    let reconciliations = handle.reconciliations();
+    registry.register(
+        "orchmirror_reconcile_drift",
+        "Reconciliations whose full recomputation differed from the served values (history edits)",
+        per_section(&|s| reconciliations.get(s).map_or(0, |r| r.drift)),
+    );
     registry.register(
         "orchmirror_subscriber_drops",
         "Updates dropped because a subscriber's mailbox was full",

@@ -96,7 +96,18 @@ pub struct Fingerprint {
     file: FileId,
     generation: u64,
     connects: u64,
+    schema_version: i64,
     data_version: i64,
+}
+
+impl Fingerprint {
+    /// Whether both were read from the same file, connection and schema, so
+    /// that what a section kept from one still describes the other's rows
+    /// (only commits may lie between them).
+    pub fn same_source(&self, other: &Fingerprint) -> bool {
+        (self.file, self.generation, self.connects, self.schema_version)
+            == (other.file, other.generation, other.connects, other.schema_version)
+    }
 }
 
 struct Current {
@@ -184,6 +195,7 @@ impl Database {
             let tx = conn.unchecked_transaction()?;
             tx.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
             let data_version: i64 = tx.pragma_query_value(None, "data_version", |r| r.get(0))?;
+            let schema_version: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
             let connects = connects.load(Ordering::SeqCst);
             if connects != connects_before {
                 for side in walguard::foreign_side_files(&self.path) {
@@ -195,7 +207,7 @@ impl Database {
                     );
                 }
             }
-            let fingerprint = Fingerprint { file, generation, connects, data_version };
+            let fingerprint = Fingerprint { file, generation, connects, schema_version, data_version };
             f(&tx, fingerprint)
         })
     }

@@ -35,6 +35,14 @@ pub fn format_millis(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Serialises an optional instant as [`format_millis`] text, or null.
+pub fn serialize_opt_millis<S: serde::Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+    match at {
+        Some(at) => s.serialize_str(&format_millis(*at)),
+        None => s.serialize_none(),
+    }
+}
+
 /// Seconds from `from` to `to` as a JSON-friendly number, millisecond precision.
 pub fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
     (to - from).num_milliseconds() as f64 / 1000.0
