@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use orchmirror::Section;
-use orchmirror::section::Cost;
+use orchmirror::section::{Cost, Queue};
 use orchmirror::source::db::Database;
 use rusqlite::Connection;
 
@@ -150,4 +150,9 @@ fn exact_under_the_pattern<S: Section>(make: impl Fn() -> S) {
 #[test]
 fn cost_is_exact_under_the_pattern() {
     exact_under_the_pattern(Cost::new);
+}
+
+#[test]
+fn queue_is_exact_under_the_pattern() {
+    exact_under_the_pattern(Queue::new);
 }

@@ -19,6 +19,8 @@ use crate::source::time::seconds_between;
 #[derive(Debug, Default)]
 pub struct Queue {
     worker: Option<Arc<Mutex<WorkerLive>>>,
+    /// What the incremental refresh keeps (see [`JobsState`]).
+    state: Mutex<Option<JobsState>>,
 }
 
 impl Queue {
@@ -29,7 +31,7 @@ impl Queue {
 
     /// A queue section that reports the latest reads of a worker probe.
     pub fn with_worker(worker: Arc<Mutex<WorkerLive>>) -> Self {
-        Self { worker: Some(worker) }
+        Self { worker: Some(worker), state: Mutex::default() }
     }
 }
 
@@ -134,6 +136,204 @@ SELECT COUNT(CASE WHEN attempts > 1 THEN 1 END),
   FROM jobs
  WHERE typeof(attempts) = 'integer' AND attempts BETWEEN 0 AND ?1";
 
+/// Job counts per status name and retry statistics, in integers that add up
+/// the same in any order.
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Tally {
+    counts: Vec<(String, u64)>,
+    retried_jobs: u64,
+    total_retries: u64,
+    max_attempts: u64,
+}
+
+impl Tally {
+    /// One job: its status (a job whose status cannot be named is left out of
+    /// the counts, as in the full query) and its attempts, when valid.
+    fn add(&mut self, status: Option<String>, attempts: Option<u64>, n: u64) {
+        if let Some(status) = status {
+            match self.counts.iter_mut().find(|(s, _)| *s == status) {
+                Some(slot) => slot.1 += n,
+                None => self.counts.push((status, n)),
+            }
+        }
+        if let Some(a) = attempts {
+            self.max_attempts = self.max_attempts.max(a);
+            if a > 1 {
+                self.retried_jobs += n;
+                self.total_retries += (a - 1) * n;
+            }
+        }
+    }
+
+    fn add_row(&mut self, row: &rusqlite::Row<'_>) -> Result<(), rusqlite::Error> {
+        self.add(text(row.get_ref(1)?), count(row.get_ref(2)?), 1);
+        Ok(())
+    }
+
+    fn plus(mut self, other: &Tally) -> Tally {
+        for (status, n) in &other.counts {
+            self.add(Some(status.clone()), None, *n);
+        }
+        self.retried_jobs += other.retried_jobs;
+        self.total_retries += other.total_retries;
+        self.max_attempts = self.max_attempts.max(other.max_attempts);
+        self
+    }
+
+    /// `counts` in contract order (the five known statuses first, then others
+    /// by name) and the retry statistics.
+    fn finish(&self) -> (QueueCounts, Retries) {
+        let mut counts: Vec<(String, u64)> = KNOWN_STATUSES.iter().map(|s| ((*s).to_owned(), 0)).collect();
+        let mut others = Vec::new();
+        for (status, n) in &self.counts {
+            match counts.iter_mut().find(|(s, _)| s == status) {
+                Some(slot) => slot.1 += n,
+                None => others.push((status.clone(), *n)),
+            }
+        }
+        others.sort();
+        counts.extend(others);
+        let cap = |n: u64| n.min(MAX_SAFE_INTEGER as u64);
+        let retries = Retries {
+            retried_jobs: self.retried_jobs,
+            total_retries: cap(self.total_retries),
+            max_attempts: self.max_attempts,
+        };
+        (QueueCounts(counts), retries)
+    }
+}
+
+// Terminal statuses never change under the orchestrator's write pattern; every
+// other job (queued, running, paused, failed: a failed job may be retried) is
+// live. The live ones are found through idx_jobs_status as the index ranges
+// around 'cancelled' and 'done', so a refresh reads them, not the history (a
+// NULL status, possible only in a schema without NOT NULL, is its own lookup:
+// `IS NULL` in the same OR would turn the plan into a table scan).
+const LIVE_SQL: &str = "
+SELECT id, status, attempts FROM jobs
+ WHERE status < 'cancelled' OR (status > 'cancelled' AND status < 'done') OR status > 'done'
+UNION ALL
+SELECT id, status, attempts FROM jobs WHERE status IS NULL";
+/// Terminal jobs up to a rowid, aggregated (building the state).
+const TERMINAL_SQL: &str = "
+SELECT status, COUNT(*),
+       COUNT(CASE WHEN typeof(attempts) = 'integer' AND attempts BETWEEN 2 AND ?1 THEN 1 END),
+       TOTAL(CASE WHEN typeof(attempts) = 'integer' AND attempts BETWEEN 2 AND ?1 THEN attempts - 1 END),
+       MAX(CASE WHEN typeof(attempts) = 'integer' AND attempts BETWEEN 0 AND ?1 THEN attempts END)
+  FROM jobs WHERE status IN ('done', 'cancelled') AND id <= ?2 GROUP BY status";
+/// Jobs inserted since the last refresh that are already terminal (a rowid range).
+const NEW_TERMINAL_SQL: &str =
+    "SELECT id, status, attempts FROM jobs WHERE id > ?1 AND status IN ('done', 'cancelled')";
+/// Jobs that were live at the last refresh, by key (the ones no longer live became terminal).
+const KNOWN_JOBS_SQL: &str = "SELECT id, status, attempts FROM jobs WHERE id IN (SELECT value FROM json_each(?1))";
+const MAX_JOB_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM jobs";
+
+/// What the queue section keeps between refreshes: counts and retries of the
+/// terminal jobs (done, cancelled), the ids of the live ones, and the highest
+/// rowid seen.
+#[derive(Debug, Clone, Default)]
+struct JobsState {
+    max_id: i64,
+    terminal: Tally,
+    live: Vec<i64>,
+}
+
+impl JobsState {
+    fn build(conn: &Connection) -> Result<JobsState, LoadError> {
+        let max_id: i64 = conn.query_row(MAX_JOB_SQL, [], |r| r.get(0))?;
+        let mut terminal = Tally::default();
+        let mut stmt = conn.prepare_cached(TERMINAL_SQL)?;
+        let mut rows = stmt.query((MAX_SAFE_INTEGER, max_id))?;
+        while let Some(r) = rows.next()? {
+            let n = count(r.get_ref(1)?).unwrap_or(0);
+            terminal.add(text(r.get_ref(0)?), None, n);
+            terminal.retried_jobs += count(r.get_ref(2)?).unwrap_or(0);
+            terminal.total_retries += match r.get_ref(3)? {
+                ValueRef::Real(t) if t.is_finite() && t >= 0.0 => t as u64,
+                _ => 0,
+            };
+            terminal.max_attempts = terminal.max_attempts.max(count(r.get_ref(4)?).unwrap_or(0));
+        }
+        // The live ids as of this snapshot: the first advance finds them all still live.
+        let mut live = Vec::new();
+        let mut stmt = conn.prepare_cached(LIVE_SQL)?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: i64 = r.get(0)?;
+            if id <= max_id {
+                live.push(id);
+            }
+        }
+        live.sort_unstable();
+        Ok(JobsState { max_id, terminal, live })
+    }
+
+    /// Folds in what changed; the tally of every job now, or `None` when a
+    /// job the state relies on is gone (a history edit: rebuild).
+    fn advance(&mut self, conn: &Connection) -> Result<Option<Tally>, LoadError> {
+        let mut live_now = Tally::default();
+        let mut live = Vec::new();
+        let mut max_id = self.max_id;
+        {
+            let mut stmt = conn.prepare_cached(LIVE_SQL)?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                let id: i64 = r.get(0)?;
+                max_id = max_id.max(id);
+                live.push(id);
+                live_now.add_row(r)?;
+            }
+        }
+        live.sort_unstable();
+        let mut terminal = self.terminal.clone();
+        // Live at the last refresh, not now: they became terminal since.
+        let left: Vec<i64> = self.live.iter().copied().filter(|id| live.binary_search(id).is_err()).collect();
+        if !left.is_empty() {
+            let ids = serde_json::to_string(&left).map_err(|e| LoadError::Other(e.to_string()))?;
+            let mut stmt = conn.prepare_cached(KNOWN_JOBS_SQL)?;
+            let mut rows = stmt.query([ids])?;
+            let mut seen = 0;
+            while let Some(r) = rows.next()? {
+                terminal.add_row(r)?;
+                seen += 1;
+            }
+            if seen != left.len() {
+                return Ok(None); // a job was deleted
+            }
+        }
+        {
+            let mut stmt = conn.prepare_cached(NEW_TERMINAL_SQL)?;
+            let mut rows = stmt.query([self.max_id])?;
+            while let Some(r) = rows.next()? {
+                max_id = max_id.max(r.get(0)?);
+                terminal.add_row(r)?;
+            }
+        }
+        let top: i64 = conn.query_row(MAX_JOB_SQL, [], |r| r.get(0))?;
+        if top < self.max_id {
+            return Ok(None); // the newest jobs were deleted
+        }
+        *self = JobsState { max_id: max_id.max(top), terminal, live };
+        Ok(Some(self.terminal.clone().plus(&live_now)))
+    }
+}
+
+impl Queue {
+    fn oldest_queued(conn: &Connection) -> Result<Option<DateTime<Utc>>, LoadError> {
+        Ok(conn.prepare_cached(OLDEST_QUEUED_SQL)?.query_row([], |r| {
+            Ok(match r.get_ref(0)? {
+                ValueRef::Real(s) => DateTime::from_timestamp_millis((s * 1000.0).round() as i64),
+                ValueRef::Integer(s) => DateTime::from_timestamp(s, 0),
+                _ => None,
+            })
+        })?)
+    }
+
+    fn worker(&self) -> WorkerLive {
+        self.worker.as_ref().map(|w| w.lock().unwrap_or_else(|p| p.into_inner()).clone()).unwrap_or_default()
+    }
+}
+
 impl Section for Queue {
     const NAME: SectionName = SectionName::QUEUE;
     type Data = QueueData;
@@ -142,47 +342,50 @@ impl Section for Queue {
     const ROWS_SQL: Option<&'static str> = Some("SELECT COUNT(*) FROM jobs");
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
-        let mut counts: Vec<(String, u64)> = KNOWN_STATUSES.iter().map(|s| ((*s).to_owned(), 0)).collect();
-        let mut others = Vec::new();
+        let mut tally = Tally::default();
         {
             let mut stmt = conn.prepare_cached(COUNTS_SQL)?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
                 // A NULL status cannot be named; such jobs are left out of `counts`.
-                let (Some(status), Some(n)) = (text(row.get_ref(0)?), count(row.get_ref(1)?)) else {
-                    continue;
-                };
-                match counts.iter_mut().find(|(s, _)| *s == status) {
-                    Some(slot) => slot.1 = n,
-                    None => others.push((status, n)),
-                }
+                tally.add(text(row.get_ref(0)?), None, count(row.get_ref(1)?).unwrap_or(0));
             }
         }
-        others.sort();
-        counts.extend(others);
-
-        let oldest_queued = conn.prepare_cached(OLDEST_QUEUED_SQL)?.query_row([], |r| {
-            Ok(match r.get_ref(0)? {
-                ValueRef::Real(s) => DateTime::from_timestamp_millis((s * 1000.0).round() as i64),
-                ValueRef::Integer(s) => DateTime::from_timestamp(s, 0),
-                _ => None,
-            })
-        })?;
-
         let retries = conn.prepare_cached(RETRIES_SQL)?.query_row([MAX_SAFE_INTEGER], |r| {
             Ok(Retries {
                 retried_jobs: count(r.get_ref(0)?).unwrap_or(0),
                 total_retries: match r.get_ref(1)? {
-                    ValueRef::Real(t) if t.is_finite() && t >= 0.0 => t as u64,
+                    ValueRef::Real(t) if t.is_finite() && t >= 0.0 => (t as u64).min(MAX_SAFE_INTEGER as u64),
                     _ => 0,
                 },
                 max_attempts: count(r.get_ref(2)?).unwrap_or(0),
             })
         })?;
+        let (counts, _) = tally.finish();
+        Ok(QueueData { counts, oldest_queued: Self::oldest_queued(conn)?, retries, worker: self.worker() })
+    }
 
-        let worker =
-            self.worker.as_ref().map(|w| w.lock().unwrap_or_else(|p| p.into_inner()).clone()).unwrap_or_default();
-        Ok(QueueData { counts: QueueCounts(counts), oldest_queued, retries, worker })
+    fn refresh(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
+        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        // Work on a copy: a failed query leaves the kept state as it was.
+        let mut state = match guard.clone() {
+            Some(state) => state,
+            None => JobsState::build(conn)?,
+        };
+        let tally = match state.advance(conn)? {
+            Some(tally) => tally,
+            None => {
+                state = JobsState::build(conn)?;
+                state.advance(conn)?.ok_or_else(|| LoadError::Other("jobs changed while it was read".into()))?
+            }
+        };
+        *guard = Some(state);
+        let (counts, retries) = tally.finish();
+        Ok(QueueData { counts, oldest_queued: Self::oldest_queued(conn)?, retries, worker: self.worker() })
+    }
+
+    fn forget(&self) {
+        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The worker's live state moves without a database change.
