@@ -9,7 +9,7 @@ mod support;
 use std::time::Duration;
 
 use orchmirror::Section;
-use orchmirror::section::{Cost, Queue};
+use orchmirror::section::{Cost, Queue, Stages};
 use orchmirror::source::db::Database;
 use rusqlite::Connection;
 
@@ -49,8 +49,23 @@ impl Orchestrator {
     fn step(&mut self) {
         use rusqlite::types::Value;
         match self.rng.u8(..10) {
-            // A new job, queued.
-            0 | 1 => self.exec("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", []),
+            // A new job, queued; sometimes a new task, or a task's stage moving forward.
+            0 => self.exec("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", []),
+            1 => match self.rng.u8(..3) {
+                0 => {
+                    let stage = ["backlog", "develop", "review"][self.rng.usize(..3)];
+                    self.exec("INSERT INTO tasks (work_item_id, stage) VALUES ('W', ?1)", [stage]);
+                }
+                _ => {
+                    if let Some(task) = self.pick("SELECT id FROM tasks WHERE stage NOT IN ('done', 'cancelled')") {
+                        let next = ["review", "test", "done", "cancelled"][self.rng.usize(..4)];
+                        self.exec(
+                            "UPDATE tasks SET stage = ?2, updated_at = datetime('now') WHERE id = ?1",
+                            rusqlite::params![task, next],
+                        );
+                    }
+                }
+            },
             // queued -> running with attempts + 1, and its run starts.
             2 | 3 => {
                 if let Some(job) = self.pick("SELECT id FROM jobs WHERE status = 'queued'") {
@@ -155,4 +170,9 @@ fn cost_is_exact_under_the_pattern() {
 #[test]
 fn queue_is_exact_under_the_pattern() {
     exact_under_the_pattern(Queue::new);
+}
+
+#[test]
+fn stages_are_exact_under_the_pattern() {
+    exact_under_the_pattern(|| Stages);
 }

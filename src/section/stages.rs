@@ -46,6 +46,34 @@ SELECT id, work_item_id, stage, repo, updated_at
  WHERE stage IS NULL OR stage NOT IN ('done', 'cancelled')
  ORDER BY id";
 
+// The same rows through idx_tasks_stage: the index ranges around 'cancelled' and
+// 'done' (numbers sort below text, blobs above), so a refresh reads the active
+// tasks, not the history. No ORDER BY: with one, SQLite prefers scanning the
+// table in id order; the few active tasks are sorted here instead. A NULL stage
+// is its own lookup (in the same OR it would turn the plan into a scan).
+const ACTIVE_SQL: &str = "
+SELECT id, work_item_id, stage, repo, updated_at
+  FROM tasks
+ WHERE stage < 'cancelled' OR (stage > 'cancelled' AND stage < 'done') OR stage > 'done'
+UNION ALL
+SELECT id, work_item_id, stage, repo, updated_at FROM tasks WHERE stage IS NULL";
+
+fn rows(conn: &Connection, sql: &str) -> Result<Vec<TaskRow>, LoadError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query([])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(TaskRow {
+            task_id: row.get(0)?,
+            work_item: text(row.get_ref(1)?),
+            stage: text(row.get_ref(2)?),
+            repo: text(row.get_ref(3)?),
+            updated_at: timestamp(row.get_ref(4)?),
+        });
+    }
+    Ok(out)
+}
+
 impl Section for Stages {
     const NAME: SectionName = SectionName::STAGES;
     type Data = Vec<TaskRow>;
@@ -54,19 +82,16 @@ impl Section for Stages {
     const ROWS_SQL: Option<&'static str> = Some("SELECT COUNT(*) FROM tasks");
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
-        let mut stmt = conn.prepare_cached(SQL)?;
-        let mut rows = stmt.query([])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(TaskRow {
-                task_id: row.get(0)?,
-                work_item: text(row.get_ref(1)?),
-                stage: text(row.get_ref(2)?),
-                repo: text(row.get_ref(3)?),
-                updated_at: timestamp(row.get_ref(4)?),
-            });
-        }
-        Ok(out)
+        rows(conn, SQL)
+    }
+
+    /// Only active tasks can change (a task's stage moves forward and done and
+    /// cancelled are final), and the section is exactly the active tasks: read
+    /// them through the index, no state needed.
+    fn refresh(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
+        let mut active = rows(conn, ACTIVE_SQL)?;
+        active.sort_unstable_by_key(|t| t.task_id);
+        Ok(active)
     }
 
     fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View {
