@@ -75,6 +75,63 @@ fn section_bench<S: Section>(c: &mut Criterion, group: &str, section: &S, db: &D
     g.finish();
 }
 
+/// A handful of the orchestrator's pattern writes: a job queued, one started
+/// with its run, the oldest unfinished run finished, a task moved on.
+fn pattern_writes(writer: &rusqlite::Connection) {
+    writer
+        .execute_batch(
+            "BEGIN;
+             INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');
+             UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = datetime('now')
+              WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'queued');
+             INSERT INTO agent_runs (job_id, agent)
+                  SELECT MAX(id), 'dev' FROM jobs WHERE status = 'running';
+             UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = 0.25, input_tokens = 1000
+              WHERE id = (SELECT MIN(id) FROM agent_runs WHERE finished_at IS NULL);
+             UPDATE tasks SET updated_at = datetime('now') WHERE id = (SELECT MAX(id) FROM tasks);
+             COMMIT;",
+        )
+        .expect("pattern writes");
+}
+
+/// A changed refresh: the section's incremental path after a few pattern
+/// writes (on a copy of the database), against its full queries.
+fn changed_bench<S: Section>(c: &mut Criterion, section: &S, path: &std::path::Path, id: &str) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("changed.sqlite");
+    std::fs::copy(path, &copy).expect("copy");
+    let writer = rusqlite::Connection::open(&copy).expect("writer");
+    let db = Database::new(&copy);
+    db.with_conn(DEADLINE, |c, _| section.refresh(c)).expect("first refresh builds the state");
+    let mut g = c.benchmark_group(format!("changed/{}", S::NAME));
+    g.sample_size(20).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    g.bench_function(BenchmarkId::new("incremental", id), |b| {
+        b.iter_batched(
+            || pattern_writes(&writer),
+            |()| black_box(db.with_conn(DEADLINE, |c, _| section.refresh(c)).expect("refresh")),
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.bench_function(BenchmarkId::new("reconcile", id), |b| {
+        b.iter(|| {
+            section.forget();
+            black_box(db.with_conn(DEADLINE, |c, _| section.refresh(c)).expect("rebuild"))
+        })
+    });
+    g.finish();
+}
+
+fn changed(c: &mut Criterion) {
+    for jobs in sizes() {
+        let path = database(jobs, true);
+        let id = jobs.to_string();
+        changed_bench(c, &Stages, &path, &id);
+        changed_bench(c, &Queue::new(), &path, &id);
+        changed_bench(c, &Agents::new(Duration::from_secs(10)), &path, &id);
+        changed_bench(c, &Cost::new(), &path, &id);
+    }
+}
+
 fn refresh(c: &mut Criterion) {
     let agents = Agents::new(Duration::from_secs(10));
     for jobs in sizes() {
@@ -128,5 +185,5 @@ fn refresh(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, refresh);
+criterion_group!(benches, changed, refresh);
 criterion_main!(benches);

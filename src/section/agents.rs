@@ -85,7 +85,7 @@ impl Section for Agents {
             .map(|AgentRow { job, cpu }| {
                 let run = job.run.as_ref();
                 AgentEntry {
-                    agent: run.and_then(|r| r.agent.clone()).or_else(|| job.job_agent.clone()),
+                    agent: job.agent(),
                     run_id: run.map(|r| r.run_id),
                     job_id: job.job_id,
                     repo: job.repo.clone(),

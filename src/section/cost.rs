@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::section::metric::{CounterF, Family, Labels, Registry, counter, labels};
 use crate::section::{LoadError, Section, SectionName};
-use crate::source::db::{MAX_SAFE_INTEGER, count, running_jobs};
+use crate::source::db::{MAX_SAFE_INTEGER, RunCost, count, running_jobs};
 
 /// The cost section; it keeps totals of finished runs between refreshes.
 #[derive(Debug, Default)]
@@ -27,16 +27,11 @@ impl Cost {
             .into_iter()
             .map(|job| {
                 let run = job.run.as_ref();
-                let cost = run.map(|r| r.cost.clone()).unwrap_or_default();
                 CostRunning {
                     run_id: run.map(|r| r.run_id),
                     job_id: job.job_id,
-                    agent: run.and_then(|r| r.agent.clone()).or_else(|| job.job_agent.clone()),
-                    cost_usd: cost.cost_usd,
-                    input_tokens: cost.input_tokens,
-                    output_tokens: cost.output_tokens,
-                    cache_read_tokens: cost.cache_read_tokens,
-                    cache_creation_tokens: cost.cache_creation_tokens,
+                    agent: job.agent(),
+                    cost: run.map(|r| r.cost.clone()).unwrap_or_default(),
                 }
             })
             .collect())
@@ -53,16 +48,9 @@ pub struct CostRunning {
     pub job_id: i64,
     /// The run's agent, or `jobs.agent` when there is no run yet.
     pub agent: Option<String>,
-    /// `agent_runs.cost_usd`.
-    pub cost_usd: Option<f64>,
-    /// `agent_runs.input_tokens`.
-    pub input_tokens: Option<u64>,
-    /// `agent_runs.output_tokens`.
-    pub output_tokens: Option<u64>,
-    /// `agent_runs.cache_read_tokens`.
-    pub cache_read_tokens: Option<u64>,
-    /// `agent_runs.cache_creation_tokens`.
-    pub cache_creation_tokens: Option<u64>,
+    /// The run's stored cost and token columns (all `None` without a run).
+    #[serde(flatten)]
+    pub cost: RunCost,
 }
 
 /// Totals over every `agent_runs` row; NULLs and bad values are skipped.

@@ -297,6 +297,13 @@ pub struct RunningJob {
     pub run: Option<RunRow>,
 }
 
+impl RunningJob {
+    /// Who runs the job: the latest run's agent, else `jobs.agent` (no run yet).
+    pub fn agent(&self) -> Option<String> {
+        self.run.as_ref().and_then(|r| r.agent.clone()).or_else(|| self.job_agent.clone())
+    }
+}
+
 /// The stored values of one agent run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RunRow {
@@ -317,17 +324,17 @@ pub struct RunRow {
 }
 
 /// A run's cost columns; `None` is SQL NULL or bad data, never zero.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct RunCost {
-    /// `cost_usd`.
+    /// `agent_runs.cost_usd`.
     pub cost_usd: Option<f64>,
-    /// `input_tokens`.
+    /// `agent_runs.input_tokens`.
     pub input_tokens: Option<u64>,
-    /// `output_tokens`.
+    /// `agent_runs.output_tokens`.
     pub output_tokens: Option<u64>,
-    /// `cache_read_tokens`.
+    /// `agent_runs.cache_read_tokens`.
     pub cache_read_tokens: Option<u64>,
-    /// `cache_creation_tokens`.
+    /// `agent_runs.cache_creation_tokens`.
     pub cache_creation_tokens: Option<u64>,
 }
 
