@@ -1,6 +1,6 @@
 //! A section whose refresh panics: the actor survives, reports it, and recovers.
 
-mod support;
+pub mod support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,6 +13,7 @@ use orchmirror::section::LoadError;
 use orchmirror::source::db::Database;
 use orchmirror::{Section, SectionName, Snapshot, Status};
 use rusqlite::Connection;
+use support::wait_until;
 
 /// Counts tasks; panics while `PANIC` is set.
 struct Flaky {
@@ -51,26 +52,19 @@ fn a_panicking_refresh_is_an_error_not_a_dead_actor() {
     actix_web::rt::System::new().block_on(async move {
         let addr = SectionActor::new(section, db, settings).start();
         let ask = || addr.send(Snapshot::<i64>::new());
-        let mut reply = ask().await.expect("answers");
-        for _ in 0..100 {
-            if reply.status == Status::Error {
-                break;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-            reply = ask().await.expect("answers");
-        }
+        wait_until("the panic reported", Duration::from_secs(5), async || {
+            ask().await.expect("answers").status == Status::Error
+        })
+        .await;
+        let reply = ask().await.expect("answers");
         assert_eq!(reply.status, Status::Error);
         assert!(reply.error.as_deref().is_some_and(|e| e.contains("panicked")), "{:?}", reply.error);
         assert!(addr.connected(), "the actor survived the panic");
 
         panic.store(false, Ordering::SeqCst);
-        for _ in 0..100 {
-            reply = ask().await.expect("answers");
-            if reply.status == Status::Ok {
-                break;
-            }
-            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_until("recovery", Duration::from_secs(5), async || ask().await.expect("answers").status == Status::Ok)
+            .await;
+        let reply = ask().await.expect("answers");
         assert_eq!(reply.status, Status::Ok);
         assert_eq!(reply.data.as_deref(), Some(&1));
     });

@@ -1,17 +1,15 @@
 //! `cpu_ticks` from real processes: a live child, a dead pid, a reused pid.
 
-mod support;
+pub mod support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Duration as CDuration, Utc};
 use serde_json::Value;
-use support::{Binary, Fixture, Serves, wait_for};
+use support::{Fixture, Serves, wait_for};
 
-fn sqlite_ts(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
+use support::sqlite_ts;
 
 /// A child that burns CPU so its tick count moves.
 fn busy_child() -> std::process::Child {
@@ -50,8 +48,7 @@ fn live_dead_and_reused_pids() {
         reused = reused.id(),
         hour_ago = sqlite_ts(now - CDuration::hours(1)),
     ));
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     let first = bin.wait_all_ok();
     let a = agent(&first, 1);
     assert_eq!(a["pid"], live.id());
@@ -102,8 +99,7 @@ fn a_zombie_has_no_ticks() {
         "INSERT INTO jobs (id, agent, status, started_at) VALUES (1, 'a', 'running', '{now}');
          INSERT INTO agent_runs (id, job_id, agent, pid, started_at) VALUES (1, 1, 'a', {pid}, '{now}');"
     ));
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     let m = bin.wait_all_ok();
     assert_eq!(agent(&m, 1)["cpu_ticks"], Value::Null, "{m}");
     zombie.wait().expect("reap");
@@ -157,8 +153,7 @@ fn kernel_threads_and_impossible_pids_have_no_ticks() {
             s = sqlite_ts(*started)
         ));
     }
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_PID_START_TOLERANCE_S", "5")]);
+    let bin = fx.serve(&[("ORCH_PID_START_TOLERANCE_S", "5")]);
     let m = bin.wait_all_ok();
     let agents = m["agents"].as_array().expect("agents");
     assert_eq!(agents.len(), rows.len());

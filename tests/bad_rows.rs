@@ -1,6 +1,6 @@
 //! Bad data degrades one field of one row, never the section.
 
-mod support;
+pub mod support;
 
 use serde_json::{Value, json};
 use support::{Binary, Fixture, Serves};
@@ -24,8 +24,7 @@ fn bad_values_null_only_their_own_field() {
             (1, 1, 'developer', 'pid?', 'm', 'high', datetime('now'), 'free', 'lots', -5, 99999999999999999999, 3),
             (2, 2, 'developer', -7, 'm', 'high', datetime('now'), 0.5, 10, 20, 30, 40);",
     );
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     let m = bin.wait_all_ok();
 
     let stages = m["stages"].as_array().expect("stages");

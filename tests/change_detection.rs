@@ -1,7 +1,7 @@
 //! Change detection: an unchanged database skips the queries; any commit, from
 //! any process, is noticed at the next refresh; CPU ticks keep moving.
 
-mod support;
+pub mod support;
 
 use std::time::{Duration, Instant};
 

@@ -1,7 +1,7 @@
 //! Configuration: every variable changes its setting; every bad value stops
 //! start-up naming the variable and the value; layers override in order.
 
-mod support;
+pub mod support;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -237,8 +237,7 @@ fn per_section_periods_really_drive_the_refresh() {
     // Queue refreshes once an hour, everything else every 100 ms: a new job
     // shows up in agents (running) but not in the queue counts.
     let fx = Fixture::new();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_QUEUE_REFRESH_MS", "3600000")]);
+    let bin = fx.serve(&[("ORCH_QUEUE_REFRESH_MS", "3600000")]);
     bin.wait_all_ok();
     fx.exec("INSERT INTO jobs (agent, status, started_at) VALUES ('developer', 'running', datetime('now'));");
     let m = support::wait_for(Duration::from_secs(10), "agents refresh", || {
@@ -260,11 +259,9 @@ fn the_pid_tolerance_decides_whether_a_process_is_the_run() {
         child.id(),
         started.format("%Y-%m-%d %H:%M:%S")
     ));
-    let db = fx.path.display().to_string();
-    let strict = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let strict = fx.serve(&[]);
     assert!(strict.wait_all_ok()["agents"][0]["cpu_ticks"].is_null(), "10 s default: not the run");
-    let lenient =
-        Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_PID_START_TOLERANCE_S", "60")]);
+    let lenient = fx.serve(&[("ORCH_PID_START_TOLERANCE_S", "60")]);
     assert!(lenient.wait_all_ok()["agents"][0]["cpu_ticks"].is_u64(), "60 s: the run's process");
     let _ = child.kill();
     let _ = child.wait();

@@ -3,7 +3,7 @@
 //! before `sections`, an entry in `sections` and `/health`, its own refresh
 //! period, subscriptions and series; the built-in sections do not change.
 
-mod support;
+pub mod support;
 
 #[path = "../examples/custom_section/workers.rs"]
 mod workers;

@@ -1,6 +1,6 @@
 //! Demo mode through the real binary: no configuration, live data, clean exit.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

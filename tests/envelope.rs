@@ -1,14 +1,12 @@
 //! Every field of the envelope against fixture databases, through the real binary.
 
-mod support;
+pub mod support;
 
 use chrono::{DateTime, Duration as CDuration, Utc};
 use serde_json::{Value, json};
-use support::{Binary, Fixture, Serves, ts};
+use support::{Fixture, Serves, ts};
 
-fn sqlite_ts(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%d %H:%M:%S").to_string()
-}
+use support::sqlite_ts;
 
 /// Compares JSON, numbers within 1e-6 (ages are computed, not stored).
 fn assert_json_eq(got: &Value, want: &Value, path: &str) {
@@ -86,8 +84,7 @@ fn every_field_matches_a_fixture_whose_values_the_test_computes() {
     .expect("jobs and runs");
     drop(c);
 
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     let (status, ct, raw) = support::get(&bin.url("/metrics"));
     assert_eq!((status, ct.as_str()), (200, "application/json"));
     let _ = raw;
@@ -137,7 +134,7 @@ fn every_field_matches_a_fixture_whose_values_the_test_computes() {
     });
     assert_json_eq(&m, &want, "$");
 
-    for s in ["stages", "queue", "agents", "cost"] {
+    for s in support::SECTIONS {
         let sec = &m["sections"][s];
         assert_eq!(sec["status"], "ok", "{s}");
         assert_eq!(sec["error"], Value::Null, "{s}");
@@ -156,8 +153,7 @@ fn every_field_matches_a_fixture_whose_values_the_test_computes() {
 #[test]
 fn keys_come_in_contract_order() {
     let fx = Fixture::new();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     bin.wait_all_ok();
     let (_, _, raw) = support::get(&bin.url("/metrics"));
     let order = |keys: &[&str]| {
@@ -179,8 +175,7 @@ fn keys_come_in_contract_order() {
 #[test]
 fn an_empty_database_gives_zeros_and_empty_lists_not_nulls() {
     let fx = Fixture::new();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     let m = bin.wait_all_ok();
     assert_eq!(m["stages"], json!([]));
     assert_eq!(m["agents"], json!([]));
@@ -203,8 +198,7 @@ fn an_empty_database_gives_zeros_and_empty_lists_not_nulls() {
 #[test]
 fn changes_in_the_database_show_up_after_a_refresh() {
     let fx = Fixture::new();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     assert_eq!(bin.wait_all_ok()["queue"]["depth"], 0);
     fx.exec("INSERT INTO jobs (agent, status) VALUES ('a', 'queued'), ('b', 'queued');");
     support::wait_for(std::time::Duration::from_secs(10), "depth 2", || {

@@ -1,6 +1,6 @@
 //! Failure paths: a stalled actor, a dead actor, a locked database, a missing table.
 
-mod support;
+pub mod support;
 
 use std::time::{Duration, Instant};
 
@@ -8,19 +8,9 @@ use orchmirror::SectionName;
 use serde_json::Value;
 use support::{Binary, Fixture, InProcess, Serves, fast_settings, wait_for};
 
-fn seeded() -> Fixture {
-    let fx = Fixture::new();
-    fx.exec(
-        "INSERT INTO tasks (work_item_id, stage) VALUES ('ORCH-1', 'review');
-         INSERT INTO jobs (agent, status, started_at) VALUES ('developer', 'running', datetime('now'));
-         INSERT INTO agent_runs (job_id, agent, cost_usd) VALUES (1, 'developer', 1.25);",
-    );
-    fx
-}
-
 #[test]
 fn a_stalled_actor_costs_only_its_section_and_one_timeout() {
-    let fx = seeded();
+    let fx = Fixture::one_of_each();
     let mut settings = fast_settings(&fx.path);
     settings.snapshot_timeout = Duration::from_millis(300);
     let mirror = InProcess::start(settings);
@@ -51,7 +41,7 @@ fn a_stalled_actor_costs_only_its_section_and_one_timeout() {
 
 #[test]
 fn a_dead_actor_is_unavailable_then_respawned() {
-    let fx = seeded();
+    let fx = Fixture::one_of_each();
     let mut settings = fast_settings(&fx.path);
     // A 1 s period: the watchdog waits about that long before re-spawning.
     settings.refresh = orchmirror::RefreshPeriods::uniform(Duration::from_millis(1000));
@@ -83,16 +73,13 @@ fn a_dead_actor_is_unavailable_then_respawned() {
 
 #[test]
 fn a_stopped_mirror_is_unavailable_and_stays_so() {
-    let fx = seeded();
+    let fx = Fixture::one_of_each();
     let mirror = InProcess::start(fast_settings(&fx.path));
     mirror.wait_all_ok();
     mirror.handle.stop();
     let m = wait_for(Duration::from_secs(5), "all unavailable", || {
         let m = mirror.metrics();
-        ["stages", "queue", "agents", "cost"]
-            .iter()
-            .all(|s| m["sections"][s]["status"] == "unavailable" && m[s].is_null())
-            .then_some(m)
+        support::SECTIONS.iter().all(|s| m["sections"][s]["status"] == "unavailable" && m[s].is_null()).then_some(m)
     });
     std::thread::sleep(Duration::from_millis(500));
     let later = mirror.metrics();
@@ -101,16 +88,15 @@ fn a_stopped_mirror_is_unavailable_and_stays_so() {
 
 #[test]
 fn a_locked_database_serves_stale_data_then_recovers() {
-    let fx = seeded(); // rollback-journal mode: an exclusive lock blocks readers
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let fx = Fixture::one_of_each(); // rollback-journal mode: an exclusive lock blocks readers
+    let bin = fx.serve(&[]);
     let before = bin.wait_all_ok();
 
     let writer = fx.conn();
     writer.execute_batch("BEGIN EXCLUSIVE;").expect("lock");
     let m = wait_for(Duration::from_secs(10), "stale sections", || {
         let m = bin.metrics();
-        ["stages", "queue", "agents", "cost"].iter().all(|s| m["sections"][s]["status"] == "stale").then_some(m)
+        support::SECTIONS.iter().all(|s| m["sections"][s]["status"] == "stale").then_some(m)
     });
     // The last good data is served, with the reason.
     assert_eq!(m["stages"][0]["work_item"], before["stages"][0]["work_item"]);
@@ -129,9 +115,8 @@ fn a_locked_database_serves_stale_data_then_recovers() {
 
 #[test]
 fn stale_data_older_than_max_stale_is_withdrawn() {
-    let fx = seeded();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_MAX_STALE_MS", "1000")]);
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[("ORCH_MAX_STALE_MS", "1000")]);
     bin.wait_all_ok();
     let writer = fx.conn();
     writer.execute_batch("BEGIN EXCLUSIVE;").expect("lock");
@@ -149,10 +134,9 @@ fn stale_data_older_than_max_stale_is_withdrawn() {
 
 #[test]
 fn a_missing_table_errors_only_the_sections_that_need_it_and_logs_once() {
-    let fx = seeded();
+    let fx = Fixture::one_of_each();
     fx.exec("DROP TABLE agent_runs;");
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     let m = wait_for(Duration::from_secs(10), "sections settled", || {
         let m = bin.metrics();
         (m["sections"]["stages"]["status"] == "ok" && m["sections"]["cost"]["status"] == "error").then_some(m)
@@ -191,9 +175,8 @@ fn a_database_that_is_not_sqlite_gives_errors_not_a_crash() {
 
 #[test]
 fn a_replaced_file_is_noticed_and_served() {
-    let fx = seeded();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[]);
     assert_eq!(bin.wait_all_ok()["stages"].as_array().map(Vec::len), Some(1));
 
     // A new file, written aside then renamed over the path (how tools replace files).
@@ -208,9 +191,8 @@ fn a_replaced_file_is_noticed_and_served() {
 
 #[test]
 fn a_deleted_file_goes_stale_then_error_and_is_picked_up_when_it_returns() {
-    let fx = seeded();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_MAX_STALE_MS", "1500")]);
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[("ORCH_MAX_STALE_MS", "1500")]);
     bin.wait_all_ok();
     let aside = fx.dir.path().join("aside.sqlite");
     std::fs::rename(&fx.path, &aside).expect("move away");
@@ -233,11 +215,10 @@ fn a_deleted_file_goes_stale_then_error_and_is_picked_up_when_it_returns() {
 
 #[test]
 fn a_wal_database_with_a_busy_writer_never_fails_a_refresh() {
-    let fx = seeded();
+    let fx = Fixture::one_of_each();
     let writer = fx.conn();
     writer.pragma_update(None, "journal_mode", "WAL").expect("wal");
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "20")]);
+    let bin = fx.serve(&[("ORCH_REFRESH_MS", "20")]);
     bin.wait_all_ok();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let w = {
@@ -269,9 +250,8 @@ fn a_wal_database_with_a_busy_writer_never_fails_a_refresh() {
 
 #[test]
 fn a_hanging_query_is_interrupted_and_the_section_goes_stale_then_recovers() {
-    let fx = seeded();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[]);
     bin.wait_all_ok();
     // `tasks` becomes a view that never finishes: a real statement that hangs.
     fx.exec(

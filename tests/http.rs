@@ -1,6 +1,6 @@
 //! The HTTP surface: routes, JSON errors, query strings, the kill switch.
 
-mod support;
+pub mod support;
 
 use std::path::Path;
 use std::time::Duration;
@@ -38,8 +38,7 @@ fn unknown_paths_and_wrong_methods_get_json_errors() {
 #[test]
 fn unknown_query_strings_are_ignored() {
     let fx = Fixture::new();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     bin.wait_all_ok();
     for q in ["?format=prom", "?a=1&b=2", "?%ZZ", "?=&&=", "?x=%00"] {
         let m = support::get_json(&bin.url(&format!("/metrics{q}")));
@@ -51,13 +50,12 @@ fn unknown_query_strings_are_ignored() {
 #[test]
 fn health_reports_ok_when_every_section_is_ok() {
     let fx = Fixture::new();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     let h = support::wait_for(Duration::from_secs(10), "health ok", || {
         let h = support::get_json(&bin.url("/health"));
         (h["status"] == "ok").then_some(h)
     });
-    for s in ["stages", "queue", "agents", "cost"] {
+    for s in support::SECTIONS {
         assert_eq!(h["sections"][s]["status"], "ok");
         assert!(h["sections"][s]["refreshed_at"].is_string());
     }
@@ -99,8 +97,7 @@ fn the_mirror_never_writes_the_database() {
     let fx = Fixture::new();
     fx.exec("INSERT INTO jobs (agent, status) VALUES ('a', 'queued');");
     let before = std::fs::read(&fx.path).expect("read db");
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "20")]);
+    let bin = fx.serve(&[("ORCH_REFRESH_MS", "20")]);
     bin.wait_all_ok();
     std::thread::sleep(Duration::from_millis(300));
     drop(bin);

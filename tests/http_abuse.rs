@@ -1,7 +1,7 @@
 //! What a hostile or broken client can do to the HTTP server: it keeps
 //! answering well-behaved clients, and shuts down cleanly on signals.
 
-mod support;
+pub mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,8 +11,7 @@ use support::{Binary, Fixture, Serves};
 
 fn start() -> (Fixture, Binary) {
     let fx = Fixture::new();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     bin.wait_all_ok();
     (fx, bin)
 }

@@ -4,7 +4,7 @@
 //! writes came before. A seeded random workload checks it after every refresh;
 //! a failure names its seed and step (`ORCHMIRROR_SEED=n` replays one seed).
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 

@@ -1,13 +1,13 @@
 //! The Prometheus exposition, parsed with a real parser, against fixtures;
 //! content negotiation on /metrics; self-telemetry counters that move.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 
 use orchmirror::SectionName;
 use prometheus_parse::{Scrape, Value};
-use support::{Binary, Fixture, InProcess, Serves, fast_settings, wait_for};
+use support::{Fixture, InProcess, Serves, fast_settings, wait_for};
 
 fn scrape_raw(url: &str, accept: Option<&str>) -> (String, String) {
     let mut req = support::client().get(url);
@@ -37,7 +37,7 @@ fn is_counter(s: &Scrape, metric: &str) -> bool {
     s.samples.iter().any(|x| x.metric == metric && matches!(x.value, Value::Counter(_)))
 }
 
-fn seeded() -> Fixture {
+fn exposition_fixture() -> Fixture {
     let fx = Fixture::new();
     fx.exec(
         "INSERT INTO tasks (id, work_item_id, stage, updated_at) VALUES
@@ -55,9 +55,8 @@ fn seeded() -> Fixture {
 
 #[test]
 fn the_exposition_carries_the_raw_signal_and_self_telemetry() {
-    let fx = seeded();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let fx = exposition_fixture();
+    let bin = fx.serve(&[]);
     bin.wait_all_ok();
     let (ct, body) = scrape_raw(&bin.url("/metrics/prometheus"), None);
     assert_eq!(ct, "text/plain; version=0.0.4; charset=utf-8");
@@ -93,7 +92,7 @@ fn the_exposition_carries_the_raw_signal_and_self_telemetry() {
     }
 
     // Every self-telemetry family, one series per section, from the start.
-    for section in ["stages", "queue", "agents", "cost"] {
+    for section in support::SECTIONS {
         let l = [("section", section)];
         assert_eq!(value(&s, "orchmirror_section_up", &l), Some(1.0), "{section}");
         assert!(value(&s, "orchmirror_section_age_seconds", &l).is_some(), "{section}");
@@ -119,9 +118,8 @@ fn the_exposition_carries_the_raw_signal_and_self_telemetry() {
 
 #[test]
 fn metrics_negotiates_between_json_and_the_exposition() {
-    let fx = seeded();
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let fx = exposition_fixture();
+    let bin = fx.serve(&[]);
     bin.wait_all_ok();
     let url = bin.url("/metrics");
     let prometheus_default = "application/openmetrics-text;version=1.0.0,application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -142,7 +140,7 @@ fn metrics_negotiates_between_json_and_the_exposition() {
 
 #[test]
 fn null_sections_have_no_series_and_counters_count_what_happened() {
-    let fx = seeded();
+    let fx = exposition_fixture();
     let mut settings = fast_settings(&fx.path);
     settings.refresh = orchmirror::RefreshPeriods::uniform(Duration::from_millis(1000));
     settings.snapshot_timeout = Duration::from_millis(200);

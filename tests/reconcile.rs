@@ -3,7 +3,7 @@
 //! VACUUM) are served right within `ORCH_RECONCILE_MS`, and a reconciliation
 //! that finds served values wrong says so (`/health`, the exposition).
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 
@@ -53,8 +53,7 @@ fn history_edits_are_served_right_within_the_reconcile_period() {
                 (1, 1, 'dev', datetime('now'), 1.25, 100), (2, 2, 'dev', datetime('now'), 2.5, 200),
                 (3, 3, 'dev', NULL, NULL, NULL);",
     );
-    let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100"), ("ORCH_RECONCILE_MS", "1000")]);
+    let bin = fx.serve(&[("ORCH_RECONCILE_MS", "1000")]);
     let m = bin.wait_all_ok();
     assert!(matches(&m, truth(&fx)), "{}", m["cost"]);
     let health = support::get_json(&bin.url("/health"));

@@ -1,7 +1,7 @@
 //! The published JSON Schema of the envelope: generated from the Rust types,
 //! checked in, and satisfied by real envelopes.
 
-mod support;
+pub mod support;
 
 use std::time::Duration;
 
@@ -46,7 +46,7 @@ fn real_envelopes_match_the_schema() {
          INSERT INTO agent_runs (job_id, agent, pid, cost_usd) VALUES (1, 'dev', NULL, NULL);",
     );
     let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     let normal = bin.wait_all_ok();
     assert_valid(&v, &normal, "a normal envelope");
 

@@ -3,14 +3,14 @@
 //! commits to a WAL database 100 times a second and a second process takes
 //! short exclusive locks. Reports requests, non-200 answers, null sections and RSS.
 
-mod support;
+pub mod support;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use support::{Binary, Fixture, Serves};
+use support::{Fixture, Serves};
 
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
@@ -36,7 +36,7 @@ fn soak_under_load_with_a_busy_writer_and_a_locker() {
         )
         .expect("seed");
     let db = fx.path.display().to_string();
-    let bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_REFRESH_MS", "100")]);
+    let bin = fx.serve(&[]);
     bin.wait_all_ok();
     let pid = bin.child.id();
     let rss_start = rss_kib(pid);
@@ -92,7 +92,7 @@ fn soak_under_load_with_a_busy_writer_and_a_locker() {
                     match client.get(&url).send() {
                         Ok(r) if r.status().as_u16() == 200 => {
                             let m: serde_json::Value = r.json().unwrap_or_default();
-                            for s in ["stages", "queue", "agents", "cost"] {
+                            for s in support::SECTIONS {
                                 if m[s].is_null() {
                                     nulls.fetch_add(1, Ordering::Relaxed);
                                 }

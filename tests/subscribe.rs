@@ -1,6 +1,6 @@
 //! Subscriptions and the worker probe, through the public library API only.
 
-mod support;
+pub mod support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -14,7 +14,7 @@ use orchmirror::section::Queue;
 use orchmirror::source::probe::{ProbeResult, WorkerProbe};
 use orchmirror::{MirrorHandle, SectionName};
 use serde_json::json;
-use support::{Fixture, fast_settings};
+use support::{Fixture, fast_settings, wait_until};
 
 type Log = Arc<Mutex<Vec<(Instant, chrono::DateTime<Utc>, Update)>>>;
 
@@ -57,24 +57,12 @@ fn depth(u: &Update) -> u64 {
     }
 }
 
-async fn wait_until(what: &str, within: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(start.elapsed() < within, "timed out waiting for {what}");
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn ready(handle: &MirrorHandle) {
-    let start = Instant::now();
-    loop {
+    wait_until("every section ok", Duration::from_secs(10), async || {
         let e = handle.snapshot().await.expect("enabled");
-        if e.sections.iter().all(|(_, s)| s.status == orchmirror::Status::Ok) {
-            return;
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "sections never became ok");
-        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
-    }
+        e.sections.iter().all(|(_, s)| s.status == orchmirror::Status::Ok)
+    })
+    .await;
 }
 
 fn queue_job(fx: &Fixture) {
@@ -90,7 +78,7 @@ fn initial_value_then_one_update_per_change_and_none_without_change() {
         ready(&handle).await;
         let (sub, log) = collector(Duration::ZERO, 16);
         let id = handle.subscribe(SectionName::QUEUE, sub.recipient()).expect("subscribed");
-        wait_until("initial value", Duration::from_secs(5), || log.lock().expect("log").len() == 1).await;
+        wait_until("initial value", Duration::from_secs(5), async || log.lock().expect("log").len() == 1).await;
         let first_seq = {
             let l = log.lock().expect("log");
             assert_eq!(l[0].2.section, SectionName::QUEUE);
@@ -105,7 +93,8 @@ fn initial_value_then_one_update_per_change_and_none_without_change() {
 
         for n in 1..=3u64 {
             queue_job(&fx);
-            wait_until("an update", Duration::from_secs(5), || log.lock().expect("log").len() as u64 == 1 + n).await;
+            wait_until("an update", Duration::from_secs(5), async || log.lock().expect("log").len() as u64 == 1 + n)
+                .await;
             actix_web::rt::time::sleep(Duration::from_millis(300)).await;
         }
         let l = log.lock().expect("log");
@@ -142,7 +131,7 @@ fn a_slow_subscriber_delays_neither_metrics_nor_another_subscriber() {
             worst_snapshot = worst_snapshot.max(t.elapsed());
             assert_eq!(e.sections[SectionName::QUEUE].status, orchmirror::Status::Ok);
         }
-        wait_until("fast subscriber saw depth 10", Duration::from_secs(5), || {
+        wait_until("fast subscriber saw depth 10", Duration::from_secs(5), async || {
             fast_log.lock().expect("log").last().is_some_and(|e| depth(&e.2) == 10)
         })
         .await;
@@ -179,11 +168,11 @@ fn stopped_subscribers_are_removed_and_unsubscribe_ends_delivery() {
         let ids = handle.subscribe_all(gone.clone().recipient());
         assert_eq!(ids.len(), 4);
         let leave_id = handle.subscribe(SectionName::QUEUE, leaving.recipient()).expect("sub");
-        wait_until("5 subscriptions", Duration::from_secs(5), || handle.subscriptions().len() == 5).await;
+        wait_until("5 subscriptions", Duration::from_secs(5), async || handle.subscriptions().len() == 5).await;
 
         // Stop the first subscriber's actor: it disappears from every section.
         gone.do_send(StopNow);
-        wait_until("removal of a stopped subscriber", Duration::from_secs(5), || {
+        wait_until("removal of a stopped subscriber", Duration::from_secs(5), async || {
             handle.subscriptions().iter().all(|s| s.id == leave_id)
         })
         .await;

@@ -6,7 +6,7 @@
 //! The writer is this test binary run again as the other uid (the helper test
 //! below), so the test needs nothing beyond root and `setpriv`.
 
-mod support;
+pub mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};

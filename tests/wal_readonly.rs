@@ -3,7 +3,7 @@
 //! the files open again. Needs root (to run the mirror as `nobody`); root
 //! itself can always create the files, so it cannot show the fault.
 
-mod support;
+pub mod support;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::{Command, Stdio};

@@ -1,6 +1,7 @@
 //! Shared harness: fixture databases on real files, the real binary as a child
-//! process, and the mirror in-process on a real socket.
-#![allow(dead_code)]
+//! process, and the mirror in-process on a real socket. Each test file
+//! declares it `pub mod support;`, so helpers one file does not use are not
+//! dead code.
 
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
@@ -28,6 +29,18 @@ impl Fixture {
         Fixture { dir, path }
     }
 
+    /// A database with one row in every section: an active task, a running
+    /// job and its run (with a cost).
+    pub fn one_of_each() -> Fixture {
+        let fx = Fixture::new();
+        fx.exec(
+            "INSERT INTO tasks (work_item_id, stage) VALUES ('ORCH-1', 'review');
+             INSERT INTO jobs (agent, status, started_at) VALUES ('developer', 'running', datetime('now'));
+             INSERT INTO agent_runs (job_id, agent, cost_usd) VALUES (1, 'developer', 1.25);",
+        );
+        fx
+    }
+
     /// A read-write connection (the test plays the orchestrator).
     pub fn conn(&self) -> Connection {
         let c = Connection::open(&self.path).expect("open fixture db");
@@ -38,6 +51,46 @@ impl Fixture {
     /// Runs SQL against the fixture.
     pub fn exec(&self, sql: &str) {
         self.conn().execute_batch(sql).unwrap_or_else(|e| panic!("fixture SQL failed: {e}\n{sql}"));
+    }
+}
+
+impl Default for Fixture {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Fixture {
+    /// The real binary serving this fixture with fast refreshes
+    /// (`ORCH_REFRESH_MS=100`); `env` adds or overrides variables.
+    pub fn serve(&self, env: &[(&str, &str)]) -> Binary {
+        let db = self.path.display().to_string();
+        let mut all = vec![("ORCH_DB_PATH", db.as_str()), ("ORCH_REFRESH_MS", "100")];
+        all.extend_from_slice(env);
+        Binary::start(&all)
+    }
+}
+
+/// The four built-in sections' names, in envelope order.
+pub const SECTIONS: [&str; 4] = [
+    orchmirror::SectionName::STAGES.as_str(),
+    orchmirror::SectionName::QUEUE.as_str(),
+    orchmirror::SectionName::AGENTS.as_str(),
+    orchmirror::SectionName::COST.as_str(),
+];
+
+/// A timestamp as the orchestrator writes it (`datetime('now')`'s form).
+pub fn sqlite_ts(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
+/// Polls `f` every 20 ms on the running actix System until it is true, or
+/// panics after `within`.
+pub async fn wait_until(what: &str, within: Duration, mut f: impl AsyncFnMut() -> bool) {
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < within, "timed out after {within:?} waiting for {what}");
+        actix_web::rt::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -192,7 +245,7 @@ impl Serves for InProcess {
 }
 
 pub fn all_ok(m: &Value) -> bool {
-    ["stages", "queue", "agents", "cost"].iter().all(|s| m["sections"][s]["status"] == "ok")
+    SECTIONS.iter().all(|s| m["sections"][s]["status"] == "ok")
 }
 
 /// The mirror running in-process (its own actix System on a thread) on a real socket.
