@@ -68,23 +68,11 @@ fn parse_budget(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
-
+    init_logging();
     if let Some(Command::Generate { path, jobs, running, no_indexes }) = &cli.command {
         return generate(path, *jobs, *running, !*no_indexes);
     }
-    let overrides = CliOverrides::new(cli.db, cli.bind, cli.config);
-    // The binary runs the built-in sections only: a period for any other is a typo.
-    let loaded = Settings::load(std::env::vars(), &overrides)
-        .and_then(|s| s.refresh.check(&orchmirror::SectionName::BUILT_IN).map(|()| s));
-    let mut settings = match loaded {
+    let mut settings = match load_settings(CliOverrides::new(cli.db, cli.bind, cli.config)) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("orchmirror: configuration error: {e}");
@@ -94,64 +82,89 @@ fn main() -> ExitCode {
     if let Some(Command::Tune { budget, samples, json }) = cli.command {
         return tune(&settings, budget, samples, json);
     }
-
-    // Demo mode only when the mirror is on: with the kill switch off nothing is created or read.
-    let demo = if settings.metrics_enabled && settings.db_path.is_none() {
-        match Demo::start() {
-            Ok(demo) => {
-                tracing::warn!(
-                    db = %demo.path().display(),
-                    "DEMO MODE: no ORCH_DB_PATH set; serving a simulated orchestrator from a throw-away database (removed on exit)"
-                );
-                settings.db_path = Some(demo.path().to_path_buf());
-                Some(demo)
-            }
-            Err(e) => {
-                eprintln!("orchmirror: cannot start demo mode: {e}");
-                return ExitCode::FAILURE;
-            }
+    let demo = match start_demo(&mut settings) {
+        Ok(demo) => demo,
+        Err(e) => {
+            eprintln!("orchmirror: cannot start demo mode: {e}");
+            return ExitCode::FAILURE;
         }
-    } else {
-        None
     };
-    if !settings.metrics_enabled {
-        tracing::warn!(
-            "ORCH_METRICS_ENABLED is false: /metrics answers {{\"enabled\":false}} and the database is not read"
-        );
-    }
-
-    let code = actix_web::rt::System::new().block_on(async move {
-        let handle = match MirrorHandle::start(&settings) {
-            Ok(h) => h,
-            Err(e) => {
-                eprintln!("orchmirror: {e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let server = match orchmirror::serve::http::server(&settings, handle.clone()) {
-            Ok((s, _)) => s,
-            Err(e) => {
-                eprintln!("orchmirror: cannot listen on {}: {e}", settings.bind);
-                return ExitCode::FAILURE;
-            }
-        };
-        let result = server.await;
-        handle.stop();
-        match result {
-            Ok(()) => {
-                tracing::info!("stopped");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("orchmirror: server error: {e}");
-                ExitCode::FAILURE
-            }
-        }
-    });
+    let code = actix_web::rt::System::new().block_on(serve(settings));
     if let Some(demo) = demo {
         demo.shutdown();
     }
     code
+}
+
+/// Logs to stderr; `RUST_LOG` filters (default `info`).
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+/// The layered settings, checked against the sections the binary runs.
+fn load_settings(overrides: CliOverrides) -> Result<Settings, orchmirror::ConfigError> {
+    let settings = Settings::load(std::env::vars(), &overrides)?;
+    // The binary runs the built-in sections only: a period for any other is a typo.
+    settings.refresh.check(&orchmirror::SectionName::BUILT_IN)?;
+    Ok(settings)
+}
+
+/// Demo mode when no database is configured and the mirror is on (with the
+/// kill switch off nothing is created or read); points `settings` at it.
+fn start_demo(settings: &mut Settings) -> Result<Option<Demo>, orchmirror::tools::demo::DemoError> {
+    if !settings.metrics_enabled {
+        tracing::warn!(
+            "ORCH_METRICS_ENABLED is false: /metrics answers {{\"enabled\":false}} and the database is not read"
+        );
+        return Ok(None);
+    }
+    if settings.db_path.is_some() {
+        return Ok(None);
+    }
+    let demo = Demo::start()?;
+    tracing::warn!(
+        db = %demo.path().display(),
+        "DEMO MODE: no ORCH_DB_PATH set; serving a simulated orchestrator from a throw-away database (removed on exit)"
+    );
+    settings.db_path = Some(demo.path().to_path_buf());
+    Ok(Some(demo))
+}
+
+/// Starts the mirror and serves it until SIGTERM or SIGINT.
+async fn serve(settings: Settings) -> ExitCode {
+    let handle = match MirrorHandle::start(&settings) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("orchmirror: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let server = match orchmirror::serve::http::server(&settings, handle.clone()) {
+        Ok((s, _)) => s,
+        Err(e) => {
+            eprintln!("orchmirror: cannot listen on {}: {e}", settings.bind);
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = server.await;
+    handle.stop();
+    match result {
+        Ok(()) => {
+            tracing::info!("stopped");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("orchmirror: server error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn generate(path: &std::path::Path, jobs: u64, running: u64, indexes: bool) -> ExitCode {

@@ -139,68 +139,9 @@ impl Simulator {
     fn seed(&mut self) -> rusqlite::Result<()> {
         let tx = self.conn.transaction()?;
         for i in 0..40i64 {
-            let stage = if i < 28 {
-                "done"
-            } else if i < 30 {
-                "cancelled"
-            } else {
-                STAGES[(i % 4) as usize]
-            };
-            let (item, repo) = (format!("ORCH-{:03}", i + 1), REPOS[(i % 3) as usize]);
-            let mins = 600 - i * 12;
-            tx.execute(
-                "INSERT INTO tasks (work_item_id, repo, stage, created_at, updated_at)
-                 VALUES (?1, ?2, ?3, datetime('now', ?4), datetime('now', ?5))",
-                params![item, repo, stage, format!("-{} minutes", mins + 30), format!("-{} minutes", mins.max(1))],
-            )?;
-            let task_id = tx.last_insert_rowid();
-            let status = match i % 10 {
-                7 => "failed",
-                8 if i < 30 => "cancelled",
-                _ if i < 30 => "done",
-                _ => continue,
-            };
-            let attempts = if i % 6 == 0 { 2 + i % 2 } else { 1 };
-            tx.execute(
-                "INSERT INTO jobs (task_id, repo, agent, status, attempts, created_at, started_at, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, datetime('now', ?6), datetime('now', ?7), datetime('now', ?8))",
-                params![
-                    task_id,
-                    repo,
-                    AGENTS[(i % 4) as usize],
-                    status,
-                    attempts,
-                    format!("-{} minutes", mins + 20),
-                    format!("-{} minutes", mins + 15),
-                    format!("-{} minutes", mins)
-                ],
-            )?;
-            let job_id = tx.last_insert_rowid();
-            let parsed = i % 9 != 4;
-            tx.execute(
-                "INSERT INTO agent_runs (job_id, agent, pid, model, effort, started_at, finished_at,
-                                         cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens)
-                 VALUES (?1, ?2, ?3, ?4, ?5, datetime('now', ?6), datetime('now', ?7), ?8, ?9, ?10, ?11, ?12)",
-                params![job_id, AGENTS[(i % 4) as usize], 30_000 + i, MODELS[(i % 2) as usize], EFFORTS[(i % 3) as usize],
-                        format!("-{} minutes", mins + 15), format!("-{} minutes", mins),
-                        parsed.then_some(0.05 + (i as f64) * 0.031),
-                        parsed.then_some(20_000 + i * 1_000), parsed.then_some(3_000 + i * 100),
-                        parsed.then_some(50_000 + i * 500), parsed.then_some(1_000 + i * 10)],
-            )?;
+            seed_task(&tx, i)?;
         }
-        // Active tasks waiting for an agent.
-        let active: Vec<(i64, String)> = {
-            let mut stmt =
-                tx.prepare("SELECT id, repo FROM tasks WHERE stage NOT IN ('done', 'cancelled') ORDER BY id")?;
-            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
-        };
-        for (n, (task_id, repo)) in active.iter().enumerate() {
-            tx.execute(
-                "INSERT INTO jobs (task_id, repo, agent, status, attempts, created_at)
-                 VALUES (?1, ?2, ?3, 'queued', 0, datetime('now', ?4))",
-                params![task_id, repo, AGENTS[n % 4], format!("-{} seconds", 30 + n * 20)],
-            )?;
-        }
+        queue_active(&tx)?;
         tx.commit()?;
         for _ in 0..MAX_RUNNING {
             self.start_next()?;
@@ -333,4 +274,82 @@ impl Simulator {
         }
         tx.commit()
     }
+}
+
+/// The `i`-th task of the demo's history, with its finished job and run when it has one.
+fn seed_task(tx: &rusqlite::Transaction<'_>, i: i64) -> rusqlite::Result<()> {
+    let stage = if i < 28 {
+        "done"
+    } else if i < 30 {
+        "cancelled"
+    } else {
+        STAGES[(i % 4) as usize]
+    };
+    let (item, repo) = (format!("ORCH-{:03}", i + 1), REPOS[(i % 3) as usize]);
+    let mins = 600 - i * 12;
+    tx.execute(
+        "INSERT INTO tasks (work_item_id, repo, stage, created_at, updated_at)
+             VALUES (?1, ?2, ?3, datetime('now', ?4), datetime('now', ?5))",
+        params![item, repo, stage, format!("-{} minutes", mins + 30), format!("-{} minutes", mins.max(1))],
+    )?;
+    let task_id = tx.last_insert_rowid();
+    let status = match i % 10 {
+        7 => "failed",
+        8 if i < 30 => "cancelled",
+        _ if i < 30 => "done",
+        _ => return Ok(()),
+    };
+    let attempts = if i % 6 == 0 { 2 + i % 2 } else { 1 };
+    tx.execute(
+        "INSERT INTO jobs (task_id, repo, agent, status, attempts, created_at, started_at, finished_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, datetime('now', ?6), datetime('now', ?7), datetime('now', ?8))",
+        params![
+            task_id,
+            repo,
+            AGENTS[(i % 4) as usize],
+            status,
+            attempts,
+            format!("-{} minutes", mins + 20),
+            format!("-{} minutes", mins + 15),
+            format!("-{} minutes", mins)
+        ],
+    )?;
+    let job_id = tx.last_insert_rowid();
+    let parsed = i % 9 != 4;
+    tx.execute(
+        "INSERT INTO agent_runs (job_id, agent, pid, model, effort, started_at, finished_at,
+                                     cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens)
+             VALUES (?1, ?2, ?3, ?4, ?5, datetime('now', ?6), datetime('now', ?7), ?8, ?9, ?10, ?11, ?12)",
+        params![
+            job_id,
+            AGENTS[(i % 4) as usize],
+            30_000 + i,
+            MODELS[(i % 2) as usize],
+            EFFORTS[(i % 3) as usize],
+            format!("-{} minutes", mins + 15),
+            format!("-{} minutes", mins),
+            parsed.then_some(0.05 + (i as f64) * 0.031),
+            parsed.then_some(20_000 + i * 1_000),
+            parsed.then_some(3_000 + i * 100),
+            parsed.then_some(50_000 + i * 500),
+            parsed.then_some(1_000 + i * 10)
+        ],
+    )?;
+    Ok(())
+}
+
+/// A queued job for every active task (they wait for an agent).
+fn queue_active(tx: &rusqlite::Transaction<'_>) -> rusqlite::Result<()> {
+    let active: Vec<(i64, String)> = {
+        let mut stmt = tx.prepare("SELECT id, repo FROM tasks WHERE stage NOT IN ('done', 'cancelled') ORDER BY id")?;
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_, _>>()?
+    };
+    for (n, (task_id, repo)) in active.iter().enumerate() {
+        tx.execute(
+            "INSERT INTO jobs (task_id, repo, agent, status, attempts, created_at)
+             VALUES (?1, ?2, ?3, 'queued', 0, datetime('now', ?4))",
+            params![task_id, repo, AGENTS[n % 4], format!("-{} seconds", 30 + n * 20)],
+        )?;
+    }
+    Ok(())
 }

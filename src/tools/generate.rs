@@ -49,6 +49,48 @@ fn sql(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
+/// Tasks: history in done and cancelled, the last `?2` active in four stages.
+const TASKS_SQL: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+     INSERT INTO tasks (id, work_item_id, repo, stage, created_at, updated_at)
+     SELECT i, 'ORCH-' || i, 'repo-' || (i % 7),
+            CASE WHEN i > ?1 - ?2 THEN (CASE i % 4 WHEN 0 THEN 'analysis' WHEN 1 THEN 'develop'
+                                                    WHEN 2 THEN 'review' ELSE 'test' END)
+                 WHEN i % 10 = 0 THEN 'cancelled' ELSE 'done' END,
+            datetime('2026-11-01 00:00:00', '+' || (i * 7) || ' seconds'),
+            datetime('2026-11-01 00:00:00', '+' || (i * 7 + 600) || ' seconds')
+       FROM n";
+
+/// Jobs: the last `?2` run, the `?3` before them wait; the rest is history, some failed or cancelled.
+const JOBS_SQL: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
+     INSERT INTO jobs (id, task_id, repo, agent, status, attempts, created_at, started_at, finished_at)
+     SELECT i, 1 + i % ?4, 'repo-' || (i % 7),
+            CASE i % 4 WHEN 0 THEN 'analyst' WHEN 1 THEN 'developer' WHEN 2 THEN 'reviewer' ELSE 'tester' END,
+            CASE WHEN i > ?1 - ?2 THEN 'running'
+                 WHEN i > ?1 - ?2 - ?3 THEN 'queued'
+                 WHEN i % 17 = 0 THEN 'failed'
+                 WHEN i % 41 = 0 THEN 'cancelled'
+                 ELSE 'done' END,
+            CASE WHEN i > ?1 - ?2 - ?3 AND i <= ?1 - ?2 THEN 0
+                 ELSE 1 + (i % 7 = 0) + (i % 13 = 0) END,
+            datetime('2026-11-01 00:00:00', '+' || (i * 2) || ' seconds'),
+            CASE WHEN i > ?1 - ?2 - ?3 AND i <= ?1 - ?2 THEN NULL
+                 ELSE datetime('2026-11-01 00:00:00', '+' || (i * 2 + 5) || ' seconds') END,
+            CASE WHEN i > ?1 - ?2 - ?3 THEN NULL
+                 ELSE datetime('2026-11-01 00:00:00', '+' || (i * 2 + 60) || ' seconds') END
+       FROM n";
+
+/// One run per started job; costs of finished runs (a few never parsed: NULL).
+const RUNS_SQL: &str = "INSERT INTO agent_runs (id, job_id, agent, pid, model, effort, started_at, finished_at,
+                             cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens)
+     SELECT id, id, agent, NULL, 'model-' || (id % 3), CASE id % 3 WHEN 0 THEN 'low' WHEN 1 THEN 'medium' ELSE 'high' END,
+            started_at, finished_at,
+            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE (id % 1000) / 100.0 END,
+            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE 1000 + id % 50000 END,
+            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE 100 + id % 5000 END,
+            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE id % 20000 END,
+            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE id % 700 END
+       FROM jobs WHERE started_at IS NOT NULL";
+
 /// Creates the database at `path` (which must not exist) as `spec` says.
 pub fn generate(path: &Path, spec: &Spec) -> rusqlite::Result<()> {
     let conn = Connection::open(path)?;
@@ -57,53 +99,9 @@ pub fn generate(path: &Path, spec: &Spec) -> rusqlite::Result<()> {
     conn.execute_batch(SCHEMA_SQL)?;
     let tasks = (spec.jobs / 4).max(spec.active_tasks).max(1);
     let tx = conn.unchecked_transaction()?;
-    tx.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
-         INSERT INTO tasks (id, work_item_id, repo, stage, created_at, updated_at)
-         SELECT i, 'ORCH-' || i, 'repo-' || (i % 7),
-                CASE WHEN i > ?1 - ?2 THEN (CASE i % 4 WHEN 0 THEN 'analysis' WHEN 1 THEN 'develop'
-                                                        WHEN 2 THEN 'review' ELSE 'test' END)
-                     WHEN i % 10 = 0 THEN 'cancelled' ELSE 'done' END,
-                datetime('2026-11-01 00:00:00', '+' || (i * 7) || ' seconds'),
-                datetime('2026-11-01 00:00:00', '+' || (i * 7 + 600) || ' seconds')
-           FROM n",
-        params![sql(tasks), sql(spec.active_tasks)],
-    )?;
-    // The last `running` jobs run, the `queued` before them wait; the rest is history.
-    tx.execute(
-        "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < ?1)
-         INSERT INTO jobs (id, task_id, repo, agent, status, attempts, created_at, started_at, finished_at)
-         SELECT i, 1 + i % ?4, 'repo-' || (i % 7),
-                CASE i % 4 WHEN 0 THEN 'analyst' WHEN 1 THEN 'developer' WHEN 2 THEN 'reviewer' ELSE 'tester' END,
-                CASE WHEN i > ?1 - ?2 THEN 'running'
-                     WHEN i > ?1 - ?2 - ?3 THEN 'queued'
-                     WHEN i % 17 = 0 THEN 'failed'
-                     WHEN i % 41 = 0 THEN 'cancelled'
-                     ELSE 'done' END,
-                CASE WHEN i > ?1 - ?2 - ?3 AND i <= ?1 - ?2 THEN 0
-                     ELSE 1 + (i % 7 = 0) + (i % 13 = 0) END,
-                datetime('2026-11-01 00:00:00', '+' || (i * 2) || ' seconds'),
-                CASE WHEN i > ?1 - ?2 - ?3 AND i <= ?1 - ?2 THEN NULL
-                     ELSE datetime('2026-11-01 00:00:00', '+' || (i * 2 + 5) || ' seconds') END,
-                CASE WHEN i > ?1 - ?2 - ?3 THEN NULL
-                     ELSE datetime('2026-11-01 00:00:00', '+' || (i * 2 + 60) || ' seconds') END
-           FROM n",
-        params![sql(spec.jobs), sql(spec.running), sql(spec.queued), sql(tasks)],
-    )?;
-    // One run per started job; costs of finished runs (a few never parsed: NULL).
-    tx.execute(
-        "INSERT INTO agent_runs (id, job_id, agent, pid, model, effort, started_at, finished_at,
-                                 cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens)
-         SELECT id, id, agent, NULL, 'model-' || (id % 3), CASE id % 3 WHEN 0 THEN 'low' WHEN 1 THEN 'medium' ELSE 'high' END,
-                started_at, finished_at,
-                CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE (id % 1000) / 100.0 END,
-                CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE 1000 + id % 50000 END,
-                CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE 100 + id % 5000 END,
-                CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE id % 20000 END,
-                CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE id % 700 END
-           FROM jobs WHERE started_at IS NOT NULL",
-        [],
-    )?;
+    tx.execute(TASKS_SQL, params![sql(tasks), sql(spec.active_tasks)])?;
+    tx.execute(JOBS_SQL, params![sql(spec.jobs), sql(spec.running), sql(spec.queued), sql(tasks)])?;
+    tx.execute(RUNS_SQL, [])?;
     tx.commit()?;
     if spec.indexes {
         conn.execute_batch(SCHEMA_INDEXES_SQL)?;
