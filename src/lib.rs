@@ -97,7 +97,10 @@ pub mod runtime;
 pub mod section;
 pub mod serve;
 pub mod source;
+// The binary's tools: public for the binary, benches and examples, not part of
+// the library's documented API.
 #[cfg(feature = "tools")]
+#[doc(hidden)]
 pub mod tools;
 
 pub use config::{CliOverrides, ConfigError, RefreshPeriods, Settings};
