@@ -201,6 +201,49 @@ pub trait Section: Send + Sync + 'static {
     }
 }
 
+/// What a section keeps between refreshes to fold in changes (CONTRACT section 7).
+pub(crate) trait Incremental: Clone + Send + Sized {
+    /// What a refresh derives from the state.
+    type Out;
+    /// The state of the database as it is, from every row.
+    fn build(conn: &Connection) -> Result<Self, LoadError>;
+    /// Folds in what changed since the state was taken and gives the value
+    /// now; `None` when a row the state relies on is gone (a history edit).
+    fn advance(&mut self, conn: &Connection) -> Result<Option<Self::Out>, LoadError>;
+}
+
+/// A section's kept state: absent until the first refresh and after `forget`.
+#[derive(Debug, Default)]
+pub(crate) struct Kept<T>(std::sync::Mutex<Option<T>>);
+
+impl<T: Incremental> Kept<T> {
+    /// Advances the state (building it first when there is none, rebuilding
+    /// it when `advance` finds a history edit). A failed query leaves the kept
+    /// state as it was: the work is done on a copy.
+    pub(crate) fn refresh(&self, conn: &Connection, table: &str) -> Result<T::Out, LoadError> {
+        let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let mut state = match guard.clone() {
+            Some(state) => state,
+            None => T::build(conn)?,
+        };
+        let out = match state.advance(conn)? {
+            Some(out) => out,
+            None => {
+                state = T::build(conn)?;
+                // Built and advanced on one read snapshot: nothing can be gone.
+                state.advance(conn)?.ok_or_else(|| LoadError::Other(format!("{table} changed while it was read")))?
+            }
+        };
+        *guard = Some(state);
+        Ok(out)
+    }
+
+    /// Drops the state.
+    pub(crate) fn forget(&self) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = None;
+    }
+}
+
 /// Something done to each of several sections, whatever their types (see [`built_in`]).
 pub trait SectionVisitor {
     /// Called once per section, in envelope order.

@@ -6,13 +6,13 @@ use rusqlite::types::ValueRef;
 use serde::Serialize;
 
 use crate::section::metric::{CounterF, Family, Labels, Registry, counter, labels};
-use crate::section::{LoadError, Section, SectionName};
+use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
 use crate::source::db::{MAX_SAFE_INTEGER, RunCost, count, running_jobs};
 
 /// The cost section; it keeps totals of finished runs between refreshes.
 #[derive(Debug, Default)]
 pub struct Cost {
-    state: std::sync::Mutex<Option<RunsState>>,
+    state: Kept<RunsState>,
 }
 
 impl Cost {
@@ -201,10 +201,9 @@ struct RunsState {
     open: Vec<i64>,
 }
 
-/// Why the state no longer describes the table (a history edit), so it is rebuilt.
-struct Rebuild;
+impl Incremental for RunsState {
+    type Out = Totals;
 
-impl RunsState {
     /// Derives the state from every row.
     fn build(conn: &Connection) -> Result<RunsState, LoadError> {
         let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM agent_runs", [], |r| r.get(0))?;
@@ -219,8 +218,8 @@ impl RunsState {
     }
 
     /// Folds in what changed since the state was taken; returns the totals
-    /// over every run now, or `Err(Rebuild)` when a row the state counts on is gone.
-    fn advance(&mut self, conn: &Connection) -> Result<Result<Totals, Rebuild>, LoadError> {
+    /// over every run now, or `None` when a row the state counts on is gone.
+    fn advance(&mut self, conn: &Connection) -> Result<Option<Totals>, LoadError> {
         let mut open_now = Totals::default();
         let mut still_open = Vec::with_capacity(self.open.len());
         let mut fold = |row: &rusqlite::Row<'_>, finished: &mut Totals| -> Result<(), rusqlite::Error> {
@@ -243,7 +242,7 @@ impl RunsState {
                 seen += 1;
             }
             if seen != self.open.len() {
-                return Ok(Err(Rebuild)); // an unfinished run was deleted
+                return Ok(None); // an unfinished run was deleted
             }
         }
         let mut stmt = conn.prepare_cached(NEW_SQL)?;
@@ -258,11 +257,11 @@ impl RunsState {
             // Nothing new: the newest row must still be there (else rows were pruned from the top).
             let top: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM agent_runs", [], |r| r.get(0))?;
             if top < self.max_id {
-                return Ok(Err(Rebuild));
+                return Ok(None);
             }
         }
         *self = RunsState { max_id, finished, open: still_open };
-        Ok(Ok(self.finished.plus(&open_now)))
+        Ok(Some(self.finished.plus(&open_now)))
     }
 }
 
@@ -281,28 +280,12 @@ impl Section for Cost {
 
     fn refresh(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let running = Self::running(conn)?;
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        // Work on a copy: a failed query leaves the kept state as it was.
-        let mut state = match guard.clone() {
-            Some(state) => state,
-            None => RunsState::build(conn)?,
-        };
-        let totals = match state.advance(conn)? {
-            Ok(totals) => totals,
-            Err(Rebuild) => {
-                state = RunsState::build(conn)?;
-                match state.advance(conn)? {
-                    Ok(totals) => totals,
-                    Err(Rebuild) => return Err(LoadError::Other("agent_runs changed while it was read".into())),
-                }
-            }
-        };
-        *guard = Some(state);
+        let totals = self.state.refresh(conn, "agent_runs")?;
         Ok(CostView { running, aggregate: totals.aggregate() })
     }
 
     fn forget(&self) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.state.forget();
     }
 
     fn view(data: &Self::Data, _generated_at: DateTime<Utc>) -> Self::View {

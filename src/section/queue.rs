@@ -10,7 +10,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::section::metric::{Family, Gauge, Labels, Registry, gauge, labels};
-use crate::section::{LoadError, Section, SectionName};
+use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
 use crate::source::db::{MAX_SAFE_INTEGER, count, text};
 use crate::source::probe::WorkerLive;
 use crate::source::time::seconds_between;
@@ -20,7 +20,7 @@ use crate::source::time::seconds_between;
 pub struct Queue {
     worker: Option<Arc<Mutex<WorkerLive>>>,
     /// What the incremental refresh keeps (see [`JobsState`]).
-    state: Mutex<Option<JobsState>>,
+    state: Kept<JobsState>,
 }
 
 impl Queue {
@@ -31,7 +31,7 @@ impl Queue {
 
     /// A queue section that reports the latest reads of a worker probe.
     pub fn with_worker(worker: Arc<Mutex<WorkerLive>>) -> Self {
-        Self { worker: Some(worker), state: Mutex::default() }
+        Self { worker: Some(worker), state: Kept::default() }
     }
 }
 
@@ -238,7 +238,9 @@ struct JobsState {
     live: Vec<i64>,
 }
 
-impl JobsState {
+impl Incremental for JobsState {
+    type Out = Tally;
+
     fn build(conn: &Connection) -> Result<JobsState, LoadError> {
         let max_id: i64 = conn.query_row(MAX_JOB_SQL, [], |r| r.get(0))?;
         let mut terminal = Tally::default();
@@ -366,26 +368,12 @@ impl Section for Queue {
     }
 
     fn refresh(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
-        let mut guard = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        // Work on a copy: a failed query leaves the kept state as it was.
-        let mut state = match guard.clone() {
-            Some(state) => state,
-            None => JobsState::build(conn)?,
-        };
-        let tally = match state.advance(conn)? {
-            Some(tally) => tally,
-            None => {
-                state = JobsState::build(conn)?;
-                state.advance(conn)?.ok_or_else(|| LoadError::Other("jobs changed while it was read".into()))?
-            }
-        };
-        *guard = Some(state);
-        let (counts, retries) = tally.finish();
+        let (counts, retries) = self.state.refresh(conn, "jobs")?.finish();
         Ok(QueueData { counts, oldest_queued: Self::oldest_queued(conn)?, retries, worker: self.worker() })
     }
 
     fn forget(&self) {
-        *self.state.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        self.state.forget();
     }
 
     /// The worker's live state moves without a database change.
