@@ -11,6 +11,9 @@ use crate::config::Settings;
 use crate::section::{self, LoadError, Section, SectionName, SectionVisitor};
 use crate::source::db::Database;
 
+/// The share of one core reconciliation may take (CONTRACT section 7 asks 1 % at 1M jobs).
+pub const RECONCILE_BUDGET_PERCENT: f64 = 1.0;
+
 /// How to measure.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
@@ -39,12 +42,15 @@ pub struct SectionReport {
     pub rows: i64,
     /// Timed refreshes.
     pub samples: usize,
-    /// Median refresh time when the data changed (queries run), ms.
+    /// Median refresh time when the data changed (the incremental path,
+    /// before the changed rows themselves), ms.
     pub median_ms: f64,
     /// 95th percentile, ms.
     pub p95_ms: f64,
     /// Median refresh time when nothing changed (change detection only), ms.
     pub unchanged_median_ms: f64,
+    /// Median time to derive everything again (a reconciliation), ms.
+    pub reconcile_median_ms: f64,
     /// The configured period, ms.
     pub current_period_ms: u64,
     /// CPU share of one core at the configured period if every refresh finds a change, percent.
@@ -63,6 +69,9 @@ pub struct Report {
     pub budget_percent: f64,
     /// The budget's share of each section, percent of one core.
     pub share_percent: f64,
+    /// The shortest `ORCH_RECONCILE_MS` at which reconciling every section
+    /// costs at most [`RECONCILE_BUDGET_PERCENT`] of one core, ms.
+    pub recommended_reconcile_ms: u64,
     /// One entry per section.
     pub sections: Vec<SectionReport>,
 }
@@ -108,21 +117,36 @@ fn measure<S: Section>(
         Some(sql) => db.with_conn(deadline, |c, _| Ok(c.query_row(sql, [], |r| r.get(0))?)).map_err(fail)?,
         None => 0,
     };
+    // Reconciliations: everything derived again (the state dropped first).
+    let mut rebuilds = Vec::new();
+    let started = Instant::now();
+    while rebuilds.len() < 3 || (rebuilds.len() < opts.samples && started.elapsed() < opts.max_time_per_section / 2) {
+        let t = Instant::now();
+        section.forget();
+        db.with_conn(deadline, |c, _| section.refresh(c)).map_err(fail)?;
+        rebuilds.push(t.elapsed());
+        if progress {
+            eprint!("\r  measuring {:<7} reconcile {:>3}", S::NAME.as_str(), rebuilds.len());
+        }
+    }
+    // Incremental refreshes on the state just built: the cost of a refresh
+    // that finds a commit, before the rows that changed (a few, usually).
     let mut times = Vec::new();
     let started = Instant::now();
     for i in 0..opts.samples + 2 {
         let t = Instant::now();
-        db.with_conn(deadline, |c, _| section.load(c)).map_err(fail)?;
+        db.with_conn(deadline, |c, _| section.refresh(c)).map_err(fail)?;
         if i >= 2 {
             times.push(t.elapsed());
         }
         if progress {
-            eprint!("\r  measuring {:<7} {:>3}/{}", S::NAME.as_str(), times.len(), opts.samples);
+            eprint!("\r  measuring {:<7} {:>3}/{}   ", S::NAME.as_str(), times.len(), opts.samples);
         }
         if times.len() >= 3 && started.elapsed() > opts.max_time_per_section {
             break;
         }
     }
+    rebuilds.sort();
     let mut unchanged = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
@@ -141,6 +165,7 @@ fn measure<S: Section>(
         median_ms: ms(median),
         p95_ms: ms(percentile(&times, 0.95)),
         unchanged_median_ms: ms(percentile(&unchanged, 0.5)),
+        reconcile_median_ms: ms(percentile(&rebuilds, 0.5)),
         current_period_ms: period.as_millis() as u64,
         cpu_percent_at_current: 100.0 * median.as_secs_f64() / period.as_secs_f64().max(1e-9),
         recommended_period_ms: recommended_ms,
@@ -186,8 +211,15 @@ pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, T
         eprint!("\r{:60}\r", "");
     }
     let sections = m.reports.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let budget_percent = opts.budget_percent;
-    Ok(Report { db: path.display().to_string(), budget_percent, share_percent: share * 100.0, sections })
+    let reconcile_s: f64 = sections.iter().map(|s| s.reconcile_median_ms / 1000.0).sum();
+    let reconcile_ms = (reconcile_s / (RECONCILE_BUDGET_PERCENT / 100.0) * 1000.0 / 1000.0).ceil() * 1000.0;
+    Ok(Report {
+        db: path.display().to_string(),
+        budget_percent: opts.budget_percent,
+        share_percent: share * 100.0,
+        recommended_reconcile_ms: reconcile_ms.clamp(1000.0, 86_400_000.0) as u64,
+        sections,
+    })
 }
 
 impl std::fmt::Display for Report {
@@ -195,35 +227,52 @@ impl std::fmt::Display for Report {
         writeln!(f, "database: {}", self.db)?;
         writeln!(
             f,
-            "budget: {}% of one core for the mirror ({:.2}% per section); times assume every refresh finds a change",
+            "budget: {}% of one core for the mirror's refreshes ({:.2}% per section), assuming every refresh finds a change",
             self.budget_percent, self.share_percent
         )?;
         writeln!(f)?;
         writeln!(
             f,
-            "{:<8} {:>10} {:>8} {:>10} {:>10} {:>13} {:>11} {:>11} {:>13}",
-            "section", "rows", "samples", "median ms", "p95 ms", "unchanged ms", "period ms", "cpu %", "shortest ms"
+            "{:<8} {:>10} {:>8} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>13}",
+            "section",
+            "rows",
+            "samples",
+            "median ms",
+            "p95 ms",
+            "unchanged ms",
+            "reconcile ms",
+            "period ms",
+            "cpu %",
+            "shortest ms"
         )?;
         for s in &self.sections {
             writeln!(
                 f,
-                "{:<8} {:>10} {:>8} {:>10.3} {:>10.3} {:>13.3} {:>11} {:>11.3} {:>13}",
+                "{:<8} {:>10} {:>8} {:>10.3} {:>10.3} {:>13.3} {:>13.1} {:>11} {:>11.3} {:>13}",
                 s.section.as_str(),
                 s.rows,
                 s.samples,
                 s.median_ms,
                 s.p95_ms,
                 s.unchanged_median_ms,
+                s.reconcile_median_ms,
                 s.current_period_ms,
                 s.cpu_percent_at_current,
                 s.recommended_period_ms
             )?;
         }
         writeln!(f)?;
+        writeln!(
+            f,
+            "median ms: a refresh that finds a commit (incremental, before the changed rows); reconcile ms: deriving \
+             everything again, at most every ORCH_RECONCILE_MS, budgeted at {RECONCILE_BUDGET_PERCENT}% of one core"
+        )?;
+        writeln!(f)?;
         writeln!(f, "# paste into .env:")?;
         for s in &self.sections {
             writeln!(f, "{}={}", s.section.refresh_var(), s.recommended_period_ms)?;
         }
+        writeln!(f, "ORCH_RECONCILE_MS={}", self.recommended_reconcile_ms)?;
         Ok(())
     }
 }
