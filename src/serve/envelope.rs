@@ -98,6 +98,33 @@ impl Envelope {
     }
 }
 
+impl Envelope {
+    /// The envelope as JSON: the same bytes as `serde_json::to_vec(&envelope)`,
+    /// with each section serialised through its concrete type.
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let mut out = Vec::with_capacity(16 * 1024);
+        out.extend_from_slice(b"{\"schema_version\":");
+        serde_json::to_writer(&mut out, &self.schema_version)?;
+        out.extend_from_slice(b",\"generated_at\":");
+        serde_json::to_writer(&mut out, &format_seconds(self.generated_at))?;
+        out.extend_from_slice(b",\"clk_tck\":");
+        serde_json::to_writer(&mut out, &self.clk_tck)?;
+        for (name, data) in self.data.iter() {
+            out.push(b',');
+            serde_json::to_writer(&mut out, name.as_str())?;
+            out.push(b':');
+            match data {
+                Some(data) => data.write_json(&mut out)?,
+                None => out.extend_from_slice(b"null"),
+            }
+        }
+        out.extend_from_slice(b",\"sections\":");
+        serde_json::to_writer(&mut out, &self.sections)?;
+        out.push(b'}');
+        Ok(out)
+    }
+}
+
 impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.data.len() + 4))?;
@@ -289,5 +316,34 @@ impl MirrorHandle {
     pub async fn health(&self) -> Option<Health> {
         let envelope = self.snapshot().await?;
         Some(Health::of(&envelope, self.restarts(), self.subscriber_totals(), self.reconciliations()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::runtime::messages::SectionReply;
+    use std::sync::Arc;
+
+    #[test]
+    fn the_fast_json_is_the_serde_json() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let conn = rusqlite::Connection::open(dir.path().join("e.sqlite"))?;
+        conn.execute_batch(include_str!("../schema.sql"))?;
+        conn.execute_batch(
+            "INSERT INTO tasks (work_item_id, stage) VALUES ('A \"quoted\" é', 'review');
+             INSERT INTO jobs (agent, status, attempts, started_at) VALUES ('dev', 'running', 2, datetime('now'));
+             INSERT INTO agent_runs (job_id, agent, cost_usd, input_tokens) VALUES (1, 'dev', 0.5, 10);",
+        )?;
+        let at = chrono::Utc::now();
+        let answers = vec![
+            Answer::of::<Stages>(Ok(SectionReply::ok(Arc::new(Stages.load(&conn)?), at, 1))),
+            Answer::of::<Queue>(Ok(SectionReply::ok(Arc::new(Queue::new().load(&conn)?), at, 1))),
+            Answer::of::<Agents>(Err(actix::MailboxError::Timeout)),
+            Answer::of::<Cost>(Ok(SectionReply::ok(Arc::new(Cost::new().load(&conn)?), at, 1))),
+        ];
+        let envelope = assemble(answers, Clock::now(), Duration::from_millis(200));
+        assert_eq!(String::from_utf8(envelope.to_json()?)?, serde_json::to_string(&envelope)?);
+        Ok(())
     }
 }

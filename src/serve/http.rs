@@ -69,7 +69,7 @@ async fn metrics(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -
     }
     match handle.snapshot().await {
         None => json(actix_web::http::StatusCode::OK, DISABLED_BODY),
-        Some(envelope) => match serde_json::to_vec(&envelope) {
+        Some(envelope) => match envelope.to_json() {
             Ok(body) => json(actix_web::http::StatusCode::OK, body),
             // Serialising plain data cannot fail; if it ever does, the client still gets JSON.
             Err(e) => error(actix_web::http::StatusCode::OK, &format!("cannot serialise the envelope: {e}")),
