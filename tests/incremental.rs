@@ -176,3 +176,98 @@ fn queue_is_exact_under_the_pattern() {
 fn stages_are_exact_under_the_pattern() {
     exact_under_the_pattern(|| Stages);
 }
+
+/// Refreshes `section` once and checks it against the full queries on the same snapshot.
+fn check<S: Section>(db: &Database, section: &S, what: &str) -> S::Data {
+    let (fast, full) = db
+        .with_conn(Duration::from_secs(30), |conn, _| Ok((section.refresh(conn)?, section.load(conn)?)))
+        .unwrap_or_else(|e| panic!("{what}: refresh failed: {e}"));
+    assert_eq!(fast, full, "{what}: the incremental {} differs from the full one", S::NAME);
+    fast
+}
+
+/// A failed job retried, started and failed again, or retried and cancelled,
+/// all between two refreshes: nothing in the live set shows it, and the queue
+/// must still count its new attempt and its new status.
+#[test]
+fn queue_sees_failed_jobs_that_move_between_two_refreshes() {
+    let fx = support::Fixture::new();
+    let conn = fx.conn();
+    for _ in 0..6 {
+        conn.execute("INSERT INTO jobs (agent, status, attempts) VALUES ('dev', 'failed', 1)", []).expect("job");
+    }
+    conn.execute("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", []).expect("job");
+    let db = Database::new(&fx.path);
+    let queue = Queue::new();
+    check(&db, &queue, "at first");
+    let cycles: [(&str, &[&str]); 4] = [
+        (
+            "failed -> queued -> running -> failed, with its run",
+            &[
+                "UPDATE jobs SET status = 'queued' WHERE id = 1",
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1 WHERE id = 1",
+                "INSERT INTO agent_runs (job_id, agent) VALUES (1, 'dev')",
+                "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = 0.5 WHERE job_id = 1",
+                "UPDATE jobs SET status = 'failed' WHERE id = 1",
+            ],
+        ),
+        (
+            "failed -> queued -> cancelled",
+            &["UPDATE jobs SET status = 'queued' WHERE id = 2", "UPDATE jobs SET status = 'cancelled' WHERE id = 2"],
+        ),
+        (
+            "failed -> queued -> running -> done, and another failed -> queued -> paused -> cancelled",
+            &[
+                "UPDATE jobs SET status = 'queued' WHERE id IN (3, 4)",
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1 WHERE id = 3",
+                "INSERT INTO agent_runs (job_id, agent) VALUES (3, 'dev')",
+                "UPDATE jobs SET status = 'done' WHERE id = 3",
+                "UPDATE jobs SET status = 'paused' WHERE id = 4",
+                "UPDATE jobs SET status = 'cancelled' WHERE id = 4",
+            ],
+        ),
+        (
+            "one failed job cancelled while a queued one starts and fails",
+            &[
+                "UPDATE jobs SET status = 'queued' WHERE id = 5",
+                "UPDATE jobs SET status = 'cancelled' WHERE id = 5",
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1 WHERE id = 7",
+                "INSERT INTO agent_runs (job_id, agent) VALUES (7, 'dev')",
+                "UPDATE jobs SET status = 'failed' WHERE id = 7",
+            ],
+        ),
+    ];
+    for (what, writes) in cycles {
+        for sql in writes {
+            conn.execute(sql, []).unwrap_or_else(|e| panic!("{what}: {sql}: {e}"));
+        }
+        check(&db, &queue, what);
+    }
+    // Jobs 1 and 3 were retried; the full queries agree (checked above).
+    let data = check(&db, &queue, "at the end");
+    assert!(format!("{data:?}").contains("retried_jobs: 2"), "the retries of jobs 1 and 3 are counted: {data:?}");
+}
+
+/// Without an `agent_runs` table the queue cannot see starts; it reads the
+/// failed jobs again at every refresh and stays exact.
+#[test]
+fn queue_is_exact_without_agent_runs() {
+    let fx = support::Fixture::new();
+    let conn = fx.conn();
+    conn.execute_batch(
+        "DROP TABLE agent_runs;
+         INSERT INTO jobs (agent, status, attempts) VALUES ('dev', 'failed', 1), ('dev', 'failed', 2), ('dev', 'done', 1);",
+    )
+    .expect("schema");
+    let db = Database::new(&fx.path);
+    let queue = Queue::new();
+    check(&db, &queue, "at first");
+    conn.execute_batch(
+        "UPDATE jobs SET status = 'queued' WHERE id = 1;
+         UPDATE jobs SET status = 'running', attempts = attempts + 1 WHERE id = 1;
+         UPDATE jobs SET status = 'failed' WHERE id = 1;",
+    )
+    .expect("cycle");
+    let data = check(&db, &queue, "after a retry with no run to show it");
+    assert!(format!("{data:?}").contains("retried_jobs: 2"), "both failed jobs are retried now: {data:?}");
+}

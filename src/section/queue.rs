@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer};
 
 use crate::section::metric::{Family, Gauge, Labels, Registry, gauge, labels};
 use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
-use crate::source::db::{MAX_SAFE_INTEGER, count, text};
+use crate::source::db::{MAX_SAFE_INTEGER, count, integer, text};
 use crate::source::probe::WorkerLive;
 use crate::source::time::seconds_between;
 
@@ -203,15 +203,17 @@ impl Tally {
     }
 }
 
-// Terminal statuses never change under the orchestrator's write pattern; every
-// other job (queued, running, paused, failed: a failed job may be retried) is
-// live. The live ones are found through idx_jobs_status as the index ranges
-// around 'cancelled' and 'done', so a refresh reads them, not the history (a
-// NULL status, possible only in a schema without NOT NULL, is its own lookup:
-// `IS NULL` in the same OR would turn the plan into a table scan).
+// Under the orchestrator's write pattern, done and cancelled jobs never change
+// again; a failed job changes only by a retry (failed -> queued); every other
+// job (queued, running, paused, any other status) is live. A refresh reads the
+// live ones, found through idx_jobs_status as the index ranges around 'cancelled',
+// 'done' and 'failed' (a NULL status, possible only in a schema without NOT
+// NULL, is its own lookup: `IS NULL` in the same OR would turn the plan into a
+// table scan), and not the history.
 const LIVE_SQL: &str = "
 SELECT id, status, attempts FROM jobs
- WHERE status < 'cancelled' OR (status > 'cancelled' AND status < 'done') OR status > 'done'
+ WHERE status < 'cancelled' OR (status > 'cancelled' AND status < 'done')
+    OR (status > 'done' AND status < 'failed') OR status > 'failed'
 UNION ALL
 SELECT id, status, attempts FROM jobs WHERE status IS NULL";
 /// Terminal jobs up to a rowid, aggregated (building the state).
@@ -221,21 +223,153 @@ SELECT status, COUNT(*),
        TOTAL(CASE WHEN typeof(attempts) = 'integer' AND attempts BETWEEN 2 AND ?1 THEN attempts - 1 END),
        MAX(CASE WHEN typeof(attempts) = 'integer' AND attempts BETWEEN 0 AND ?1 THEN attempts END)
   FROM jobs WHERE status IN ('done', 'cancelled') AND id <= ?2 GROUP BY status";
-/// Jobs inserted since the last refresh that are already terminal (a rowid range).
-const NEW_TERMINAL_SQL: &str =
-    "SELECT id, status, attempts FROM jobs WHERE id > ?1 AND status IN ('done', 'cancelled')";
-/// Jobs that were live at the last refresh, by key (the ones no longer live became terminal).
+/// Failed jobs up to a rowid, one by one (building the state: a retry takes one out again).
+const FAILED_SQL: &str = "SELECT id, attempts FROM jobs WHERE status = 'failed' AND id <= ?1";
+/// How many jobs are failed now, from the index alone (no row is read).
+const FAILED_COUNT_SQL: &str = "SELECT COUNT(*) FROM jobs WHERE status = 'failed'";
+/// Which jobs are failed now, from the index alone.
+const FAILED_IDS_SQL: &str = "SELECT id FROM jobs WHERE status = 'failed'";
+/// Jobs inserted since the last refresh that are already settled (a rowid range).
+const NEW_SETTLED_SQL: &str =
+    "SELECT id, status, attempts FROM jobs WHERE id > ?1 AND status IN ('done', 'cancelled', 'failed')";
+/// Jobs by key (ones that left the live set, or a failed one that may have been retried).
 const KNOWN_JOBS_SQL: &str = "SELECT id, status, attempts FROM jobs WHERE id IN (SELECT value FROM json_each(?1))";
 const MAX_JOB_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM jobs";
+/// The jobs that started since the last refresh: a job's start inserts its run
+/// (CONTRACT section 7), so a failed job retried and failed again between two
+/// refreshes is among these.
+const NEW_RUNS_SQL: &str = "SELECT id, job_id FROM agent_runs WHERE id > ?1";
+const MAX_RUN_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM agent_runs";
 
 /// What the queue section keeps between refreshes: counts and retries of the
-/// terminal jobs (done, cancelled), the ids of the live ones, and the highest
-/// rowid seen.
+/// terminal jobs (done, cancelled), the failed jobs with their attempts, the
+/// ids of the live ones, and the highest job and run rowids seen.
 #[derive(Debug, Clone, Default)]
 struct JobsState {
     max_id: i64,
+    /// The highest `agent_runs` rowid seen; `None` when there is no readable
+    /// `agent_runs` (every failed job is then read again at each refresh).
+    max_run: Option<i64>,
     terminal: Tally,
+    /// Failed jobs by id (sorted) with their attempts (`None`: not a valid count).
+    failed: Vec<(i64, Option<u64>)>,
     live: Vec<i64>,
+}
+
+/// What reading a settled job by key found.
+enum Settled {
+    Yes,
+    /// The job is live (it should have been in the live read) or gone: a history edit.
+    Edited,
+}
+
+impl JobsState {
+    fn failed_at(&self, id: i64) -> Result<usize, usize> {
+        self.failed.binary_search_by_key(&id, |(k, _)| *k)
+    }
+
+    /// Files a job read by key or by rowid range under what it is now: a
+    /// terminal one in the terminal tally, a failed one in the failed list.
+    fn settle(&mut self, row: &rusqlite::Row<'_>) -> Result<Settled, LoadError> {
+        let id: i64 = row.get(0)?;
+        let status = text(row.get_ref(1)?);
+        let attempts = count(row.get_ref(2)?);
+        match status.as_deref() {
+            Some("done" | "cancelled") => self.terminal.add(status, attempts, 1),
+            Some("failed") => match self.failed_at(id) {
+                Ok(i) => self.failed[i].1 = attempts,
+                Err(i) => self.failed.insert(i, (id, attempts)),
+            },
+            _ => return Ok(Settled::Edited),
+        }
+        Ok(Settled::Yes)
+    }
+
+    /// Reads `ids` by key and settles each (they are no longer live, or
+    /// failed ones that may have changed); `false` when one is gone or live.
+    fn settle_by_key(&mut self, conn: &Connection, ids: &[i64]) -> Result<bool, LoadError> {
+        if ids.is_empty() {
+            return Ok(true);
+        }
+        // Whatever they are now, they are re-filed below.
+        self.failed.retain(|(id, _)| ids.binary_search(id).is_err());
+        let json = serde_json::to_string(ids).map_err(|e| LoadError::Other(e.to_string()))?;
+        let mut stmt = conn.prepare_cached(KNOWN_JOBS_SQL)?;
+        let mut rows = stmt.query([json])?;
+        let mut seen = 0;
+        while let Some(r) = rows.next()? {
+            if matches!(self.settle(r)?, Settled::Edited) {
+                return Ok(false);
+            }
+            seen += 1;
+        }
+        Ok(seen == ids.len())
+    }
+
+    /// The failed jobs that may have been retried since the last refresh:
+    /// those with a new run, or every one when runs cannot be read.
+    fn restarted(&mut self, conn: &Connection) -> Result<Option<Vec<i64>>, LoadError> {
+        let Some(seen) = self.max_run else {
+            return Ok(Some(self.failed.iter().map(|(id, _)| *id).collect()));
+        };
+        let mut jobs = Vec::new();
+        let mut top = seen;
+        {
+            let mut stmt = conn.prepare_cached(NEW_RUNS_SQL)?;
+            let mut rows = stmt.query([seen])?;
+            while let Some(r) = rows.next()? {
+                top = top.max(r.get(0)?);
+                if let Some(job) = integer(r.get_ref(1)?).filter(|job| self.failed_at(*job).is_ok()) {
+                    jobs.push(job);
+                }
+            }
+        }
+        let max: i64 = conn.query_row(MAX_RUN_SQL, [], |r| r.get(0))?;
+        if max < seen {
+            return Ok(None); // the newest runs were deleted
+        }
+        self.max_run = Some(top.max(max));
+        jobs.sort_unstable();
+        jobs.dedup();
+        Ok(Some(jobs))
+    }
+
+    /// The failed list against the index: a failed job can also leave without
+    /// a run (failed -> queued -> cancelled between two refreshes). The count
+    /// comes from the index alone; only when it differs are ids compared.
+    fn check_failed(&mut self, conn: &Connection) -> Result<bool, LoadError> {
+        let n: i64 = conn.query_row(FAILED_COUNT_SQL, [], |r| r.get(0))?;
+        if usize::try_from(n).ok() == Some(self.failed.len()) {
+            return Ok(true);
+        }
+        let mut now: Vec<i64> = Vec::new();
+        {
+            let mut stmt = conn.prepare_cached(FAILED_IDS_SQL)?;
+            let mut rows = stmt.query([])?;
+            while let Some(r) = rows.next()? {
+                now.push(r.get(0)?);
+            }
+        }
+        now.sort_unstable();
+        let mut differ: Vec<i64> =
+            self.failed.iter().map(|(id, _)| *id).filter(|id| now.binary_search(id).is_err()).collect();
+        differ.extend(now.iter().copied().filter(|id| self.failed_at(*id).is_err()));
+        differ.sort_unstable();
+        self.settle_by_key(conn, &differ)
+    }
+
+    /// The tally of the failed jobs.
+    fn failed_tally(&self) -> Tally {
+        let mut t = Tally { counts: vec![("failed".to_owned(), self.failed.len() as u64)], ..Tally::default() };
+        for a in self.failed.iter().filter_map(|(_, a)| *a) {
+            t.max_attempts = t.max_attempts.max(a);
+            if a > 1 {
+                t.retried_jobs += 1;
+                t.total_retries += a - 1;
+            }
+        }
+        t
+    }
 }
 
 impl Incremental for JobsState {
@@ -256,6 +390,13 @@ impl Incremental for JobsState {
             };
             terminal.max_attempts = terminal.max_attempts.max(count(r.get_ref(4)?).unwrap_or(0));
         }
+        let mut failed = Vec::new();
+        let mut stmt = conn.prepare_cached(FAILED_SQL)?;
+        let mut rows = stmt.query([max_id])?;
+        while let Some(r) = rows.next()? {
+            failed.push((r.get(0)?, count(r.get_ref(1)?)));
+        }
+        failed.sort_unstable_by_key(|(id, _)| *id);
         // The live ids as of this snapshot: the first advance finds them all still live.
         let mut live = Vec::new();
         let mut stmt = conn.prepare_cached(LIVE_SQL)?;
@@ -267,7 +408,15 @@ impl Incremental for JobsState {
             }
         }
         live.sort_unstable();
-        Ok(JobsState { max_id, terminal, live })
+        // Without a readable agent_runs (a schema without it, or without
+        // job_id), failed jobs are read again at every refresh instead.
+        let max_run =
+            match conn.prepare_cached(NEW_RUNS_SQL).and_then(|_| conn.query_row(MAX_RUN_SQL, [], |r| r.get(0))) {
+                Ok(max) => Some(max),
+                Err(e) if e.sqlite_error_code() == Some(rusqlite::ErrorCode::Unknown) => None,
+                Err(e) => return Err(e.into()),
+            };
+        Ok(JobsState { max_id, max_run, terminal, failed, live })
     }
 
     /// Folds in what changed; the tally of every job now, or `None` when a
@@ -287,36 +436,40 @@ impl Incremental for JobsState {
             }
         }
         live.sort_unstable();
-        let mut terminal = self.terminal.clone();
-        // Live at the last refresh, not now: they became terminal since.
+        // Failed at the last refresh, live now: retried.
+        self.failed.retain(|(id, _)| live.binary_search(id).is_err());
+        // Live at the last refresh, not now: they settled since.
         let left: Vec<i64> = self.live.iter().copied().filter(|id| live.binary_search(id).is_err()).collect();
-        if !left.is_empty() {
-            let ids = serde_json::to_string(&left).map_err(|e| LoadError::Other(e.to_string()))?;
-            let mut stmt = conn.prepare_cached(KNOWN_JOBS_SQL)?;
-            let mut rows = stmt.query([ids])?;
-            let mut seen = 0;
-            while let Some(r) = rows.next()? {
-                terminal.add_row(r)?;
-                seen += 1;
-            }
-            if seen != left.len() {
-                return Ok(None); // a job was deleted
-            }
+        if !self.settle_by_key(conn, &left)? {
+            return Ok(None);
+        }
+        // Failed then and failed (or settled) again now, having started in between.
+        let Some(restarted) = self.restarted(conn)? else {
+            return Ok(None);
+        };
+        if !self.settle_by_key(conn, &restarted)? {
+            return Ok(None);
         }
         {
-            let mut stmt = conn.prepare_cached(NEW_TERMINAL_SQL)?;
+            let mut stmt = conn.prepare_cached(NEW_SETTLED_SQL)?;
             let mut rows = stmt.query([self.max_id])?;
             while let Some(r) = rows.next()? {
                 max_id = max_id.max(r.get(0)?);
-                terminal.add_row(r)?;
+                if matches!(self.settle(r)?, Settled::Edited) {
+                    return Ok(None);
+                }
             }
+        }
+        if !self.check_failed(conn)? {
+            return Ok(None);
         }
         let top: i64 = conn.query_row(MAX_JOB_SQL, [], |r| r.get(0))?;
         if top < self.max_id {
             return Ok(None); // the newest jobs were deleted
         }
-        *self = JobsState { max_id: max_id.max(top), terminal, live };
-        Ok(Some(self.terminal.clone().plus(&live_now)))
+        self.max_id = max_id.max(top);
+        self.live = live;
+        Ok(Some(self.terminal.clone().plus(&self.failed_tally()).plus(&live_now)))
     }
 }
 
