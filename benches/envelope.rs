@@ -20,6 +20,7 @@ fn database(agents: usize) -> (tempfile::TempDir, Connection) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.sqlite");
     let conn = Connection::open(&path).expect("open");
+    orchmirror::source::db::register_functions(&conn).expect("functions");
     conn.execute_batch(orchmirror::SCHEMA_SQL).expect("schema");
     conn.execute_batch(orchmirror::SCHEMA_INDEXES_SQL).expect("indexes");
     conn.execute_batch(&format!(

@@ -102,3 +102,48 @@ fn null_where_the_schema_says_not_null_is_unknown_not_an_error() {
     // The job with a NULL status still counts for retries (attempts 3).
     assert_eq!(m["queue"]["retries"], json!({"retried_jobs": 1, "total_retries": 2, "max_attempts": 3}));
 }
+
+/// One timestamp parser for SQL and Rust: a date that does not exist, hour 24
+/// or a space before the offset is bad data in every age (the queue's oldest
+/// queued job is found in SQL, the other ages in Rust); a timestamp more than
+/// 1 s after `generated_at` is bad data too, never a negative age.
+#[test]
+fn timestamps_are_judged_alike_everywhere_and_the_future_has_no_age() {
+    let fx = Fixture::new();
+    let bad = ["2026-02-31 10:00:00", "2025-02-29 10:00:00", "2026-03-01 24:00:00", "2026-03-01 10:00:00 +05:00"];
+    for (i, ts) in bad.iter().enumerate() {
+        fx.exec(&format!(
+            "INSERT INTO tasks (work_item_id, stage, updated_at) VALUES ('BAD-{i}', 'review', '{ts}');
+             INSERT INTO jobs (agent, status, created_at, started_at) VALUES ('dev', 'queued', '{ts}', NULL);
+             INSERT INTO jobs (agent, status, started_at) VALUES ('dev', 'running', '{ts}');"
+        ));
+    }
+    fx.exec(
+        "INSERT INTO tasks (work_item_id, stage, updated_at) VALUES ('FUTURE', 'review', '9999-12-31 23:59:59');
+         INSERT INTO jobs (agent, status, started_at) VALUES ('dev', 'running', datetime('now', '+1 hour'));",
+    );
+    let bin = fx.serve(&[]);
+    let m = bin.wait_all_ok();
+    for s in m["stages"].as_array().expect("stages") {
+        assert_eq!(s["age_in_stage_s"], Value::Null, "{s}");
+    }
+    for a in m["agents"].as_array().expect("agents") {
+        assert_eq!(a["runtime_s"], Value::Null, "{a}");
+    }
+    assert_eq!(m["queue"]["counts"]["queued"], 4);
+    assert_eq!(m["queue"]["oldest_queued_age_s"], Value::Null, "SQL rejects what Rust rejects: {}", m["queue"]);
+
+    // A valid queued job still gives its age, and a timestamp just ahead is age 0.
+    fx.exec(
+        "INSERT INTO jobs (agent, status, created_at) VALUES ('dev', 'queued', datetime('now', '-30 seconds'));
+         INSERT INTO tasks (work_item_id, stage, updated_at) VALUES ('SOON', 'review', datetime('now'));",
+    );
+    let m = support::wait_for(std::time::Duration::from_secs(15), "the new rows", || {
+        let m = bin.metrics();
+        (m["queue"]["counts"]["queued"] == 5 && m["stages"].as_array().is_some_and(|s| s.len() == 6)).then_some(m)
+    });
+    let age = m["queue"]["oldest_queued_age_s"].as_f64().expect("an age");
+    assert!((29.0..=40.0).contains(&age), "{age}");
+    let soon = m["stages"].as_array().and_then(|s| s.iter().find(|s| s["work_item"] == "SOON").cloned());
+    assert!(soon.is_some_and(|s| s["age_in_stage_s"].as_f64().is_some_and(|a| a >= 0.0)), "{m}");
+}

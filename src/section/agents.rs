@@ -10,7 +10,7 @@ use crate::section::metric::{CounterF, Family, GaugeF, Labels, Registry, gauge, 
 use crate::section::{LoadError, Section, SectionName};
 use crate::source::db::{RunningJob, running_jobs};
 use crate::source::procstat::{self, CpuSample};
-use crate::source::time::{format_millis, seconds_between};
+use crate::source::time::{age_seconds, format_millis};
 
 /// The agents section; samples `/proc` for every running agent on each refresh.
 #[derive(Debug)]
@@ -90,7 +90,7 @@ impl Section for Agents {
                     job_id: job.job_id,
                     repo: job.repo.clone(),
                     pid: run.and_then(|r| r.pid),
-                    runtime_s: job.job_started_at.map(|s| seconds_between(s, generated_at)),
+                    runtime_s: job.job_started_at.and_then(|s| age_seconds(s, generated_at)),
                     model: run.and_then(|r| r.model.clone()),
                     effort: run.and_then(|r| r.effort.clone()),
                     cpu_ticks: cpu.map(|c| c.ticks),

@@ -13,7 +13,7 @@ use crate::section::metric::{Family, Gauge, Labels, Registry, gauge, labels};
 use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
 use crate::source::db::{MAX_SAFE_INTEGER, count, integer, text};
 use crate::source::probe::WorkerLive;
-use crate::source::time::seconds_between;
+use crate::source::time::age_seconds;
 
 /// The queue section; with a worker probe it also reports the host worker's live state.
 #[derive(Debug, Default)]
@@ -117,15 +117,10 @@ pub struct QueueView {
 
 const COUNTS_SQL: &str = "SELECT status, COUNT(*) FROM jobs GROUP BY status";
 
-// Timestamps are compared in SQL so a deep queue is not shipped row by row. The
-// GLOB keeps SQLite's lenient date parser ('now', bare julian numbers) away
-// from bad data; what passes is exactly the shape `time::parse_timestamp` takes.
-const OLDEST_QUEUED_SQL: &str = "
-SELECT MIN(unixepoch(trim(created_at), 'subsec'))
-  FROM jobs
- WHERE status = 'queued'
-   AND typeof(created_at) = 'text'
-   AND trim(created_at) GLOB '[0-9][0-9][0-9][0-9]-[0-9][0-9]-[0-9][0-9][ T][0-9][0-9]:[0-9][0-9]:[0-9][0-9]*'";
+// Timestamps are compared in SQL so a deep queue is not shipped row by row,
+// through `orch_epoch_ms`: the Rust parser itself, so what counts as a
+// timestamp is the same everywhere.
+const OLDEST_QUEUED_SQL: &str = "SELECT MIN(orch_epoch_ms(created_at)) FROM jobs WHERE status = 'queued'";
 
 // Only integer attempts count: SQLite orders any text above every number, so an
 // unguarded `attempts > 1` would count garbage as a retry.
@@ -475,13 +470,9 @@ impl Incremental for JobsState {
 
 impl Queue {
     fn oldest_queued(conn: &Connection) -> Result<Option<DateTime<Utc>>, LoadError> {
-        Ok(conn.prepare_cached(OLDEST_QUEUED_SQL)?.query_row([], |r| {
-            Ok(match r.get_ref(0)? {
-                ValueRef::Real(s) => DateTime::from_timestamp_millis((s * 1000.0).round() as i64),
-                ValueRef::Integer(s) => DateTime::from_timestamp(s, 0),
-                _ => None,
-            })
-        })?)
+        Ok(conn
+            .prepare_cached(OLDEST_QUEUED_SQL)?
+            .query_row([], |r| Ok(integer(r.get_ref(0)?).and_then(DateTime::from_timestamp_millis)))?)
     }
 
     fn worker(&self) -> WorkerLive {
@@ -539,7 +530,7 @@ impl Section for Queue {
         QueueView {
             depth: data.counts.get("queued"),
             counts: data.counts.clone(),
-            oldest_queued_age_s: data.oldest_queued.map(|t| seconds_between(t, generated_at)),
+            oldest_queued_age_s: data.oldest_queued.and_then(|t| age_seconds(t, generated_at)),
             retries: data.retries,
             breaker: data.worker.breaker.clone(),
             max_concurrency: data.worker.max_concurrency.clone(),

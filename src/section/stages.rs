@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::section::metric::{Family, Gauge, GaugeF, Labels, Registry, labels};
 use crate::section::{LoadError, Section, SectionName};
 use crate::source::db::{text, timestamp};
-use crate::source::time::seconds_between;
+use crate::source::time::age_seconds;
 
 /// The stages section.
 #[derive(Debug, Default)]
@@ -99,7 +99,7 @@ impl Section for Stages {
             .map(|t| StageEntry {
                 work_item: t.work_item.clone(),
                 stage: t.stage.clone(),
-                age_in_stage_s: t.updated_at.map(|u| seconds_between(u, generated_at)),
+                age_in_stage_s: t.updated_at.and_then(|u| age_seconds(u, generated_at)),
                 repo: t.repo.clone(),
                 task_id: t.task_id,
             })

@@ -329,6 +329,7 @@ mod tests {
     fn the_fast_json_is_the_serde_json() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let conn = rusqlite::Connection::open(dir.path().join("e.sqlite"))?;
+        crate::source::db::register_functions(&conn)?;
         conn.execute_batch(include_str!("../schema.sql"))?;
         conn.execute_batch(
             "INSERT INTO tasks (work_item_id, stage) VALUES ('A \"quoted\" é', 'review');

@@ -47,6 +47,7 @@ pub fn open_pool(path: &Path, max_size: u32, connects: Arc<AtomicU64>) -> Pool {
         .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .with_init(move |c| {
             c.busy_timeout(BUSY_TIMEOUT)?;
+            register_functions(c)?;
             c.pragma_update(None, "query_only", true)?;
             connects.fetch_add(1, Ordering::SeqCst);
             Ok(())
@@ -61,6 +62,27 @@ pub fn open_pool(path: &Path, max_size: u32, connects: Arc<AtomicU64>) -> Pool {
         .connection_timeout(CONNECT_TIMEOUT)
         .test_on_check_out(false)
         .build_unchecked(manager)
+}
+
+/// Registers the mirror's SQL functions on a connection (every pooled
+/// connection has them): `orch_epoch_ms(x)`, a timestamp as milliseconds since
+/// the epoch, or NULL when `x` is not text that [`parse_timestamp`] accepts.
+/// SQL that compares timestamps uses it, so SQL and Rust accept the same ones.
+///
+/// [`parse_timestamp`]: crate::source::time::parse_timestamp
+pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
+    use rusqlite::functions::FunctionFlags;
+    conn.create_scalar_function(
+        "orch_epoch_ms",
+        1,
+        FunctionFlags::SQLITE_UTF8 | FunctionFlags::SQLITE_DETERMINISTIC | FunctionFlags::SQLITE_INNOCUOUS,
+        |ctx| {
+            Ok(match ctx.get_raw(0) {
+                ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(crate::source::time::timestamp_millis),
+                _ => None,
+            })
+        },
+    )
 }
 
 /// Which file a path names right now: device and inode.

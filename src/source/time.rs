@@ -43,9 +43,24 @@ pub fn serialize_opt_millis<S: serde::Serializer>(at: &Option<DateTime<Utc>>, s:
     }
 }
 
-/// Seconds from `from` to `to` as a JSON-friendly number, millisecond precision.
-pub fn seconds_between(from: DateTime<Utc>, to: DateTime<Utc>) -> f64 {
-    (to - from).num_milliseconds() as f64 / 1000.0
+/// How far after `generated_at` a timestamp may lie (clock skew between the
+/// orchestrator and the mirror, and `generated_at`'s truncation to the second)
+/// before it is bad data.
+pub const FUTURE_SLACK_MS: i64 = 1000;
+
+/// The age at `generated_at` of something that happened at `at`, in seconds
+/// with millisecond precision (CONTRACT section 2): never negative (a
+/// timestamp up to 1 s ahead is age 0), and `None` (bad data) for one more
+/// than 1 s ahead.
+pub fn age_seconds(at: DateTime<Utc>, generated_at: DateTime<Utc>) -> Option<f64> {
+    let ms = (generated_at - at).num_milliseconds();
+    (ms >= -FUTURE_SLACK_MS).then(|| ms.max(0) as f64 / 1000.0)
+}
+
+/// [`parse_timestamp`] as milliseconds since the epoch: what the SQL function
+/// `orch_epoch_ms` gives, so SQL and Rust accept exactly the same timestamps.
+pub fn timestamp_millis(raw: &str) -> Option<i64> {
+    parse_timestamp(raw).map(|t| t.timestamp_millis())
 }
 
 /// Truncates to whole seconds: `generated_at` and every age in a response use this instant.
@@ -77,11 +92,32 @@ mod tests {
 
     #[test]
     fn rejects_garbage() {
-        for s in
-            ["", "yesterday", "2026-11-27", "2026-13-40 10:00:00", "27/11/2026 10:00:00", "now", "2026-11-27 25:00:00"]
-        {
+        for s in [
+            "",
+            "yesterday",
+            "2026-11-27",
+            "2026-13-40 10:00:00",
+            "27/11/2026 10:00:00",
+            "now",
+            "2026-11-27 25:00:00",
+            "2026-02-31 10:00:00",
+            "2026-02-29 10:00:00",
+            "2026-11-27 24:00:00",
+            "2026-11-27 10:00:00 +05:00",
+        ] {
             assert_eq!(parse_timestamp(s), None, "{s}");
         }
+    }
+
+    #[test]
+    fn ages_are_never_negative_and_the_future_is_bad_data() {
+        let at = |s: &str| parse_timestamp(s).unwrap_or_default();
+        let now = at("2026-11-27 10:00:00");
+        assert_eq!(age_seconds(at("2026-11-27 09:59:17.5"), now), Some(42.5));
+        assert_eq!(age_seconds(at("2026-11-27 10:00:00.999"), now), Some(0.0), "within the 1 s slack");
+        assert_eq!(age_seconds(at("2026-11-27 10:00:01"), now), Some(0.0), "exactly 1 s ahead");
+        assert_eq!(age_seconds(at("2026-11-27 10:00:01.001"), now), None, "more than 1 s ahead");
+        assert_eq!(age_seconds(at("9999-12-31 23:59:59"), now), None, "year 9999");
     }
 
     #[test]
