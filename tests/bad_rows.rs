@@ -99,6 +99,7 @@ fn null_where_the_schema_says_not_null_is_unknown_not_an_error() {
     assert_eq!(m["queue"]["counts"]["running"], 1);
     assert_eq!(m["queue"]["counts"]["queued"], 1);
     assert_eq!(m["queue"]["oldest_queued_age_s"], Value::Null);
+    assert_eq!(m["queue"]["counts"]["(undecodable)"], 1, "the job with a NULL status is counted: {}", m["queue"]);
     // The job with a NULL status still counts for retries (attempts 3).
     assert_eq!(m["queue"]["retries"], json!({"retried_jobs": 1, "total_retries": 2, "max_attempts": 3}));
 }
@@ -146,4 +147,54 @@ fn timestamps_are_judged_alike_everywhere_and_the_future_has_no_age() {
     assert!((29.0..=40.0).contains(&age), "{age}");
     let soon = m["stages"].as_array().and_then(|s| s.iter().find(|s| s["work_item"] == "SOON").cloned());
     assert!(soon.is_some_and(|s| s["age_in_stage_s"].as_f64().is_some_and(|a| a >= 0.0)), "{m}");
+}
+
+/// Every job is counted somewhere: a status that is not valid UTF-8, a BLOB or
+/// NULL is counted under `(undecodable)`, and `counts` adds up to the jobs; an
+/// empty stage and an undecodable one stay two series in the exposition.
+#[test]
+fn undecodable_values_are_counted_and_kept_apart() {
+    let fx = Fixture::new();
+    fx.exec(
+        "INSERT INTO jobs (agent, status) VALUES ('dev', 'queued'), ('dev', CAST(X'C328' AS TEXT)), ('dev', X'00FF');
+         INSERT INTO tasks (work_item_id, stage) VALUES ('EMPTY', ''), ('BAD', CAST(X'FFFE' AS TEXT));",
+    );
+    let bin = fx.serve(&[]);
+    let m = bin.wait_all_ok();
+    let counts = m["queue"]["counts"].as_object().expect("counts");
+    assert_eq!(counts.values().filter_map(Value::as_u64).sum::<u64>(), 3, "{counts:?}");
+    assert_eq!(counts["(undecodable)"], 2, "{counts:?}");
+    let exposition = support::get(&bin.url("/metrics/prometheus")).2;
+    let active: Vec<&str> = exposition.lines().filter(|l| l.starts_with("orch_tasks_active{")).collect();
+    assert_eq!(active.len(), 2, "two stages, two series: {active:?}");
+    assert!(active.iter().any(|l| l.contains(r#"stage="""#)), "{active:?}");
+    assert!(active.iter().any(|l| l.contains(r#"stage="(undecodable)""#)), "{active:?}");
+}
+
+/// No row can inflate a response: text longer than 1,024 bytes is cut at a
+/// character boundary and ends with `…`, in JSON and in labels.
+#[test]
+fn long_text_is_cut_at_1024_bytes() {
+    let fx = Fixture::new();
+    // 'é' is two bytes: 1,024 bytes fall in the middle of one at an odd offset.
+    let stage = format!("x{}", "é".repeat(600_000));
+    fx.exec(&format!(
+        "INSERT INTO tasks (work_item_id, stage) VALUES ('{0}', '{stage}');
+         INSERT INTO jobs (agent, status) VALUES ('{0}', 'running');",
+        "w".repeat(5_000)
+    ));
+    let bin = fx.serve(&[]);
+    let m = bin.wait_all_ok();
+    let served = m["stages"][0]["stage"].as_str().expect("stage");
+    assert!(served.ends_with('…'), "ends with an ellipsis");
+    let kept = served.trim_end_matches('…');
+    assert!(kept.len() <= 1024 && kept.len() >= 1022, "{} bytes kept", kept.len());
+    assert!(stage.starts_with(kept), "a prefix of the value, cut at a character boundary");
+    assert_eq!(m["stages"][0]["work_item"].as_str().map(str::len), Some(1024 + '…'.len_utf8()));
+    assert_eq!(m["agents"][0]["agent"].as_str().map(|a| a.ends_with('…')), Some(true));
+    let body = support::get(&bin.url("/metrics")).2;
+    assert!(body.len() < 16 * 1024, "the whole envelope stays small: {} bytes", body.len());
+    let exposition = support::get(&bin.url("/metrics/prometheus")).2;
+    let label = exposition.lines().find(|l| l.starts_with("orch_tasks_active{")).expect("a stage series");
+    assert!(label.len() < 1200 && label.contains('…'), "the label is cut too: {} bytes", label.len());
 }

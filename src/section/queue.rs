@@ -11,7 +11,7 @@ use serde::{Serialize, Serializer};
 
 use crate::section::metric::{Family, Gauge, Labels, Registry, gauge, labels};
 use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
-use crate::source::db::{MAX_SAFE_INTEGER, count, integer, text};
+use crate::source::db::{MAX_SAFE_INTEGER, UNDECODABLE, count, integer, text};
 use crate::source::probe::WorkerLive;
 use crate::source::time::age_seconds;
 
@@ -37,6 +37,12 @@ impl Queue {
 
 /// The statuses that are always present in `counts`, in this order.
 pub const KNOWN_STATUSES: [&str; 5] = ["queued", "running", "done", "failed", "cancelled"];
+
+/// A job's status as a `counts` key: one whose status cannot be named is
+/// counted under [`UNDECODABLE`], so every job is counted somewhere.
+fn status_key(v: ValueRef<'_>) -> String {
+    text(v).unwrap_or_else(|| UNDECODABLE.to_owned())
+}
 
 /// Jobs per status: the five known statuses first (0 when none), then any other, by name.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -142,14 +148,11 @@ struct Tally {
 }
 
 impl Tally {
-    /// One job: its status (a job whose status cannot be named is left out of
-    /// the counts, as in the full query) and its attempts, when valid.
-    fn add(&mut self, status: Option<String>, attempts: Option<u64>, n: u64) {
-        if let Some(status) = status {
-            match self.counts.iter_mut().find(|(s, _)| *s == status) {
-                Some(slot) => slot.1 += n,
-                None => self.counts.push((status, n)),
-            }
+    /// `n` jobs of one status, with their attempts when valid.
+    fn add(&mut self, status: String, attempts: Option<u64>, n: u64) {
+        match self.counts.iter_mut().find(|(s, _)| *s == status) {
+            Some(slot) => slot.1 += n,
+            None => self.counts.push((status, n)),
         }
         if let Some(a) = attempts {
             self.max_attempts = self.max_attempts.max(a);
@@ -161,13 +164,13 @@ impl Tally {
     }
 
     fn add_row(&mut self, row: &rusqlite::Row<'_>) -> Result<(), rusqlite::Error> {
-        self.add(text(row.get_ref(1)?), count(row.get_ref(2)?), 1);
+        self.add(status_key(row.get_ref(1)?), count(row.get_ref(2)?), 1);
         Ok(())
     }
 
     fn plus(mut self, other: &Tally) -> Tally {
         for (status, n) in &other.counts {
-            self.add(Some(status.clone()), None, *n);
+            self.add(status.clone(), None, *n);
         }
         self.retried_jobs += other.retried_jobs;
         self.total_retries += other.total_retries;
@@ -270,7 +273,7 @@ impl JobsState {
         let status = text(row.get_ref(1)?);
         let attempts = count(row.get_ref(2)?);
         match status.as_deref() {
-            Some("done" | "cancelled") => self.terminal.add(status, attempts, 1),
+            Some(done @ ("done" | "cancelled")) => self.terminal.add(done.to_owned(), attempts, 1),
             Some("failed") => match self.failed_at(id) {
                 Ok(i) => self.failed[i].1 = attempts,
                 Err(i) => self.failed.insert(i, (id, attempts)),
@@ -377,7 +380,7 @@ impl Incremental for JobsState {
         let mut rows = stmt.query((MAX_SAFE_INTEGER, max_id))?;
         while let Some(r) = rows.next()? {
             let n = count(r.get_ref(1)?).unwrap_or(0);
-            terminal.add(text(r.get_ref(0)?), None, n);
+            terminal.add(status_key(r.get_ref(0)?), None, n);
             terminal.retried_jobs += count(r.get_ref(2)?).unwrap_or(0);
             terminal.total_retries += match r.get_ref(3)? {
                 ValueRef::Real(t) if t.is_finite() && t >= 0.0 => t as u64,
@@ -493,8 +496,7 @@ impl Section for Queue {
             let mut stmt = conn.prepare_cached(COUNTS_SQL)?;
             let mut rows = stmt.query([])?;
             while let Some(row) = rows.next()? {
-                // A NULL status cannot be named; such jobs are left out of `counts`.
-                tally.add(text(row.get_ref(0)?), None, count(row.get_ref(1)?).unwrap_or(0));
+                tally.add(status_key(row.get_ref(0)?), None, count(row.get_ref(1)?).unwrap_or(0));
             }
         }
         let retries = conn.prepare_cached(RETRIES_SQL)?.query_row([MAX_SAFE_INTEGER], |r| {

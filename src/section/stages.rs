@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::section::metric::{Family, Gauge, GaugeF, Labels, Registry, labels};
 use crate::section::{LoadError, Section, SectionName};
-use crate::source::db::{text, timestamp};
+use crate::source::db::{UNDECODABLE, text, timestamp};
 use crate::source::time::age_seconds;
 
 /// The stages section.
@@ -110,7 +110,7 @@ impl Section for Stages {
     fn expose(view: &Self::View, _: Option<u64>, registry: &mut Registry) {
         let mut per_stage: std::collections::BTreeMap<&str, (i64, Option<f64>)> = Default::default();
         for s in view {
-            let entry = per_stage.entry(s.stage.as_deref().unwrap_or_default()).or_default();
+            let entry = per_stage.entry(s.stage.as_deref().unwrap_or(UNDECODABLE)).or_default();
             entry.0 += 1;
             entry.1 = match (entry.1, s.age_in_stage_s) {
                 (Some(a), Some(b)) => Some(a.max(b)),

@@ -258,10 +258,32 @@ pub fn with_conn<T>(
     out
 }
 
-/// Text, or a number rendered as text; `None` for NULL and blobs.
+/// The longest text value served, in bytes (CONTRACT section 2): longer ones
+/// are cut at a character boundary and end with [`ELLIPSIS`].
+pub const MAX_TEXT_BYTES: usize = 1024;
+/// What ends a cut text value.
+pub const ELLIPSIS: char = '…';
+/// The name under which a value that cannot be named (NULL, a BLOB, text
+/// that is not UTF-8) is counted or labelled where a name is needed: job
+/// statuses in `counts`, stages in the exposition's labels.
+pub const UNDECODABLE: &str = "(undecodable)";
+
+/// `s` as served: at most [`MAX_TEXT_BYTES`] of it, then `…` when it was longer.
+pub fn bounded(s: &str) -> String {
+    if s.len() <= MAX_TEXT_BYTES {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(MAX_TEXT_BYTES + ELLIPSIS.len_utf8());
+    out.push_str(&s[..s.floor_char_boundary(MAX_TEXT_BYTES)]);
+    out.push(ELLIPSIS);
+    out
+}
+
+/// A text value as served (see [`bounded`]); numbers are shown as text;
+/// `None` for NULL, a BLOB or text that is not valid UTF-8 (bad data).
 pub fn text(v: ValueRef<'_>) -> Option<String> {
     match v {
-        ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_owned),
+        ValueRef::Text(t) => std::str::from_utf8(t).ok().map(bounded),
         ValueRef::Integer(i) => Some(i.to_string()),
         ValueRef::Real(r) => Some(r.to_string()),
         ValueRef::Null | ValueRef::Blob(_) => None,
