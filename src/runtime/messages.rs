@@ -101,6 +101,11 @@ impl Answer {
         Self { section: S::NAME, reply, render }
     }
 
+    /// The section's data as its actor answered it; `None` without data.
+    pub fn data(&self) -> Option<&(dyn Any + Send + Sync)> {
+        self.reply.as_ref().ok()?.data.as_deref()
+    }
+
     /// The section's value for a response generated at `generated_at`; `None` without data.
     pub fn render(&self, generated_at: DateTime<Utc>) -> Option<SectionData> {
         let data = self.reply.as_ref().ok()?.data.as_deref()?;

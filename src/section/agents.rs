@@ -37,6 +37,13 @@ pub struct AgentRow {
     cpu: Option<CpuSample>,
 }
 
+impl AgentRow {
+    /// The running job and its latest run, as read.
+    pub fn job(&self) -> &RunningJob {
+        &self.job
+    }
+}
+
 /// One running agent in the envelope.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 #[non_exhaustive]

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::section::metric::{CounterF, Family, Labels, Registry, counter, labels};
 use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
-use crate::source::db::{MAX_SAFE_INTEGER, RunCost, count, running_jobs};
+use crate::source::db::{MAX_SAFE_INTEGER, RunCost, RunningJob, count, running_jobs};
 
 /// The cost section; it keeps totals of finished runs between refreshes.
 #[derive(Debug, Default)]
@@ -23,18 +23,31 @@ impl Cost {
 
     /// The running jobs' latest runs, with their stored cost.
     fn running(conn: &Connection) -> Result<Vec<CostRunning>, LoadError> {
-        Ok(running_jobs(conn)?
-            .into_iter()
-            .map(|job| {
-                let run = job.run.as_ref();
-                CostRunning {
-                    run_id: run.map(|r| r.run_id),
-                    job_id: job.job_id,
-                    agent: job.agent(),
-                    cost: run.map(|r| r.cost.clone()).unwrap_or_default(),
-                }
-            })
-            .collect())
+        Ok(running_jobs(conn)?.iter().map(CostRunning::of).collect())
+    }
+}
+
+impl CostRunning {
+    /// The entry of one running job (the same row the agents section reads).
+    pub fn of(job: &RunningJob) -> Self {
+        let run = job.run.as_ref();
+        CostRunning {
+            run_id: run.map(|r| r.run_id),
+            job_id: job.job_id,
+            agent: job.agent(),
+            cost: run.map(|r| r.cost.clone()).unwrap_or_default(),
+        }
+    }
+}
+
+impl CostView {
+    /// This view with `running` taken from the agents section's rows, so that
+    /// an envelope pairs them entry by entry (CONTRACT section 2).
+    pub fn paired_with(&self, agents: &[crate::section::agents::AgentRow]) -> Self {
+        CostView {
+            running: agents.iter().map(|a| CostRunning::of(a.job())).collect(),
+            aggregate: self.aggregate.clone(),
+        }
     }
 }
 

@@ -13,7 +13,7 @@ use crate::runtime::messages::Answer;
 use crate::runtime::mirror::MirrorHandle;
 use crate::runtime::stats::{PerSection, Reconciliation, Restarts};
 use crate::section::{
-    AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, SectionData, StageEntry, Stages, Status,
+    AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, SectionData, SectionName, StageEntry, Stages, Status,
 };
 use crate::source::procstat;
 use crate::source::time::{format_seconds, truncate_to_second};
@@ -284,6 +284,24 @@ fn state(answer: &Answer, clock: Clock, snapshot_timeout: Duration) -> SectionSt
     }
 }
 
+/// `cost.running` has exactly the `agents` entries, in the same order, in
+/// every envelope, whatever the two sections' periods (CONTRACT section 2):
+/// when the agents section has data, `cost.running` is built from the same
+/// rows (each carries its run's stored cost); otherwise it is the cost
+/// section's own read.
+fn pair_running(answers: &[Answer], data: &mut [(SectionName, Option<SectionData>)]) {
+    let agents = answers.iter().find(|a| a.section == SectionName::AGENTS).and_then(Answer::data);
+    let Some(rows) = agents.and_then(|d| d.downcast_ref::<<Agents as Section>::Data>()) else {
+        return;
+    };
+    let Some((_, slot)) = data.iter_mut().find(|(name, _)| *name == SectionName::COST) else {
+        return;
+    };
+    if let Some(paired) = slot.as_ref().and_then(|d| d.get::<Cost>()).map(|cost| cost.paired_with(rows)) {
+        *slot = Some(SectionData::of::<Cost>(paired));
+    }
+}
+
 /// Assembles one response from every section's answer (in envelope order);
 /// ages are computed against `clock`.
 pub fn assemble(answers: Vec<Answer>, clock: Clock, snapshot_timeout: Duration) -> Envelope {
@@ -293,6 +311,7 @@ pub fn assemble(answers: Vec<Answer>, clock: Clock, snapshot_timeout: Duration) 
         data.push((answer.section, answer.render(clock.generated_at)));
         states.push((answer.section, state(answer, clock, snapshot_timeout)));
     }
+    pair_running(&answers, &mut data);
     Envelope {
         schema_version: SCHEMA_VERSION,
         generated_at: clock.generated_at,
