@@ -280,3 +280,58 @@ fn a_hanging_query_is_interrupted_and_the_section_goes_stale_then_recovers() {
     fx.exec("DROP VIEW tasks; ALTER TABLE tasks_real RENAME TO tasks;");
     wait_for(Duration::from_secs(20), "ok again", || support::all_ok(&bin.metrics()).then_some(()));
 }
+
+/// Puts something at a path.
+type Make = dyn Fn(&std::path::Path);
+
+fn threads(pid: u32) -> usize {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status.lines().find_map(|l| l.strip_prefix("Threads:")).and_then(|n| n.trim().parse().ok()).unwrap_or(0)
+}
+
+/// A FIFO, a directory or a device renamed over the path: opening a FIFO
+/// would block a thread forever and the others give misleading errors. Each
+/// is an error naming the file (never its absolute path), no thread is left
+/// behind, and the real file is served again when it returns.
+#[test]
+fn a_path_that_is_not_a_regular_file_is_an_error_that_leaves_nothing_behind() {
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[("ORCH_REFRESH_MS", "100")]);
+    bin.wait_all_ok();
+    let before = threads(bin.child.id());
+    let aside = fx.dir.path().join("aside.sqlite");
+    std::fs::rename(&fx.path, &aside).expect("move away");
+    let dir = fx.dir.path().display().to_string();
+    let kinds: [(&str, &Make); 3] = [
+        ("a FIFO", &|p| {
+            let ok = std::process::Command::new("mkfifo").arg(p).status().is_ok_and(|s| s.success());
+            assert!(ok, "mkfifo");
+        }),
+        ("a directory", &|p| std::fs::create_dir(p).expect("mkdir")),
+        ("/dev/zero", &|p| std::os::unix::fs::symlink("/dev/zero", p).expect("symlink")),
+    ];
+    for (what, make) in kinds {
+        let odd = fx.dir.path().join("odd");
+        make(&odd);
+        std::fs::rename(&odd, &fx.path).unwrap_or_else(|e| panic!("{what}: rename: {e}"));
+        let m = wait_for(Duration::from_secs(10), what, || {
+            let m = bin.metrics();
+            m["sections"]["queue"]["error"].as_str().is_some_and(|e| e.contains("not a regular file")).then_some(m)
+        });
+        for (name, state) in m["sections"].as_object().expect("sections") {
+            let err = state["error"].as_str().unwrap_or_default();
+            assert!(!err.contains(&dir), "{what}: {name}'s error carries the absolute path: {err}");
+        }
+        let health = support::get(&bin.url("/health")).2;
+        assert!(!health.contains(&dir), "{what}: /health carries the absolute path: {health}");
+        if std::fs::symlink_metadata(&fx.path).is_ok_and(|m| m.is_dir()) {
+            std::fs::remove_dir(&fx.path).expect("rmdir");
+        } else {
+            std::fs::remove_file(&fx.path).expect("rm");
+        }
+    }
+    std::fs::rename(&aside, &fx.path).expect("move back");
+    wait_for(Duration::from_secs(10), "ok again", || support::all_ok(&bin.metrics()).then_some(()));
+    let after = threads(bin.child.id());
+    assert!(after <= before + 2, "threads: {before} before, {after} after");
+}

@@ -61,6 +61,9 @@ pub fn open_pool(path: &Path, max_size: u32, connects: Arc<AtomicU64>) -> Pool {
         .max_lifetime(None)
         .connection_timeout(CONNECT_TIMEOUT)
         .test_on_check_out(false)
+        // A failed connect is the refresh's error, logged once per change by
+        // the section's actor; r2d2's own handler would log every attempt.
+        .error_handler(Box::new(r2d2::NopErrorHandler))
         .build_unchecked(manager)
 }
 
@@ -90,6 +93,8 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
 pub struct FileId {
     dev: u64,
     ino: u64,
+    /// Whether it is a regular file (the only kind that can be a database).
+    regular: bool,
 }
 
 impl FileId {
@@ -99,12 +104,11 @@ impl FileId {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;
-            Ok(FileId { dev: meta.dev(), ino: meta.ino() })
+            Ok(FileId { dev: meta.dev(), ino: meta.ino(), regular: meta.is_file() })
         }
         #[cfg(not(unix))]
         {
-            let _ = meta;
-            Ok(FileId { dev: 0, ino: 0 })
+            Ok(FileId { dev: 0, ino: 0, regular: meta.is_file() })
         }
     }
 }
@@ -171,14 +175,45 @@ impl Database {
         &self.path
     }
 
+    /// The file's name, as errors name it: served errors go to unauthenticated
+    /// clients, so they never carry the absolute path.
+    fn name(&self) -> String {
+        self.path.file_name().map_or_else(|| self.path.display().to_string(), |n| n.to_string_lossy().into_owned())
+    }
+
+    /// `e` with every mention of the path (or its directory) replaced by the file's name.
+    fn redact(&self, e: LoadError) -> LoadError {
+        let text = e.to_string();
+        let full = self.path.display().to_string();
+        let dir = self.path.parent().map(|d| d.display().to_string()).filter(|d| d.len() > 1);
+        if !text.contains(&full) && !dir.as_ref().is_some_and(|d| text.contains(d.as_str())) {
+            return e;
+        }
+        let mut text = text.replace(&full, &self.name());
+        if let Some(dir) = dir {
+            text = text.replace(&format!("{dir}/"), "").replace(&dir, ".");
+        }
+        match e {
+            LoadError::Open(_) => LoadError::Open(text.trim_start_matches("cannot open the database: ").to_owned()),
+            _ => LoadError::Other(text),
+        }
+    }
+
     /// A pool on the file the path names now (and its generation), or why there is none.
     fn pool(&self) -> Result<(FileId, u64, Pool, Arc<AtomicU64>), LoadError> {
         let file = FileId::of(&self.path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => {
-                LoadError::Open(format!("the database file {} is gone", self.path.display()))
-            }
-            _ => LoadError::Open(format!("cannot stat {}: {e}", self.path.display())),
+            std::io::ErrorKind::NotFound => LoadError::Open(format!("the database file {} is gone", self.name())),
+            _ => LoadError::Open(format!("cannot stat {}: {e}", self.name())),
         })?;
+        // Only a regular file can be a database: opening a FIFO blocks the
+        // opening thread forever, and a directory or a device gives misleading
+        // errors ("no such table").
+        if !file.regular {
+            return Err(LoadError::Open(format!(
+                "{} is not a regular file (a directory, FIFO, socket or device); it cannot be a database",
+                self.name()
+            )));
+        }
         // A poisoned lock only means another refresh panicked mid-swap; the value is still usable.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_ref().is_some_and(|c| c.file != file) {
@@ -206,9 +241,9 @@ impl Database {
         deadline: Duration,
         f: impl FnOnce(&Connection, Fingerprint) -> Result<T, LoadError>,
     ) -> Result<T, LoadError> {
-        let (file, generation, pool, connects) = self.pool()?;
+        let (file, generation, pool, connects) = self.pool().map_err(|e| self.redact(e))?;
         let connects_before = connects.load(Ordering::SeqCst);
-        with_conn(&pool, deadline, |conn| {
+        let out = with_conn(&pool, deadline, |conn| {
             // One read transaction per refresh: the section's queries see one
             // consistent snapshot, and it ends with the refresh (an open read
             // would hold back WAL checkpoints). Reading sqlite_schema first makes
@@ -231,7 +266,8 @@ impl Database {
             }
             let fingerprint = Fingerprint { file, generation, connects, schema_version, data_version };
             f(&tx, fingerprint)
-        })
+        });
+        out.map_err(|e| self.redact(e))
     }
 }
 
