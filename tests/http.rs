@@ -109,3 +109,71 @@ fn the_mirror_never_writes_the_database() {
         .collect();
     assert_eq!(names, vec!["orch.sqlite".to_owned()], "no journal or WAL files were created");
 }
+
+/// Splits what the server wrote on one connection into responses, framed as
+/// a client must frame them: a HEAD answer has no body whatever its
+/// `content-length`, any other has exactly `content-length` bytes. Returns
+/// (status, body) per response, and panics on anything left over.
+fn frame(mut bytes: &[u8], methods: &[&str]) -> Vec<(u16, String)> {
+    let mut out = Vec::new();
+    for method in methods {
+        let end = bytes
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .unwrap_or_else(|| panic!("no head for the {method} answer; left: {:?}", String::from_utf8_lossy(bytes)));
+        let head = String::from_utf8_lossy(&bytes[..end]).to_string();
+        let status: u16 = head.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| panic!("{head}"));
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_owned()))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let body_len = if *method == "HEAD" { 0 } else { len };
+        bytes = &bytes[end + 4..];
+        assert!(bytes.len() >= body_len, "the {method} answer's body is cut short ({head})");
+        out.push((status, String::from_utf8_lossy(&bytes[..body_len]).to_string()));
+        bytes = &bytes[body_len..];
+    }
+    assert!(bytes.is_empty(), "bytes after the last answer: {:?}", String::from_utf8_lossy(bytes));
+    out
+}
+
+/// HEAD never carries a body, pipelined or not, on every route; and the GET
+/// pipelined with it keeps its own (actix-http 3.20 encoded each answer with
+/// the flags of the latest request read; see vendor/actix-http).
+#[test]
+fn pipelined_head_and_get_are_framed_right_on_every_route() {
+    use std::io::{Read, Write};
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    let routes = ["/metrics", "/health", "/metrics/prometheus", "/nope"];
+    for first in routes {
+        for second in routes {
+            for methods in [["HEAD", "GET"], ["GET", "HEAD"], ["HEAD", "HEAD"]] {
+                for _ in 0..5 {
+                    let mut s = std::net::TcpStream::connect(("127.0.0.1", bin.port)).expect("connect");
+                    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+                    let req = format!(
+                        "{} {first} HTTP/1.1\r\nHost: x\r\n\r\n{} {second} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        methods[0], methods[1]
+                    );
+                    s.write_all(req.as_bytes()).expect("write");
+                    let mut bytes = Vec::new();
+                    s.read_to_end(&mut bytes).expect("read");
+                    let answers = frame(&bytes, &methods);
+                    for ((status, body), (method, path)) in answers.iter().zip(methods.iter().zip([first, second])) {
+                        let want = if path == "/nope" { 404 } else { 200 };
+                        assert_eq!(*status, want, "{method} {path} after {req:?}");
+                        if *method == "GET" && path != "/metrics/prometheus" {
+                            assert!(
+                                serde_json::from_str::<Value>(body).is_ok(),
+                                "{method} {path}: the body is whole JSON: {body:?}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
