@@ -311,6 +311,8 @@ impl<S: Section> Rendered for View<S> {
 pub struct SectionData {
     name: SectionName,
     view: Arc<dyn Rendered>,
+    /// The value's JSON, made once and shared by every response that serves this value.
+    json: Arc<std::sync::OnceLock<bytes::Bytes>>,
 }
 
 impl SectionData {
@@ -321,7 +323,7 @@ impl SectionData {
 
     /// Wraps a rendered view of `S`.
     pub fn of<S: Section>(view: S::View) -> Self {
-        Self { name: S::NAME, view: Arc::new(View::<S>(view)) }
+        Self { name: S::NAME, view: Arc::new(View::<S>(view)), json: Arc::default() }
     }
 
     /// Which section this is.
@@ -336,7 +338,19 @@ impl SectionData {
 
     /// Appends the value's JSON to `out` (what its `Serialize` gives, faster).
     pub fn write_json(&self, out: &mut Vec<u8>) -> serde_json::Result<()> {
-        self.view.write_json(out)
+        out.extend_from_slice(&self.json()?);
+        Ok(())
+    }
+
+    /// The value's JSON (what its `Serialize` gives), serialised on first use
+    /// and shared by every clone of this value after that.
+    pub fn json(&self) -> serde_json::Result<bytes::Bytes> {
+        if let Some(json) = self.json.get() {
+            return Ok(json.clone());
+        }
+        let mut out = Vec::new();
+        self.view.write_json(&mut out)?;
+        Ok(self.json.get_or_init(|| out.into()).clone())
     }
 
     /// Adds the section's metric families to `registry` (see [`Section::expose`]).

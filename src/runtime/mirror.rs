@@ -13,7 +13,7 @@ use futures_util::future::LocalBoxFuture;
 use crate::config::Settings;
 use crate::runtime::actor::{ActorSettings, SectionActor};
 use crate::runtime::hub::{Hub, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
-use crate::runtime::messages::{Answer, Snapshot, Subscribe};
+use crate::runtime::messages::{Answer, RenderCache, Snapshot, Subscribe};
 use crate::runtime::stats::{
     DurationFamily, PerSection, Reconciliation, RefreshCounters, Restarts, SectionStats, duration_family, section_label,
 };
@@ -220,6 +220,7 @@ impl SectionVisitor for Registrations {
 
 struct Inner {
     snapshot_timeout: Duration,
+    render_cache: RenderCache,
     owners: Option<Owners>,
     durations: DurationFamily,
     stopping: AtomicBool,
@@ -273,6 +274,7 @@ impl MirrorBuilder {
         let durations = duration_family();
         let inner = |owners| Inner {
             snapshot_timeout: settings.snapshot_timeout,
+            render_cache: RenderCache::default(),
             owners,
             durations: durations.clone(),
             stopping: AtomicBool::new(false),
@@ -335,6 +337,11 @@ impl MirrorHandle {
     /// How long a response waits for each section actor (`ORCH_SNAPSHOT_TIMEOUT_MS`).
     pub fn snapshot_timeout(&self) -> Duration {
         self.inner.snapshot_timeout
+    }
+
+    /// The latest rendering of each section, shared by every response.
+    pub fn render_cache(&self) -> &RenderCache {
+        &self.inner.render_cache
     }
 
     /// Every section actor's answer, in envelope order; `None` when disabled.

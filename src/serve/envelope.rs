@@ -9,7 +9,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::runtime::hub::SubscriberTotals;
-use crate::runtime::messages::Answer;
+use crate::runtime::messages::{Answer, RenderCache};
 use crate::runtime::mirror::MirrorHandle;
 use crate::runtime::stats::{PerSection, Reconciliation, Restarts};
 use crate::section::{
@@ -102,26 +102,43 @@ impl Envelope {
     /// The envelope as JSON: the same bytes as `serde_json::to_vec(&envelope)`,
     /// with each section serialised through its concrete type.
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
-        let mut out = Vec::with_capacity(16 * 1024);
-        out.extend_from_slice(b"{\"schema_version\":");
-        serde_json::to_writer(&mut out, &self.schema_version)?;
-        out.extend_from_slice(b",\"generated_at\":");
-        serde_json::to_writer(&mut out, &format_seconds(self.generated_at))?;
-        out.extend_from_slice(b",\"clk_tck\":");
-        serde_json::to_writer(&mut out, &self.clk_tck)?;
+        let parts = self.json_parts()?;
+        let mut out = Vec::with_capacity(parts.iter().map(bytes::Bytes::len).sum());
+        for part in &parts {
+            out.extend_from_slice(part);
+        }
+        Ok(out)
+    }
+
+    /// [`Envelope::to_json`] as consecutive pieces: each section's JSON is
+    /// the one buffer every response serving that value shares (no copy per
+    /// response), with the small pieces between them made for this response.
+    pub fn json_parts(&self) -> serde_json::Result<Vec<bytes::Bytes>> {
+        let mut parts = Vec::with_capacity(2 * self.data.len() + 2);
+        let mut glue = Vec::with_capacity(256);
+        glue.extend_from_slice(b"{\"schema_version\":");
+        serde_json::to_writer(&mut glue, &self.schema_version)?;
+        glue.extend_from_slice(b",\"generated_at\":");
+        serde_json::to_writer(&mut glue, &format_seconds(self.generated_at))?;
+        glue.extend_from_slice(b",\"clk_tck\":");
+        serde_json::to_writer(&mut glue, &self.clk_tck)?;
         for (name, data) in self.data.iter() {
-            out.push(b',');
-            serde_json::to_writer(&mut out, name.as_str())?;
-            out.push(b':');
+            glue.push(b',');
+            serde_json::to_writer(&mut glue, name.as_str())?;
+            glue.push(b':');
             match data {
-                Some(data) => data.write_json(&mut out)?,
-                None => out.extend_from_slice(b"null"),
+                Some(data) => {
+                    parts.push(std::mem::take(&mut glue).into());
+                    parts.push(data.json()?);
+                }
+                None => glue.extend_from_slice(b"null"),
             }
         }
-        out.extend_from_slice(b",\"sections\":");
-        serde_json::to_writer(&mut out, &self.sections)?;
-        out.push(b'}');
-        Ok(out)
+        glue.extend_from_slice(b",\"sections\":");
+        serde_json::to_writer(&mut glue, &self.sections)?;
+        glue.push(b'}');
+        parts.push(glue.into());
+        Ok(parts)
     }
 }
 
@@ -289,29 +306,46 @@ fn state(answer: &Answer, clock: Clock, snapshot_timeout: Duration) -> SectionSt
 /// when the agents section has data, `cost.running` is built from the same
 /// rows (each carries its run's stored cost); otherwise it is the cost
 /// section's own read.
-fn pair_running(answers: &[Answer], data: &mut [(SectionName, Option<SectionData>)]) {
-    let agents = answers.iter().find(|a| a.section == SectionName::AGENTS).and_then(Answer::data);
-    let Some(rows) = agents.and_then(|d| d.downcast_ref::<<Agents as Section>::Data>()) else {
+fn pair_running(
+    answers: &[Answer],
+    data: &mut [(SectionName, Option<SectionData>)],
+    at: DateTime<Utc>,
+    cache: &RenderCache,
+) {
+    let answer = |name| answers.iter().find(|a| a.section == name).and_then(Answer::data);
+    let (Some(agents), Some(cost_data)) = (answer(SectionName::AGENTS), answer(SectionName::COST)) else {
+        return;
+    };
+    let Some(rows) = agents.downcast_ref::<<Agents as Section>::Data>() else {
         return;
     };
     let Some((_, slot)) = data.iter_mut().find(|(name, _)| *name == SectionName::COST) else {
         return;
     };
-    if let Some(paired) = slot.as_ref().and_then(|d| d.get::<Cost>()).map(|cost| cost.paired_with(rows)) {
-        *slot = Some(SectionData::of::<Cost>(paired));
-    }
+    let Some(cost) = slot.as_ref().and_then(|d| d.get::<Cost>()) else {
+        return;
+    };
+    *slot = cache.get_or_render(SectionName::COST, cost_data, Some(agents), at, || {
+        Some(SectionData::of::<Cost>(cost.paired_with(rows)))
+    });
 }
 
 /// Assembles one response from every section's answer (in envelope order);
 /// ages are computed against `clock`.
 pub fn assemble(answers: Vec<Answer>, clock: Clock, snapshot_timeout: Duration) -> Envelope {
+    assemble_with(answers, clock, snapshot_timeout, &RenderCache::default())
+}
+
+/// [`assemble`], reusing the renderings in `cache` of data already rendered
+/// at the same second (a value's ages depend only on `generated_at`).
+pub fn assemble_with(answers: Vec<Answer>, clock: Clock, snapshot_timeout: Duration, cache: &RenderCache) -> Envelope {
     let mut data = Vec::with_capacity(answers.len());
     let mut states = Vec::with_capacity(answers.len());
     for answer in &answers {
-        data.push((answer.section, answer.render(clock.generated_at)));
+        data.push((answer.section, answer.render_cached(clock.generated_at, cache)));
         states.push((answer.section, state(answer, clock, snapshot_timeout)));
     }
-    pair_running(&answers, &mut data);
+    pair_running(&answers, &mut data, clock.generated_at, cache);
     Envelope {
         schema_version: SCHEMA_VERSION,
         generated_at: clock.generated_at,
@@ -328,7 +362,7 @@ impl MirrorHandle {
     /// never waits longer than one timeout.
     pub async fn snapshot(&self) -> Option<Envelope> {
         let answers = self.answers().await?;
-        Some(assemble(answers, Clock::now(), self.snapshot_timeout()))
+        Some(assemble_with(answers, Clock::now(), self.snapshot_timeout(), self.render_cache()))
     }
 
     /// `/health`'s answer; `None` when disabled.
@@ -364,6 +398,55 @@ mod tests {
         ];
         let envelope = assemble(answers, Clock::now(), Duration::from_millis(200));
         assert_eq!(String::from_utf8(envelope.to_json()?)?, serde_json::to_string(&envelope)?);
+        Ok(())
+    }
+
+    /// A value is rendered and serialised once per (data, second) and shared
+    /// by every response in that second; new data or a new second renders again.
+    #[test]
+    fn renderings_are_shared_within_a_second_and_made_again_after() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let conn = rusqlite::Connection::open(dir.path().join("c.sqlite"))?;
+        crate::source::db::register_functions(&conn)?;
+        conn.execute_batch(include_str!("../schema.sql"))?;
+        conn.execute_batch(
+            "INSERT INTO tasks (work_item_id, stage, updated_at) VALUES ('A', 'review', datetime('now', '-5 seconds'));
+             INSERT INTO jobs (agent, status, started_at) VALUES ('dev', 'running', datetime('now'));
+             INSERT INTO agent_runs (job_id, agent, cost_usd) VALUES (1, 'dev', 0.5);",
+        )?;
+        let at = chrono::Utc::now();
+        let stages = Arc::new(Stages.load(&conn)?);
+        let agents = Arc::new(Agents::new(Duration::from_secs(10)).load(&conn)?);
+        let cost = Arc::new(Cost::new().load(&conn)?);
+        let answers = |stages: &Arc<_>| {
+            vec![
+                Answer::of::<Stages>(Ok(SectionReply::ok(Arc::clone(stages), at, 1))),
+                Answer::of::<Agents>(Ok(SectionReply::ok(Arc::clone(&agents), at, 1))),
+                Answer::of::<Cost>(Ok(SectionReply::ok(Arc::clone(&cost), at, 1))),
+            ]
+        };
+        let cache = RenderCache::default();
+        let t0 = Clock::at(truncate_to_second(at) + chrono::TimeDelta::milliseconds(100));
+        let t1 = Clock::at(t0.now + chrono::TimeDelta::milliseconds(500));
+        let t2 = Clock::at(t0.now + chrono::TimeDelta::milliseconds(1000));
+        let json = |e: &Envelope, name: SectionName| e.data[name].as_ref().map(|d| d.json().map(|j| j.as_ptr()));
+        let first = assemble_with(answers(&stages), t0, Duration::from_millis(200), &cache);
+        let same_second = assemble_with(answers(&stages), t1, Duration::from_millis(200), &cache);
+        for name in [SectionName::STAGES, SectionName::AGENTS, SectionName::COST] {
+            assert_eq!(json(&first, name).transpose()?, json(&same_second, name).transpose()?, "{name} is shared");
+        }
+        assert_ne!(first.sections[SectionName::STAGES].age_ms, same_second.sections[SectionName::STAGES].age_ms);
+        let next_second = assemble_with(answers(&stages), t2, Duration::from_millis(200), &cache);
+        let age = |e: &Envelope| e.stages().and_then(|s| s[0].age_in_stage_s);
+        assert_eq!(age(&next_second).zip(age(&first)).map(|(b, a)| b - a), Some(1.0), "ages move with the second");
+        let fresh = Arc::new(Stages.load(&conn)?);
+        let refreshed = assemble_with(answers(&fresh), t1, Duration::from_millis(200), &cache);
+        assert_ne!(
+            json(&first, SectionName::STAGES).transpose()?,
+            json(&refreshed, SectionName::STAGES).transpose()?,
+            "new data is rendered again"
+        );
+        assert_eq!(refreshed.to_json()?, assemble(answers(&fresh), t1, Duration::from_millis(200)).to_json()?);
         Ok(())
     }
 }

@@ -4,8 +4,13 @@ use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use std::convert::Infallible;
+
+use actix_web::body::SizedStream;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{App, HttpResponse, HttpServer, dev::Server, web};
+use bytes::Bytes;
+use futures_util::future::Either;
 
 use crate::config::{Settings, resolve_bind};
 use crate::runtime::mirror::MirrorHandle;
@@ -53,6 +58,29 @@ fn json<B: actix_web::body::MessageBody + 'static>(status: actix_web::http::Stat
     HttpResponse::build(status).content_type(ContentType::json()).body(body)
 }
 
+/// How much of a large body is handed to a connection at a time. The
+/// connection copies what it is handed into its write buffer, so a client that
+/// does not read holds about this much, not a copy of the whole body.
+pub const BODY_CHUNK: usize = 32 * 1024;
+
+/// A body from shared pieces: a small one joined into one buffer; a large one
+/// streamed in [`BODY_CHUNK`] slices of the pieces themselves (no copy of a
+/// section's JSON per response), with its length announced.
+fn shared_body(
+    parts: Vec<Bytes>,
+) -> Either<Bytes, SizedStream<impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Unpin + use<>>> {
+    let len: usize = parts.iter().map(Bytes::len).sum();
+    if len <= 2 * BODY_CHUNK {
+        let mut joined = bytes::BytesMut::with_capacity(len);
+        parts.iter().for_each(|p| joined.extend_from_slice(p));
+        return Either::Left(joined.freeze());
+    }
+    let slices = parts.into_iter().flat_map(|part| {
+        (0..part.len()).step_by(BODY_CHUNK).map(move |at| Ok(part.slice(at..(at + BODY_CHUNK).min(part.len()))))
+    });
+    Either::Right(SizedStream::new(len as u64, futures_util::stream::iter(slices)))
+}
+
 fn error(status: actix_web::http::StatusCode, message: &str) -> HttpResponse {
     let body = serde_json::json!({ "error": message }).to_string();
     json(status, body)
@@ -69,8 +97,11 @@ async fn metrics(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -
     }
     match handle.snapshot().await {
         None => json(actix_web::http::StatusCode::OK, DISABLED_BODY),
-        Some(envelope) => match envelope.to_json() {
-            Ok(body) => json(actix_web::http::StatusCode::OK, body),
+        Some(envelope) => match envelope.json_parts() {
+            Ok(parts) => match shared_body(parts) {
+                Either::Left(small) => json(actix_web::http::StatusCode::OK, small),
+                Either::Right(large) => json(actix_web::http::StatusCode::OK, large),
+            },
             // Serialising plain data cannot fail; if it ever does, the client still gets JSON.
             Err(e) => error(actix_web::http::StatusCode::OK, &format!("cannot serialise the envelope: {e}")),
         },
