@@ -89,11 +89,24 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_fd_limit();
     let code = actix_web::rt::System::new().block_on(serve(settings));
     if let Some(demo) = demo {
         demo.shutdown();
     }
     code
+}
+
+/// Raises the soft limit on open files to the hard limit, as Go's runtime
+/// does: the common soft limit (1,024) is below what a server with many
+/// clients needs, and the connection cap is sized from the result.
+fn raise_fd_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) => tracing::debug!(open_files = n, "raised the soft limit on open files to the hard limit"),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the soft limit on open files; the connection cap follows it")
+        }
+    }
 }
 
 /// Logs to stderr; `RUST_LOG` filters (default `info`).

@@ -168,3 +168,57 @@ fn clients_that_never_read_a_large_envelope_pin_little_memory() {
     assert!(during <= ceiling, "RSS {before} MB -> {during} MB with 200 stuck clients (ceiling {ceiling} MB)");
     drop(stuck);
 }
+
+/// The binary under a hard limit of 1,024 open files, below a flood of 1,100
+/// idle connections: the connection cap leaves a reserve, so the mirror's
+/// own `/proc` reads and database opens never fail (a live agent keeps its
+/// `cpu_ticks`, every section stays `ok`) and a new client is served once an
+/// idle connection's head timeout frees a slot (5 s), not after 25 s.
+#[test]
+fn an_idle_flood_past_the_open_files_limit_never_costs_the_mirror_its_own_fds() {
+    let soft = rlimit::increase_nofile_limit(4096).unwrap_or(0);
+    assert!(soft >= 1300, "this test needs 1,300 open files for its own sockets (soft limit {soft})");
+    let mut agent = std::process::Command::new("sleep").arg("120").spawn().expect("spawn an agent");
+    let fx = Fixture::new();
+    let now = support::sqlite_ts(chrono::Utc::now());
+    fx.exec(&format!(
+        "INSERT INTO jobs (agent, status, started_at) VALUES ('developer', 'running', '{now}');
+         INSERT INTO agent_runs (job_id, agent, pid, started_at) VALUES (1, 'developer', {pid}, '{now}');",
+        pid = agent.id()
+    ));
+    let port = support::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let db = fx.path.display().to_string();
+    let cmd = Binary::command(&[("ORCH_DB_PATH", &db), ("ORCH_BIND", &bind), ("ORCH_REFRESH_MS", "200")]);
+    let program = cmd.get_program().to_owned();
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c").arg("ulimit -n 1024 && exec \"$0\"").arg(program);
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let child = sh.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().expect("spawn");
+    let bin = Binary { child, base: format!("http://{bind}"), port };
+    let m = support::wait_for(Duration::from_secs(20), "all ok", || {
+        let ok = support::client().get(bin.url("/metrics")).send().ok()?.json::<serde_json::Value>().ok()?;
+        support::all_ok(&ok).then_some(ok)
+    });
+    assert!(m["agents"][0]["cpu_ticks"].is_u64(), "{m}");
+
+    let flood: Vec<TcpStream> = (0..1100).filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok()).collect();
+    assert!(flood.len() > 1000, "only {} connections opened", flood.len());
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(8) {
+        let t = Instant::now();
+        let m = bin.metrics();
+        assert!(t.elapsed() < Duration::from_secs(10), "a new client waited {:?}", t.elapsed());
+        assert!(support::all_ok(&m), "every section stays ok: {}", m["sections"]);
+        assert!(m["agents"][0]["cpu_ticks"].is_u64(), "the live agent keeps its ticks: {}", m["agents"]);
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    drop(flood);
+    let _ = agent.kill();
+    let _ = agent.wait();
+}

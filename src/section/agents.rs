@@ -24,9 +24,11 @@ impl Agents {
         Self { pid_start_tolerance }
     }
 
-    fn sample(&self, job: &RunningJob) -> Option<CpuSample> {
-        let run = job.run.as_ref()?;
-        procstat::sample(run.pid?, run.started_at, self.pid_start_tolerance)
+    fn sample(&self, job: &RunningJob) -> Result<Option<CpuSample>, std::io::Error> {
+        match job.run.as_ref().and_then(|run| Some((run.pid?, run.started_at))) {
+            Some((pid, started_at)) => procstat::sample(pid, started_at, self.pid_start_tolerance),
+            None => Ok(None),
+        }
     }
 }
 
@@ -79,12 +81,19 @@ impl Section for Agents {
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let jobs = running_jobs(conn)?;
-        Ok(jobs.into_iter().map(|job| AgentRow { cpu: self.sample(&job), job }).collect())
+        // A /proc read that fails for the mirror's own reasons fails the
+        // refresh (the section goes stale, saying why) rather than serving
+        // `null`, which means the process is gone.
+        jobs.into_iter()
+            .map(|job| Ok(AgentRow { cpu: self.sample(&job).map_err(|e| LoadError::Other(e.to_string()))?, job }))
+            .collect()
     }
 
     /// CPU ticks move on their own: sample `/proc` again for the same rows.
+    /// When `/proc` cannot be read for the mirror's own reasons, the last
+    /// samples stay (their `cpu_sampled_at` says how old they are).
     fn resample(&self, data: &Self::Data) -> Option<Self::Data> {
-        Some(data.iter().map(|row| AgentRow { job: row.job.clone(), cpu: self.sample(&row.job) }).collect())
+        data.iter().map(|row| Some(AgentRow { job: row.job.clone(), cpu: self.sample(&row.job).ok()? })).collect()
     }
 
     fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View {

@@ -20,8 +20,28 @@ use crate::serve::envelope::DISABLED_BODY;
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle keep-alive connection stays open.
 pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
-/// Concurrent connections per worker before new ones wait in the backlog.
-pub const MAX_CONNECTIONS_PER_WORKER: usize = 1024;
+/// The most connections per worker, whatever the file limit allows
+/// (actix-web's own default).
+pub const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
+/// File descriptors kept out of the connection cap for the mirror's own use:
+/// each section's database connection (and its `-wal`/`-shm`), the WAL guard's
+/// descriptors, `/proc` reads, the listeners, logs and the runtime. A flood
+/// of clients can then never make a database open or a `/proc` read fail.
+pub const FD_RESERVE: usize = 128;
+
+/// Concurrent connections per worker: what the soft limit on open files
+/// leaves after [`FD_RESERVE`], shared among `workers`, at most
+/// [`MAX_CONNECTIONS_PER_WORKER`]. Past it, new connections wait in the
+/// listen backlog instead of failing with EMFILE.
+pub fn connections_per_worker(open_files_limit: u64, workers: usize) -> usize {
+    let usable = usize::try_from(open_files_limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE);
+    (usable / workers.max(1)).clamp(1, MAX_CONNECTIONS_PER_WORKER)
+}
+
+/// The process's soft limit on open files (1,024 when it cannot be read).
+fn open_files_limit() -> u64 {
+    rlimit::Resource::NOFILE.get().map_or(1024, |(soft, _)| soft)
+}
 /// How long a graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
 
@@ -148,12 +168,16 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
 pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, Vec<SocketAddr>)> {
     let addrs = resolve_bind(&settings.bind)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_BIND={:?}: {e}", settings.bind)))?;
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let per_worker = connections_per_worker(open_files_limit(), workers);
+    tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
     let server =
         HttpServer::new(move || App::new().configure(configure(handle.clone())).default_service(web::to(not_found)))
+            .workers(workers)
             .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
             .client_disconnect_timeout(Duration::from_secs(1))
             .keep_alive(KEEP_ALIVE)
-            .max_connections(MAX_CONNECTIONS_PER_WORKER)
+            .max_connections(per_worker)
             .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
             .bind(&addrs[..])?;
     let addrs = server.addrs();
@@ -161,4 +185,17 @@ pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, 
         tracing::info!(%addr, "listening");
     }
     Ok((server.run(), addrs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_cap_leaves_the_reserve_free() {
+        assert_eq!(connections_per_worker(1024, 2), (1024 - FD_RESERVE) / 2);
+        assert!(connections_per_worker(1024, 2) * 2 + FD_RESERVE <= 1024);
+        assert_eq!(connections_per_worker(u64::MAX, 2), MAX_CONNECTIONS_PER_WORKER);
+        assert_eq!(connections_per_worker(10, 4), 1, "never zero");
+    }
 }

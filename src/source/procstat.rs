@@ -33,19 +33,29 @@ pub fn clk_tck() -> Option<u64> {
 
 /// Samples `pid`'s CPU ticks if it is alive and started within `tolerance` of `run_started_at`.
 ///
-/// `None` for a gone process, a zombie, a kernel thread, a pid whose start time
-/// does not match the run (reused pid), an unknown `run_started_at` (identity
-/// cannot be checked), or off Linux. Never an error: one agent's process state
-/// says nothing about the section.
-pub fn sample(pid: i32, run_started_at: Option<DateTime<Utc>>, tolerance: Duration) -> Option<CpuSample> {
+/// `Ok(None)` for a gone process, a zombie, a kernel thread, a pid whose start
+/// time does not match the run (reused pid), a process this user may not
+/// inspect, an unknown `run_started_at` (identity cannot be checked), or off
+/// Linux: that agent has no ticks (CONTRACT: `null` means gone or reused).
+/// An error when `/proc` could not be read for another reason (out of file
+/// descriptors or memory): that says nothing about the process, so it must
+/// not be served as `null`.
+pub fn sample(
+    pid: i32,
+    run_started_at: Option<DateTime<Utc>>,
+    tolerance: Duration,
+) -> Result<Option<CpuSample>, std::io::Error> {
     #[cfg(target_os = "linux")]
     {
-        linux::sample(pid, run_started_at?, tolerance)
+        match run_started_at {
+            Some(at) => linux::sample(pid, at, tolerance),
+            None => Ok(None),
+        }
     }
     #[cfg(not(target_os = "linux"))]
     {
         let _ = (pid, run_started_at, tolerance);
-        None
+        Ok(None)
     }
 }
 
@@ -56,15 +66,54 @@ mod linux {
     /// `PF_KTHREAD` in `/proc/<pid>/stat`'s flags.
     const PF_KTHREAD: u32 = 0x0020_0000;
 
-    pub(super) fn sample(pid: i32, run_started_at: DateTime<Utc>, tolerance: Duration) -> Option<CpuSample> {
-        let stat = procfs::process::Process::new(pid).ok()?.stat().ok()?;
+    /// Whether a `/proc` read failed because of the process (gone, not ours
+    /// to see), as opposed to this process's own limits.
+    fn about_the_process(e: &procfs::ProcError) -> bool {
+        match e {
+            procfs::ProcError::NotFound(_)
+            | procfs::ProcError::PermissionDenied(_)
+            | procfs::ProcError::Incomplete(_) => true,
+            procfs::ProcError::Io(e, _) => {
+                matches!(e.kind(), std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied)
+                    || e.raw_os_error() == Some(3) // ESRCH: the process exited while being read
+            }
+            _ => false,
+        }
+    }
+
+    fn fail(e: procfs::ProcError) -> std::io::Error {
+        std::io::Error::other(format!("reading /proc: {e}"))
+    }
+
+    pub(super) fn sample(
+        pid: i32,
+        run_started_at: DateTime<Utc>,
+        tolerance: Duration,
+    ) -> Result<Option<CpuSample>, std::io::Error> {
+        let stat = match procfs::process::Process::new(pid).and_then(|p| p.stat()) {
+            Ok(stat) => stat,
+            Err(e) if about_the_process(&e) => return Ok(None),
+            Err(e) => return Err(fail(e)),
+        };
         let sampled_at = Utc::now();
         // Zombies and dead tasks have no live agent behind them; kernel threads never are one.
         if matches!(stat.state, 'Z' | 'X' | 'x') || stat.flags & PF_KTHREAD != 0 {
-            return None;
+            return Ok(None);
         }
         let tps = procfs::ticks_per_second();
-        let boot_secs = i64::try_from(procfs::boot_time_secs().ok()?).ok()?;
+        let boot = procfs::boot_time_secs().map_err(fail)?;
+        Ok(identify(stat, sampled_at, tps, boot, run_started_at, tolerance))
+    }
+
+    fn identify(
+        stat: procfs::process::Stat,
+        sampled_at: DateTime<Utc>,
+        tps: u64,
+        boot: u64,
+        run_started_at: DateTime<Utc>,
+        tolerance: Duration,
+    ) -> Option<CpuSample> {
+        let boot_secs = i64::try_from(boot).ok()?;
         let start_ms = i64::try_from(u128::from(stat.starttime) * 1000 / u128::from(tps.max(1))).ok()?;
         let started = DateTime::from_timestamp_millis(boot_secs.checked_mul(1000)?.checked_add(start_ms)?)?;
         let drift = (started - run_started_at).abs().to_std().ok()?;
@@ -90,9 +139,9 @@ mod tests {
         let start = DateTime::from_timestamp((boot + me.starttime / tps) as i64, 0);
         let Some(start) = start else { panic!("bad start time") };
         let tol = Duration::from_secs(10);
-        assert!(sample(pid, Some(start), tol).is_some());
-        assert_eq!(sample(pid, Some(start - chrono::Duration::seconds(3600)), tol), None);
-        assert_eq!(sample(pid, None, tol), None);
-        assert_eq!(sample(-5, Some(start), tol), None);
+        assert!(sample(pid, Some(start), tol).is_ok_and(|s| s.is_some()));
+        assert!(sample(pid, Some(start - chrono::Duration::seconds(3600)), tol).is_ok_and(|s| s.is_none()));
+        assert!(sample(pid, None, tol).is_ok_and(|s| s.is_none()));
+        assert!(sample(-5, Some(start), tol).is_ok_and(|s| s.is_none()));
     }
 }
