@@ -222,3 +222,32 @@ fn an_idle_flood_past_the_open_files_limit_never_costs_the_mirror_its_own_fds() 
     let _ = agent.kill();
     let _ = agent.wait();
 }
+
+/// A keep-alive flood: 3,000 connections, some idle and some asking for
+/// `/health` every few seconds (the case that kept every new client out for
+/// 78 s), do not stop a new client from getting `/metrics` within the
+/// snapshot timeout plus a generous margin, throughout.
+#[test]
+fn a_keep_alive_flood_does_not_lock_new_clients_out() {
+    let soft = rlimit::increase_nofile_limit(8192).unwrap_or(0);
+    assert!(soft >= 3300, "this test needs 3,300 open files for its own sockets (soft limit {soft})");
+    let (_fx, bin) = start();
+    let mut flood: Vec<TcpStream> =
+        (0..3000).filter_map(|_| TcpStream::connect(("127.0.0.1", bin.port)).ok()).collect();
+    assert!(flood.len() > 2900, "only {} connections opened", flood.len());
+    let start = Instant::now();
+    let mut round = 0;
+    while start.elapsed() < Duration::from_secs(12) {
+        // A third of the flood sends a cheap request each round, without reading the answer.
+        for s in flood.iter_mut().skip(round % 3).step_by(3) {
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+        }
+        round += 1;
+        let t = Instant::now();
+        let m = bin.metrics();
+        assert_eq!(m["schema_version"], 1);
+        assert!(t.elapsed() < Duration::from_secs(3), "a new client waited {:?} in round {round}", t.elapsed());
+        std::thread::sleep(Duration::from_millis(1000));
+    }
+    drop(flood);
+}

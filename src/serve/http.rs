@@ -18,8 +18,9 @@ use crate::serve::envelope::DISABLED_BODY;
 
 /// How long a client may take to send its request head.
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long an idle keep-alive connection stays open.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+/// How long an idle keep-alive connection stays open: short, so that idle
+/// connections give their slot back before they can crowd out new clients.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// The most connections per worker, whatever the file limit allows
 /// (actix-web's own default).
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
