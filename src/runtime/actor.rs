@@ -44,6 +44,101 @@ struct Good<D> {
     at: DateTime<Utc>,
 }
 
+impl<D> Clone for Good<D> {
+    fn clone(&self) -> Self {
+        Self { data: Arc::clone(&self.data), at: self.at }
+    }
+}
+
+/// How often an owner that is being read tells its replica it is alive.
+pub const HEARTBEAT: Duration = Duration::from_millis(20);
+/// The oldest heartbeat a replica trusts (at most half the snapshot timeout):
+/// past it the owner may be stalled, and a request asks the owner itself.
+pub const TRUSTED_HEARTBEAT_AGE: Duration = Duration::from_millis(50);
+/// An owner stops its heartbeat when no request read its replica for this long.
+pub const HEARTBEAT_IDLE: Duration = Duration::from_secs(5);
+
+/// What a section's state is computed from, as its owner last published it.
+struct ReplyState<D> {
+    good: Option<Good<D>>,
+    last_error: Option<String>,
+    in_flight: Option<Instant>,
+    seq: u64,
+}
+
+impl<D> Clone for ReplyState<D> {
+    fn clone(&self) -> Self {
+        Self { good: self.good.clone(), last_error: self.last_error.clone(), in_flight: self.in_flight, seq: self.seq }
+    }
+}
+
+/// A copy of a section actor's reply state that requests read without
+/// sending it a message, while the actor shows it is alive (CONTRACT
+/// section 2's statuses are computed from it exactly as the actor computes
+/// them). The actor publishes to it whenever its state changes and beats a
+/// heartbeat while requests read it; a request that finds the heartbeat
+/// older than [`TRUSTED_HEARTBEAT_AGE`] asks the actor with a `Snapshot` and
+/// the snapshot timeout instead, so a stalled actor still shows `timeout`.
+pub struct Replica<D> {
+    state: std::sync::RwLock<Option<ReplyState<D>>>,
+    settings: std::sync::OnceLock<ActorSettings>,
+    base: Instant,
+    /// Milliseconds after `base` of the owner's last heartbeat (0: none yet).
+    beat_ms: std::sync::atomic::AtomicU64,
+    /// Milliseconds after `base` of the last read.
+    read_ms: std::sync::atomic::AtomicU64,
+}
+
+impl<D> Default for Replica<D> {
+    fn default() -> Self {
+        Self {
+            state: std::sync::RwLock::new(None),
+            settings: std::sync::OnceLock::new(),
+            base: Instant::now(),
+            beat_ms: Default::default(),
+            read_ms: Default::default(),
+        }
+    }
+}
+
+impl<D> Replica<D> {
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
+    fn publish(&self, state: ReplyState<D>, settings: ActorSettings) {
+        let _ = self.settings.set(settings);
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
+    }
+
+    fn beat(&self) {
+        self.beat_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn touch(&self) {
+        self.read_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn read_recently(&self) -> bool {
+        let read = self.read_ms.load(Ordering::Relaxed);
+        read != 0 && self.now_ms().saturating_sub(read) < HEARTBEAT_IDLE.as_millis() as u64
+    }
+
+    /// The section's reply, when the owner beat within `trust`; `None` means
+    /// ask the owner.
+    pub fn read(&self, trust: Duration) -> Option<SectionReply<D>> {
+        self.touch();
+        let beat = self.beat_ms.load(Ordering::Relaxed);
+        if beat == 0 || self.now_ms().saturating_sub(beat) > trust.as_millis() as u64 {
+            return None;
+        }
+        let settings = *self.settings.get()?;
+        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
+        let state = state.as_ref()?;
+        Some(reply_of(state.good.as_ref(), state.last_error.as_deref(), state.in_flight, settings, state.seq))
+    }
+}
+
 /// The actor that owns one section.
 pub struct SectionActor<S: Section> {
     section: Arc<S>,
@@ -63,6 +158,10 @@ pub struct SectionActor<S: Section> {
     reconciled: Option<Instant>,
     /// Whether a refresh folded in changes since then (else there is nothing to reconcile).
     folded: bool,
+    /// Where requests read this section without a message; outlives this actor.
+    replica: Arc<Replica<S::Data>>,
+    /// Whether the heartbeat is running.
+    beating: bool,
 }
 
 /// Whether a refresh derived everything from the database again.
@@ -87,7 +186,7 @@ enum Refreshed<D> {
 impl<S: Section> SectionActor<S> {
     /// A new actor for `section` reading `db`.
     pub fn new(section: Arc<S>, db: Arc<Database>, settings: ActorSettings) -> Self {
-        Self::with_shared(section, db, settings, Arc::new(Hub::new(S::NAME)), Arc::default())
+        Self::with_shared(section, db, settings, Arc::new(Hub::new(S::NAME)), Arc::default(), Arc::default())
     }
 
     pub(crate) fn with_shared(
@@ -96,6 +195,7 @@ impl<S: Section> SectionActor<S> {
         settings: ActorSettings,
         hub: Arc<Hub>,
         stats: Arc<SectionStats>,
+        replica: Arc<Replica<S::Data>>,
     ) -> Self {
         Self {
             section,
@@ -109,6 +209,30 @@ impl<S: Section> SectionActor<S> {
             fingerprint: None,
             reconciled: None,
             folded: false,
+            replica,
+            beating: false,
+        }
+    }
+
+    /// Copies the reply state to the replica (after every change of it).
+    fn publish_state(&self) {
+        let state = ReplyState {
+            good: self.good.clone(),
+            last_error: self.last_error.clone(),
+            in_flight: self.in_flight,
+            seq: self.hub.seq(),
+        };
+        self.replica.publish(state, self.settings);
+    }
+
+    /// Tells the replica this actor is alive, every [`HEARTBEAT`] while
+    /// requests read it; stops when nobody has for [`HEARTBEAT_IDLE`].
+    fn beat(&mut self, ctx: &mut Context<Self>) {
+        self.replica.beat();
+        if self.replica.read_recently() {
+            ctx.run_later(HEARTBEAT, |act, ctx| act.beat(ctx));
+        } else {
+            self.beating = false;
         }
     }
 
@@ -117,6 +241,7 @@ impl<S: Section> SectionActor<S> {
             return;
         }
         self.in_flight = Some(Instant::now());
+        self.publish_state();
         self.hub.prune();
         let section = Arc::clone(&self.section);
         let db = Arc::clone(&self.db);
@@ -145,6 +270,7 @@ impl<S: Section> SectionActor<S> {
                 Err(LoadError::Other(panic_message(e)))
             });
             act.finish(result, started);
+            act.publish_state();
             // The next refresh is scheduled from the end of this one, so a slow
             // refresh stretches the cadence instead of piling up ticks.
             ctx.run_later(act.settings.period, |act, ctx| act.refresh(ctx));
@@ -213,6 +339,9 @@ impl<S: Section> SectionActor<S> {
         // Subscribers hear of changes only; an unchanged refresh sends nothing.
         if changed {
             let seq = self.hub.next_seq();
+            // The replica first: a subscriber that asks for the envelope as
+            // soon as it hears of a change must find the change there.
+            self.publish_state();
             if self.hub.has_subscribers() {
                 self.publish(seq, None);
             }
@@ -230,37 +359,46 @@ impl<S: Section> SectionActor<S> {
 
     /// The section's state right now.
     fn reply(&self) -> SectionReply<S::Data> {
-        let now = Utc::now();
-        let overdue = self
-            .in_flight
-            .filter(|started| started.elapsed() > self.settings.period + refresh_deadline(self.settings.period));
-        let problem = match (&self.last_error, overdue) {
-            (Some(e), _) => Some(e.clone()),
-            (None, Some(started)) => Some(format!("refresh overdue: running for {} ms", started.elapsed().as_millis())),
-            (None, None) => None,
-        };
-        let Some(good) = &self.good else {
-            let status = if problem.is_some() { Status::Error } else { Status::Pending };
-            return SectionReply { status, data: None, refreshed_at: None, error: problem, seq: self.hub.seq() };
-        };
-        let (status, data, error) = match problem {
-            None => (Status::Ok, Some(Arc::clone(&good.data)), None),
-            Some(e) => {
-                let age = (now - good.at).to_std().unwrap_or_default();
-                if age <= self.settings.max_stale {
-                    (Status::Stale, Some(Arc::clone(&good.data)), Some(e))
-                } else {
-                    let e = format!(
-                        "{e}; last good data is {} ms old, beyond ORCH_MAX_STALE_MS ({} ms)",
-                        age.as_millis(),
-                        self.settings.max_stale.as_millis()
-                    );
-                    (Status::Error, None, Some(e))
-                }
-            }
-        };
-        SectionReply { status, data, refreshed_at: Some(good.at), error, seq: self.hub.seq() }
+        reply_of(self.good.as_ref(), self.last_error.as_deref(), self.in_flight, self.settings, self.hub.seq())
     }
+}
+
+/// A section's reply from its state (the actor and its replica alike).
+fn reply_of<D>(
+    good: Option<&Good<D>>,
+    last_error: Option<&str>,
+    in_flight: Option<Instant>,
+    settings: ActorSettings,
+    seq: u64,
+) -> SectionReply<D> {
+    let now = Utc::now();
+    let overdue = in_flight.filter(|started| started.elapsed() > settings.period + refresh_deadline(settings.period));
+    let problem = match (last_error, overdue) {
+        (Some(e), _) => Some(e.to_owned()),
+        (None, Some(started)) => Some(format!("refresh overdue: running for {} ms", started.elapsed().as_millis())),
+        (None, None) => None,
+    };
+    let Some(good) = good else {
+        let status = if problem.is_some() { Status::Error } else { Status::Pending };
+        return SectionReply { status, data: None, refreshed_at: None, error: problem, seq };
+    };
+    let (status, data, error) = match problem {
+        None => (Status::Ok, Some(Arc::clone(&good.data)), None),
+        Some(e) => {
+            let age = (now - good.at).to_std().unwrap_or_default();
+            if age <= settings.max_stale {
+                (Status::Stale, Some(Arc::clone(&good.data)), Some(e))
+            } else {
+                let e = format!(
+                    "{e}; last good data is {} ms old, beyond ORCH_MAX_STALE_MS ({} ms)",
+                    age.as_millis(),
+                    settings.max_stale.as_millis()
+                );
+                (Status::Error, None, Some(e))
+            }
+        }
+    };
+    SectionReply { status, data, refreshed_at: Some(good.at), error, seq }
 }
 
 impl<S: Section> Actor for SectionActor<S> {
@@ -284,7 +422,13 @@ impl<S: Section> Handler<Subscribe> for SectionActor<S> {
 impl<S: Section> Handler<Snapshot<S::Data>> for SectionActor<S> {
     type Result = MessageResult<Snapshot<S::Data>>;
 
-    fn handle(&mut self, _: Snapshot<S::Data>, _: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, _: Snapshot<S::Data>, ctx: &mut Self::Context) -> Self::Result {
+        // Someone reads this section: beat, so the next requests can read the replica.
+        if !self.beating {
+            self.beating = true;
+            self.replica.touch();
+            self.beat(ctx);
+        }
         MessageResult(self.reply())
     }
 }

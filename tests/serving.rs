@@ -1,0 +1,74 @@
+//! The serving path's exactness rules (the issue "`/metrics` at the speed of a
+//! fixed body"): requests read each section's replica while its actor beats,
+//! and what they get is what asking the actor would give: a refresh is
+//! visible to the next request after it, and `age_ms` is exact to the
+//! millisecond. (A stalled actor shows `timeout` and a dead one `unavailable`:
+//! `faults.rs`.)
+
+pub mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix::prelude::*;
+use orchmirror::section::Queue;
+use orchmirror::{MirrorHandle, SectionName, Update};
+use support::{Fixture, fast_settings, wait_until};
+
+/// Forwards every update to a shared list.
+struct Collector(Arc<Mutex<Vec<Update>>>);
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<Update> for Collector {
+    type Result = ();
+    fn handle(&mut self, u: Update, _: &mut Self::Context) {
+        self.0.lock().expect("log").push(u);
+    }
+}
+
+#[test]
+fn a_refresh_is_visible_to_the_next_request_and_ages_are_exact() {
+    let fx = Fixture::one_of_each();
+    let mut settings = fast_settings(&fx.path);
+    settings.refresh = orchmirror::RefreshPeriods::uniform(Duration::from_millis(30));
+    let writer = fx.conn();
+    System::new().block_on(async move {
+        let handle = MirrorHandle::start(&settings).expect("start");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        handle.subscribe(SectionName::QUEUE, Collector(Arc::clone(&log)).start().recipient());
+        wait_until("all ok", Duration::from_secs(10), async || {
+            handle.snapshot().await.is_some_and(|e| e.sections.iter().all(|(_, s)| s.status == orchmirror::Status::Ok))
+        })
+        .await;
+        // Keep requests coming so the replicas are in use (the actors beat).
+        for _ in 0..5 {
+            let _ = handle.snapshot().await;
+        }
+        for n in 1..=20u64 {
+            writer.execute("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", []).expect("insert");
+            let seen = log.lock().expect("log").len();
+            // Between the write and its update, keep asking (as clients do).
+            wait_until("the update", Duration::from_secs(10), async || {
+                let _ = handle.snapshot().await;
+                log.lock().expect("log").len() > seen
+            })
+            .await;
+            let update = log.lock().expect("log").last().cloned().expect("an update");
+            let depth = update.data.get::<Queue>().map(|q| q.depth);
+            // The very next request after the update reflects it.
+            let envelope = handle.snapshot().await.expect("enabled");
+            assert_eq!(envelope.queue().map(|q| q.depth), depth, "write {n}: the next request lags its refresh");
+            assert_eq!(depth, Some(n), "write {n}");
+            for (name, state) in envelope.sections.iter() {
+                let (Some(at), Some(age)) = (state.refreshed_at, state.age_ms) else { panic!("{name}: no age") };
+                // age_ms is measured against the precise clock reading generated_at was cut from.
+                let upper = (chrono::Utc::now() - at).num_milliseconds();
+                assert!(age >= 0 && age <= upper, "{name}: age_ms {age} against at most {upper}");
+            }
+        }
+        handle.stop();
+    });
+}
