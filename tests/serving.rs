@@ -72,3 +72,55 @@ fn a_refresh_is_visible_to_the_next_request_and_ages_are_exact() {
         handle.stop();
     });
 }
+
+/// Requests in one millisecond share one body; every body served is still
+/// exactly the envelope of its moment: each section's `refreshed_at` plus
+/// its `age_ms` is one and the same clock reading, taken during the request.
+#[test]
+fn bodies_shared_within_a_millisecond_are_exact_for_their_moment() {
+    let fx = Fixture::one_of_each();
+    let settings = fast_settings(&fx.path);
+    let writer = fx.conn();
+    System::new().block_on(async move {
+        let handle = MirrorHandle::start(&settings).expect("start");
+        wait_until("all ok", Duration::from_secs(10), async || {
+            handle.snapshot().await.is_some_and(|e| e.sections.iter().all(|(_, s)| s.status == orchmirror::Status::Ok))
+        })
+        .await;
+        let (mut shared, mut last) = (0, Vec::new());
+        for i in 0..3000 {
+            if i % 500 == 0 {
+                writer.execute("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", []).expect("insert");
+            }
+            let before = chrono::Utc::now().timestamp_millis();
+            let parts = handle.envelope_json().await.expect("enabled").expect("json");
+            let after = chrono::Utc::now().timestamp_millis();
+            let body: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+            if body == last {
+                shared += 1;
+            }
+            let m: serde_json::Value = serde_json::from_slice(&body).expect("JSON");
+            let mut clocks = Vec::new();
+            for (name, s) in m["sections"].as_object().expect("sections") {
+                let at = chrono::DateTime::parse_from_rfc3339(s["refreshed_at"].as_str().expect("refreshed_at"))
+                    .expect("timestamp")
+                    .timestamp_millis();
+                let age = s["age_ms"].as_i64().unwrap_or_else(|| panic!("{name}: age_ms"));
+                clocks.push(at + age);
+            }
+            assert!(clocks.windows(2).all(|w| w[0] == w[1]), "one clock reading per body: {clocks:?}");
+            assert!(
+                (before..=after).contains(&clocks[0]),
+                "the body's moment {} is not in [{before}, {after}]",
+                clocks[0]
+            );
+            let generated = chrono::DateTime::parse_from_rfc3339(m["generated_at"].as_str().expect("generated_at"))
+                .expect("generated_at")
+                .timestamp();
+            assert_eq!(generated, clocks[0].div_euclid(1000), "generated_at is that reading's second");
+            last = body;
+        }
+        assert!(shared > 0, "no two requests shared a body");
+        handle.stop();
+    });
+}

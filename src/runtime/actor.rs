@@ -335,7 +335,11 @@ impl<S: Section> SectionActor<S> {
             (None, None) => return,
         };
         tracing::debug!(section = %S::NAME, elapsed_ms, changed, "refreshed");
-        self.good = Some(Good { data, at: Utc::now() });
+        // Kept to the millisecond it is served with, so that `age_ms` is
+        // the served clock's millisecond minus this one, exactly.
+        let now = Utc::now();
+        let at = DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now);
+        self.good = Some(Good { data, at });
         // Subscribers hear of changes only; an unchanged refresh sends nothing.
         if changed {
             let seq = self.hub.next_seq();

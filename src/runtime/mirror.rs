@@ -232,6 +232,8 @@ impl SectionVisitor for Registrations {
 }
 
 struct Inner {
+    /// Tells mirrors apart (per-thread caches are keyed by it).
+    id: u64,
     snapshot_timeout: Duration,
     render_cache: RenderCache,
     owners: Option<Owners>,
@@ -285,7 +287,9 @@ impl MirrorBuilder {
     pub fn start(self) -> Result<MirrorHandle, StartError> {
         let settings = &self.settings;
         let durations = duration_family();
+        static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let inner = |owners| Inner {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             snapshot_timeout: settings.snapshot_timeout,
             render_cache: RenderCache::default(),
             owners,
@@ -350,6 +354,11 @@ impl MirrorHandle {
     /// How long a response waits for each section actor (`ORCH_SNAPSHOT_TIMEOUT_MS`).
     pub fn snapshot_timeout(&self) -> Duration {
         self.inner.snapshot_timeout
+    }
+
+    /// This mirror's identity within the process.
+    pub fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// The latest rendering of each section, shared by every response.

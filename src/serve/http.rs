@@ -91,6 +91,11 @@ fn shared_body(
     parts: Vec<Bytes>,
 ) -> Either<Bytes, SizedStream<impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Unpin + use<>>> {
     let len: usize = parts.iter().map(Bytes::len).sum();
+    if let [one] = &parts[..]
+        && len <= 2 * BODY_CHUNK
+    {
+        return Either::Left(one.clone());
+    }
     if len <= 2 * BODY_CHUNK {
         let mut joined = bytes::BytesMut::with_capacity(len);
         parts.iter().for_each(|p| joined.extend_from_slice(p));
@@ -116,9 +121,9 @@ async fn metrics(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -
     if crate::serve::prometheus::wants_exposition(accept(&req)) {
         return prometheus(req, handle).await;
     }
-    match handle.snapshot().await {
+    match handle.envelope_json().await {
         None => json(actix_web::http::StatusCode::OK, DISABLED_BODY),
-        Some(envelope) => match envelope.json_parts() {
+        Some(body) => match body {
             Ok(parts) => match shared_body(parts) {
                 Either::Left(small) => json(actix_web::http::StatusCode::OK, small),
                 Either::Right(large) => json(actix_web::http::StatusCode::OK, large),
