@@ -135,8 +135,8 @@ fn rss_mb(pid: u32) -> u64 {
 /// slices. (Before: a 4.5 MB envelope and 200 such clients took RSS from
 /// 67 MB to 959 MB.) A well-behaved client is served throughout, and the
 /// large body arrives whole.
-#[test]
-fn clients_that_never_read_a_large_envelope_pin_little_memory() {
+/// A database whose envelope is large: 10,000 running agents (about 3.4 MB).
+fn ten_thousand_agents() -> Fixture {
     let fx = Fixture::new();
     fx.exec(
         "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 10000)
@@ -145,6 +145,12 @@ fn clients_that_never_read_a_large_envelope_pin_little_memory() {
          INSERT INTO agent_runs (job_id, agent, model, effort, cost_usd, input_tokens)
               SELECT id, agent, 'a-model-name', 'high', 0.25, 1000 FROM jobs;",
     );
+    fx
+}
+
+#[test]
+fn clients_that_never_read_a_large_envelope_pin_little_memory() {
+    let fx = ten_thousand_agents();
     let bin = fx.serve(&[]);
     let m = bin.wait_all_ok();
     assert_eq!(m["agents"].as_array().map(Vec::len), Some(10_000));
@@ -250,4 +256,35 @@ fn a_keep_alive_flood_does_not_lock_new_clients_out() {
         std::thread::sleep(Duration::from_millis(1000));
     }
     drop(flood);
+}
+
+/// The write timeout: a client that asks for a large envelope and stops
+/// reading is dropped once the server's data has gone unacknowledged for
+/// `WRITE_TIMEOUT` (30 s, `TCP_USER_TIMEOUT`), instead of holding its
+/// connection forever. When it reads again it gets the start of the body,
+/// then the connection's end, never the rest.
+#[test]
+fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
+    let fx = ten_thousand_agents();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    let size = support::get(&bin.url("/metrics")).2.len();
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+    socket.set_recv_buffer_size(4096).expect("small receive buffer");
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", bin.port).parse().expect("addr");
+    socket.connect(&addr.into()).expect("connect");
+    let mut stuck: TcpStream = socket.into();
+    stuck.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    std::thread::sleep(orchmirror::serve::http::WRITE_TIMEOUT + Duration::from_secs(10));
+    still_serves(&bin);
+    stuck.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
+    let mut got = 0usize;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match stuck.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => got += n,
+        }
+    }
+    assert!(got < size, "the whole {size}-byte body still came ({got} bytes): the connection was not dropped");
 }

@@ -43,6 +43,24 @@ pub fn connections_per_worker(open_files_limit: u64, workers: usize) -> usize {
 fn open_files_limit() -> u64 {
     rlimit::Resource::NOFILE.get().map_or(1024, |(soft, _)| soft)
 }
+/// How long data the server has sent may stay unacknowledged, including a
+/// client that keeps its receive window shut (stops reading), before the
+/// kernel drops the connection (`TCP_USER_TIMEOUT`): the write timeout.
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Sets the write timeout on each accepted connection (Linux; elsewhere the
+/// connection only ends when the client goes).
+fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
+        && let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(WRITE_TIMEOUT))
+    {
+        tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT on a connection");
+    }
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let _ = conn;
+}
+
 /// How long a graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
 
@@ -180,6 +198,7 @@ pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, 
     let server =
         HttpServer::new(move || App::new().configure(configure(handle.clone())).default_service(web::to(not_found)))
             .workers(workers)
+            .on_connect(on_connect)
             .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
             .client_disconnect_timeout(Duration::from_secs(1))
             .keep_alive(KEEP_ALIVE)
