@@ -313,6 +313,8 @@ pub struct SectionData {
     view: Arc<dyn Rendered>,
     /// The value's JSON, made once and shared by every response that serves this value.
     json: Arc<std::sync::OnceLock<bytes::Bytes>>,
+    /// The value's OpenMetrics families (without `# EOF`), made once likewise.
+    exposition: Arc<std::sync::OnceLock<Arc<str>>>,
 }
 
 impl SectionData {
@@ -323,7 +325,7 @@ impl SectionData {
 
     /// Wraps a rendered view of `S`.
     pub fn of<S: Section>(view: S::View) -> Self {
-        Self { name: S::NAME, view: Arc::new(View::<S>(view)), json: Arc::default() }
+        Self { name: S::NAME, view: Arc::new(View::<S>(view)), json: Arc::default(), exposition: Arc::default() }
     }
 
     /// Which section this is.
@@ -351,6 +353,22 @@ impl SectionData {
         let mut out = Vec::new();
         self.view.write_json(&mut out)?;
         Ok(self.json.get_or_init(|| out.into()).clone())
+    }
+
+    /// The section's metric families as OpenMetrics text without the final
+    /// `# EOF` line (what encoding a registry holding only them gives), made
+    /// on first use and shared by every clone of this value after that.
+    /// `clk_tck` is fixed for the life of the process.
+    pub fn exposition(&self, clk_tck: Option<u64>) -> Result<Arc<str>, fmt::Error> {
+        if let Some(text) = self.exposition.get() {
+            return Ok(Arc::clone(text));
+        }
+        let mut registry = Registry::default();
+        self.view.expose(clk_tck, &mut registry);
+        let mut out = String::new();
+        prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        let families = out.strip_suffix("# EOF\n").unwrap_or(&out);
+        Ok(Arc::clone(self.exposition.get_or_init(|| Arc::from(families))))
     }
 
     /// Adds the section's metric families to `registry` (see [`Section::expose`]).

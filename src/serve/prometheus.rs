@@ -65,6 +65,7 @@ type Labels = Vec<(String, String)>;
 type GaugeF = Gauge<f64, AtomicU64>;
 
 /// Adds every section's raw-signal families (each section supplies its own).
+#[cfg(test)]
 fn raw_signal(registry: &mut Registry, e: &Envelope) {
     for data in e.data.iter().filter_map(|(_, d)| d.as_ref()) {
         data.expose(e.clk_tck, registry);
@@ -135,12 +136,16 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
 /// The exposition for one scrape.
 pub async fn render(handle: &MirrorHandle, format: Format) -> Result<String, std::fmt::Error> {
     let envelope = handle.snapshot().await;
-    let mut registry = Registry::default();
-    if let Some(e) = &envelope {
-        raw_signal(&mut registry, e);
-    }
-    self_telemetry(&mut registry, handle, envelope.as_ref());
     let mut out = String::new();
+    // The raw signal's families are encoded once per section value and
+    // shared; only the mirror's own telemetry is encoded per scrape.
+    if let Some(e) = &envelope {
+        for data in e.data.iter().filter_map(|(_, d)| d.as_ref()) {
+            out.push_str(&data.exposition(e.clk_tck)?);
+        }
+    }
+    let mut registry = Registry::default();
+    self_telemetry(&mut registry, handle, envelope.as_ref());
     encode(&mut out, &registry)?;
     Ok(match format {
         Format::OpenMetrics => out,
@@ -185,6 +190,61 @@ pub fn to_text_004(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The shared per-section encodings, joined, are what encoding every
+    /// family in one registry gives (the reference).
+    #[test]
+    fn shared_section_expositions_equal_one_registry() -> Result<(), Box<dyn std::error::Error>> {
+        use crate::runtime::messages::{Answer, SectionReply};
+        use crate::section::{Agents, Cost, Queue, Section, Stages};
+        use std::sync::Arc;
+        let dir = tempfile::tempdir()?;
+        let conn = rusqlite::Connection::open(dir.path().join("p.sqlite"))?;
+        crate::source::db::register_functions(&conn)?;
+        conn.execute_batch(include_str!("../schema.sql"))?;
+        conn.execute_batch(
+            "INSERT INTO tasks (work_item_id, stage) VALUES ('A', 'review'), ('B', ''), ('C', 'develop');
+             INSERT INTO jobs (agent, status, attempts, started_at) VALUES ('dev', 'running', 2, datetime('now')),
+                                                                           ('dev', 'queued', 0, NULL);
+             INSERT INTO agent_runs (job_id, agent, pid, cost_usd, input_tokens) VALUES (1, 'dev', 1, 0.5, 10);",
+        )?;
+        let at = chrono::Utc::now();
+        let answers = vec![
+            Answer::of::<Stages>(Ok(SectionReply::ok(Arc::new(Stages.load(&conn)?), at, 1))),
+            Answer::of::<Queue>(Ok(SectionReply::ok(Arc::new(Queue::new().load(&conn)?), at, 1))),
+            Answer::of::<Agents>(Ok(SectionReply::ok(
+                Arc::new(Agents::new(std::time::Duration::from_secs(10)).load(&conn)?),
+                at,
+                1,
+            ))),
+            Answer::of::<Cost>(Ok(SectionReply::ok(Arc::new(Cost::new().load(&conn)?), at, 1))),
+        ];
+        let e = crate::serve::envelope::assemble(
+            answers,
+            crate::serve::envelope::Clock::now(),
+            std::time::Duration::from_millis(200),
+        );
+        let mut registry = Registry::default();
+        raw_signal(&mut registry, &e);
+        let mut reference = String::new();
+        encode(&mut reference, &registry)?;
+        let mut shared = String::new();
+        for data in e.data.iter().filter_map(|(_, d)| d.as_ref()) {
+            shared.push_str(&data.exposition(e.clk_tck)?);
+        }
+        shared.push_str("# EOF\n");
+        assert!(reference.contains("orch_tasks_active"), "{reference}");
+        // The same lines; a family's series come in hash order (their order
+        // is not part of the format), so compare them sorted.
+        let sorted = |s: &str| {
+            let mut lines: Vec<String> = s.lines().map(str::to_owned).collect();
+            lines.sort();
+            lines
+        };
+        assert_eq!(sorted(&shared), sorted(&reference));
+        assert!(shared.ends_with("# EOF\n") && shared.matches("# EOF").count() == 1);
+        Ok(())
+    }
 
     #[test]
     fn negotiates_formats() {
