@@ -177,3 +177,91 @@ fn pipelined_head_and_get_are_framed_right_on_every_route() {
         }
     }
 }
+
+/// CONTRACT section 1: a weak `ETag` from the sections' sequence numbers and
+/// statuses (not the ages), `304` with no body for a matching
+/// `If-None-Match`, a new tag once the data changes.
+#[test]
+fn etag_and_if_none_match() {
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[("ORCH_REFRESH_MS", "100")]);
+    bin.wait_all_ok();
+    let client = support::client();
+    let get = |tag: Option<&str>| {
+        let mut req = client.get(bin.url("/metrics"));
+        if let Some(tag) = tag {
+            req = req.header("If-None-Match", tag);
+        }
+        let resp = req.send().expect("GET /metrics");
+        let status = resp.status().as_u16();
+        let etag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        (status, etag, resp.text().expect("body"))
+    };
+    let (status, tag, _) = get(None);
+    assert_eq!(status, 200);
+    assert!(tag.starts_with("W/\"") && tag.ends_with('"'), "a weak tag: {tag:?}");
+    // Ages move with the clock, the tag does not.
+    std::thread::sleep(Duration::from_millis(1200));
+    let (_, again, _) = get(None);
+    assert_eq!(again, tag, "nothing changed, the same tag");
+    let (status, tag304, body) = get(Some(&tag));
+    assert_eq!((status, body.as_str()), (304, ""), "a matching If-None-Match gets 304 and no body");
+    assert_eq!(tag304, tag);
+    let (status, _, body) = get(Some("W/\"something-else\""));
+    assert_eq!(status, 200);
+    assert!(serde_json::from_str::<Value>(&body).is_ok());
+    fx.exec("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');");
+    let changed = support::wait_for(Duration::from_secs(10), "a new tag", || {
+        let (status, new, _) = get(Some(&tag));
+        (status == 200 && new != tag).then_some(new)
+    });
+    assert!(changed.starts_with("W/\""));
+}
+
+/// CONTRACT section 1: probes. `/livez` is 200 while the process serves;
+/// `/readyz` is 200 with `/health`'s JSON when every section has data, 503
+/// when one has none.
+#[test]
+fn readyz_and_livez() {
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[("ORCH_REFRESH_MS", "100"), ("ORCH_MAX_STALE_MS", "0")]);
+    bin.wait_all_ok();
+    let (status, ct, body) = support::get(&bin.url("/livez"));
+    assert_eq!((status, ct.as_str()), (200, "application/json"), "{body}");
+    let (status, _, body) = support::get(&bin.url("/readyz"));
+    assert_eq!(status, 200, "{body}");
+    let h: Value = serde_json::from_str(&body).expect("health JSON");
+    assert_eq!(h["sections"]["queue"]["status"], "ok");
+    // A section with no data (its table gone, nothing stale kept): not ready.
+    fx.exec("DROP TABLE tasks;");
+    let body = support::wait_for(Duration::from_secs(10), "503", || {
+        let (status, _, body) = support::get(&bin.url("/readyz"));
+        (status == 503).then_some(body)
+    });
+    let h: Value = serde_json::from_str(&body).expect("health JSON");
+    assert_eq!(h["sections"]["stages"]["status"], "error", "{h}");
+    let (status, _, _) = support::get(&bin.url("/livez"));
+    assert_eq!(status, 200, "still alive");
+}
+
+/// CONTRACT section 1: a compressed body when the client asks for one.
+#[test]
+fn gzip_when_asked() {
+    use std::io::Read;
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    let resp =
+        support::client().get(bin.url("/metrics")).header("Accept-Encoding", "gzip").send().expect("GET /metrics");
+    assert_eq!(resp.status().as_u16(), 200);
+    let encoding = resp.headers().get("content-encoding").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert_eq!(encoding, "gzip");
+    let bytes = resp.bytes().expect("body");
+    let mut json = String::new();
+    flate2::read::GzDecoder::new(&bytes[..]).read_to_string(&mut json).expect("gzip");
+    let m: Value = serde_json::from_str(&json).expect("JSON");
+    assert_eq!(m["schema_version"], 1);
+    // Without Accept-Encoding: plain.
+    let plain = support::client().get(bin.url("/metrics")).send().expect("GET");
+    assert!(plain.headers().get("content-encoding").is_none());
+}

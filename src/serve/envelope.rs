@@ -407,6 +407,23 @@ impl BodyKey {
     }
 }
 
+/// A weak entity tag (`W/"…"`) from the mirror and each section's sequence
+/// number and status, as `/metrics` sends it in `ETag`.
+fn entity_tag(mirror: u64, answers: &[Answer]) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    mirror.hash(&mut h);
+    for a in answers {
+        a.section.as_str().hash(&mut h);
+        match &a.reply {
+            Ok(r) => (r.seq, r.status.as_str()).hash(&mut h),
+            Err(MailboxError::Timeout) => "timeout".hash(&mut h),
+            Err(MailboxError::Closed) => "unavailable".hash(&mut h),
+        }
+    }
+    format!("W/\"{:016x}\"", h.finish())
+}
+
 /// The largest body kept as one joined buffer (larger ones stay in pieces).
 const JOINED_BODY_MAX: usize = 64 * 1024;
 
@@ -421,13 +438,21 @@ impl MirrorHandle {
     /// that find every section's answer unchanged share one body: it is
     /// byte for byte what assembling again would give. `None` when disabled.
     pub async fn envelope_json(&self) -> Option<serde_json::Result<Vec<bytes::Bytes>>> {
+        Some(self.envelope_json_tagged().await?.map(|(parts, _)| parts))
+    }
+
+    /// [`MirrorHandle::envelope_json`] with the body's weak entity tag: the
+    /// same while no section's sequence number or status changes (the ages
+    /// move every second; they are not part of it).
+    pub async fn envelope_json_tagged(&self) -> Option<serde_json::Result<(Vec<bytes::Bytes>, String)>> {
         let answers = self.answers().await?;
+        let tag = entity_tag(self.id(), &answers);
         let clock = Clock::now();
         let key = BodyKey::of(self.id(), clock.now, &answers);
         let hit =
             LAST_BODY.with(|last| last.borrow().as_ref().filter(|(k, _)| k.same(&key)).map(|(_, parts)| parts.clone()));
         if let Some(parts) = hit {
-            return Some(Ok(parts));
+            return Some(Ok((parts, tag)));
         }
         let envelope = assemble_with(answers, clock, self.snapshot_timeout(), self.render_cache());
         let parts = match envelope.json_parts() {
@@ -443,7 +468,7 @@ impl MirrorHandle {
             parts
         };
         LAST_BODY.with(|last| *last.borrow_mut() = Some((key, parts.clone())));
-        Some(Ok(parts))
+        Some(Ok((parts, tag)))
     }
 
     /// The whole envelope, as `/metrics` serves it; `None` when disabled.

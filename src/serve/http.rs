@@ -76,6 +76,8 @@ pub fn configure(handle: MirrorHandle) -> impl FnOnce(&mut web::ServiceConfig) {
         cfg.app_data(web::Data::new(handle))
             .service(get_and_head("/metrics", metrics))
             .service(get_and_head("/health", health))
+            .service(get_and_head("/readyz", readyz))
+            .service(get_and_head("/livez", livez))
             .service(get_and_head("/metrics/prometheus", prometheus));
     }
 }
@@ -139,13 +141,22 @@ async fn metrics(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -
     if crate::serve::prometheus::wants_exposition(accept(&req)) {
         return prometheus(req, handle).await;
     }
-    match handle.envelope_json().await {
+    match handle.envelope_json_tagged().await {
         None => json(actix_web::http::StatusCode::OK, DISABLED_BODY),
         Some(body) => match body {
-            Ok(parts) => match shared_body(parts) {
-                Either::Left(small) => json(actix_web::http::StatusCode::OK, small),
-                Either::Right(large) => json(actix_web::http::StatusCode::OK, large),
-            },
+            Ok((_, tag)) if none_match(&req, &tag) => {
+                HttpResponse::NotModified().insert_header((header::ETAG, tag)).finish()
+            }
+            Ok((parts, tag)) => {
+                let mut resp = match shared_body(parts) {
+                    Either::Left(small) => json(actix_web::http::StatusCode::OK, small),
+                    Either::Right(large) => json(actix_web::http::StatusCode::OK, large),
+                };
+                if let Ok(value) = header::HeaderValue::from_str(&tag) {
+                    resp.headers_mut().insert(header::ETAG, value);
+                }
+                resp
+            }
             // Serialising plain data cannot fail; if it ever does, the client still gets JSON.
             Err(e) => error(actix_web::http::StatusCode::OK, &format!("cannot serialise the envelope: {e}")),
         },
@@ -161,9 +172,45 @@ async fn prometheus(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>
     }
 }
 
+/// Whether the request's `If-None-Match` names `tag` (weak comparison, or `*`).
+fn none_match(req: &actix_web::HttpRequest, tag: &str) -> bool {
+    let bare = |t: &str| t.trim().trim_start_matches("W/").to_owned();
+    req.headers()
+        .get_all(header::IF_NONE_MATCH)
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.split(',').any(|t| t.trim() == "*" || bare(t) == bare(tag)))
+}
+
+/// `/readyz`: `200` when every section has data (`ok` or `stale`), else
+/// `503`; the body is `/health`'s. With the kill switch off, `200`.
+async fn readyz(handle: web::Data<MirrorHandle>) -> HttpResponse {
+    match handle.health().await {
+        None => json(actix_web::http::StatusCode::OK, disabled_health()),
+        Some(h) => {
+            let ready = h.sections.iter().all(|(_, s)| s.status.has_data());
+            let status =
+                if ready { actix_web::http::StatusCode::OK } else { actix_web::http::StatusCode::SERVICE_UNAVAILABLE };
+            match serde_json::to_string(&h) {
+                Ok(body) => json(status, body),
+                Err(e) => error(status, &format!("cannot serialise /health: {e}")),
+            }
+        }
+    }
+}
+
+/// `/livez`: `200` while the process serves.
+async fn livez() -> HttpResponse {
+    json(actix_web::http::StatusCode::OK, r#"{"status":"alive"}"#)
+}
+
+/// `/health`'s body with the kill switch off.
+fn disabled_health() -> String {
+    serde_json::json!({ "status": "ok", "enabled": false, "sections": {} }).to_string()
+}
+
 async fn health(handle: web::Data<MirrorHandle>) -> HttpResponse {
     let body = match handle.health().await {
-        None => serde_json::json!({ "status": "ok", "enabled": false, "sections": {} }).to_string(),
+        None => disabled_health(),
         Some(h) => match serde_json::to_string(&h) {
             Ok(b) => b,
             Err(e) => serde_json::json!({ "status": "degraded", "error": e.to_string() }).to_string(),
@@ -195,16 +242,21 @@ pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, 
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     let per_worker = connections_per_worker(open_files_limit(), workers);
     tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
-    let server =
-        HttpServer::new(move || App::new().configure(configure(handle.clone())).default_service(web::to(not_found)))
-            .workers(workers)
-            .on_connect(on_connect)
-            .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-            .client_disconnect_timeout(Duration::from_secs(1))
-            .keep_alive(KEEP_ALIVE)
-            .max_connections(per_worker)
-            .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
-            .bind(&addrs[..])?;
+    let server = HttpServer::new(move || {
+        App::new()
+            // gzip, br or zstd when the client's Accept-Encoding asks for it.
+            .wrap(actix_web::middleware::Compress::default())
+            .configure(configure(handle.clone()))
+            .default_service(web::to(not_found))
+    })
+    .workers(workers)
+    .on_connect(on_connect)
+    .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
+    .client_disconnect_timeout(Duration::from_secs(1))
+    .keep_alive(KEEP_ALIVE)
+    .max_connections(per_worker)
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+    .bind(&addrs[..])?;
     let addrs = server.addrs();
     for addr in &addrs {
         tracing::info!(%addr, "listening");
