@@ -173,6 +173,18 @@ pub struct Settings {
     pub pid_start_tolerance: Duration,
     /// `ORCH_RECONCILE_MS`: every section derives everything from the database at least this often.
     pub reconcile: Duration,
+    /// `ORCH_LOG_FORMAT`: how the binary writes its log.
+    pub log_format: LogFormat,
+}
+
+/// `ORCH_LOG_FORMAT`: human-readable lines, or one JSON object per line (for log shippers).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// `text` (the default).
+    #[default]
+    Text,
+    /// `json`.
+    Json,
 }
 
 impl Default for Settings {
@@ -186,6 +198,7 @@ impl Default for Settings {
             max_stale: Duration::from_millis(DEFAULT_MAX_STALE_MS),
             pid_start_tolerance: Duration::from_secs_f64(DEFAULT_PID_START_TOLERANCE_S),
             reconcile: Duration::from_millis(DEFAULT_RECONCILE_MS),
+            log_format: LogFormat::Text,
         }
     }
 }
@@ -212,7 +225,7 @@ impl CliOverrides {
 /// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
 /// Besides these, `<section>_refresh_ms` for any section (checked against the
 /// registered sections when the mirror starts).
-pub const KEYS: [&str; 8] = [
+pub const KEYS: [&str; 9] = [
     "db_path",
     "bind",
     "metrics_enabled",
@@ -221,6 +234,7 @@ pub const KEYS: [&str; 8] = [
     "max_stale_ms",
     "pid_start_tolerance_s",
     "reconcile_ms",
+    "log_format",
 ];
 
 impl Settings {
@@ -343,6 +357,17 @@ impl Layers<'_> {
                 .seconds("pid_start_tolerance_s", PID_TOLERANCE_MAX_S)?
                 .unwrap_or(defaults.pid_start_tolerance),
             reconcile: self.millis("reconcile_ms", RECONCILE_RANGE)?.unwrap_or(defaults.reconcile),
+            log_format: self
+                .parse(
+                    "log_format",
+                    || "expected text or json".to_owned(),
+                    |s| match s.to_ascii_lowercase().as_str() {
+                        "text" => Some(LogFormat::Text),
+                        "json" => Some(LogFormat::Json),
+                        _ => None,
+                    },
+                )?
+                .unwrap_or(defaults.log_format),
         })
     }
 

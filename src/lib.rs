@@ -103,7 +103,7 @@ pub mod source;
 #[doc(hidden)]
 pub mod tools;
 
-pub use config::{CliOverrides, ConfigError, RefreshPeriods, Settings};
+pub use config::{CliOverrides, ConfigError, LogFormat, RefreshPeriods, Settings};
 pub use runtime::hub::{SubscriptionId, SubscriptionStats, Update};
 pub use runtime::messages::{SectionReply, Snapshot};
 pub use runtime::mirror::{MirrorBuilder, MirrorHandle, StartError};

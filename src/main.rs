@@ -68,8 +68,8 @@ fn parse_budget(s: &str) -> Result<f64, String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     if let Some(Command::Generate { path, jobs, running, no_indexes }) = &cli.command {
+        init_logging(orchmirror::LogFormat::Text);
         return generate(path, *jobs, *running, !*no_indexes);
     }
     let mut settings = match load_settings(CliOverrides::new(cli.db, cli.bind, cli.config)) {
@@ -79,6 +79,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    init_logging(settings.log_format);
     if let Some(Command::Tune { budget, samples, json }) = cli.command {
         return tune(&settings, budget, samples, json);
     }
@@ -109,16 +110,18 @@ fn raise_fd_limit() {
     }
 }
 
-/// Logs to stderr; `RUST_LOG` filters (default `info`).
-fn init_logging() {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+/// Logs to stderr as `format` says (`ORCH_LOG_FORMAT`); `RUST_LOG` filters (default `info`).
+fn init_logging(format: orchmirror::LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        orchmirror::LogFormat::Text => {
+            builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).init();
+        }
+        // One JSON object per line, fields at the top level, for log shippers.
+        orchmirror::LogFormat::Json => builder.json().flatten_event(true).with_current_span(false).init(),
+    }
 }
 
 /// The layered settings, checked against the sections the binary runs.

@@ -46,6 +46,8 @@ fn every_variable_changes_its_setting() {
     );
 
     assert_eq!(load(&[("ORCH_RECONCILE_MS", "60000")]).expect("reconcile").reconcile, ms(60_000));
+    assert_eq!(load(&[]).expect("defaults").log_format, orchmirror::LogFormat::Text);
+    assert_eq!(load(&[("ORCH_LOG_FORMAT", "JSON")]).expect("log format").log_format, orchmirror::LogFormat::Json);
 
     let all = load(&[("ORCH_REFRESH_MS", "500")]).expect("refresh");
     assert_eq!(all.refresh, orchmirror::RefreshPeriods::uniform(ms(500)));
@@ -112,6 +114,7 @@ fn bad_values_are_rejected_naming_the_variable_and_value() {
         ("ORCH_RECONCILE_MS", "999"),
         ("ORCH_RECONCILE_MS", "86400001"),
         ("ORCH_RECONCILE_MS", "hourly"),
+        ("ORCH_LOG_FORMAT", "xml"),
     ];
     for (var, value) in cases {
         let err = load(&[(var, value)]).err().unwrap_or_else(|| panic!("{var}={value:?} was accepted"));
@@ -136,6 +139,7 @@ fn the_binary_exits_non_zero_on_each_bad_value() {
         ("ORCH_MAX_STALE_MS", "-1"),
         ("ORCH_PID_START_TOLERANCE_S", "ten"),
         ("ORCH_RECONCILE_MS", "10"),
+        ("ORCH_LOG_FORMAT", "yaml"),
     ] {
         let port = support::free_port().to_string();
         let bind = format!("127.0.0.1:{port}");
@@ -265,4 +269,28 @@ fn the_pid_tolerance_decides_whether_a_process_is_the_run() {
     assert!(lenient.wait_all_ok()["agents"][0]["cpu_ticks"].is_u64(), "60 s: the run's process");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// `ORCH_LOG_FORMAT=json`: every log line the binary writes is one JSON object
+/// (for log shippers); the default is human-readable text.
+#[test]
+fn the_log_format_is_json_when_asked() {
+    let fx = Fixture::one_of_each();
+    let db = fx.path.display().to_string();
+    for (format, json) in [("json", true), ("text", false)] {
+        let mut bin = Binary::start(&[("ORCH_DB_PATH", &db), ("ORCH_LOG_FORMAT", format)]);
+        let _ = bin.terminate(Duration::from_secs(5));
+        let stderr = bin.stderr();
+        let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+        assert!(lines.len() >= 2, "{format}: some log lines: {stderr}");
+        for line in lines {
+            let parsed = serde_json::from_str::<serde_json::Value>(line);
+            if json {
+                let v = parsed.unwrap_or_else(|e| panic!("not a JSON line ({e}): {line}"));
+                assert!(v["level"].is_string() && v["timestamp"].is_string(), "{line}");
+            } else {
+                assert!(parsed.is_err(), "text format wrote JSON: {line}");
+            }
+        }
+    }
 }
