@@ -478,11 +478,16 @@ impl Layers<'_> {
 
 /// Resolves a listen address (`host:port`); the error says why it is not one.
 pub fn resolve_bind(raw: &str) -> Result<Vec<SocketAddr>, String> {
-    let expected = "expected host:port, for example 127.0.0.1:8787";
+    let expected = "expected host:port, for example 127.0.0.1:8787 (or :8787 for every interface)";
     if raw.trim().is_empty() {
         return Err(format!("empty address; {expected}"));
     }
-    match raw.to_socket_addrs() {
+    // `:8787`, the Go exporters' habit: every interface.
+    let raw = match raw.trim().strip_prefix(':') {
+        Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => format!("0.0.0.0:{port}"),
+        _ => raw.to_owned(),
+    };
+    match raw.as_str().to_socket_addrs() {
         Ok(addrs) => {
             let addrs: Vec<SocketAddr> = addrs.collect();
             if addrs.is_empty() { Err(format!("resolves to no address; {expected}")) } else { Ok(addrs) }

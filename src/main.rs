@@ -155,6 +155,14 @@ fn start_demo(settings: &mut Settings) -> Result<Option<Demo>, orchmirror::tools
 
 /// Starts the mirror and serves it until SIGTERM or SIGINT.
 async fn serve(settings: Settings) -> ExitCode {
+    // The address first: a port in use stops the program before anything starts.
+    let listeners = match orchmirror::serve::http::listen(&settings) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("orchmirror: cannot listen on {}: {e}", settings.bind);
+            return ExitCode::FAILURE;
+        }
+    };
     let handle = match MirrorHandle::start(&settings) {
         Ok(h) => h,
         Err(e) => {
@@ -162,10 +170,10 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match orchmirror::serve::http::server(&settings, handle.clone()) {
+    let server = match orchmirror::serve::http::serve_on(listeners, handle.clone()) {
         Ok((s, _)) => s,
         Err(e) => {
-            eprintln!("orchmirror: cannot listen on {}: {e}", settings.bind);
+            eprintln!("orchmirror: cannot serve on {}: {e}", settings.bind);
             return ExitCode::FAILURE;
         }
     };

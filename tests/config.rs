@@ -294,3 +294,41 @@ fn the_log_format_is_json_when_asked() {
         }
     }
 }
+
+/// A port in use is a start-up error naming the address, before the mirror
+/// starts (it used to log "mirror started" and then fail).
+#[test]
+fn a_port_in_use_stops_the_program_before_the_mirror_starts() {
+    let fx = Fixture::one_of_each();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let bind = taken.local_addr().expect("addr").to_string();
+    let db = fx.path.display().to_string();
+    let out = Binary::command(&[("ORCH_BIND", &bind), ("ORCH_DB_PATH", &db)]).output().expect("run orchmirror");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{stderr}");
+    assert!(stderr.contains("cannot listen on") && stderr.contains(&bind), "{stderr}");
+    assert!(stderr.to_lowercase().contains("in use"), "{stderr}");
+    assert!(!stderr.contains("mirror started"), "the mirror must not start: {stderr}");
+}
+
+/// `ORCH_BIND=:PORT` (the Go exporters' habit) listens on every interface,
+/// with a warning that the state is then served without authentication.
+#[test]
+fn a_bare_port_listens_everywhere_with_a_warning() {
+    let fx = Fixture::one_of_each();
+    let port = support::free_port();
+    let db = fx.path.display().to_string();
+    let bind = format!(":{port}");
+    let child = Binary::command(&[("ORCH_DB_PATH", &db), ("ORCH_BIND", &bind)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn orchmirror");
+    let mut bin = Binary { child, base: format!("http://127.0.0.1:{port}"), port };
+    support::wait_for(Duration::from_secs(20), "listening on every interface", || {
+        support::client().get(bin.url("/livez")).send().ok().filter(|r| r.status().as_u16() == 200)
+    });
+    let _ = bin.terminate(Duration::from_secs(5));
+    let stderr = bin.stderr();
+    assert!(stderr.contains("0.0.0.0") && stderr.contains("no authentication"), "{stderr}");
+}

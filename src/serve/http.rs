@@ -233,16 +233,48 @@ pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     error(actix_web::http::StatusCode::NOT_FOUND, &format!("no such route: {}", req.path()))
 }
 
-/// Binds the standalone server on `settings.bind` with explicit limits. The
-/// returned server (run it by awaiting it) stops gracefully on SIGTERM or
-/// SIGINT; the addresses are where it listens (useful with port 0).
-pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, Vec<SocketAddr>)> {
+/// The listen backlog (actix-web's default): connections past the cap wait here.
+pub const BACKLOG: i32 = 2048;
+
+/// Binds `settings.bind` (every address it resolves to). Done before anything
+/// else starts, so that a port in use is a start-up error, not a mirror that
+/// started and then could not serve. A non-loopback address is logged as a
+/// warning: the orchestrator's state is served without authentication.
+pub fn listen(settings: &Settings) -> io::Result<Vec<std::net::TcpListener>> {
     let addrs = resolve_bind(&settings.bind)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_BIND={:?}: {e}", settings.bind)))?;
+    let mut listeners = Vec::with_capacity(addrs.len());
+    for addr in addrs {
+        let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        socket.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))?;
+        socket.listen(BACKLOG)?;
+        if !addr.ip().is_loopback() {
+            tracing::warn!(
+                %addr,
+                "listening beyond loopback: anyone who can reach this address reads the orchestrator's state \
+                 (no authentication); put it behind a proxy or a firewall"
+            );
+        }
+        listeners.push(socket.into());
+    }
+    Ok(listeners)
+}
+
+/// Binds the standalone server on `settings.bind` with explicit limits (see
+/// [`listen`] and [`serve_on`]).
+pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, Vec<SocketAddr>)> {
+    serve_on(listen(settings)?, handle)
+}
+
+/// The standalone server on bound listeners, with explicit limits. The
+/// returned server (run it by awaiting it) stops gracefully on SIGTERM or
+/// SIGINT; the addresses are where it listens (useful with port 0).
+pub fn serve_on(listeners: Vec<std::net::TcpListener>, handle: MirrorHandle) -> io::Result<(Server, Vec<SocketAddr>)> {
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     let per_worker = connections_per_worker(open_files_limit(), workers);
     tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
-    let server = HttpServer::new(move || {
+    let mut server = HttpServer::new(move || {
         App::new()
             // gzip, br or zstd when the client's Accept-Encoding asks for it.
             .wrap(actix_web::middleware::Compress::default())
@@ -255,8 +287,10 @@ pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, 
     .client_disconnect_timeout(Duration::from_secs(1))
     .keep_alive(KEEP_ALIVE)
     .max_connections(per_worker)
-    .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
-    .bind(&addrs[..])?;
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_S);
+    for listener in listeners {
+        server = server.listen(listener)?;
+    }
     let addrs = server.addrs();
     for addr in &addrs {
         tracing::info!(%addr, "listening");
