@@ -191,8 +191,10 @@ impl Totals {
     fn aggregate(&self) -> CostAggregate {
         let cap = |n: u128| u64::try_from(n).unwrap_or(u64::MAX).min(MAX_SAFE_INTEGER as u64);
         let nanos = self.dollars.saturating_mul(1_000_000_000).saturating_add(self.nanos);
-        let cost_usd =
-            ((nanos / 1_000_000_000) as f64 + (nanos % 1_000_000_000) as f64 / 1e9).min(MAX_SAFE_INTEGER as f64);
+        // The double nearest the exact decimal sum (parsing it gives that),
+        // so it prints as that decimal: 23.794935, not 23.794935000000004.
+        let decimal = format!("{}.{:09}", nanos / 1_000_000_000, nanos % 1_000_000_000);
+        let cost_usd = decimal.parse::<f64>().unwrap_or(f64::MAX).min(MAX_SAFE_INTEGER as f64);
         CostAggregate {
             runs: self.runs,
             cost_usd,
@@ -319,5 +321,20 @@ impl Section for Cost {
             tokens.get_or_create(&labels(&[("kind", kind)])).inc_by(n as f64);
         }
         registry.register("orch_tokens", "Tokens of all agent runs, by kind", tokens);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cost_sum_has_no_float_noise() {
+        let t = Totals { dollars: 23, nanos: 794_935_000, ..Totals::default() };
+        assert_eq!(t.aggregate().cost_usd.to_string(), "23.794935");
+        let t = Totals { nanos: 300_000_000, ..Totals::default() };
+        assert_eq!(t.aggregate().cost_usd.to_string(), "0.3", "0.1 + 0.1 + 0.1");
+        let t = Totals { nanos: 2_500_000_000, ..Totals::default() };
+        assert_eq!(t.aggregate().cost_usd, 2.5, "nanos past a dollar carry");
     }
 }
