@@ -81,7 +81,7 @@ impl<D> Clone for ReplyState<D> {
 /// the snapshot timeout instead, so a stalled actor still shows `timeout`.
 pub struct Replica<D> {
     state: std::sync::RwLock<Option<ReplyState<D>>>,
-    settings: std::sync::OnceLock<ActorSettings>,
+    settings: ActorSettings,
     base: Instant,
     /// Milliseconds after `base` of the owner's last heartbeat (0: none yet).
     beat_ms: std::sync::atomic::AtomicU64,
@@ -89,25 +89,23 @@ pub struct Replica<D> {
     read_ms: std::sync::atomic::AtomicU64,
 }
 
-impl<D> Default for Replica<D> {
-    fn default() -> Self {
+impl<D> Replica<D> {
+    /// An empty replica of an actor with `settings`.
+    pub fn new(settings: ActorSettings) -> Self {
         Self {
             state: std::sync::RwLock::new(None),
-            settings: std::sync::OnceLock::new(),
+            settings,
             base: Instant::now(),
             beat_ms: Default::default(),
             read_ms: Default::default(),
         }
     }
-}
 
-impl<D> Replica<D> {
     fn now_ms(&self) -> u64 {
         u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
     }
 
-    fn publish(&self, state: ReplyState<D>, settings: ActorSettings) {
-        let _ = self.settings.set(settings);
+    fn publish(&self, state: ReplyState<D>) {
         *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
     }
 
@@ -132,7 +130,7 @@ impl<D> Replica<D> {
         if beat == 0 || self.now_ms().saturating_sub(beat) > trust.as_millis() as u64 {
             return None;
         }
-        let settings = *self.settings.get()?;
+        let settings = self.settings;
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let state = state.as_ref()?;
         Some(reply_of(state.good.as_ref(), state.last_error.as_deref(), state.in_flight, settings, state.seq))
@@ -186,7 +184,8 @@ enum Refreshed<D> {
 impl<S: Section> SectionActor<S> {
     /// A new actor for `section` reading `db`.
     pub fn new(section: Arc<S>, db: Arc<Database>, settings: ActorSettings) -> Self {
-        Self::with_shared(section, db, settings, Arc::new(Hub::new(S::NAME)), Arc::default(), Arc::default())
+        let replica = Arc::new(Replica::new(settings));
+        Self::with_shared(section, db, settings, Arc::new(Hub::new(S::NAME)), Arc::default(), replica)
     }
 
     pub(crate) fn with_shared(
@@ -222,7 +221,7 @@ impl<S: Section> SectionActor<S> {
             in_flight: self.in_flight,
             seq: self.hub.seq(),
         };
-        self.replica.publish(state, self.settings);
+        self.replica.publish(state);
     }
 
     /// Tells the replica this actor is alive, every [`HEARTBEAT`] while

@@ -64,7 +64,7 @@ impl<S: Section> Owner<S> {
         let section = Arc::new(section);
         let hub = Arc::new(Hub::new(S::NAME));
         let stats = Arc::new(SectionStats::new(durations.get_or_create(&section_label(S::NAME)).clone()));
-        let replica = Arc::new(Replica::default());
+        let replica = Arc::new(Replica::new(settings));
         let running = Self::spawn(&section, db, settings, &hub, &stats, &replica);
         Self {
             section,

@@ -425,7 +425,7 @@ fn entity_tag(mirror: u64, answers: &[Answer]) -> String {
 }
 
 /// The largest body kept as one joined buffer (larger ones stay in pieces).
-const JOINED_BODY_MAX: usize = 64 * 1024;
+pub const JOINED_BODY_MAX: usize = 64 * 1024;
 
 thread_local! {
     /// This thread's last `/metrics` body and what it was made from.
@@ -495,11 +495,7 @@ mod tests {
 
     #[test]
     fn the_fast_json_is_the_serde_json() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let conn = rusqlite::Connection::open(dir.path().join("e.sqlite"))?;
-        crate::source::db::register_functions(&conn)?;
-        conn.execute_batch(include_str!("../schema.sql"))?;
-        conn.execute_batch(
+        let (_dir, conn) = crate::source::db::test_db(
             "INSERT INTO tasks (work_item_id, stage) VALUES ('A \"quoted\" é', 'review');
              INSERT INTO jobs (agent, status, attempts, started_at) VALUES ('dev', 'running', 2, datetime('now'));
              INSERT INTO agent_runs (job_id, agent, cost_usd, input_tokens) VALUES (1, 'dev', 0.5, 10);",
@@ -520,11 +516,7 @@ mod tests {
     /// by every response in that second; new data or a new second renders again.
     #[test]
     fn renderings_are_shared_within_a_second_and_made_again_after() -> Result<(), Box<dyn std::error::Error>> {
-        let dir = tempfile::tempdir()?;
-        let conn = rusqlite::Connection::open(dir.path().join("c.sqlite"))?;
-        crate::source::db::register_functions(&conn)?;
-        conn.execute_batch(include_str!("../schema.sql"))?;
-        conn.execute_batch(
+        let (_dir, conn) = crate::source::db::test_db(
             "INSERT INTO tasks (work_item_id, stage, updated_at) VALUES ('A', 'review', datetime('now', '-5 seconds'));
              INSERT INTO jobs (agent, status, started_at) VALUES ('dev', 'running', datetime('now'));
              INSERT INTO agent_runs (job_id, agent, cost_usd) VALUES (1, 'dev', 0.5);",

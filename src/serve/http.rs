@@ -14,7 +14,7 @@ use futures_util::future::Either;
 
 use crate::config::{Settings, resolve_bind};
 use crate::runtime::mirror::MirrorHandle;
-use crate::serve::envelope::DISABLED_BODY;
+use crate::serve::envelope::{DISABLED_BODY, JOINED_BODY_MAX};
 
 /// How long a client may take to send its request head.
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -104,23 +104,19 @@ fn json<B: actix_web::body::MessageBody + 'static>(status: actix_web::http::Stat
 /// does not read holds about this much, not a copy of the whole body.
 pub const BODY_CHUNK: usize = 32 * 1024;
 
-/// A body from shared pieces: a small one joined into one buffer; a large one
-/// streamed in [`BODY_CHUNK`] slices of the pieces themselves (no copy of a
-/// section's JSON per response), with its length announced.
+/// A body from shared pieces ([`MirrorHandle::envelope_json`] has already
+/// joined a small one into one buffer, sent whole); a large one is streamed
+/// in [`BODY_CHUNK`] slices of the pieces themselves (no copy of a section's
+/// JSON per response), with its length announced.
 fn shared_body(
     parts: Vec<Bytes>,
 ) -> Either<Bytes, SizedStream<impl futures_util::Stream<Item = Result<Bytes, Infallible>> + Unpin + use<>>> {
-    let len: usize = parts.iter().map(Bytes::len).sum();
     if let [one] = &parts[..]
-        && len <= 2 * BODY_CHUNK
+        && one.len() <= JOINED_BODY_MAX
     {
         return Either::Left(one.clone());
     }
-    if len <= 2 * BODY_CHUNK {
-        let mut joined = bytes::BytesMut::with_capacity(len);
-        parts.iter().for_each(|p| joined.extend_from_slice(p));
-        return Either::Left(joined.freeze());
-    }
+    let len: usize = parts.iter().map(Bytes::len).sum();
     let slices = parts.into_iter().flat_map(|part| {
         (0..part.len()).step_by(BODY_CHUNK).map(move |at| Ok(part.slice(at..(at + BODY_CHUNK).min(part.len()))))
     });

@@ -198,11 +198,7 @@ mod tests {
         use crate::runtime::messages::{Answer, SectionReply};
         use crate::section::{Agents, Cost, Queue, Section, Stages};
         use std::sync::Arc;
-        let dir = tempfile::tempdir()?;
-        let conn = rusqlite::Connection::open(dir.path().join("p.sqlite"))?;
-        crate::source::db::register_functions(&conn)?;
-        conn.execute_batch(include_str!("../schema.sql"))?;
-        conn.execute_batch(
+        let (_dir, conn) = crate::source::db::test_db(
             "INSERT INTO tasks (work_item_id, stage) VALUES ('A', 'review'), ('B', ''), ('C', 'develop');
              INSERT INTO jobs (agent, status, attempts, started_at) VALUES ('dev', 'running', 2, datetime('now')),
                                                                            ('dev', 'queued', 0, NULL);

@@ -462,3 +462,15 @@ pub fn running_jobs(conn: &Connection) -> Result<Vec<RunningJob>, rusqlite::Erro
     }
     Ok(out)
 }
+
+/// A fresh database for unit tests: the schema, the mirror's SQL functions,
+/// then `rows`. The directory lives as long as the returned guard.
+#[cfg(test)]
+pub(crate) fn test_db(rows: &str) -> Result<(tempfile::TempDir, Connection), Box<dyn std::error::Error>> {
+    let dir = tempfile::tempdir()?;
+    let conn = Connection::open(dir.path().join("test.sqlite"))?;
+    register_functions(&conn)?;
+    conn.execute_batch(include_str!("../schema.sql"))?;
+    conn.execute_batch(rows)?;
+    Ok((dir, conn))
+}
