@@ -35,6 +35,12 @@ const SNAPSHOT_TIMEOUT_RANGE: (u64, u64) = (1, 60_000);
 const MAX_STALE_RANGE: (u64, u64) = (0, 7 * 24 * 3_600_000);
 const PID_TOLERANCE_MAX_S: f64 = 86_400.0;
 const RECONCILE_RANGE: (u64, u64) = (1_000, 86_400_000);
+/// Default number of concurrent `/metrics/stream` clients (`ORCH_MAX_STREAMS`).
+pub const DEFAULT_MAX_STREAMS: usize = 64;
+const MAX_STREAMS_RANGE: (u64, u64) = (0, 100_000);
+/// Default interval of an idle stream's heartbeat comment (`ORCH_STREAM_HEARTBEAT_MS`).
+pub const DEFAULT_STREAM_HEARTBEAT_MS: u64 = 15_000;
+const STREAM_HEARTBEAT_RANGE: (u64, u64) = (1_000, 3_600_000);
 
 /// A configuration that cannot be used; the message names the variable and the value.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +181,10 @@ pub struct Settings {
     pub reconcile: Duration,
     /// `ORCH_LOG_FORMAT`: how the binary writes its log.
     pub log_format: LogFormat,
+    /// `ORCH_MAX_STREAMS`: concurrent `/metrics/stream` clients; one more gets `503`.
+    pub max_streams: usize,
+    /// `ORCH_STREAM_HEARTBEAT_MS`: how often an idle stream sends a comment line.
+    pub stream_heartbeat: Duration,
 }
 
 /// `ORCH_LOG_FORMAT`: human-readable lines, or one JSON object per line (for log shippers).
@@ -199,6 +209,8 @@ impl Default for Settings {
             pid_start_tolerance: Duration::from_secs_f64(DEFAULT_PID_START_TOLERANCE_S),
             reconcile: Duration::from_millis(DEFAULT_RECONCILE_MS),
             log_format: LogFormat::Text,
+            max_streams: DEFAULT_MAX_STREAMS,
+            stream_heartbeat: Duration::from_millis(DEFAULT_STREAM_HEARTBEAT_MS),
         }
     }
 }
@@ -225,7 +237,7 @@ impl CliOverrides {
 /// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
 /// Besides these, `<section>_refresh_ms` for any section (checked against the
 /// registered sections when the mirror starts).
-pub const KEYS: [&str; 9] = [
+pub const KEYS: [&str; 11] = [
     "db_path",
     "bind",
     "metrics_enabled",
@@ -235,6 +247,8 @@ pub const KEYS: [&str; 9] = [
     "pid_start_tolerance_s",
     "reconcile_ms",
     "log_format",
+    "max_streams",
+    "stream_heartbeat_ms",
 ];
 
 impl Settings {
@@ -368,6 +382,10 @@ impl Layers<'_> {
                     },
                 )?
                 .unwrap_or(defaults.log_format),
+            max_streams: self.count("max_streams", MAX_STREAMS_RANGE)?.unwrap_or(defaults.max_streams),
+            stream_heartbeat: self
+                .millis("stream_heartbeat_ms", STREAM_HEARTBEAT_RANGE)?
+                .unwrap_or(defaults.stream_heartbeat),
         })
     }
 
@@ -421,6 +439,14 @@ impl Layers<'_> {
             key,
             || format!("expected a whole number of milliseconds from {lo} to {hi}"),
             |s| s.parse::<u64>().ok().filter(|ms| (lo..=hi).contains(ms)).map(Duration::from_millis),
+        )
+    }
+
+    fn count(&self, key: &str, (lo, hi): (u64, u64)) -> Result<Option<usize>, ConfigError> {
+        self.parse(
+            key,
+            || format!("expected a whole number from {lo} to {hi}"),
+            |s| s.parse::<u64>().ok().filter(|n| (lo..=hi).contains(n)).and_then(|n| usize::try_from(n).ok()),
         )
     }
 

@@ -14,7 +14,8 @@
 //! cycle):
 //!
 //! ```text
-//! serve/    envelope.rs (assembly, JSON), http.rs (routes, server), prometheus.rs (exposition)
+//! serve/    envelope.rs (assembly, JSON), stream.rs (SSE broker), health.rs,
+//!           http.rs (routes, server), prometheus.rs (exposition)
 //!   ↓
 //! runtime/  actor.rs (SectionActor<S>), mirror.rs (owners, watchdog, MirrorHandle),
 //!           hub.rs (subscribers), stats.rs (refresh counters), messages.rs
@@ -109,7 +110,9 @@ pub use runtime::messages::{SectionReply, Snapshot};
 pub use runtime::mirror::{MirrorBuilder, MirrorHandle, StartError};
 pub use runtime::stats::{PerSection, Reconciliation, RefreshCounters, Restarts};
 pub use section::{Section, SectionData, SectionName, Status};
-pub use serve::envelope::{Envelope, Health, SectionState, Sections};
+pub use serve::envelope::{Envelope, SectionState, Sections};
+pub use serve::health::Health;
+pub use serve::stream::StreamTotals;
 pub use source::probe::WorkerProbe;
 
 /// The schema of the orchestrator's database (for fixtures and demo mode; the mirror never runs it on a real database).

@@ -3,5 +3,7 @@
 //! [`crate::MirrorHandle`] and never touches the database.
 
 pub mod envelope;
+pub mod health;
 pub mod http;
 pub mod prometheus;
+pub mod stream;

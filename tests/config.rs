@@ -29,6 +29,8 @@ fn defaults_match_the_contract() {
     assert_eq!(s.max_stale, ms(30_000));
     assert_eq!(s.pid_start_tolerance, Duration::from_secs(10));
     assert_eq!(s.reconcile, ms(300_000));
+    assert_eq!(s.max_streams, 64);
+    assert_eq!(s.stream_heartbeat, ms(15_000));
 }
 
 #[test]
@@ -48,6 +50,10 @@ fn every_variable_changes_its_setting() {
     assert_eq!(load(&[("ORCH_RECONCILE_MS", "60000")]).expect("reconcile").reconcile, ms(60_000));
     assert_eq!(load(&[]).expect("defaults").log_format, orchmirror::LogFormat::Text);
     assert_eq!(load(&[("ORCH_LOG_FORMAT", "JSON")]).expect("log format").log_format, orchmirror::LogFormat::Json);
+
+    assert_eq!(load(&[("ORCH_MAX_STREAMS", "3")]).expect("max streams").max_streams, 3);
+    assert_eq!(load(&[("ORCH_MAX_STREAMS", "0")]).expect("no streams").max_streams, 0);
+    assert_eq!(load(&[("ORCH_STREAM_HEARTBEAT_MS", "2500")]).expect("heartbeat").stream_heartbeat, ms(2500));
 
     let all = load(&[("ORCH_REFRESH_MS", "500")]).expect("refresh");
     assert_eq!(all.refresh, orchmirror::RefreshPeriods::uniform(ms(500)));
@@ -115,6 +121,11 @@ fn bad_values_are_rejected_naming_the_variable_and_value() {
         ("ORCH_RECONCILE_MS", "86400001"),
         ("ORCH_RECONCILE_MS", "hourly"),
         ("ORCH_LOG_FORMAT", "xml"),
+        ("ORCH_MAX_STREAMS", "100001"),
+        ("ORCH_MAX_STREAMS", "-1"),
+        ("ORCH_MAX_STREAMS", "many"),
+        ("ORCH_STREAM_HEARTBEAT_MS", "999"),
+        ("ORCH_STREAM_HEARTBEAT_MS", "3600001"),
     ];
     for (var, value) in cases {
         let err = load(&[(var, value)]).err().unwrap_or_else(|| panic!("{var}={value:?} was accepted"));
@@ -140,6 +151,8 @@ fn the_binary_exits_non_zero_on_each_bad_value() {
         ("ORCH_PID_START_TOLERANCE_S", "ten"),
         ("ORCH_RECONCILE_MS", "10"),
         ("ORCH_LOG_FORMAT", "yaml"),
+        ("ORCH_MAX_STREAMS", "lots"),
+        ("ORCH_STREAM_HEARTBEAT_MS", "10"),
     ] {
         let port = support::free_port().to_string();
         let bind = format!("127.0.0.1:{port}");

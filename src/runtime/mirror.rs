@@ -231,10 +231,31 @@ impl SectionVisitor for Registrations {
     }
 }
 
+/// State an upper layer keeps per mirror (the stream broker), made on first
+/// use and stopped with the mirror.
+pub trait Attachment: std::any::Any + Send + Sync {
+    /// The mirror is stopping: end whatever this serves.
+    fn stop(&self);
+}
+
+fn downcast<T: Attachment>(a: &Arc<dyn Attachment>) -> Option<Arc<T>> {
+    let any: Arc<dyn std::any::Any + Send + Sync> = a.clone();
+    any.downcast::<T>().ok()
+}
+
 struct Inner {
     /// Tells mirrors apart (per-thread caches are keyed by it).
     id: u64,
     snapshot_timeout: Duration,
+    /// `ORCH_MAX_STREAMS` and `ORCH_STREAM_HEARTBEAT_MS`.
+    max_streams: usize,
+    stream_heartbeat: Duration,
+    /// The shortest refresh period of any section.
+    shortest_period: Duration,
+    /// A thread of its own for work that serves every client at once (the
+    /// stream broker), apart from the section actors and the HTTP workers.
+    aux: Option<Arbiter>,
+    attachments: Mutex<Vec<Arc<dyn Attachment>>>,
     render_cache: RenderCache,
     owners: Option<Owners>,
     durations: DurationFamily,
@@ -242,8 +263,19 @@ struct Inner {
     next_subscription: AtomicU64,
 }
 
+impl Inner {
+    fn stop_attachments(&self) {
+        let attachments = std::mem::take(&mut *self.attachments.lock().unwrap_or_else(|p| p.into_inner()));
+        attachments.iter().for_each(|a| a.stop());
+        if let Some(aux) = &self.aux {
+            aux.stop();
+        }
+    }
+}
+
 impl Drop for Inner {
     fn drop(&mut self) {
+        self.stop_attachments();
         if let Some(owners) = &self.owners {
             owners.iter().for_each(|o| o.stop());
         }
@@ -288,9 +320,14 @@ impl MirrorBuilder {
         let settings = &self.settings;
         let durations = duration_family();
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        let inner = |owners| Inner {
+        let inner = |owners: Option<Owners>, shortest_period| Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             snapshot_timeout: settings.snapshot_timeout,
+            max_streams: settings.max_streams,
+            stream_heartbeat: settings.stream_heartbeat,
+            shortest_period,
+            aux: owners.as_ref().map(|_| Arbiter::new()),
+            attachments: Mutex::new(Vec::new()),
             render_cache: RenderCache::default(),
             owners,
             durations: durations.clone(),
@@ -298,7 +335,7 @@ impl MirrorBuilder {
             next_subscription: AtomicU64::new(1),
         };
         if !settings.metrics_enabled {
-            return Ok(MirrorHandle { inner: Arc::new(inner(None)) });
+            return Ok(MirrorHandle { inner: Arc::new(inner(None, settings.refresh.default_period())) });
         }
         let path = settings.db_path.as_deref().ok_or(StartError::NoDatabase)?;
         System::try_current().ok_or(StartError::NoSystem)?;
@@ -310,8 +347,10 @@ impl MirrorBuilder {
         registered.extend(self.extra);
         let names: Vec<SectionName> = registered.iter().map(|(n, _)| *n).collect();
         check_names(&names, settings)?;
+        let shortest_period =
+            names.iter().map(|n| settings.refresh.get(*n)).min().unwrap_or(settings.refresh.default_period());
         let owners = Owners(registered.into_iter().map(|(_, start)| start(path, settings, &durations)).collect());
-        let inner = Arc::new(inner(Some(owners)));
+        let inner = Arc::new(inner(Some(owners), shortest_period));
         actix::spawn(watchdog(Arc::downgrade(&inner)));
         if let Some(p) = self.probe {
             let period = settings.refresh.get(SectionName::QUEUE);
@@ -359,6 +398,49 @@ impl MirrorHandle {
     /// This mirror's identity within the process.
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// `ORCH_MAX_STREAMS`: how many `/metrics/stream` clients may be open at once.
+    pub fn max_streams(&self) -> usize {
+        self.inner.max_streams
+    }
+
+    /// `ORCH_STREAM_HEARTBEAT_MS`: how often an idle stream sends a comment line.
+    pub fn stream_heartbeat(&self) -> Duration {
+        self.inner.stream_heartbeat
+    }
+
+    /// The shortest refresh period of any section.
+    pub fn shortest_period(&self) -> Duration {
+        self.inner.shortest_period
+    }
+
+    /// The mirror's attachment of type `T`, made by `make` on first use (on
+    /// the mirror's own thread for such work, given as `aux`); `None` when
+    /// the mirror is disabled or stopped.
+    pub fn attachment<T: Attachment>(&self, make: impl FnOnce(&ArbiterHandle) -> T) -> Option<Arc<T>> {
+        let aux = self.inner.aux.as_ref()?;
+        if self.inner.stopping.load(Ordering::SeqCst) {
+            return None;
+        }
+        let mut attachments = self.inner.attachments.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = attachments.iter().find_map(|a| downcast::<T>(a)) {
+            return Some(found);
+        }
+        let made = Arc::new(make(&aux.handle()));
+        attachments.push(Arc::clone(&made) as Arc<dyn Attachment>);
+        Some(made)
+    }
+
+    /// The attachment of type `T`, if one was made.
+    pub fn attached<T: Attachment>(&self) -> Option<Arc<T>> {
+        let attachments = self.inner.attachments.lock().unwrap_or_else(|p| p.into_inner());
+        attachments.iter().find_map(|a| downcast::<T>(a))
+    }
+
+    /// A handle that does not keep the mirror running.
+    pub fn downgrade(&self) -> WeakMirrorHandle {
+        WeakMirrorHandle(Arc::downgrade(&self.inner))
     }
 
     /// The latest rendering of each section, shared by every response.
@@ -446,9 +528,11 @@ impl MirrorHandle {
         owners.iter().flat_map(|o| o.hub().stats()).collect()
     }
 
-    /// Stops every section actor for good (no restarts); later snapshots say `unavailable`.
+    /// Stops every section actor for good (no restarts) and ends every
+    /// open stream; later snapshots say `unavailable`.
     pub fn stop(&self) {
         self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.stop_attachments();
         if let Some(owners) = &self.inner.owners {
             owners.iter().for_each(|o| o.stop());
         }
@@ -469,6 +553,23 @@ impl MirrorHandle {
         if let Some(owner) = self.inner.owners.as_ref().and_then(|o| o.get(section)) {
             owner.arbiter_spawn(Box::new(move || std::thread::sleep(dur)));
         }
+    }
+}
+
+/// A [`MirrorHandle`] that does not keep the mirror running.
+#[derive(Clone, Debug)]
+pub struct WeakMirrorHandle(Weak<Inner>);
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl WeakMirrorHandle {
+    /// The mirror, while it runs.
+    pub fn upgrade(&self) -> Option<MirrorHandle> {
+        self.0.upgrade().map(|inner| MirrorHandle { inner })
     }
 }
 

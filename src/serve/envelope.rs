@@ -8,10 +8,9 @@ use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::runtime::hub::SubscriberTotals;
 use crate::runtime::messages::{Answer, RenderCache};
 use crate::runtime::mirror::MirrorHandle;
-use crate::runtime::stats::{PerSection, Reconciliation, Restarts};
+use crate::runtime::stats::PerSection;
 use crate::section::{
     AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, SectionData, SectionName, StageEntry, Stages, Status,
 };
@@ -217,41 +216,6 @@ pub struct SectionState {
     pub error: Option<String>,
 }
 
-/// `/health`: `degraded` when any section is not `ok`.
-#[derive(Debug, Clone, Serialize)]
-#[non_exhaustive]
-pub struct Health {
-    /// `ok` or `degraded`.
-    pub status: &'static str,
-    /// The state of every section, as in the envelope.
-    pub sections: Sections,
-    /// How often each section's actor was found dead and re-spawned.
-    pub restarts: Restarts,
-    /// Live subscriptions and updates dropped for full mailboxes, per section.
-    pub subscribers: PerSection<SubscriberTotals>,
-    /// Each section's last full recomputation and the drift found (CONTRACT section 7).
-    pub reconciliation: PerSection<Reconciliation>,
-}
-
-impl Health {
-    /// The health view of an envelope.
-    pub fn of(
-        envelope: &Envelope,
-        restarts: Restarts,
-        subscribers: PerSection<SubscriberTotals>,
-        reconciliation: PerSection<Reconciliation>,
-    ) -> Self {
-        let ok = envelope.sections.iter().all(|(_, s)| s.status == Status::Ok);
-        Health {
-            status: if ok { "ok" } else { "degraded" },
-            sections: envelope.sections.clone(),
-            restarts,
-            subscribers,
-            reconciliation,
-        }
-    }
-}
-
 /// The instant a response is generated: the precise clock, and `generated_at` (whole seconds).
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {
@@ -300,6 +264,11 @@ fn state(answer: &Answer, clock: Clock, snapshot_timeout: Duration) -> SectionSt
         },
     }
 }
+
+/// Sections whose served value is also made from another section's data:
+/// `(section, made with)`. `cost.running` is built from the agents rows
+/// ([`pair_running`]), so a change of `agents` changes the served `cost`.
+pub const SERVED_WITH: [(SectionName, SectionName); 1] = [(SectionName::COST, SectionName::AGENTS)];
 
 /// `cost.running` has exactly the `agents` entries, in the same order, in
 /// every envelope, whatever the two sections' periods (CONTRACT section 2):
@@ -478,12 +447,6 @@ impl MirrorHandle {
     pub async fn snapshot(&self) -> Option<Envelope> {
         let answers = self.answers().await?;
         Some(assemble_with(answers, Clock::now(), self.snapshot_timeout(), self.render_cache()))
-    }
-
-    /// `/health`'s answer; `None` when disabled.
-    pub async fn health(&self) -> Option<Health> {
-        let envelope = self.snapshot().await?;
-        Some(Health::of(&envelope, self.restarts(), self.subscriber_totals(), self.reconciliations()))
     }
 }
 

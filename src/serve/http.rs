@@ -78,7 +78,8 @@ pub fn configure(handle: MirrorHandle) -> impl FnOnce(&mut web::ServiceConfig) {
             .service(get_and_head("/health", health))
             .service(get_and_head("/readyz", readyz))
             .service(get_and_head("/livez", livez))
-            .service(get_and_head("/metrics/prometheus", prometheus));
+            .service(get_and_head("/metrics/prometheus", prometheus))
+            .service(get_and_head("/metrics/stream", crate::serve::stream::stream));
     }
 }
 
@@ -270,6 +271,7 @@ pub fn serve_on(listeners: Vec<std::net::TcpListener>, handle: MirrorHandle) -> 
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     let per_worker = connections_per_worker(open_files_limit(), workers);
     tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
+    let streams_of = handle.clone();
     let mut server = HttpServer::new(move || {
         App::new()
             // gzip, br or zstd when the client's Accept-Encoding asks for it.
@@ -282,8 +284,15 @@ pub fn serve_on(listeners: Vec<std::net::TcpListener>, handle: MirrorHandle) -> 
     .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
     .client_disconnect_timeout(Duration::from_secs(1))
     .keep_alive(KEEP_ALIVE)
+    // A client's EOF means it is gone (as hyper, Go and uvicorn take it):
+    // without this, a stream whose client left would hold its slot until a
+    // heartbeat failed to write (actix-web issue 1313). A client that
+    // half-closes before its answer gets none; HTTP clients do not do that.
+    .h1_allow_half_closed(false)
     .max_connections(per_worker)
-    .shutdown_timeout(SHUTDOWN_TIMEOUT_S);
+    .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
+    // Signals are handled below: open streams must end before a graceful stop can finish.
+    .disable_signals();
     for listener in listeners {
         server = server.listen(listener)?;
     }
@@ -291,7 +300,44 @@ pub fn serve_on(listeners: Vec<std::net::TcpListener>, handle: MirrorHandle) -> 
     for addr in &addrs {
         tracing::info!(%addr, "listening");
     }
-    Ok((server.run(), addrs))
+    let server = server.run();
+    let stopper = server.handle();
+    actix_web::rt::spawn(async move {
+        tracing::debug!("listening for SIGTERM and SIGINT");
+        let signal = shutdown_signal().await;
+        tracing::info!(signal, "stopping: ending open streams, finishing requests in flight");
+        if let Some(streams) = streams_of.attached::<crate::serve::stream::Streams>() {
+            crate::runtime::mirror::Attachment::stop(&*streams);
+        }
+        stopper.stop(true).await;
+    });
+    Ok((server, addrs))
+}
+
+/// Waits for SIGTERM or SIGINT; names the one that came.
+async fn shutdown_signal() -> &'static str {
+    #[cfg(unix)]
+    {
+        use actix_web::rt::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = actix_web::rt::signal::ctrl_c() => "SIGINT",
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
+                let _ = actix_web::rt::signal::ctrl_c().await;
+                "SIGINT"
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = actix_web::rt::signal::ctrl_c().await;
+        "Ctrl-C"
+    }
 }
 
 #[cfg(test)]

@@ -126,6 +126,20 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
         "Updates dropped because a subscriber's mailbox was full",
         per_section(&|s| subscribers.get(s).map_or(0, |t| t.dropped)),
     );
+    let streams = crate::serve::stream::Streams::totals_of(handle);
+    let open = Gauge::<i64>::default();
+    open.set(i64::try_from(streams.open).unwrap_or(i64::MAX));
+    registry.register("orchmirror_streams", "/metrics/stream clients open now", open);
+    let events = Counter::<u64>::default();
+    events.inc_by(streams.events);
+    registry.register("orchmirror_stream_events", "Events sent on /metrics/stream (heartbeats not counted)", events);
+    let resyncs = Counter::<u64>::default();
+    resyncs.inc_by(streams.resyncs);
+    registry.register(
+        "orchmirror_stream_resyncs",
+        "Times a slow /metrics/stream client's pending events were dropped for a resync and a fresh envelope",
+        resyncs,
+    );
     registry.register(
         "orchmirror_build",
         "orchmirror build information",

@@ -3,6 +3,8 @@
 //! declares it `pub mod support;`, so helpers one file does not use are not
 //! dead code.
 
+pub mod sse;
+
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
@@ -94,6 +96,22 @@ pub async fn wait_until(what: &str, within: Duration, mut f: impl AsyncFnMut() -
     }
 }
 
+/// The path of a system tool a test needs. Missing, the test is skipped
+/// with a message saying how to enable it, except under `CI=true`, where a
+/// missing tool is a failure (`.ci/run` installs it).
+pub fn system_tool(name: &str) -> Option<PathBuf> {
+    let found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|p| std::env::split_paths(&p).collect::<Vec<_>>())
+        .map(|dir| dir.join(name))
+        .find(|p| p.is_file());
+    if found.is_none() {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{name} is not installed, and CI=true needs it");
+        eprintln!("SKIPPED: {name} is not installed (apt-get install {name}, or run .ci/run, to run this test)");
+    }
+    found
+}
+
 /// A free loopback port (bound then released; the child binds it next).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
@@ -155,7 +173,11 @@ impl Binary {
 
     /// Starts the binary on a free port and waits until it answers `/health`.
     pub fn start(env: &[(&str, &str)]) -> Binary {
-        let port = free_port();
+        Self::start_at(free_port(), env)
+    }
+
+    /// Starts the binary on 127.0.0.1:`port` and waits until it answers `/health`.
+    pub fn start_at(port: u16, env: &[(&str, &str)]) -> Binary {
         let bind = format!("127.0.0.1:{port}");
         let mut all: Vec<(&str, &str)> = vec![("ORCH_BIND", &bind)];
         all.extend_from_slice(env);

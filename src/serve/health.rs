@@ -1,0 +1,58 @@
+//! `/health`'s view: every section's state and the mirror's own counters.
+
+use serde::Serialize;
+
+use crate::runtime::hub::SubscriberTotals;
+use crate::runtime::mirror::MirrorHandle;
+use crate::runtime::stats::{PerSection, Reconciliation, Restarts};
+use crate::section::Status;
+use crate::serve::envelope::{Envelope, Sections};
+use crate::serve::stream::{StreamTotals, Streams};
+
+/// `/health`: `degraded` when any section is not `ok`.
+#[derive(Debug, Clone, Serialize)]
+#[non_exhaustive]
+pub struct Health {
+    /// `ok` or `degraded`.
+    pub status: &'static str,
+    /// The state of every section, as in the envelope.
+    pub sections: Sections,
+    /// How often each section's actor was found dead and re-spawned.
+    pub restarts: Restarts,
+    /// Live subscriptions and updates dropped for full mailboxes, per section.
+    pub subscribers: PerSection<SubscriberTotals>,
+    /// Each section's last full recomputation and the drift found (CONTRACT section 7).
+    pub reconciliation: PerSection<Reconciliation>,
+    /// `/metrics/stream` clients open now, events sent and resyncs (CONTRACT section 6).
+    pub streams: StreamTotals,
+}
+
+impl Health {
+    /// The health view of an envelope.
+    pub fn of(
+        envelope: &Envelope,
+        restarts: Restarts,
+        subscribers: PerSection<SubscriberTotals>,
+        reconciliation: PerSection<Reconciliation>,
+        streams: StreamTotals,
+    ) -> Self {
+        let ok = envelope.sections.iter().all(|(_, s)| s.status == Status::Ok);
+        Health {
+            status: if ok { "ok" } else { "degraded" },
+            sections: envelope.sections.clone(),
+            restarts,
+            subscribers,
+            reconciliation,
+            streams,
+        }
+    }
+}
+
+impl MirrorHandle {
+    /// `/health`'s answer; `None` when disabled.
+    pub async fn health(&self) -> Option<Health> {
+        let envelope = self.snapshot().await?;
+        let streams = Streams::totals_of(self);
+        Some(Health::of(&envelope, self.restarts(), self.subscriber_totals(), self.reconciliations(), streams))
+    }
+}
