@@ -18,7 +18,7 @@ fn database(running: u64) -> PathBuf {
     let _ = std::fs::create_dir_all(&dir);
     let path = dir.join(format!("http-{running}-agents.sqlite"));
     if !path.exists() {
-        generate(&path, &Spec::jobs(5_000).running(running)).expect("generate");
+        generate(&path, &Spec::jobs(5_000.max(2 * running)).running(running)).expect("generate");
     }
     path
 }
@@ -99,5 +99,53 @@ fn end_to_end(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, end_to_end);
+/// What compression costs per `/metrics` request (actix-web's `Compress`
+/// middleware, as the standalone server runs it): the same request with
+/// `Accept-Encoding: identity`, `gzip`, `br` and `zstd`, with 1,000 and
+/// 10,000 running agents. The client does not decompress, so the difference
+/// is the server's encoding plus the (smaller) transfer.
+fn compression(c: &mut Criterion) {
+    let client = reqwest::blocking::Client::new();
+    let mut group = c.benchmark_group("compression");
+    group.sample_size(20).measurement_time(Duration::from_secs(4));
+    for agents in [1000u64, 10_000] {
+        let path = database(agents);
+        let (base, handle) = serve(move || {
+            let mut settings = Settings::default();
+            settings.db_path = Some(path);
+            settings.bind = "127.0.0.1:0".into();
+            settings.refresh = RefreshPeriods::uniform(Duration::from_millis(1000));
+            let mirror = MirrorHandle::start(&settings).map_err(std::io::Error::other)?;
+            let (server, addrs) = orchmirror::serve::http::server(&settings, mirror)?;
+            Ok((server, addrs[0]))
+        });
+        let url = format!("{base}/metrics");
+        let start = Instant::now();
+        while !client.get(&url).send().and_then(|r| r.text()).is_ok_and(|b| b.matches("\"ok\"").count() == 4) {
+            assert!(start.elapsed() < Duration::from_secs(30), "mirror not ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for encoding in ["identity", "gzip", "br", "zstd"] {
+            let size = client.get(&url).header("Accept-Encoding", encoding).send().and_then(|r| r.bytes());
+            let size = size.map(|b| b.len()).unwrap_or_default();
+            eprintln!("compression/{encoding}/{agents}: {size} bytes on the wire");
+            group.bench_function(BenchmarkId::new(encoding, agents), |b| {
+                b.iter(|| {
+                    black_box(
+                        client
+                            .get(&url)
+                            .header("Accept-Encoding", encoding)
+                            .send()
+                            .and_then(|r| r.bytes())
+                            .expect("get"),
+                    )
+                })
+            });
+        }
+        actix_web::rt::System::new().block_on(async move { handle.stop(false).await });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, end_to_end, compression);
 criterion_main!(benches);

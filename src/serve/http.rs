@@ -48,17 +48,22 @@ fn open_files_limit() -> u64 {
 /// kernel drops the connection (`TCP_USER_TIMEOUT`): the write timeout.
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Sets the write timeout on each accepted connection (Linux; elsewhere the
-/// connection only ends when the client goes).
+/// Sets up each accepted connection: no Nagle delay (a response written in
+/// pieces, a compressed body or a stream's events, would otherwise wait up
+/// to 40 ms for the client's delayed ACK before its last piece goes out),
+/// and the write timeout (Linux; elsewhere the connection only ends when the
+/// client goes).
 fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
+    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+        return;
+    };
+    if let Err(e) = tcp.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY on a connection");
+    }
     #[cfg(any(target_os = "linux", target_os = "android"))]
-    if let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>()
-        && let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(WRITE_TIMEOUT))
-    {
+    if let Err(e) = socket2::SockRef::from(tcp).set_tcp_user_timeout(Some(WRITE_TIMEOUT)) {
         tracing::debug!(error = %e, "cannot set TCP_USER_TIMEOUT on a connection");
     }
-    #[cfg(not(any(target_os = "linux", target_os = "android")))]
-    let _ = conn;
 }
 
 /// How long a graceful shutdown waits for in-flight requests.

@@ -78,6 +78,13 @@ impl Frame {
         parts.extend(data);
         parts.push(Bytes::from_static(b"\n\n"));
         let len = parts.iter().map(Bytes::len).sum();
+        if len <= SLICE {
+            // One piece, joined once for every stream it goes to: each
+            // stream then hands its connection one chunk per event.
+            let mut joined = bytes::BytesMut::with_capacity(len);
+            parts.iter().for_each(|p| joined.extend_from_slice(p));
+            return Arc::new(Self { parts: vec![joined.freeze()], len });
+        }
         Arc::new(Self { parts, len })
     }
 }
