@@ -297,6 +297,11 @@ fn past_orch_max_streams_a_client_gets_503_until_a_slot_frees() {
     let body: Value = serde_json::from_str(&refused.body).expect("a JSON error");
     assert!(body["error"].as_str().is_some_and(|e| e.contains("ORCH_MAX_STREAMS")), "{body}");
     assert_eq!(get_json(&bin.url("/health"))["streams"]["open"], 2);
+    let (_, _, exposition) = support::get(&bin.url("/metrics/prometheus"));
+    let sample =
+        |name: &str| exposition.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse::<f64>().ok());
+    assert_eq!(sample("orchmirror_streams"), Some(2.0), "{exposition}");
+    assert!(sample("orchmirror_stream_events_total").is_some_and(|n| n >= 2.0), "{exposition}");
 
     a.close();
     let mut c = wait_for(SOON, "a freed slot", || {
