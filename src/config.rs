@@ -181,6 +181,8 @@ pub struct Settings {
     pub reconcile: Duration,
     /// `ORCH_LOG_FORMAT`: how the binary writes its log.
     pub log_format: LogFormat,
+    /// `ORCH_UI_ENABLED`: serve the live page at `/`.
+    pub ui_enabled: bool,
     /// `ORCH_MAX_STREAMS`: concurrent `/metrics/stream` clients; one more gets `503`.
     pub max_streams: usize,
     /// `ORCH_STREAM_HEARTBEAT_MS`: how often an idle stream sends a comment line.
@@ -209,6 +211,7 @@ impl Default for Settings {
             pid_start_tolerance: Duration::from_secs_f64(DEFAULT_PID_START_TOLERANCE_S),
             reconcile: Duration::from_millis(DEFAULT_RECONCILE_MS),
             log_format: LogFormat::Text,
+            ui_enabled: true,
             max_streams: DEFAULT_MAX_STREAMS,
             stream_heartbeat: Duration::from_millis(DEFAULT_STREAM_HEARTBEAT_MS),
         }
@@ -237,7 +240,7 @@ impl CliOverrides {
 /// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
 /// Besides these, `<section>_refresh_ms` for any section (checked against the
 /// registered sections when the mirror starts).
-pub const KEYS: [&str; 11] = [
+pub const KEYS: [&str; 12] = [
     "db_path",
     "bind",
     "metrics_enabled",
@@ -247,6 +250,7 @@ pub const KEYS: [&str; 11] = [
     "pid_start_tolerance_s",
     "reconcile_ms",
     "log_format",
+    "ui_enabled",
     "max_streams",
     "stream_heartbeat_ms",
 ];
@@ -382,6 +386,7 @@ impl Layers<'_> {
                     },
                 )?
                 .unwrap_or(defaults.log_format),
+            ui_enabled: self.bool("ui_enabled")?.unwrap_or(defaults.ui_enabled),
             max_streams: self.count("max_streams", MAX_STREAMS_RANGE)?.unwrap_or(defaults.max_streams),
             stream_heartbeat: self
                 .millis("stream_heartbeat_ms", STREAM_HEARTBEAT_RANGE)?

@@ -29,6 +29,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.max_stale, ms(30_000));
     assert_eq!(s.pid_start_tolerance, Duration::from_secs(10));
     assert_eq!(s.reconcile, ms(300_000));
+    assert!(s.ui_enabled);
     assert_eq!(s.max_streams, 64);
     assert_eq!(s.stream_heartbeat, ms(15_000));
 }
@@ -51,6 +52,8 @@ fn every_variable_changes_its_setting() {
     assert_eq!(load(&[]).expect("defaults").log_format, orchmirror::LogFormat::Text);
     assert_eq!(load(&[("ORCH_LOG_FORMAT", "JSON")]).expect("log format").log_format, orchmirror::LogFormat::Json);
 
+    assert!(!load(&[("ORCH_UI_ENABLED", "off")]).expect("ui").ui_enabled);
+    assert!(load(&[("ORCH_UI_ENABLED", "YES")]).expect("ui").ui_enabled);
     assert_eq!(load(&[("ORCH_MAX_STREAMS", "3")]).expect("max streams").max_streams, 3);
     assert_eq!(load(&[("ORCH_MAX_STREAMS", "0")]).expect("no streams").max_streams, 0);
     assert_eq!(load(&[("ORCH_STREAM_HEARTBEAT_MS", "2500")]).expect("heartbeat").stream_heartbeat, ms(2500));
@@ -121,6 +124,7 @@ fn bad_values_are_rejected_naming_the_variable_and_value() {
         ("ORCH_RECONCILE_MS", "86400001"),
         ("ORCH_RECONCILE_MS", "hourly"),
         ("ORCH_LOG_FORMAT", "xml"),
+        ("ORCH_UI_ENABLED", "sometimes"),
         ("ORCH_MAX_STREAMS", "100001"),
         ("ORCH_MAX_STREAMS", "-1"),
         ("ORCH_MAX_STREAMS", "many"),
@@ -151,6 +155,7 @@ fn the_binary_exits_non_zero_on_each_bad_value() {
         ("ORCH_PID_START_TOLERANCE_S", "ten"),
         ("ORCH_RECONCILE_MS", "10"),
         ("ORCH_LOG_FORMAT", "yaml"),
+        ("ORCH_UI_ENABLED", "maybe"),
         ("ORCH_MAX_STREAMS", "lots"),
         ("ORCH_STREAM_HEARTBEAT_MS", "10"),
     ] {

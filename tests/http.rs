@@ -14,14 +14,15 @@ fn unknown_paths_and_wrong_methods_get_json_errors() {
     let db = fx.path.display().to_string();
     let bin = Binary::start(&[("ORCH_DB_PATH", &db)]);
     let c = support::client();
-    for path in ["/", "/nope", "/metrics/extra", "/healthz"] {
+    // `/` is the live page (tests/ui.rs), unless ORCH_UI_ENABLED is false.
+    for path in ["/nope", "/metrics/extra", "/healthz", "/index.html"] {
         let r = c.get(bin.url(path)).send().expect("get");
         assert_eq!(r.status().as_u16(), 404, "{path}");
         assert_eq!(r.headers()["content-type"], "application/json");
         let body: Value = r.json().expect("json");
         assert!(body["error"].as_str().is_some_and(|e| e.contains(path)), "{path}: {body}");
     }
-    for path in ["/metrics", "/health"] {
+    for path in ["/metrics", "/health", "/metrics/stream", "/"] {
         for method in [reqwest::Method::POST, reqwest::Method::PUT, reqwest::Method::DELETE, reqwest::Method::PATCH] {
             let r = c.request(method.clone(), bin.url(path)).body("x").send().expect("send");
             assert_eq!(r.status().as_u16(), 405, "{method} {path}");

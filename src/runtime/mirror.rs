@@ -247,7 +247,8 @@ struct Inner {
     /// Tells mirrors apart (per-thread caches are keyed by it).
     id: u64,
     snapshot_timeout: Duration,
-    /// `ORCH_MAX_STREAMS` and `ORCH_STREAM_HEARTBEAT_MS`.
+    /// `ORCH_UI_ENABLED`, `ORCH_MAX_STREAMS` and `ORCH_STREAM_HEARTBEAT_MS`.
+    ui_enabled: bool,
     max_streams: usize,
     stream_heartbeat: Duration,
     /// The shortest refresh period of any section.
@@ -323,6 +324,7 @@ impl MirrorBuilder {
         let inner = |owners: Option<Owners>, shortest_period| Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             snapshot_timeout: settings.snapshot_timeout,
+            ui_enabled: settings.ui_enabled,
             max_streams: settings.max_streams,
             stream_heartbeat: settings.stream_heartbeat,
             shortest_period,
@@ -398,6 +400,11 @@ impl MirrorHandle {
     /// This mirror's identity within the process.
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// `ORCH_UI_ENABLED`: whether the routes include the live page at `/`.
+    pub fn ui_enabled(&self) -> bool {
+        self.inner.ui_enabled
     }
 
     /// `ORCH_MAX_STREAMS`: how many `/metrics/stream` clients may be open at once.

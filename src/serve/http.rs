@@ -69,7 +69,9 @@ fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
 /// How long a graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
 
-/// Registers `/metrics` and `/health` on a host's `App` (or `Scope`).
+/// Registers the mirror's routes on a host's `App` (or `Scope`): `/metrics`,
+/// `/metrics/stream`, `/metrics/prometheus`, `/health`, `/readyz`, `/livez`,
+/// and the live page at `/` unless `ORCH_UI_ENABLED` is false.
 ///
 /// ```no_run
 /// # fn demo(handle: orchmirror::MirrorHandle) {
@@ -78,6 +80,9 @@ pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
 /// ```
 pub fn configure(handle: MirrorHandle) -> impl FnOnce(&mut web::ServiceConfig) {
     move |cfg| {
+        if handle.ui_enabled() {
+            cfg.service(get_and_head("/", page));
+        }
         cfg.app_data(web::Data::new(handle))
             .service(get_and_head("/metrics", metrics))
             .service(get_and_head("/health", health))
@@ -198,6 +203,24 @@ async fn readyz(handle: web::Data<MirrorHandle>) -> HttpResponse {
             }
         }
     }
+}
+
+/// The live page (`ORCH_UI_ENABLED`): one self-contained file, built in.
+pub const PAGE: &str = include_str!("ui/index.html");
+
+/// `GET /`: the live page, which reads `/metrics/stream` (or polls `/metrics`).
+async fn page() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        // Everything it needs is inline or on this origin; nothing else may load.
+        .insert_header((
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
+             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        ))
+        .body(PAGE)
 }
 
 /// `/livez`: `200` while the process serves.
