@@ -228,12 +228,22 @@ pub struct CliOverrides {
     pub bind: Option<String>,
     /// `--config`.
     pub config: Option<PathBuf>,
+    /// Any other setting given as a flag: its configuration key (the
+    /// variable without `ORCH_`, lower case) and the text given; the flag is
+    /// `--` and the key with `-` for `_` (`--refresh-ms`).
+    pub settings: Vec<(String, String)>,
 }
 
 impl CliOverrides {
-    /// Overrides from the three flags.
+    /// Overrides from the three path and address flags.
     pub fn new(db: Option<PathBuf>, bind: Option<String>, config: Option<PathBuf>) -> Self {
-        Self { db, bind, config }
+        Self { db, bind, config, settings: Vec::new() }
+    }
+
+    /// This with the setting `key` (for example `refresh_ms`) given as `value` on the command line.
+    pub fn with(mut self, key: &str, value: impl Into<String>) -> Self {
+        self.settings.push((key.to_owned(), value.into()));
+        self
     }
 }
 
@@ -296,11 +306,24 @@ impl Settings {
         let mut cli_keys = Vec::new();
         if let Some(db) = &cli.db {
             builder = set_override(builder, "db_path", db.display().to_string())?;
-            cli_keys.push("db_path");
+            cli_keys.push("db_path".to_owned());
         }
         if let Some(bind) = &cli.bind {
             builder = set_override(builder, "bind", bind.clone())?;
-            cli_keys.push("bind");
+            cli_keys.push("bind".to_owned());
+        }
+        for (key, value) in &cli.settings {
+            let known = KEYS.contains(&key.as_str()) || section_period_key(key).is_some();
+            if !known || key == "db_path" || key == "bind" {
+                return Err(ConfigError::Invalid {
+                    var: cli_flag(key),
+                    value: value.clone(),
+                    origin: " (from the command line)".into(),
+                    expected: "a known setting".into(),
+                });
+            }
+            builder = set_override(builder, key, value.clone())?;
+            cli_keys.push(key.clone());
         }
         let merged = builder.build().map_err(|e| ConfigError::File {
             path: file.as_ref().map(|f| f.0.clone()).unwrap_or_default(),
@@ -325,25 +348,26 @@ fn set_override(
     value: String,
 ) -> Result<config::ConfigBuilder<config::builder::DefaultState>, ConfigError> {
     builder.set_override(key, value.clone()).map_err(|e| ConfigError::Invalid {
-        var: cli_flag(key).to_owned(),
+        var: cli_flag(key),
         value,
         origin: " (from the command line)".into(),
         expected: e.to_string(),
     })
 }
 
-fn cli_flag(key: &str) -> &'static str {
+/// The flag that sets `key`: `--db`, `--bind`, else `--` and the key with `-` for `_`.
+fn cli_flag(key: &str) -> String {
     match key {
-        "db_path" => "--db",
-        "bind" => "--bind",
-        _ => "--config",
+        "db_path" => "--db".to_owned(),
+        "config" => "--config".to_owned(),
+        _ => format!("--{}", key.replace('_', "-")),
     }
 }
 
 /// The merged layers, read one key at a time with errors that say where a value came from.
 struct Layers<'a> {
     merged: &'a Config,
-    cli_keys: &'a [&'static str],
+    cli_keys: &'a [String],
     env_keys: &'a [String],
     file_keys: &'a [String],
     file_path: &'a str,
@@ -354,7 +378,8 @@ impl Layers<'_> {
         let defaults = Settings::default();
         let default = self.millis("refresh_ms", REFRESH_RANGE)?.unwrap_or(defaults.refresh.default_period());
         let mut refresh = RefreshPeriods::uniform(default);
-        let mut keys: Vec<&str> = self.env_keys.iter().chain(self.file_keys).map(String::as_str).collect();
+        let mut keys: Vec<&str> =
+            self.env_keys.iter().chain(self.file_keys).chain(self.cli_keys).map(String::as_str).collect();
         keys.sort_unstable();
         keys.dedup();
         for (key, section) in keys.into_iter().filter_map(|k| Some((k, section_period_key(k)?))) {
@@ -409,8 +434,8 @@ impl Layers<'_> {
 
     /// An error naming the variable (or flag), the value and the layer it came from.
     fn invalid(&self, key: &str, value: String, expected: String) -> ConfigError {
-        let from_cli = self.cli_keys.contains(&key);
-        let var = if from_cli { cli_flag(key).to_owned() } else { format!("ORCH_{}", key.to_uppercase()) };
+        let from_cli = self.cli_keys.iter().any(|k| k == key);
+        let var = if from_cli { cli_flag(key) } else { format!("ORCH_{}", key.to_uppercase()) };
         let origin = if from_cli {
             " (from the command line)".to_owned()
         } else if self.env_keys.iter().any(|k| k == key) {

@@ -113,6 +113,7 @@ pub use section::{Section, SectionData, SectionName, Status};
 pub use serve::envelope::{Envelope, SectionState, Sections};
 pub use serve::health::Health;
 pub use serve::stream::StreamTotals;
+pub use source::build::{BUILD, Build};
 pub use source::probe::WorkerProbe;
 
 /// The schema of the orchestrator's database (for fixtures and demo mode; the mirror never runs it on a real database).

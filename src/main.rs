@@ -4,35 +4,133 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser};
 use orchmirror::tools::demo::Demo;
 use orchmirror::{CliOverrides, MirrorHandle, Settings};
 
-/// Serves an AI-agent orchestrator's SQLite state as a JSON envelope at GET /metrics.
+/// `--version`: the crate's version, the git revision and the compiler.
+const LONG_VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (",
+    env!("ORCHMIRROR_GIT_REVISION"),
+    ", ",
+    env!("ORCHMIRROR_RUSTC_VERSION"),
+    ")"
+);
+
+/// Serves an AI-agent orchestrator's SQLite state: JSON at /metrics, a stream
+/// at /metrics/stream, Prometheus at /metrics/prometheus, a live page at /.
 ///
 /// Without ORCH_DB_PATH (or --db) it runs in demo mode on a throw-away database.
-/// Every setting is also an ORCH_* environment variable; see README.md.
+/// Every setting is a flag and an ORCH_* variable; layers, later wins: defaults,
+/// the TOML file (--config), .env (--env-file), the environment, flags.
 #[derive(Debug, Parser)]
-#[command(version, about)]
+#[command(version = LONG_VERSION, about, long_about)]
 struct Cli {
-    /// The orchestrator's SQLite file, opened read-only (overrides ORCH_DB_PATH).
-    #[arg(long, value_name = "PATH", global = true)]
+    #[command(flatten)]
+    files: Files,
+    /// The orchestrator's SQLite file, opened read-only [default: demo mode]
+    #[arg(long, value_name = "PATH", env = "ORCH_DB_PATH")]
     db: Option<PathBuf>,
-    /// Listen address, host:port (overrides ORCH_BIND).
-    #[arg(long, value_name = "ADDR", global = true)]
-    bind: Option<String>,
-    /// A TOML configuration file (overrides ORCH_CONFIG_FILE).
-    #[arg(long, value_name = "FILE", global = true)]
-    config: Option<PathBuf>,
+    #[command(flatten)]
+    settings: SettingFlags,
     #[command(subcommand)]
     command: Option<Command>,
 }
+
+/// Where settings come from besides the environment and flags.
+#[derive(Debug, clap::Args)]
+struct Files {
+    /// A TOML file with the settings (keys: the variables without ORCH_, lower case)
+    #[arg(long, value_name = "FILE", env = "ORCH_CONFIG_FILE")]
+    config: Option<PathBuf>,
+    /// A dotenv file read below the real environment (a missing ./.env is fine; a named file must exist)
+    #[arg(long, value_name = "FILE", default_value = ".env")]
+    env_file: PathBuf,
+}
+
+/// Every setting of CONTRACT.md section 3 as a flag; the help shows its
+/// variable and default. Only values given on the command line are taken
+/// from here: the environment and files are read by the configuration layers.
+#[derive(Debug, clap::Args)]
+struct SettingFlags {
+    /// Listen address, host:port (:PORT means every interface)
+    #[arg(long, value_name = "ADDR", env = "ORCH_BIND", default_value = "127.0.0.1:8787")]
+    bind: Option<String>,
+    /// Kill switch: false/0/no/off serves {"enabled":false} and never reads the database
+    #[arg(long, value_name = "BOOL", env = "ORCH_METRICS_ENABLED", default_value = "true")]
+    metrics_enabled: Option<String>,
+    /// Refresh period of every section, ms (10 .. 3600000)
+    #[arg(long, value_name = "MS", env = "ORCH_REFRESH_MS", default_value = "1000")]
+    refresh_ms: Option<String>,
+    /// The stages section's refresh period, ms [default: ORCH_REFRESH_MS]
+    #[arg(long, value_name = "MS", env = "ORCH_STAGES_REFRESH_MS")]
+    stages_refresh_ms: Option<String>,
+    /// The queue section's refresh period, ms [default: ORCH_REFRESH_MS]
+    #[arg(long, value_name = "MS", env = "ORCH_QUEUE_REFRESH_MS")]
+    queue_refresh_ms: Option<String>,
+    /// The agents section's refresh period, ms [default: ORCH_REFRESH_MS]
+    #[arg(long, value_name = "MS", env = "ORCH_AGENTS_REFRESH_MS")]
+    agents_refresh_ms: Option<String>,
+    /// The cost section's refresh period, ms [default: ORCH_REFRESH_MS]
+    #[arg(long, value_name = "MS", env = "ORCH_COST_REFRESH_MS")]
+    cost_refresh_ms: Option<String>,
+    /// How long /metrics waits for each section actor, ms (1 .. 60000)
+    #[arg(long, value_name = "MS", env = "ORCH_SNAPSHOT_TIMEOUT_MS", default_value = "200")]
+    snapshot_timeout_ms: Option<String>,
+    /// How old last-good data may be and still be served as stale, ms
+    #[arg(long, value_name = "MS", env = "ORCH_MAX_STALE_MS", default_value = "30000")]
+    max_stale_ms: Option<String>,
+    /// Pid-reuse guard: largest gap between a process's start and its run's started_at, s
+    #[arg(long, value_name = "S", env = "ORCH_PID_START_TOLERANCE_S", default_value = "10")]
+    pid_start_tolerance_s: Option<String>,
+    /// The longest a history edit may stay unseen, ms (1000 .. 86400000)
+    #[arg(long, value_name = "MS", env = "ORCH_RECONCILE_MS", default_value = "300000")]
+    reconcile_ms: Option<String>,
+    /// Log format: text or json (one JSON object per line)
+    #[arg(long, value_name = "FORMAT", env = "ORCH_LOG_FORMAT", default_value = "text")]
+    log_format: Option<String>,
+    /// Serve the live page at /
+    #[arg(long, value_name = "BOOL", env = "ORCH_UI_ENABLED", default_value = "true")]
+    ui_enabled: Option<String>,
+    /// Concurrent /metrics/stream clients; one more gets 503 (0 .. 100000)
+    #[arg(long, value_name = "N", env = "ORCH_MAX_STREAMS", default_value = "64")]
+    max_streams: Option<String>,
+    /// How often an idle stream sends a comment line, ms (1000 .. 3600000)
+    #[arg(long, value_name = "MS", env = "ORCH_STREAM_HEARTBEAT_MS", default_value = "15000")]
+    stream_heartbeat_ms: Option<String>,
+}
+
+/// The flags of [`SettingFlags`] by clap id, which is also the configuration key.
+const SETTING_FLAGS: [&str; 15] = [
+    "bind",
+    "metrics_enabled",
+    "refresh_ms",
+    "stages_refresh_ms",
+    "queue_refresh_ms",
+    "agents_refresh_ms",
+    "cost_refresh_ms",
+    "snapshot_timeout_ms",
+    "max_stale_ms",
+    "pid_start_tolerance_s",
+    "reconcile_ms",
+    "log_format",
+    "ui_enabled",
+    "max_streams",
+    "stream_heartbeat_ms",
+];
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
     /// Measure each section's refresh on the database (--db or ORCH_DB_PATH, read-only)
     /// and print the shortest refresh periods a CPU budget affords.
     Tune {
+        #[command(flatten)]
+        files: Files,
+        /// The orchestrator's SQLite file, opened read-only
+        #[arg(long, value_name = "PATH", env = "ORCH_DB_PATH")]
+        db: Option<PathBuf>,
         /// CPU budget for the whole mirror, in percent of one core.
         #[arg(long, default_value_t = 2.0, value_parser = parse_budget)]
         budget: f64,
@@ -67,12 +165,32 @@ fn parse_budget(s: &str) -> Result<f64, String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::Generate { path, jobs, running, no_indexes }) = &cli.command {
-        init_logging(orchmirror::LogFormat::Text);
-        return generate(path, *jobs, *running, !*no_indexes);
-    }
-    let mut settings = match load_settings(CliOverrides::new(cli.db, cli.bind, cli.config)) {
+    let matches = Cli::command().get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    let (files, overrides) = match &cli.command {
+        Some(Command::Generate { path, jobs, running, no_indexes }) => {
+            init_logging(orchmirror::LogFormat::Text);
+            return generate(path, *jobs, *running, !*no_indexes);
+        }
+        Some(Command::Tune { files, db, .. }) => {
+            let sub = matches.subcommand_matches("tune").unwrap_or(&matches);
+            (files, overrides(sub, db.clone(), files.config.clone(), None))
+        }
+        None => (&cli.files, overrides(&matches, cli.db.clone(), cli.files.config.clone(), Some(&cli.settings))),
+    };
+    let env_file_named = matches
+        .subcommand_matches("tune")
+        .unwrap_or(&matches)
+        .value_source("env_file")
+        .is_some_and(|s| s == ValueSource::CommandLine);
+    let env = match environment(&files.env_file, env_file_named) {
+        Ok(env) => env,
+        Err(e) => {
+            eprintln!("orchmirror: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let mut settings = match load_settings(env, overrides) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("orchmirror: configuration error: {e}");
@@ -80,7 +198,7 @@ fn main() -> ExitCode {
         }
     };
     init_logging(settings.log_format);
-    if let Some(Command::Tune { budget, samples, json }) = cli.command {
+    if let Some(Command::Tune { budget, samples, json, .. }) = cli.command {
         return tune(&settings, budget, samples, json);
     }
     let demo = match start_demo(&mut settings) {
@@ -90,12 +208,85 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    log_start(&settings);
     raise_fd_limit();
     let code = actix_web::rt::System::new().block_on(serve(settings));
     if let Some(demo) = demo {
         demo.shutdown();
     }
     code
+}
+
+/// The values given on the command line (not those clap read from the
+/// environment for its help: the configuration layers read those).
+fn overrides(
+    matches: &ArgMatches,
+    db: Option<PathBuf>,
+    config: Option<PathBuf>,
+    settings: Option<&SettingFlags>,
+) -> CliOverrides {
+    let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
+    let bind = settings.and_then(|s| s.bind.clone()).filter(|_| given("bind"));
+    let mut out = CliOverrides::new(db.filter(|_| given("db")), bind, config.filter(|_| given("config")));
+    if settings.is_some() {
+        for id in SETTING_FLAGS.into_iter().filter(|id| *id != "bind" && given(id)) {
+            if let Some(value) = matches.get_one::<String>(id) {
+                out = out.with(id, value.clone());
+            }
+        }
+    }
+    out
+}
+
+/// The process environment over the dotenv file's variables (the real
+/// environment wins). A missing `./.env` is no error; a named file must exist.
+fn environment(env_file: &std::path::Path, named: bool) -> Result<Vec<(String, String)>, String> {
+    let mut vars = std::collections::HashMap::new();
+    match dotenvy::from_path_iter(env_file) {
+        Ok(lines) => {
+            for line in lines {
+                let (k, v) = line.map_err(|e| format!("{}: {e}", env_file.display()))?;
+                vars.insert(k, v);
+            }
+        }
+        Err(e) if e.not_found() && !named => {}
+        Err(e) => return Err(format!("cannot read --env-file {}: {e}", env_file.display())),
+    }
+    for (k, v) in std::env::vars_os() {
+        match (k.into_string(), v.into_string()) {
+            (Ok(k), Ok(v)) => {
+                vars.insert(k, v);
+            }
+            (Ok(k), Err(v)) if k.starts_with("ORCH_") => {
+                return Err(format!("{k} is not valid UTF-8: {}", v.to_string_lossy()));
+            }
+            _ => {}
+        }
+    }
+    Ok(vars.into_iter().collect())
+}
+
+/// One line with the version and the effective settings.
+fn log_start(s: &Settings) {
+    let periods: Vec<String> =
+        orchmirror::SectionName::BUILT_IN.iter().map(|n| format!("{n}={}", s.refresh.get(*n).as_millis())).collect();
+    tracing::info!(
+        version = orchmirror::BUILD.version,
+        revision = orchmirror::BUILD.revision,
+        rustc = orchmirror::BUILD.rustc_version,
+        db = %s.db_path.as_deref().map_or("-".into(), |p| p.display().to_string()),
+        bind = %s.bind,
+        metrics_enabled = s.metrics_enabled,
+        refresh_ms = %periods.join(","),
+        snapshot_timeout_ms = s.snapshot_timeout.as_millis() as u64,
+        max_stale_ms = s.max_stale.as_millis() as u64,
+        pid_start_tolerance_s = s.pid_start_tolerance.as_secs_f64(),
+        reconcile_ms = s.reconcile.as_millis() as u64,
+        ui_enabled = s.ui_enabled,
+        max_streams = s.max_streams,
+        stream_heartbeat_ms = s.stream_heartbeat.as_millis() as u64,
+        "orchmirror starting"
+    );
 }
 
 /// Raises the soft limit on open files to the hard limit, as Go's runtime
@@ -125,8 +316,8 @@ fn init_logging(format: orchmirror::LogFormat) {
 }
 
 /// The layered settings, checked against the sections the binary runs.
-fn load_settings(overrides: CliOverrides) -> Result<Settings, orchmirror::ConfigError> {
-    let settings = Settings::load(std::env::vars(), &overrides)?;
+fn load_settings(env: Vec<(String, String)>, overrides: CliOverrides) -> Result<Settings, orchmirror::ConfigError> {
+    let settings = Settings::load(env, &overrides)?;
     // The binary runs the built-in sections only: a period for any other is a typo.
     settings.refresh.check(&orchmirror::SectionName::BUILT_IN)?;
     Ok(settings)

@@ -367,6 +367,7 @@ impl SectionData {
         self.view.expose(clk_tck, &mut registry);
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &registry)?;
+        let out = metric::stable_order(&out);
         let families = out.strip_suffix("# EOF\n").unwrap_or(&out);
         Ok(Arc::clone(self.exposition.get_or_init(|| Arc::from(families))))
     }

@@ -1,7 +1,8 @@
 //! Where the mirror's facts come from: the orchestrator's database (read
-//! only), `/proc`, the host's worker probe, and the clock. Nothing here knows
+//! only), `/proc`, the host's worker probe, the clock, and the build itself. Nothing here knows
 //! about sections, actors or HTTP.
 
+pub mod build;
 pub mod db;
 pub mod probe;
 pub mod procstat;

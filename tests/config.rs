@@ -350,3 +350,126 @@ fn a_bare_port_listens_everywhere_with_a_warning() {
     let stderr = bin.stderr();
     assert!(stderr.contains("0.0.0.0") && stderr.contains("no authentication"), "{stderr}");
 }
+
+/// The binary's start-up line (`ORCH_LOG_FORMAT=json`): version and effective settings.
+fn start_line(cmd: &mut std::process::Command) -> serde_json::Value {
+    use std::io::BufRead;
+    let mut child =
+        cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut found = None;
+    for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+        if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+            && v["message"] == "orchmirror starting"
+        {
+            found = Some(v);
+            break;
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    found.expect("a start-up line")
+}
+
+/// Layers, later wins: defaults, the TOML file, `.env`, the environment, flags.
+#[test]
+fn dot_env_sits_between_the_file_and_the_environment_and_flags_win() {
+    let fx = Fixture::new();
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("orch.toml"), "refresh_ms = 111\nmax_stale_ms = 1111\nsnapshot_timeout_ms = 11\n")
+        .expect("toml");
+    let port = support::free_port();
+    std::fs::write(
+        dir.path().join(".env"),
+        format!(
+            "# the orchestrator's settings\nORCH_CONFIG_FILE=orch.toml\nORCH_DB_PATH={}\nORCH_REFRESH_MS=222\n\
+             ORCH_MAX_STALE_MS=2222\nORCH_BIND=127.0.0.1:{port}\nORCH_LOG_FORMAT=json\n",
+            fx.path.display()
+        ),
+    )
+    .expect(".env");
+    let mut cmd = Binary::command(&[("ORCH_MAX_STALE_MS", "3333")]);
+    cmd.current_dir(dir.path()).args(["--snapshot-timeout-ms", "44"]);
+    let line = start_line(&mut cmd);
+    assert_eq!(line["db"], fx.path.display().to_string(), "ORCH_DB_PATH from .env: {line}");
+    assert_eq!(line["refresh_ms"], "stages=222,queue=222,agents=222,cost=222", ".env over the file: {line}");
+    assert_eq!(line["max_stale_ms"], 3333, "the environment over .env: {line}");
+    assert_eq!(line["snapshot_timeout_ms"], 44, "a flag over the file: {line}");
+    assert_eq!(line["bind"], format!("127.0.0.1:{port}"));
+    assert_eq!(line["version"], env!("CARGO_PKG_VERSION"));
+
+    // --env-file names another file; the default ./.env is then not read.
+    let other = dir.path().join("other.env");
+    std::fs::write(&other, format!("ORCH_DB_PATH={}\nORCH_REFRESH_MS=555\nORCH_LOG_FORMAT=json\n", fx.path.display()))
+        .expect("other.env");
+    let mut cmd = Binary::command(&[("ORCH_BIND", &format!("127.0.0.1:{}", support::free_port()))]);
+    cmd.current_dir(dir.path()).args(["--env-file", "other.env"]);
+    let line = start_line(&mut cmd);
+    assert_eq!(line["refresh_ms"], "stages=555,queue=555,agents=555,cost=555", "{line}");
+    assert_eq!(line["max_stale_ms"], 30000, "nothing from ./.env or orch.toml: {line}");
+}
+
+#[test]
+fn a_missing_or_broken_env_file_is_a_start_up_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let out = Binary::command(&[]).current_dir(dir.path()).args(["--env-file", "nope.env"]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("nope.env"), "{stderr}");
+
+    std::fs::write(dir.path().join(".env"), "ORCH_REFRESH_MS='unterminated\n").expect(".env");
+    let out = Binary::command(&[]).current_dir(dir.path()).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(".env"), "{stderr}");
+
+    // A bad value from .env is named like any other.
+    std::fs::write(dir.path().join(".env"), "ORCH_REFRESH_MS=5\n").expect(".env");
+    let out = Binary::command(&[]).current_dir(dir.path()).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("ORCH_REFRESH_MS") && stderr.contains("\"5\""), "{stderr}");
+}
+
+#[test]
+fn a_bad_flag_value_names_the_flag() {
+    let out = Binary::command(&[]).args(["--refresh-ms", "5"]).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--refresh-ms") && stderr.contains("\"5\"") && stderr.contains("command line"), "{stderr}");
+}
+
+#[test]
+fn help_lists_every_setting_with_its_variable_and_version_names_the_build() {
+    let out = Binary::command(&[]).arg("--help").output().expect("run");
+    let help = String::from_utf8_lossy(&out.stdout);
+    for var in [
+        "ORCH_DB_PATH",
+        "ORCH_BIND",
+        "ORCH_METRICS_ENABLED",
+        "ORCH_REFRESH_MS",
+        "ORCH_STAGES_REFRESH_MS",
+        "ORCH_QUEUE_REFRESH_MS",
+        "ORCH_AGENTS_REFRESH_MS",
+        "ORCH_COST_REFRESH_MS",
+        "ORCH_SNAPSHOT_TIMEOUT_MS",
+        "ORCH_MAX_STALE_MS",
+        "ORCH_PID_START_TOLERANCE_S",
+        "ORCH_RECONCILE_MS",
+        "ORCH_LOG_FORMAT",
+        "ORCH_UI_ENABLED",
+        "ORCH_MAX_STREAMS",
+        "ORCH_STREAM_HEARTBEAT_MS",
+        "ORCH_CONFIG_FILE",
+    ] {
+        assert!(help.contains(&format!("[env: {var}=")), "--help lacks {var}:\n{help}");
+    }
+    assert!(help.contains("[default: 127.0.0.1:8787]") && help.contains("[default: 15000]"), "{help}");
+    let generate = Binary::command(&[]).args(["generate", "--help"]).output().expect("run");
+    let generate = String::from_utf8_lossy(&generate.stdout);
+    assert!(!generate.contains("--bind") && !generate.contains("--refresh-ms"), "{generate}");
+    let version = Binary::command(&[]).arg("--version").output().expect("run");
+    let version = String::from_utf8_lossy(&version.stdout);
+    assert!(version.starts_with(&format!("orchmirror {} (", env!("CARGO_PKG_VERSION"))), "{version}");
+    assert!(version.contains("rustc "), "{version}");
+}

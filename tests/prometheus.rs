@@ -193,3 +193,55 @@ fn null_sections_have_no_series_and_counters_count_what_happened() {
         .then_some(())
     });
 }
+
+/// `process_*` as every Prometheus client names them, read from the real
+/// binary's `/proc/self`, checked against what `/proc` says of its pid.
+#[cfg(target_os = "linux")]
+#[test]
+fn process_metrics_describe_the_process() {
+    let fx = exposition_fixture();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    let (_, body) = scrape_raw(&bin.url("/metrics/prometheus"), None);
+    let s = parse(&body);
+    let get = |m: &str| value(&s, m, &[]).unwrap_or_else(|| panic!("{m} missing:\n{body}"));
+    assert!(is_counter(&s, "process_cpu_seconds_total"), "{body}");
+    assert!(get("process_cpu_seconds_total") >= 0.0);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", bin.child.id())).expect("status");
+    let rss_kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS");
+    let rss = get("process_resident_memory_bytes");
+    assert!((rss / 1024.0 - rss_kb).abs() < rss_kb * 0.5 + 2048.0, "{rss} bytes against VmRSS {rss_kb} kB");
+    assert!(get("process_virtual_memory_bytes") >= rss);
+    let fds = std::fs::read_dir(format!("/proc/{}/fd", bin.child.id())).expect("fd dir").count() as f64;
+    let open = get("process_open_fds");
+    assert!(open >= 4.0 && (open - fds).abs() <= 16.0, "process_open_fds {open}, /proc/PID/fd has {fds}");
+    assert!(get("process_max_fds") >= open);
+    let now = chrono::Utc::now().timestamp() as f64;
+    let started = get("process_start_time_seconds");
+    assert!(started <= now + 1.0 && started > now - 120.0, "started {started}, now {now}");
+}
+
+/// Every scrape lists the same series in the same order (only values move).
+#[test]
+fn series_order_is_stable_between_scrapes() {
+    let fx = exposition_fixture();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    let series = || {
+        let (_, body) = scrape_raw(&bin.url("/metrics/prometheus"), None);
+        body.lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.rsplit_once(' ').map_or(l, |(series, _)| series).to_owned())
+            .collect::<Vec<_>>()
+    };
+    let first = series();
+    assert!(first.iter().filter(|s| s.starts_with("orch_jobs{")).count() >= 5, "{first:?}");
+    for _ in 0..8 {
+        std::thread::sleep(Duration::from_millis(150));
+        assert_eq!(series(), first);
+    }
+}

@@ -140,10 +140,48 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
         "Times a slow /metrics/stream client's pending events were dropped for a resync and a fresh envelope",
         resyncs,
     );
+    process_metrics(registry);
     registry.register(
         "orchmirror_build",
         "orchmirror build information",
-        Info::new(vec![("version".to_owned(), env!("CARGO_PKG_VERSION").to_owned())]),
+        Info::new(vec![
+            ("version".to_owned(), crate::source::build::BUILD.version.to_owned()),
+            ("revision".to_owned(), crate::source::build::BUILD.revision.to_owned()),
+            ("rustc_version".to_owned(), crate::source::build::BUILD.rustc_version.to_owned()),
+        ]),
+    );
+}
+
+/// `process_*`, named and typed as every Prometheus client library exports
+/// them (Linux; absent elsewhere).
+fn process_metrics(registry: &mut Registry) {
+    let Some(p) = crate::source::procstat::own_usage() else { return };
+    let cpu = Counter::<f64, AtomicU64>::default();
+    cpu.inc_by(p.cpu_seconds);
+    registry.register("process_cpu_seconds", "Total user and system CPU time spent in seconds", cpu);
+    let gauge = |v: f64| {
+        let g = GaugeF::default();
+        g.set(v);
+        g
+    };
+    registry.register(
+        "process_resident_memory_bytes",
+        "Resident memory size in bytes",
+        gauge(p.resident_memory_bytes as f64),
+    );
+    registry.register(
+        "process_virtual_memory_bytes",
+        "Virtual memory size in bytes",
+        gauge(p.virtual_memory_bytes as f64),
+    );
+    registry.register("process_open_fds", "Number of open file descriptors", gauge(p.open_fds as f64));
+    if let Some(max) = p.max_fds {
+        registry.register("process_max_fds", "Maximum number of open file descriptors", gauge(max as f64));
+    }
+    registry.register(
+        "process_start_time_seconds",
+        "Start time of the process since unix epoch in seconds",
+        gauge(p.start_time_seconds),
     );
 }
 
@@ -160,7 +198,9 @@ pub async fn render(handle: &MirrorHandle, format: Format) -> Result<String, std
     }
     let mut registry = Registry::default();
     self_telemetry(&mut registry, handle, envelope.as_ref());
-    encode(&mut out, &registry)?;
+    let mut own = String::new();
+    encode(&mut own, &registry)?;
+    out.push_str(&crate::section::metric::stable_order(&own));
     Ok(match format {
         Format::OpenMetrics => out,
         Format::Text => to_text_004(&out),

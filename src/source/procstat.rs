@@ -31,6 +31,51 @@ pub fn clk_tck() -> Option<u64> {
     }
 }
 
+/// This process's own resource use, as every Prometheus client library
+/// exports it (`process_*`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ProcessUsage {
+    /// User and system CPU time, in seconds.
+    pub cpu_seconds: f64,
+    /// Resident memory, in bytes.
+    pub resident_memory_bytes: u64,
+    /// Virtual memory, in bytes.
+    pub virtual_memory_bytes: u64,
+    /// Open file descriptors.
+    pub open_fds: u64,
+    /// The soft limit on open file descriptors (`None`: unlimited).
+    pub max_fds: Option<u64>,
+    /// When the process started, in seconds since the Unix epoch.
+    pub start_time_seconds: f64,
+}
+
+/// Reads [`ProcessUsage`] from `/proc/self`; `None` off Linux or when it cannot be read.
+pub fn own_usage() -> Option<ProcessUsage> {
+    #[cfg(target_os = "linux")]
+    {
+        let me = procfs::process::Process::myself().ok()?;
+        let stat = me.stat().ok()?;
+        let ticks = clk_tck()?.max(1) as f64;
+        let boot = procfs::boot_time_secs().ok()? as f64;
+        let max_fds = match me.limits().ok()?.max_open_files.soft_limit {
+            procfs::process::LimitValue::Value(n) => Some(n),
+            procfs::process::LimitValue::Unlimited => None,
+        };
+        Some(ProcessUsage {
+            cpu_seconds: (stat.utime + stat.stime) as f64 / ticks,
+            resident_memory_bytes: stat.rss * procfs::page_size(),
+            virtual_memory_bytes: stat.vsize,
+            open_fds: me.fd_count().ok()? as u64,
+            max_fds,
+            start_time_seconds: boot + stat.starttime as f64 / ticks,
+        })
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        None
+    }
+}
+
 /// Samples `pid`'s CPU ticks if it is alive and started within `tolerance` of `run_started_at`.
 ///
 /// `Ok(None)` for a gone process, a zombie, a kernel thread, a pid whose start
