@@ -41,6 +41,49 @@ pub(crate) struct Creator {
     gid: u32,
 }
 
+/// Whether this process may create files in `dir`, judged from its mode,
+/// owner and group and the process's uid and groups (supplementary ones
+/// included). `None` when that cannot be read (the guard then stays out of the way).
+fn may_create_in(dir: &Path) -> Option<bool> {
+    use std::os::unix::fs::MetadataExt;
+    #[cfg(target_os = "linux")]
+    let (uid, groups) = {
+        let status = procfs::process::Process::myself().and_then(|p| p.status()).ok()?;
+        let mut groups = status.groups.clone();
+        groups.push(status.fgid);
+        (status.fuid, groups)
+    };
+    #[cfg(not(target_os = "linux"))]
+    return None;
+    #[cfg(target_os = "linux")]
+    {
+        let meta = std::fs::metadata(dir).ok()?;
+        let mode = meta.mode();
+        Some(if uid == 0 {
+            true
+        } else if meta.uid() == uid {
+            mode & 0o200 != 0
+        } else if groups.contains(&meta.gid()) {
+            mode & 0o020 != 0
+        } else {
+            mode & 0o002 != 0
+        })
+    }
+}
+
+/// Why SQLite cannot open a WAL database for this process: it would have to
+/// create the `-wal`/`-shm` files, and it cannot write their directory.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{name} is in WAL mode and its -wal/-shm files are missing (no writer has it open); SQLite must \
+     create them beside it even to read, and this process cannot write that directory. Nothing is \
+     written to the database itself. Start the orchestrator (its writer creates the files; the \
+     mirror reads as soon as they exist), or run the mirror as a user that may write the directory"
+)]
+pub(crate) struct CannotCreate {
+    name: String,
+}
+
 impl Creator {
     /// This process, read once from `/proc/self/status`; `None` off Linux or
     /// when it cannot be read (then the guard cannot judge and stays out of the way).
@@ -129,7 +172,10 @@ pub(crate) fn check_before_open(db: &Path, header: &mut Option<File>) -> Result<
     }
     let meta = std::fs::metadata(db)?;
     let db_owner = owner(&meta);
-    if creates_as_owner(creator, db, db_owner) {
+    let as_owner = creates_as_owner(creator, db, db_owner);
+    let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let may_create = may_create_in(dir).unwrap_or(true);
+    if as_owner && may_create {
         return Ok(());
     }
     let file = match header {
@@ -138,6 +184,9 @@ pub(crate) fn check_before_open(db: &Path, header: &mut Option<File>) -> Result<
     };
     if !is_wal(file)? {
         return Ok(());
+    }
+    if !may_create {
+        return Err(WouldCreateOrIo::CannotCreate(CannotCreate { name: file_name(db) }));
     }
     Err(WouldCreateOrIo::WouldCreate(WouldCreate {
         name: file_name(db),
@@ -152,6 +201,9 @@ pub(crate) enum WouldCreateOrIo {
     /// Opening now would create files the writer cannot write.
     #[error(transparent)]
     WouldCreate(#[from] WouldCreate),
+    /// Opening needs files this process cannot create.
+    #[error(transparent)]
+    CannotCreate(#[from] CannotCreate),
     /// The database or its directory could not be read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
