@@ -84,6 +84,11 @@ fn the_kill_switch_serves_the_fixed_body_and_never_opens_the_database() {
             assert_eq!((status, ct.as_str()), (200, "application/json"));
             assert_eq!(body, r#"{"schema_version":1,"enabled":false}"#, "{off}");
         }
+        // README: exactly this, keys in this order.
+        for path in ["/health", "/readyz"] {
+            let (status, _, body) = support::get(&bin.url(path));
+            assert_eq!((status, body.as_str()), (200, r#"{"status":"ok","enabled":false,"sections":{}}"#), "{path}");
+        }
         std::thread::sleep(Duration::from_millis(300));
         assert!(!holds_fd_on(bin.child.id(), &fx.path), "{off}: the database was opened");
     }

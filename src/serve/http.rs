@@ -228,9 +228,12 @@ async fn livez() -> HttpResponse {
     json(actix_web::http::StatusCode::OK, r#"{"status":"alive"}"#)
 }
 
-/// `/health`'s body with the kill switch off.
+/// `/health`'s (and `/readyz`'s) body with the kill switch off, keys in the
+/// documented order.
+pub const DISABLED_HEALTH: &str = r#"{"status":"ok","enabled":false,"sections":{}}"#;
+
 fn disabled_health() -> String {
-    serde_json::json!({ "status": "ok", "enabled": false, "sections": {} }).to_string()
+    DISABLED_HEALTH.to_owned()
 }
 
 async fn health(handle: web::Data<MirrorHandle>) -> HttpResponse {
