@@ -67,6 +67,7 @@ fn envelope_assembly(c: &mut Criterion) {
         let bytes = serde_json::to_vec(&assemble(replies(), Clock::now(), Duration::from_millis(200)))
             .expect("serialise")
             .len();
+        eprintln!("envelope_assembly/{agents}: body {bytes} bytes");
         group.throughput(criterion::Throughput::Bytes(bytes as u64));
         group.bench_with_input(BenchmarkId::new("render_and_serialise", agents), &agents, |b, _| {
             b.iter_batched(
