@@ -88,10 +88,14 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
     std::thread::scope(|s| s.spawn(f).join().expect("blocking call"))
 }
 
+/// The text `css` shows ("" when nothing matches), read in one script: the
+/// page re-renders every second, so a found element can be replaced before
+/// a second WebDriver command reads it.
 async fn text(c: &Client, css: &str) -> String {
-    match c.find(Locator::Css(css)).await {
-        Ok(e) => e.text().await.unwrap_or_default(),
-        Err(_) => String::new(),
+    let js = "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : '';";
+    match c.execute(js, vec![Value::String(css.to_owned())]).await {
+        Ok(Value::String(t)) => t,
+        _ => String::new(),
     }
 }
 
