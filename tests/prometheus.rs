@@ -226,6 +226,8 @@ fn process_metrics_describe_the_process() {
 }
 
 /// Every scrape lists the same series in the same order (only values move).
+/// A scrape in which a section is not up (a snapshot that timed out on a
+/// loaded machine) has fewer series by design; it is skipped.
 #[test]
 fn series_order_is_stable_between_scrapes() {
     let fx = exposition_fixture();
@@ -233,15 +235,23 @@ fn series_order_is_stable_between_scrapes() {
     bin.wait_all_ok();
     let series = || {
         let (_, body) = scrape_raw(&bin.url("/metrics/prometheus"), None);
-        body.lines()
-            .filter(|l| !l.starts_with('#'))
-            .map(|l| l.rsplit_once(' ').map_or(l, |(series, _)| series).to_owned())
-            .collect::<Vec<_>>()
+        let all_up = body.lines().filter(|l| l.starts_with("orchmirror_section_up{")).all(|l| l.ends_with(" 1"));
+        all_up.then(|| {
+            body.lines()
+                .filter(|l| !l.starts_with('#'))
+                .map(|l| l.rsplit_once(' ').map_or(l, |(series, _)| series).to_owned())
+                .collect::<Vec<_>>()
+        })
     };
-    let first = series();
+    let first = wait_for(Duration::from_secs(10), "a scrape with every section up", series);
     assert!(first.iter().filter(|s| s.starts_with("orch_jobs{")).count() >= 5, "{first:?}");
-    for _ in 0..8 {
+    let mut compared = 0;
+    for _ in 0..12 {
         std::thread::sleep(Duration::from_millis(150));
-        assert_eq!(series(), first);
+        if let Some(now) = series() {
+            assert_eq!(now, first);
+            compared += 1;
+        }
     }
+    assert!(compared >= 3, "only {compared} scrapes had every section up");
 }
