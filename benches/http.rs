@@ -39,21 +39,26 @@ where
     rx.recv().expect("server up")
 }
 
+/// The mirror's standalone server on `path` (1 s refreshes), on its own thread.
+fn mirror(path: PathBuf) -> (String, actix_web::dev::ServerHandle) {
+    serve(move || {
+        let mut settings = Settings::default();
+        settings.db_path = Some(path);
+        settings.bind = "127.0.0.1:0".into();
+        settings.refresh = RefreshPeriods::uniform(Duration::from_millis(1000));
+        let mirror = MirrorHandle::start(&settings).map_err(std::io::Error::other)?;
+        let (server, addrs) = orchmirror::serve::http::server(&settings, mirror)?;
+        Ok((server, addrs[0]))
+    })
+}
+
 fn end_to_end(c: &mut Criterion) {
     let client = reqwest::blocking::Client::new();
     let mut group = c.benchmark_group("http");
     group.sample_size(30).measurement_time(Duration::from_secs(3));
     for agents in [0u64, 10, 1000] {
         let path = database(agents);
-        let (base, handle) = serve(move || {
-            let mut settings = Settings::default();
-            settings.db_path = Some(path);
-            settings.bind = "127.0.0.1:0".into();
-            settings.refresh = RefreshPeriods::uniform(Duration::from_millis(1000));
-            let mirror = MirrorHandle::start(&settings).map_err(std::io::Error::other)?;
-            let (server, addrs) = orchmirror::serve::http::server(&settings, mirror)?;
-            Ok((server, addrs[0]))
-        });
+        let (base, handle) = mirror(path);
         let url = format!("{base}/metrics");
         let start = Instant::now();
         let body = loop {
@@ -110,15 +115,7 @@ fn compression(c: &mut Criterion) {
     group.sample_size(20).measurement_time(Duration::from_secs(4));
     for agents in [1000u64, 10_000] {
         let path = database(agents);
-        let (base, handle) = serve(move || {
-            let mut settings = Settings::default();
-            settings.db_path = Some(path);
-            settings.bind = "127.0.0.1:0".into();
-            settings.refresh = RefreshPeriods::uniform(Duration::from_millis(1000));
-            let mirror = MirrorHandle::start(&settings).map_err(std::io::Error::other)?;
-            let (server, addrs) = orchmirror::serve::http::server(&settings, mirror)?;
-            Ok((server, addrs[0]))
-        });
+        let (base, handle) = mirror(path);
         let url = format!("{base}/metrics");
         let start = Instant::now();
         while !client.get(&url).send().and_then(|r| r.text()).is_ok_and(|b| b.matches("\"ok\"").count() == 4) {

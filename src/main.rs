@@ -53,6 +53,7 @@ struct Files {
 /// Every setting of CONTRACT.md section 3 as a flag; the help shows its
 /// variable and default. Only values given on the command line are taken
 /// from here: the environment and files are read by the configuration layers.
+/// Each field's name is its configuration key (the variable without `ORCH_`).
 #[derive(Debug, clap::Args)]
 struct SettingFlags {
     /// Listen address, host:port (:PORT means every interface)
@@ -101,25 +102,6 @@ struct SettingFlags {
     #[arg(long, value_name = "MS", env = "ORCH_STREAM_HEARTBEAT_MS", default_value = "15000")]
     stream_heartbeat_ms: Option<String>,
 }
-
-/// The flags of [`SettingFlags`] by clap id, which is also the configuration key.
-const SETTING_FLAGS: [&str; 15] = [
-    "bind",
-    "metrics_enabled",
-    "refresh_ms",
-    "stages_refresh_ms",
-    "queue_refresh_ms",
-    "agents_refresh_ms",
-    "cost_refresh_ms",
-    "snapshot_timeout_ms",
-    "max_stale_ms",
-    "pid_start_tolerance_s",
-    "reconcile_ms",
-    "log_format",
-    "ui_enabled",
-    "max_streams",
-    "stream_heartbeat_ms",
-];
 
 #[derive(Debug, clap::Subcommand)]
 enum Command {
@@ -229,8 +211,11 @@ fn overrides(
     let bind = settings.and_then(|s| s.bind.clone()).filter(|_| given("bind"));
     let mut out = CliOverrides::new(db.filter(|_| given("db")), bind, config.filter(|_| given("config")));
     if settings.is_some() {
-        for id in SETTING_FLAGS.into_iter().filter(|id| *id != "bind" && given(id)) {
-            if let Some(value) = matches.get_one::<String>(id) {
+        // Every other flag given is a setting whose clap id is its configuration key.
+        let ids = matches.ids().map(|id| id.as_str()).filter(|id| !["db", "bind", "config", "env_file"].contains(id));
+        for id in ids.filter(|id| given(id)) {
+            // `ids` also names the argument groups, which hold no String.
+            if let Ok(Some(value)) = matches.try_get_one::<String>(id) {
                 out = out.with(id, value.clone());
             }
         }

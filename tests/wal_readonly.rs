@@ -17,6 +17,24 @@ fn is_root() -> bool {
 
 struct AsNobody(support::Binary);
 
+impl AsNobody {
+    /// The binary as uid/gid 65534, serving `db` with fast refreshes.
+    fn serve(db: &std::path::Path) -> AsNobody {
+        let port = support::free_port();
+        let child = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_orchmirror")])
+            .env_clear()
+            .env("ORCH_DB_PATH", db)
+            .env("ORCH_BIND", format!("127.0.0.1:{port}"))
+            .env("ORCH_REFRESH_MS", "100")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn as nobody");
+        AsNobody(support::Binary { child, base: format!("http://127.0.0.1:{port}"), port })
+    }
+}
+
 impl Serves for AsNobody {
     fn base(&self) -> &str {
         &self.0.base
@@ -41,18 +59,7 @@ fn wal_without_shm_in_a_read_only_directory_errors_clearly_then_recovers() {
     assert!(!dir.path().join("wal.sqlite-shm").exists());
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod db");
 
-    let port = support::free_port();
-    let child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_orchmirror")])
-        .env_clear()
-        .env("ORCH_DB_PATH", &path)
-        .env("ORCH_BIND", format!("127.0.0.1:{port}"))
-        .env("ORCH_REFRESH_MS", "100")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn as nobody");
-    let mirror = AsNobody(support::Binary { child, base: format!("http://127.0.0.1:{port}"), port });
+    let mirror = AsNobody::serve(&path);
     let m = wait_for(Duration::from_secs(15), "an error for the unreadable WAL database", || {
         let m = support::client().get(mirror.url("/metrics")).send().ok()?.json::<serde_json::Value>().ok()?;
         (m["sections"]["queue"]["status"] == "error").then_some(m)
@@ -99,18 +106,7 @@ fn wal_owned_by_the_mirror_in_a_directory_it_cannot_write_says_why_then_recovers
     assert!(
         Command::new("chown").args(["65534:65534", &path.display().to_string()]).status().is_ok_and(|s| s.success())
     );
-    let port = support::free_port();
-    let child = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", env!("CARGO_BIN_EXE_orchmirror")])
-        .env_clear()
-        .env("ORCH_DB_PATH", &path)
-        .env("ORCH_BIND", format!("127.0.0.1:{port}"))
-        .env("ORCH_REFRESH_MS", "100")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn as nobody");
-    let mirror = AsNobody(support::Binary { child, base: format!("http://127.0.0.1:{port}"), port });
+    let mirror = AsNobody::serve(&path);
     let m = wait_for(Duration::from_secs(15), "an error for the WAL database", || {
         let m = support::client().get(mirror.url("/metrics")).send().ok()?.json::<serde_json::Value>().ok()?;
         (m["sections"]["queue"]["status"] == "error").then_some(m)
