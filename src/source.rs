@@ -8,3 +8,5 @@ pub mod probe;
 pub mod procstat;
 pub mod time;
 mod walguard;
+
+pub use walguard::refusals as wal_guard_refusals;

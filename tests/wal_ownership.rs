@@ -219,6 +219,81 @@ fn control_a_plain_read_only_reader_breaks_the_writer() {
         .expect("run the writer");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("writer: failed") && stdout.contains("readonly"), "writer output: {stdout}");
+
+    // The mirror, as the uid that owns those files, does not open the
+    // database in that state: every section says why, /health is degraded,
+    // and the refusals are counted.
+    let mirror = mirror_as(MIRROR_UID, &path);
+    let q = wait_for(Duration::from_secs(15), "the queue section's error", || {
+        let q = queue(&mirror);
+        (q["status"] == "error").then_some(q)
+    });
+    let err = q["error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains("orch.sqlite-wal") && err.contains(&format!("uid {MIRROR_UID}")) && err.contains("chown"),
+        "names the files, whose they are and the remedy: {err}"
+    );
+    let health = support::get_json(&mirror.url("/health"));
+    assert_eq!(health["status"], "degraded", "{health}");
+    let (_, _, text) = support::get(&mirror.url("/metrics/prometheus"));
+    let refusals = text
+        .lines()
+        .find_map(|l| l.strip_prefix("orchmirror_wal_guard_refusals_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok());
+    assert!(refusals.is_some_and(|n| n >= 1.0), "refusals counted: {refusals:?}");
+}
+
+/// The race (issue 24, item 1): a writer that opens, commits and closes in a
+/// loop removes the side files each time it closes. A mirror that saw them
+/// present and opened an instant later used to create them again as its own
+/// uid, and from then on every write of the orchestrator failed. Many mirror
+/// starts beside such a writer: not one write may fail, and the side files,
+/// whenever they exist, are the writer's.
+#[test]
+fn mirror_starts_beside_a_writer_that_closes_in_a_loop_never_break_it() {
+    if !can_switch_uids() {
+        return;
+    }
+    const STARTS: usize = 30;
+    let (_dir, path) = shared_wal_database();
+    let exe = std::env::current_exe().expect("test binary");
+    let mut writer = as_uid(WRITER_UID, &exe)
+        .args(["writer_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+        .env(HELPER_ENV, format!("loop:{}", path.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn the looping writer");
+    let stdin = writer.stdin.take();
+    let mut lines = BufReader::new(writer.stdout.take().expect("stdout")).lines();
+    let started = lines.by_ref().map_while(Result::ok).any(|l| l.contains("writer: looping"));
+    assert!(started, "the writer started");
+
+    let mut opened = 0;
+    for _ in 0..STARTS {
+        let mut mirror = mirror_as(MIRROR_UID, &path);
+        // Until every section has read (each opened its connection once) or
+        // a generous while has passed: each open is one chance to lose the race.
+        let all = support::wait_for_or_none(Duration::from_secs(5), || {
+            let m = mirror.metrics();
+            support::SECTIONS.iter().all(|s| m["sections"][*s]["status"] == "ok").then_some(())
+        });
+        opened += usize::from(all.is_some());
+        let _ = mirror.terminate(Duration::from_secs(5));
+        for s in ["-wal", "-shm"] {
+            if let Ok(meta) = std::fs::metadata(side(&path, s)) {
+                assert_eq!(meta.uid().to_string(), WRITER_UID, "{s} belongs to the writer");
+            }
+        }
+    }
+    drop(stdin); // the writer stops at end of input and reports
+    let report: Vec<String> = lines.map_while(Result::ok).collect();
+    let status = writer.wait().expect("writer exit");
+    assert!(status.success(), "writer exited with {status}: {report:?}");
+    let last = report.iter().rev().find(|l| l.contains("writer: done")).cloned().unwrap_or_default();
+    assert!(last.contains(" 0 failed"), "every write of the orchestrator succeeded: {report:?}");
+    assert!(opened * 2 >= STARTS, "most starts read the database ({opened} of {STARTS}): {report:?}");
 }
 
 /// The helper the tests above run as another uid. `ORCHMIRROR_TEST_WRITER`
@@ -253,6 +328,9 @@ fn writer_helper() {
         println!("reader: {n} jobs");
         return;
     }
+    if let Some(path) = arg.strip_prefix("loop:") {
+        return write_in_a_loop(Path::new(path));
+    }
     let report = |r: rusqlite::Result<()>| match r {
         Ok(()) => println!("writer: committed"),
         Err(e) => println!("writer: failed: {e}"),
@@ -269,4 +347,36 @@ fn writer_helper() {
         }
         report(commit());
     }
+}
+
+/// The orchestrator as a short-lived-connection writer: open, commit one job,
+/// close, again and again until its stdin ends; then one line with the counts
+/// and the first failure.
+fn write_in_a_loop(path: &Path) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = std::sync::Arc::clone(&stop);
+    std::thread::spawn(move || {
+        for line in std::io::stdin().lines() {
+            if line.is_err() {
+                break;
+            }
+        }
+        flag.store(true, std::sync::atomic::Ordering::SeqCst);
+    });
+    println!("writer: looping");
+    let (mut ok, mut failed, mut first) = (0u64, 0u64, None);
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let r = rusqlite::Connection::open(path).and_then(|c| {
+            c.busy_timeout(Duration::from_secs(5))?;
+            c.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');")
+        });
+        match r {
+            Ok(()) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                first.get_or_insert_with(|| e.to_string());
+            }
+        }
+    }
+    println!("writer: done: {ok} committed, {failed} failed, first failure: {first:?}");
 }

@@ -126,6 +126,14 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
         "Updates dropped because a subscriber's mailbox was full",
         per_section(&|s| subscribers.get(s).map_or(0, |t| t.dropped)),
     );
+    let refusals = Counter::<u64>::default();
+    refusals.inc_by(crate::source::wal_guard_refusals());
+    registry.register(
+        "orchmirror_wal_guard_refusals",
+        "Opens refused because the database's -wal/-shm files would be created, or were found, as this \
+         process's and not the database owner's (the orchestrator could not write them)",
+        refusals,
+    );
     let streams = crate::serve::stream::Streams::totals_of(handle);
     let open = Gauge::<i64>::default();
     open.set(i64::try_from(streams.open).unwrap_or(i64::MAX));

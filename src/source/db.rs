@@ -143,7 +143,23 @@ struct Current {
     connects: Arc<AtomicU64>,
     /// The descriptor the WAL guard read the header with; it lives as long as
     /// the pool (see [`crate::source::walguard`] for why it is never closed earlier).
-    header: Option<std::fs::File>,
+    header: Option<Arc<std::fs::File>>,
+    /// Whether the guard need not look again before a read: a read succeeded
+    /// after it found the files SQLite opens safe for the writer (see
+    /// [`walguard::Cleared::settles`]).
+    settled: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// What a refresh reads through: the pool and what the WAL guard holds for it.
+struct Opened {
+    file: FileId,
+    generation: u64,
+    pool: Pool,
+    connects: Arc<AtomicU64>,
+    /// Held until the first read has taken SQLite's own shared lock.
+    gate: Option<walguard::Gate>,
+    /// Set after that read when the guard said it settles the question.
+    settle: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// One section's view of the orchestrator's database: the path, and a
@@ -200,7 +216,7 @@ impl Database {
     }
 
     /// A pool on the file the path names now (and its generation), or why there is none.
-    fn pool(&self) -> Result<(FileId, u64, Pool, Arc<AtomicU64>), LoadError> {
+    fn pool(&self) -> Result<Opened, LoadError> {
         let file = FileId::of(&self.path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LoadError::Open(format!("the database file {} is gone", self.name())),
             _ => LoadError::Open(format!("cannot stat {}: {e}", self.name())),
@@ -224,13 +240,25 @@ impl Database {
             let connects = Arc::new(AtomicU64::new(0));
             let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
             let pool = open_pool(&self.path, 1, Arc::clone(&connects));
-            Current { file, generation, pool, connects, header: None }
+            Current { file, generation, pool, connects, header: None, settled: Arc::default() }
         });
-        // Before a new connection is made: would it create -wal/-shm files the writer cannot write?
-        if c.pool.state().connections == 0 {
-            walguard::check_before_open(&self.path, &mut c.header).map_err(|e| LoadError::Open(e.to_string()))?;
+        // Before a read that could make SQLite open the WAL: would it create
+        // -wal/-shm files the writer cannot write?
+        let (mut gate, mut settle) = (None, None);
+        if !c.settled.load(Ordering::SeqCst) || c.pool.state().connections == 0 {
+            let cleared =
+                walguard::check_before_open(&self.path, &mut c.header).map_err(|e| LoadError::Open(e.to_string()))?;
+            gate = cleared.gate;
+            settle = cleared.settles.then(|| Arc::clone(&c.settled));
         }
-        Ok((c.file, c.generation, c.pool.clone(), Arc::clone(&c.connects)))
+        Ok(Opened {
+            file: c.file,
+            generation: c.generation,
+            pool: c.pool.clone(),
+            connects: Arc::clone(&c.connects),
+            gate,
+            settle,
+        })
     }
 
     /// Runs `f` on this section's connection to the file the path names now,
@@ -241,7 +269,7 @@ impl Database {
         deadline: Duration,
         f: impl FnOnce(&Connection, Fingerprint) -> Result<T, LoadError>,
     ) -> Result<T, LoadError> {
-        let (file, generation, pool, connects) = self.pool().map_err(|e| self.redact(e))?;
+        let Opened { file, generation, pool, connects, gate, settle } = self.pool().map_err(|e| self.redact(e))?;
         let connects_before = connects.load(Ordering::SeqCst);
         let out = with_conn(&pool, deadline, |conn| {
             // One read transaction per refresh: the section's queries see one
@@ -253,16 +281,18 @@ impl Database {
             tx.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
             let data_version: i64 = tx.pragma_query_value(None, "data_version", |r| r.get(0))?;
             let schema_version: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
+            // This connection now holds SQLite's shared lock (a WAL
+            // connection keeps it while open): the gate has done its work.
+            drop(gate);
             let connects = connects.load(Ordering::SeqCst);
-            if connects != connects_before {
-                for side in walguard::foreign_side_files(&self.path) {
-                    tracing::error!(
-                        file = %side.display(),
-                        "this process owns a WAL file beside the database although it is not the database's \
-                         owner; the orchestrator cannot write it: remove it while no writer runs, or chown it \
-                         to the database's owner"
-                    );
-                }
+            if (connects != connects_before || settle.is_some())
+                && let Some(foreign) = walguard::foreign_side_files(&self.path)
+            {
+                tracing::error!(db = %self.path.display(), "{foreign}");
+                return Err(LoadError::Open(foreign));
+            }
+            if let Some(settled) = &settle {
+                settled.store(true, Ordering::SeqCst);
             }
             let fingerprint = Fingerprint { file, generation, connects, schema_version, data_version };
             f(&tx, fingerprint)

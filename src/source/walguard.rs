@@ -14,10 +14,21 @@
 //! are missing and the files SQLite would create would not belong to the
 //! database's owner and group, it does not open, reports why, and tries again
 //! at the next refresh, until the writer has put the files in place.
+//!
+//! Seeing the files present is not enough on its own: a writer that closes
+//! its last connection an instant after the check removes them, and SQLite's
+//! open then creates them anew. SQLite removes them only when the closing
+//! connection can take the database's EXCLUSIVE lock (which proves it is the
+//! last), so the check holds a read lock on a byte of the shared-lock range
+//! ([`Gate`]) from before it looks until this process's new connection holds
+//! SQLite's own shared lock, which a WAL connection keeps while it is open.
+//! Files seen present then stay present until SQLite has opened them.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 /// The `-wal` and `-shm` files beside a database.
 pub(crate) fn side_files(path: &Path) -> [PathBuf; 2] {
@@ -34,36 +45,55 @@ pub(crate) fn file_name(path: &Path) -> String {
     path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "the database".to_owned())
 }
 
-/// Who creates files for this process: the filesystem uid and gid (Linux).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Opens the guard refused since start-up, in this process: the side files
+/// were missing and would have been created as the wrong owner, or were there
+/// already as this process's. Served as `orchmirror_wal_guard_refusals_total`.
+static REFUSALS: AtomicU64 = AtomicU64::new(0);
+
+/// How many opens the guard has refused in this process.
+pub fn refusals() -> u64 {
+    REFUSALS.load(Ordering::Relaxed)
+}
+
+/// Who creates files for this process: the filesystem uid and gid, and the
+/// groups it belongs to (Linux).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Creator {
     uid: u32,
     gid: u32,
+    groups: Vec<u32>,
 }
 
-/// Whether this process may create files in `dir`, judged from its mode,
-/// owner and group and the process's uid and groups (supplementary ones
-/// included). `None` when that cannot be read (the guard then stays out of the way).
-fn may_create_in(dir: &Path) -> Option<bool> {
-    use std::os::unix::fs::MetadataExt;
-    #[cfg(target_os = "linux")]
-    let (uid, groups) = {
-        let status = procfs::process::Process::myself().and_then(|p| p.status()).ok()?;
-        let mut groups = status.groups.clone();
-        groups.push(status.fgid);
-        (status.fuid, groups)
-    };
-    #[cfg(not(target_os = "linux"))]
-    return None;
-    #[cfg(target_os = "linux")]
-    {
+impl Creator {
+    /// This process, read once from `/proc/self/status`; `None` off Linux or
+    /// when it cannot be read (then the guard cannot judge and stays out of the way).
+    pub(crate) fn this_process() -> Option<&'static Creator> {
+        static ME: OnceLock<Option<Creator>> = OnceLock::new();
+        ME.get_or_init(|| {
+            #[cfg(target_os = "linux")]
+            {
+                let status = procfs::process::Process::myself().and_then(|p| p.status()).ok()?;
+                let mut groups = status.groups.clone();
+                groups.push(status.fgid);
+                Some(Creator { uid: status.fuid, gid: status.fgid, groups })
+            }
+            #[cfg(not(target_os = "linux"))]
+            None
+        })
+        .as_ref()
+    }
+
+    /// Whether this process may create files in `dir`, judged from its mode,
+    /// owner and group. `None` when that cannot be read (the guard then stays out of the way).
+    fn may_create_in(&self, dir: &Path) -> Option<bool> {
+        use std::os::unix::fs::MetadataExt;
         let meta = std::fs::metadata(dir).ok()?;
         let mode = meta.mode();
-        Some(if uid == 0 {
+        Some(if self.uid == 0 {
             true
-        } else if meta.uid() == uid {
+        } else if meta.uid() == self.uid {
             mode & 0o200 != 0
-        } else if groups.contains(&meta.gid()) {
+        } else if self.groups.contains(&meta.gid()) {
             mode & 0o020 != 0
         } else {
             mode & 0o002 != 0
@@ -84,23 +114,6 @@ pub(crate) struct CannotCreate {
     name: String,
 }
 
-impl Creator {
-    /// This process, read once from `/proc/self/status`; `None` off Linux or
-    /// when it cannot be read (then the guard cannot judge and stays out of the way).
-    pub(crate) fn this_process() -> Option<Creator> {
-        static ME: OnceLock<Option<Creator>> = OnceLock::new();
-        *ME.get_or_init(|| {
-            #[cfg(target_os = "linux")]
-            {
-                let status = procfs::process::Process::myself().and_then(|p| p.status()).ok()?;
-                Some(Creator { uid: status.fuid, gid: status.fgid })
-            }
-            #[cfg(not(target_os = "linux"))]
-            None
-        })
-    }
-}
-
 /// Owner, group and mode of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Owner {
@@ -113,17 +126,21 @@ fn owner(meta: &std::fs::Metadata) -> Owner {
     Owner { uid: meta.uid(), gid: meta.gid() }
 }
 
+/// The directory a database's side files go in.
+fn dir_of(db: &Path) -> &Path {
+    db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."))
+}
+
 /// Whether files this process creates beside `db` belong to the database's
 /// owner and group, so that whoever may write the database may write them.
 /// Root always qualifies: SQLite hands the files to the database's owner.
-fn creates_as_owner(creator: Creator, db: &Path, db_owner: Owner) -> bool {
+fn creates_as_owner(creator: &Creator, db: &Path, db_owner: Owner) -> bool {
     if creator.uid == 0 {
         return true;
     }
     // A new file takes the directory's group when the directory is setgid,
     // else the creator's.
-    let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let group = match std::fs::metadata(dir) {
+    let group = match std::fs::metadata(dir_of(db)) {
         Ok(meta) => {
             use std::os::unix::fs::MetadataExt;
             if meta.mode() & 0o2000 != 0 { meta.gid() } else { creator.gid }
@@ -148,6 +165,94 @@ fn is_wal(header: &File) -> std::io::Result<bool> {
     }
 }
 
+/// Where SQLite's unix VFS keeps its locks in the database file (os_unix.c):
+/// a shared lock is a read lock on the 510 bytes from `PENDING_BYTE + 2`, an
+/// exclusive lock a write lock on all of them.
+const SHARED_FIRST: i64 = 0x4000_0000 + 2;
+
+/// How long the guard waits for a writer that holds the database exclusively
+/// (closing its last connection, which takes milliseconds) before the refresh
+/// fails and the next one tries again.
+const GATE_WAIT: Duration = Duration::from_millis(250);
+
+/// A read lock on the first byte of SQLite's shared-lock range, held from
+/// before the guard looks at the side files until this process's new
+/// connection holds SQLite's own shared lock (dropping it releases it).
+///
+/// While it is held no connection can take the EXCLUSIVE lock with which a
+/// closing writer removes `-wal` and `-shm`, so files the guard saw stay
+/// until SQLite has opened them. It is an open-file-description lock: it
+/// conflicts with every other process's locks like SQLite's POSIX ones, but
+/// releasing it leaves this process's POSIX locks (SQLite's) in place, which
+/// unlocking a POSIX lock on the same byte would not.
+pub(crate) struct Gate {
+    file: Arc<File>,
+}
+
+impl Gate {
+    /// The lock on `file`, waiting up to [`GATE_WAIT`] for a writer that holds it
+    /// exclusively; `Ok(None)` when the writer still holds it then.
+    fn take(file: &Arc<File>) -> std::io::Result<Option<Gate>> {
+        let until = Instant::now() + GATE_WAIT;
+        loop {
+            match set_lock(file, true) {
+                Ok(()) => return Ok(Some(Gate { file: Arc::clone(file) })),
+                Err(e) if is_conflict(&e) => {
+                    if Instant::now() >= until {
+                        return Ok(None);
+                    }
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        // Failing to unlock an open file description's read lock cannot
+        // happen for a valid descriptor; it is released with the descriptor anyway.
+        let _ = set_lock(&self.file, false);
+    }
+}
+
+/// Takes (`lock`) or releases the gate's read lock on `file`.
+#[cfg(target_os = "linux")]
+fn set_lock(file: &File, lock: bool) -> std::io::Result<()> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+    let kind = if lock { libc::F_RDLCK } else { libc::F_UNLCK };
+    let range = libc::flock {
+        l_type: kind as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: SHARED_FIRST,
+        l_len: 1,
+        // Must be 0 for open-file-description locks.
+        l_pid: 0,
+    };
+    fcntl(file, FcntlArg::F_OFD_SETLK(&range)).map(|_| ()).map_err(std::io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_lock(_file: &File, _lock: bool) -> std::io::Result<()> {
+    Ok(())
+}
+
+/// Whether a failed lock means another process holds a conflicting one.
+fn is_conflict(e: &std::io::Error) -> bool {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::libc;
+        matches!(e.raw_os_error(), Some(libc::EACCES | libc::EAGAIN))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = e;
+        false
+    }
+}
+
 /// Why opening the database now would leave files its writer cannot write.
 #[derive(Debug, thiserror::Error)]
 #[error(
@@ -161,38 +266,21 @@ pub(crate) struct WouldCreate {
     owner_uid: u32,
 }
 
-/// Checks, before this process's first connection to `db`, that opening it
-/// read-only cannot create a `-wal` or `-shm` its owner cannot write.
-/// `header` keeps the descriptor used to read the database header (see [`is_wal`]).
-pub(crate) fn check_before_open(db: &Path, header: &mut Option<File>) -> Result<(), WouldCreateOrIo> {
-    let Some(creator) = Creator::this_process() else { return Ok(()) };
-    let [wal, shm] = side_files(db);
-    if wal.exists() && shm.exists() {
-        return Ok(());
-    }
-    let meta = std::fs::metadata(db)?;
-    let db_owner = owner(&meta);
-    let as_owner = creates_as_owner(creator, db, db_owner);
-    let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let may_create = may_create_in(dir).unwrap_or(true);
-    if as_owner && may_create {
-        return Ok(());
-    }
-    let file = match header {
-        Some(f) => f,
-        None => header.insert(File::open(db)?),
-    };
-    if !is_wal(file)? {
-        return Ok(());
-    }
-    if !may_create {
-        return Err(WouldCreateOrIo::CannotCreate(CannotCreate { name: file_name(db) }));
-    }
-    Err(WouldCreateOrIo::WouldCreate(WouldCreate {
-        name: file_name(db),
-        creator_uid: creator.uid,
-        owner_uid: db_owner.uid,
-    }))
+/// Side files that belong to this process's uid, not the database's owner:
+/// left by an older reader, they keep the orchestrator from writing.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{files} beside {name} belong{s} to uid {creator_uid} (this process), not to the database's owner \
+     (uid {owner_uid}), so the orchestrator cannot write {them}; the mirror does not open the database \
+     in that state. Remove {them} while no writer has the database open, or chown {them} to uid {owner_uid}",
+    s = if files.contains(" and ") { "" } else { "s" },
+    them = if files.contains(" and ") { "them" } else { "it" },
+)]
+pub(crate) struct Foreign {
+    files: String,
+    name: String,
+    creator_uid: u32,
+    owner_uid: u32,
 }
 
 /// A failed check: the open would harm the writer, or the file could not be read.
@@ -204,27 +292,110 @@ pub(crate) enum WouldCreateOrIo {
     /// Opening needs files this process cannot create.
     #[error(transparent)]
     CannotCreate(#[from] CannotCreate),
+    /// The side files are there, but as this process's, not the writer's.
+    #[error(transparent)]
+    Foreign(#[from] Foreign),
+    /// A writer held the database exclusively for longer than the guard waits.
+    #[error("{0} is held exclusively by a writer (closing or changing its journal mode); trying again")]
+    Busy(String),
     /// The database or its directory could not be read.
     #[error("{0}")]
     Io(#[from] std::io::Error),
 }
 
-/// After a first read on a new connection: the `-wal`/`-shm` files this
-/// process owns although it is not the database's owner. They exist when the
-/// writer closed in the instant between the check and SQLite's open (a race
-/// no read-only open can close), or were left by an older mirror; the writer
-/// cannot write them until they are removed while no writer runs, or given to
-/// the database's owner.
-pub(crate) fn foreign_side_files(db: &Path) -> Vec<PathBuf> {
-    let Some(creator) = Creator::this_process() else { return Vec::new() };
-    let Ok(db_owner) = std::fs::metadata(db).map(|m| owner(&m)) else { return Vec::new() };
-    if creates_as_owner(creator, db, db_owner) {
-        return Vec::new();
+/// What [`check_before_open`] found safe.
+pub(crate) struct Cleared {
+    /// Held until the new connection's first read has taken SQLite's shared
+    /// lock (for a WAL database this process must not create files for).
+    pub(crate) gate: Option<Gate>,
+    /// Whether, once a read succeeds, the check need not run again for this
+    /// connection: the files SQLite creates are the owner's anyway, or a WAL
+    /// connection now holds the files open. A rollback-journal database that
+    /// this process must not create files for is checked at every refresh, so
+    /// that a switch to WAL is seen before SQLite opens the WAL.
+    pub(crate) settles: bool,
+}
+
+/// Checks, before this process's new connection to `db` first reads, that the
+/// read cannot create a `-wal` or `-shm` its owner cannot write.
+/// `header` keeps the descriptor used to read the database header and hold
+/// the gate (see [`is_wal`] and [`Gate`]).
+pub(crate) fn check_before_open(db: &Path, header: &mut Option<Arc<File>>) -> Result<Cleared, WouldCreateOrIo> {
+    let refused = |e: WouldCreateOrIo| {
+        if !matches!(e, WouldCreateOrIo::Io(_) | WouldCreateOrIo::Busy(_)) {
+            REFUSALS.fetch_add(1, Ordering::Relaxed);
+        }
+        e
+    };
+    let Some(creator) = Creator::this_process() else { return Ok(Cleared { gate: None, settles: true }) };
+    let meta = std::fs::metadata(db)?;
+    let db_owner = owner(&meta);
+    let as_owner = creates_as_owner(creator, db, db_owner);
+    let may_create = creator.may_create_in(dir_of(db)).unwrap_or(true);
+    if as_owner && may_create {
+        return Ok(Cleared { gate: None, settles: true });
     }
-    side_files(db)
+    let file = match header {
+        Some(f) => Arc::clone(f),
+        None => Arc::clone(header.insert(Arc::new(File::open(db)?))),
+    };
+    if !is_wal(&file)? {
+        return Ok(Cleared { gate: None, settles: false });
+    }
+    let Some(gate) = Gate::take(&file)? else { return Err(WouldCreateOrIo::Busy(file_name(db))) };
+    let [wal, shm] = side_files(db);
+    let (wal_meta, shm_meta) = (std::fs::metadata(&wal), std::fs::metadata(&shm));
+    if let (Ok(wal_meta), Ok(shm_meta)) = (&wal_meta, &shm_meta) {
+        let ours: Vec<String> = [(&wal, wal_meta), (&shm, shm_meta)]
+            .into_iter()
+            .filter(|(_, m)| owner(m).uid == creator.uid && creator.uid != db_owner.uid)
+            .map(|(f, _)| file_name(f))
+            .collect();
+        if !ours.is_empty() {
+            return Err(refused(WouldCreateOrIo::Foreign(Foreign {
+                files: ours.join(" and "),
+                name: file_name(db),
+                creator_uid: creator.uid,
+                owner_uid: db_owner.uid,
+            })));
+        }
+        return Ok(Cleared { gate: Some(gate), settles: true });
+    }
+    drop(gate);
+    if !may_create {
+        return Err(refused(WouldCreateOrIo::CannotCreate(CannotCreate { name: file_name(db) })));
+    }
+    Err(refused(WouldCreateOrIo::WouldCreate(WouldCreate {
+        name: file_name(db),
+        creator_uid: creator.uid,
+        owner_uid: db_owner.uid,
+    })))
+}
+
+/// After a first read on a new connection: the `-wal`/`-shm` files this
+/// process owns although it is not the database's owner. With the gate held
+/// across the first read this cannot happen; the check stays as a tripwire
+/// (a file system whose locks do not work, say), and the refresh fails with
+/// [`Foreign`]'s message rather than serving as if all were well.
+pub(crate) fn foreign_side_files(db: &Path) -> Option<String> {
+    let creator = Creator::this_process()?;
+    let db_owner = std::fs::metadata(db).map(|m| owner(&m)).ok()?;
+    if creates_as_owner(creator, db, db_owner) || creator.uid == db_owner.uid {
+        return None;
+    }
+    let ours: Vec<String> = side_files(db)
         .into_iter()
         .filter(|f| std::fs::metadata(f).map(|m| owner(&m).uid == creator.uid).unwrap_or(false))
-        .collect()
+        .map(|f| file_name(&f))
+        .collect();
+    if ours.is_empty() {
+        return None;
+    }
+    REFUSALS.fetch_add(1, Ordering::Relaxed);
+    Some(
+        Foreign { files: ours.join(" and "), name: file_name(db), creator_uid: creator.uid, owner_uid: db_owner.uid }
+            .to_string(),
+    )
 }
 
 #[cfg(test)]
@@ -254,17 +425,55 @@ mod tests {
         Ok(())
     }
 
+    /// The mechanism the guard relies on: SQLite's last connection removes
+    /// the side files as it closes, except while the gate is held (an
+    /// open-file-description lock conflicts with SQLite's POSIX locks even in
+    /// one process, so this needs no second process).
+    #[test]
+    fn while_the_gate_is_held_a_closing_writer_keeps_the_side_files() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("g.db");
+        let open_writer = || -> rusqlite::Result<rusqlite::Connection> {
+            let c = rusqlite::Connection::open(&db)?;
+            c.pragma_update(None, "journal_mode", "WAL")?;
+            c.execute_batch("CREATE TABLE IF NOT EXISTS t(x); INSERT INTO t VALUES (1);")?;
+            Ok(c)
+        };
+        let present = || side_files(&db).iter().all(|f| f.exists());
+
+        // Control: without the gate the last close removes both files.
+        let writer = open_writer()?;
+        assert!(present());
+        drop(writer);
+        assert!(!present(), "the last connection removes -wal and -shm");
+
+        let header = Arc::new(File::open(&db)?);
+        let writer = open_writer()?;
+        let gate = Gate::take(&header)?.ok_or("the gate is free")?;
+        drop(writer);
+        assert!(present(), "the gate kept the closing writer from removing them");
+        drop(gate);
+
+        // A writer that holds the database exclusively keeps the gate out (and it says so, not an error).
+        let writer = rusqlite::Connection::open(&db)?;
+        writer.execute_batch("PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE;")?;
+        assert!(Gate::take(&header)?.is_none(), "a writer's EXCLUSIVE lock keeps the gate out");
+        writer.execute_batch("COMMIT;")?;
+        Ok(())
+    }
+
     #[test]
     fn root_and_the_owner_create_as_the_owner_others_do_not() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let db = dir.path().join("o.db");
         File::create(&db)?;
         let db_owner = Owner { uid: 1000, gid: 1000 };
-        assert!(creates_as_owner(Creator { uid: 0, gid: 0 }, &db, db_owner));
-        assert!(creates_as_owner(Creator { uid: 1000, gid: 1000 }, &db, db_owner));
-        assert!(!creates_as_owner(Creator { uid: 1001, gid: 1000 }, &db, db_owner));
+        let creator = |uid, gid| Creator { uid, gid, groups: vec![gid] };
+        assert!(creates_as_owner(&creator(0, 0), &db, db_owner));
+        assert!(creates_as_owner(&creator(1000, 1000), &db, db_owner));
+        assert!(!creates_as_owner(&creator(1001, 1000), &db, db_owner));
         // The owner with another primary group would give the files that group.
-        assert!(!creates_as_owner(Creator { uid: 1000, gid: 1001 }, &db, db_owner));
+        assert!(!creates_as_owner(&creator(1000, 1001), &db, db_owner));
         Ok(())
     }
 }
