@@ -15,6 +15,14 @@
 //! envelope (counted), so a reader that stalls costs neither memory nor
 //! anyone else's time.
 //!
+//! A client that asks for it (`?refreshed=1`) also gets, at most once per
+//! [`REFRESHED_EVERY`], a `refreshed` event with every section's
+//! `refreshed_at` and `age_ms` when a refresh found nothing new: a refresh
+//! that changes nothing sends no `section` event, and a page that counts a
+//! section's age up from its last event would show a healthy section ageing
+//! without bound. The default stream does not carry it (a sidecar that
+//! follows changes has no use for it, and thousands of them would pay for it).
+//!
 //! Every event's `id:` is a cursor: the broker's instance and each section's
 //! sequence number and status. A client that reconnects with
 //! `Last-Event-ID` gets the sections that changed since (each once, current
@@ -51,6 +59,8 @@ pub const RETRY_AFTER_S: u64 = 5;
 /// How often the broker looks for changes of status alone while streams are
 /// open: the shortest refresh period, within these bounds.
 pub const STATUS_CHECK: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+/// The least time between two `refreshed` events.
+pub const REFRESHED_EVERY: Duration = Duration::from_secs(1);
 /// How much of an event is handed to the connection at a time.
 const SLICE: usize = 32 * 1024;
 /// The heartbeat: an SSE comment line.
@@ -277,6 +287,8 @@ struct Client {
     notify: Notify,
     /// `Last-Event-ID`, if the client sent one.
     last_event_id: Option<String>,
+    /// The client asked for `refreshed` events.
+    refreshed: bool,
     /// The response is gone (the client disconnected).
     gone: AtomicBool,
 }
@@ -350,6 +362,18 @@ impl Client {
         drop(q);
         self.notify.notify_one();
         counted
+    }
+
+    /// Queues `frame` only when nothing waits (it never causes a resync).
+    fn offer(&self, frame: &Arc<Frame>) {
+        let mut q = self.queue();
+        if !q.frames.is_empty() || q.closed {
+            return;
+        }
+        q.bytes += frame.len;
+        q.frames.push_back(Arc::clone(frame));
+        drop(q);
+        self.notify.notify_one();
     }
 
     fn close(&self) {
@@ -453,7 +477,7 @@ impl Streams {
     }
 
     /// A new stream, if there is a free slot.
-    fn open(self: &Arc<Self>, last_event_id: Option<String>) -> Option<Slot> {
+    fn open(self: &Arc<Self>, last_event_id: Option<String>, refreshed: bool) -> Option<Slot> {
         if self.stopped.load(Ordering::SeqCst) {
             return None;
         }
@@ -462,6 +486,7 @@ impl Streams {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
             last_event_id,
+            refreshed,
             gone: AtomicBool::new(false),
         });
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&client));
@@ -510,6 +535,7 @@ async fn broker(weak: WeakMirrorHandle, wake: Arc<Notify>) {
     let mut subscriptions: Vec<SubscriptionId> = Vec::new();
     let mut keys: Vec<Key> = Vec::new();
     let mut instance_and_streams: Option<Arc<Streams>> = None;
+    let mut freshness = Freshness::default();
     loop {
         let Some(handle) = weak.upgrade() else { return };
         let Some(streams) = instance_and_streams.clone().or_else(|| handle.attached::<Streams>()) else {
@@ -546,6 +572,7 @@ async fn broker(weak: WeakMirrorHandle, wake: Arc<Notify>) {
                 keys = reading.keys.clone();
             }
             pass(&streams, &clients, &keys, &mut reading);
+            freshness.pass(&clients, &reading);
             keys = reading.keys;
         }
         drop(handle);
@@ -581,6 +608,65 @@ fn pass(streams: &Streams, clients: &[Arc<Client>], before: &[Key], reading: &mu
                 tracing::debug!("a stream read too slowly; resynchronised");
             }
         }
+    }
+}
+
+/// One section in a `refreshed` event.
+#[derive(Serialize)]
+struct Refreshed {
+    #[serde(serialize_with = "crate::source::time::serialize_opt_millis")]
+    refreshed_at: Option<chrono::DateTime<chrono::Utc>>,
+    age_ms: Option<i64>,
+}
+
+/// A `refreshed` event's body: one key per section, in envelope order.
+struct InOrder<'a>(&'a [(SectionName, Refreshed)]);
+
+impl Serialize for InOrder<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_map(self.0.iter().map(|(name, r)| (name.as_str(), r)))
+    }
+}
+
+/// When the broker last sent `refreshed` events, and the refresh times they carried.
+#[derive(Default)]
+struct Freshness {
+    sent_at: Option<Instant>,
+    refreshed_at: Vec<Option<chrono::DateTime<chrono::Utc>>>,
+}
+
+impl Freshness {
+    /// Sends the clients that asked for it a `refreshed` event when a
+    /// section's `refreshed_at` moved since the last one, at most once per
+    /// [`REFRESHED_EVERY`]. A client with events still waiting skips it (the
+    /// next one says the same, newer).
+    fn pass(&mut self, clients: &[Arc<Client>], reading: &Reading) {
+        let now: Vec<_> = reading.sections.iter().map(|n| reading.envelope.sections[*n].refreshed_at).collect();
+        if now == self.refreshed_at || self.sent_at.is_some_and(|t| t.elapsed() < REFRESHED_EVERY) {
+            return;
+        }
+        let wanting: Vec<&Arc<Client>> = clients.iter().filter(|c| c.refreshed && c.queue().joined).collect();
+        if wanting.is_empty() {
+            return;
+        }
+        let body: Vec<(SectionName, Refreshed)> = reading
+            .sections
+            .iter()
+            .map(|n| {
+                let s = &reading.envelope.sections[*n];
+                (*n, Refreshed { refreshed_at: s.refreshed_at, age_ms: s.age_ms })
+            })
+            .collect();
+        let json = match serde_json::to_vec(&InOrder(&body)) {
+            Ok(j) => j,
+            Err(e) => return tracing::error!(error = %e, "cannot serialise a refreshed event"),
+        };
+        let frame = Frame::new("refreshed", None, vec![Bytes::from(json)]);
+        for client in wanting {
+            client.offer(&frame);
+        }
+        self.sent_at = Some(Instant::now());
+        self.refreshed_at = now;
     }
 }
 
@@ -660,7 +746,10 @@ pub async fn stream(req: HttpRequest, handle: web::Data<MirrorHandle>) -> HttpRe
         return unavailable("the mirror is stopping".to_owned());
     };
     let last_event_id = req.headers().get("Last-Event-ID").and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let Some(slot) = streams.open(last_event_id) else {
+    // Other query parameters are ignored, as on `/metrics`.
+    let refreshed = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
+        .is_ok_and(|q| q.get("refreshed").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on")));
+    let Some(slot) = streams.open(last_event_id, refreshed) else {
         return unavailable(format!(
             "too many open streams (ORCH_MAX_STREAMS={}); retry after {RETRY_AFTER_S} s",
             streams.max
@@ -716,6 +805,7 @@ mod tests {
             queue: Mutex::new(Queue { joined: true, ..Queue::default() }),
             notify: Notify::new(),
             last_event_id: None,
+            refreshed: false,
             gone: AtomicBool::new(false),
         };
         let resync = |tag: usize| move |_| (frame(1), frame(tag));

@@ -75,6 +75,18 @@ impl Stream {
         rcvbuf: Option<usize>,
         headers: &[(&str, &str)],
     ) -> Stream {
+        Self::open_target(port, "/metrics/stream", last_event_id, raw, rcvbuf, headers)
+    }
+
+    /// [`Stream::open_with`] on another request target (a query string, say).
+    pub fn open_target(
+        port: u16,
+        target: &str,
+        last_event_id: Option<&str>,
+        raw: bool,
+        rcvbuf: Option<usize>,
+        headers: &[(&str, &str)],
+    ) -> Stream {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
         if let Some(size) = rcvbuf {
             socket.set_recv_buffer_size(size).expect("SO_RCVBUF");
@@ -82,8 +94,7 @@ impl Stream {
         let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
         socket.connect(&addr.into()).expect("connect");
         let socket: TcpStream = socket.into();
-        let mut request =
-            format!("GET /metrics/stream HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
+        let mut request = format!("GET {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nAccept: text/event-stream\r\n");
         if let Some(id) = last_event_id {
             request.push_str(&format!("Last-Event-ID: {id}\r\n"));
         }
