@@ -41,6 +41,16 @@ const MAX_STREAMS_RANGE: (u64, u64) = (0, 100_000);
 /// Default interval of an idle stream's heartbeat comment (`ORCH_STREAM_HEARTBEAT_MS`).
 pub const DEFAULT_STREAM_HEARTBEAT_MS: u64 = 15_000;
 const STREAM_HEARTBEAT_RANGE: (u64, u64) = (1_000, 3_600_000);
+/// Default shortest time between two refreshes of one section that commits
+/// woke (`ORCH_COALESCE_MS`).
+///
+/// Chosen from measurement (BENCHMARKS.md, "Commit to visible"): a commit at
+/// a random moment waits for the gap only when it comes within it of the
+/// section's previous refresh, so 20 ms keeps the 99th percentile of commit
+/// to stream event within 25 ms at a few commits a second, while 1,000
+/// commits a second cost at most 50 refreshes a second per section.
+pub const DEFAULT_COALESCE_MS: u64 = 20;
+const COALESCE_RANGE: (u64, u64) = (1, 3_600_000);
 
 /// A configuration that cannot be used; the message names the variable and the value.
 #[derive(Debug, thiserror::Error)]
@@ -187,6 +197,9 @@ pub struct Settings {
     pub max_streams: usize,
     /// `ORCH_STREAM_HEARTBEAT_MS`: how often an idle stream sends a comment line.
     pub stream_heartbeat: Duration,
+    /// `ORCH_COALESCE_MS`: the shortest time between two refreshes of one
+    /// section when commits keep waking it.
+    pub coalesce: Duration,
 }
 
 /// `ORCH_LOG_FORMAT`: human-readable lines, or one JSON object per line (for log shippers).
@@ -214,6 +227,7 @@ impl Default for Settings {
             ui_enabled: true,
             max_streams: DEFAULT_MAX_STREAMS,
             stream_heartbeat: Duration::from_millis(DEFAULT_STREAM_HEARTBEAT_MS),
+            coalesce: Duration::from_millis(DEFAULT_COALESCE_MS),
         }
     }
 }
@@ -250,7 +264,7 @@ impl CliOverrides {
 /// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
 /// Besides these, `<section>_refresh_ms` for any section (checked against the
 /// registered sections when the mirror starts).
-pub const KEYS: [&str; 12] = [
+pub const KEYS: [&str; 13] = [
     "db_path",
     "bind",
     "metrics_enabled",
@@ -263,6 +277,7 @@ pub const KEYS: [&str; 12] = [
     "ui_enabled",
     "max_streams",
     "stream_heartbeat_ms",
+    "coalesce_ms",
 ];
 
 impl Settings {
@@ -416,6 +431,7 @@ impl Layers<'_> {
             stream_heartbeat: self
                 .millis("stream_heartbeat_ms", STREAM_HEARTBEAT_RANGE)?
                 .unwrap_or(defaults.stream_heartbeat),
+            coalesce: self.millis("coalesce_ms", COALESCE_RANGE)?.unwrap_or(defaults.coalesce),
         })
     }
 

@@ -101,6 +101,9 @@ struct SettingFlags {
     /// How often an idle stream sends a comment line, ms (1000 .. 3600000)
     #[arg(long, value_name = "MS", env = "ORCH_STREAM_HEARTBEAT_MS", default_value = "15000")]
     stream_heartbeat_ms: Option<String>,
+    /// Shortest time between two refreshes of one section that commits woke, ms (1 .. 3600000)
+    #[arg(long, value_name = "MS", env = "ORCH_COALESCE_MS", default_value = "20")]
+    coalesce_ms: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -270,6 +273,7 @@ fn log_start(s: &Settings) {
         ui_enabled = s.ui_enabled,
         max_streams = s.max_streams,
         stream_heartbeat_ms = s.stream_heartbeat.as_millis() as u64,
+        coalesce_ms = s.coalesce.as_millis() as u64,
         "orchmirror starting"
     );
 }

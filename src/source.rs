@@ -3,6 +3,7 @@
 //! about sections, actors or HTTP.
 
 pub mod build;
+pub mod commits;
 pub mod db;
 pub mod probe;
 pub mod procstat;

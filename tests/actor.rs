@@ -44,6 +44,7 @@ fn a_panicking_refresh_is_an_error_not_a_dead_actor() {
     let section = Arc::new(Flaky { panic: Arc::clone(&panic) });
     let db = Arc::new(Database::new(&fx.path));
     let settings = ActorSettings {
+        coalesce: Duration::from_millis(20),
         period: Duration::from_millis(50),
         max_stale: Duration::from_secs(30),
         reconcile: Duration::from_secs(300),

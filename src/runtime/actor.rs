@@ -9,7 +9,7 @@ use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
 use crate::runtime::hub::{Hub, SubscriptionId, Update};
-use crate::runtime::messages::{SectionReply, Snapshot, Subscribe};
+use crate::runtime::messages::{SectionReply, Snapshot, Subscribe, Wake};
 use crate::runtime::stats::SectionStats;
 use crate::section::Status;
 use crate::section::{LoadError, Section, SectionData};
@@ -27,6 +27,14 @@ pub fn refresh_deadline(period: Duration) -> Duration {
     (period * 2).clamp(MIN_REFRESH_TIME, MAX_REFRESH_TIME)
 }
 
+/// After a commit woke a section and its refresh found nothing new, it looks
+/// again after each of these delays (until one finds the commit). A WAL
+/// commit writes the `-wal` (the event) before it publishes the new frames
+/// in the `-shm` (no event): a refresh that runs within those microseconds
+/// sees the database as it was. The checks are `PRAGMA data_version` reads.
+pub const RECHECKS: [Duration; 4] =
+    [Duration::from_millis(1), Duration::from_millis(4), Duration::from_millis(16), Duration::from_millis(64)];
+
 /// Timing and staleness parameters of one section actor.
 #[derive(Debug, Clone, Copy)]
 pub struct ActorSettings {
@@ -37,6 +45,9 @@ pub struct ActorSettings {
     /// The longest the section goes without deriving everything from the
     /// database again (`ORCH_RECONCILE_MS`).
     pub reconcile: Duration,
+    /// The shortest time between the starts of two refreshes that commits
+    /// woke (`ORCH_COALESCE_MS`).
+    pub coalesce: Duration,
 }
 
 struct Good<D> {
@@ -160,6 +171,17 @@ pub struct SectionActor<S: Section> {
     replica: Arc<Replica<S::Data>>,
     /// Whether the heartbeat is running.
     beating: bool,
+    /// When the last refresh that ran the section's queries started: the
+    /// coalescing gap counts from it. (A refresh that found the database
+    /// unchanged cost one `PRAGMA data_version` and does not count.)
+    last_load: Option<Instant>,
+    /// The next refresh on the timer, and when it is due.
+    next: Option<(SpawnHandle, Instant)>,
+    /// A commit woke the section while a refresh was running: look again
+    /// when it ends (after the coalescing gap), not a period later.
+    woken: bool,
+    /// Looks left after a wake-up whose refresh found nothing new ([`RECHECKS`]).
+    rechecks: usize,
 }
 
 /// Whether a refresh derived everything from the database again.
@@ -210,6 +232,43 @@ impl<S: Section> SectionActor<S> {
             folded: false,
             replica,
             beating: false,
+            last_load: None,
+            next: None,
+            woken: false,
+            rechecks: 0,
+        }
+    }
+
+    /// Runs the next refresh after `delay`, instead of whatever was due.
+    fn schedule(&mut self, ctx: &mut Context<Self>, delay: Duration) {
+        if let Some((handle, _)) = self.next.take() {
+            ctx.cancel_future(handle);
+        }
+        let handle = ctx.run_later(delay, |act, ctx| {
+            act.next = None;
+            act.refresh(ctx);
+        });
+        self.next = Some((handle, Instant::now() + delay));
+    }
+
+    /// A commit: refresh now, or when the coalescing gap since the last
+    /// refresh's start has passed, or after the running one (never more than
+    /// one refresh per gap, however many commits come).
+    fn woken(&mut self, ctx: &mut Context<Self>) {
+        self.rechecks = RECHECKS.len();
+        if self.in_flight.is_some() {
+            self.woken = true;
+            return;
+        }
+        let due = self.last_load.map_or_else(Instant::now, |at| at + self.settings.coalesce);
+        let now = Instant::now();
+        if due <= now {
+            if let Some((handle, _)) = self.next.take() {
+                ctx.cancel_future(handle);
+            }
+            self.refresh(ctx);
+        } else if self.next.is_none_or(|(_, at)| at > due) {
+            self.schedule(ctx, due - now);
         }
     }
 
@@ -268,11 +327,27 @@ impl<S: Section> SectionActor<S> {
                 act.section.forget();
                 Err(LoadError::Other(panic_message(e)))
             });
+            let unchanged = matches!(result, Ok(Refreshed::Unchanged(..)));
+            if matches!(result, Ok(Refreshed::Loaded(..))) {
+                act.last_load = started;
+            }
             act.finish(result, started);
             act.publish_state();
             // The next refresh is scheduled from the end of this one, so a slow
-            // refresh stretches the cadence instead of piling up ticks.
-            ctx.run_later(act.settings.period, |act, ctx| act.refresh(ctx));
+            // refresh stretches the cadence instead of piling up ticks; a
+            // commit seen meanwhile is looked at once the gap allows.
+            let delay = if std::mem::take(&mut act.woken) {
+                let due = act.last_load.map_or_else(Instant::now, |at| at + act.settings.coalesce);
+                due.saturating_duration_since(Instant::now())
+            } else if unchanged && act.rechecks > 0 {
+                let delay = RECHECKS[RECHECKS.len() - act.rechecks];
+                act.rechecks -= 1;
+                delay
+            } else {
+                act.rechecks = 0;
+                act.settings.period
+            };
+            act.schedule(ctx, delay);
         }));
     }
 
@@ -419,6 +494,16 @@ impl<S: Section> Handler<Subscribe> for SectionActor<S> {
         self.hub.add(msg.id, msg.recipient);
         // Sent from the actor's own thread, so it cannot overtake a later update.
         self.publish(self.hub.seq(), Some(msg.id));
+    }
+}
+
+impl<S: Section> Handler<Wake> for SectionActor<S> {
+    type Result = ();
+
+    fn handle(&mut self, msg: Wake, ctx: &mut Self::Context) {
+        // Cleared first: a commit from now on sends another wake-up.
+        msg.0.store(false, Ordering::SeqCst);
+        self.woken(ctx);
     }
 }
 

@@ -9,6 +9,16 @@ use chrono::{DateTime, Utc};
 
 use crate::section::{Section, SectionData, SectionName, Status};
 
+/// The database changed (a commit, as the watch on its files saw it): look
+/// again as soon as the section's coalescing gap allows. The flag is the
+/// sender's "a wake-up is on its way", cleared when it is handled, so that a
+/// burst of commits queues one message, not one per commit.
+pub struct Wake(pub(crate) Arc<std::sync::atomic::AtomicBool>);
+
+impl Message for Wake {
+    type Result = ();
+}
+
 /// Ask a section actor for its current state; answered from memory at once.
 pub struct Snapshot<D>(PhantomData<fn() -> D>);
 

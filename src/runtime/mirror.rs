@@ -13,16 +13,19 @@ use futures_util::future::LocalBoxFuture;
 use crate::config::Settings;
 use crate::runtime::actor::{ActorSettings, Replica, SectionActor, TRUSTED_HEARTBEAT_AGE};
 use crate::runtime::hub::{Hub, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
-use crate::runtime::messages::{Answer, RenderCache, Snapshot, Subscribe};
+use crate::runtime::messages::{Answer, RenderCache, Snapshot, Subscribe, Wake};
 use crate::runtime::stats::{
     DurationFamily, PerSection, Reconciliation, RefreshCounters, Restarts, SectionStats, duration_family, section_label,
 };
 use crate::section::{self, Section, SectionName, SectionVisitor};
+use crate::source::commits::{CommitWatch, WakeMode};
 use crate::source::db::Database;
 use crate::source::probe::{self, DEFAULT_PROBE_TIMEOUT, WorkerLive, WorkerProbe};
 
-/// How often the watchdog looks for dead section actors.
-pub const WATCHDOG_INTERVAL: Duration = Duration::from_millis(100);
+/// How often the watchdog looks for dead section actors: half the shortest
+/// refresh period, within these bounds. (Each look wakes the System thread:
+/// at ten a second it was most of an idle mirror's CPU.)
+pub const WATCHDOG_INTERVAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_millis(500));
 /// The longest a dead section actor waits to be re-spawned (otherwise its period).
 pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
 
@@ -44,6 +47,41 @@ pub enum StartError {
     Config(#[from] crate::config::ConfigError),
 }
 
+/// Where the commit watch sends one section's wake-ups: to its actor of the
+/// moment (a re-spawned one included), at most one message in its mailbox.
+struct WakeTarget {
+    /// A wake-up is in the mailbox (the actor clears it when it handles it).
+    pending: Arc<AtomicBool>,
+    recipient: RwLock<Option<Recipient<Wake>>>,
+}
+
+impl WakeTarget {
+    fn new() -> Self {
+        Self { pending: Arc::default(), recipient: RwLock::new(None) }
+    }
+
+    fn set(&self, recipient: Recipient<Wake>) {
+        *self.recipient.write().unwrap_or_else(|p| p.into_inner()) = Some(recipient);
+        self.pending.store(false, Ordering::SeqCst);
+    }
+
+    /// Called on the watch's thread for every change to the database's files.
+    fn wake(&self) {
+        if self.pending.swap(true, Ordering::SeqCst) {
+            return; // one is on its way; it will see this commit too
+        }
+        let sent = self
+            .recipient
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+            .is_some_and(|r| r.try_send(Wake(Arc::clone(&self.pending))).is_ok());
+        if !sent {
+            self.pending.store(false, Ordering::SeqCst);
+        }
+    }
+}
+
 /// One section's actor, the arbiter (thread) it runs on, and how to make it again.
 struct Owner<S: Section> {
     section: Arc<S>,
@@ -55,6 +93,7 @@ struct Owner<S: Section> {
     running: RwLock<(Addr<SectionActor<S>>, Arbiter)>,
     dead_since: Mutex<Option<Instant>>,
     restarts: AtomicU64,
+    wake: Arc<WakeTarget>,
 }
 
 impl<S: Section> Owner<S> {
@@ -65,7 +104,9 @@ impl<S: Section> Owner<S> {
         let hub = Arc::new(Hub::new(S::NAME));
         let stats = Arc::new(SectionStats::new(durations.get_or_create(&section_label(S::NAME)).clone()));
         let replica = Arc::new(Replica::new(settings));
+        let wake = Arc::new(WakeTarget::new());
         let running = Self::spawn(&section, db, settings, &hub, &stats, &replica);
+        wake.set(running.0.clone().recipient());
         Self {
             section,
             db: Arc::clone(db),
@@ -76,6 +117,7 @@ impl<S: Section> Owner<S> {
             running: RwLock::new(running),
             dead_since: Mutex::new(None),
             restarts: AtomicU64::new(0),
+            wake,
         }
     }
 
@@ -114,6 +156,7 @@ trait OwnerControl: Send + Sync {
     fn hub(&self) -> &Hub;
     fn subscribe(&self, id: SubscriptionId, recipient: Recipient<Update>);
     fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>);
+    fn wake_target(&self) -> Arc<WakeTarget>;
 }
 
 impl<S: Section> OwnerControl for Owner<S> {
@@ -156,6 +199,7 @@ impl<S: Section> OwnerControl for Owner<S> {
             (None, false) => *dead_since = Some(Instant::now()),
             (Some(since), false) if since.elapsed() >= self.settings.period.min(MAX_RESTART_DELAY) => {
                 let fresh = Self::spawn(&self.section, &self.db, self.settings, &self.hub, &self.stats, &self.replica);
+                self.wake.set(fresh.0.clone().recipient());
                 let old = std::mem::replace(&mut *self.running.write().unwrap_or_else(|p| p.into_inner()), fresh);
                 old.1.stop();
                 *dead_since = None;
@@ -192,6 +236,10 @@ impl<S: Section> OwnerControl for Owner<S> {
     fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>) {
         self.running.read().unwrap_or_else(|p| p.into_inner()).1.spawn_fn(f);
     }
+
+    fn wake_target(&self) -> Arc<WakeTarget> {
+        Arc::clone(&self.wake)
+    }
 }
 
 /// Every registered section's owner, in envelope order.
@@ -216,6 +264,7 @@ fn registration<S: Section>(section: S) -> (SectionName, Registration) {
             period: settings.refresh.get(S::NAME),
             max_stale: settings.max_stale,
             reconcile: settings.reconcile,
+            coalesce: settings.coalesce,
         };
         Box::new(Owner::start(section, path, actor, durations))
     });
@@ -259,6 +308,8 @@ struct Inner {
     attachments: Mutex<Vec<Arc<dyn Attachment>>>,
     render_cache: RenderCache,
     owners: Option<Owners>,
+    /// The watch on the database's files that wakes the sections on a commit.
+    commits: Option<CommitWatch>,
     durations: DurationFamily,
     stopping: AtomicBool,
     next_subscription: AtomicU64,
@@ -321,7 +372,7 @@ impl MirrorBuilder {
         let settings = &self.settings;
         let durations = duration_family();
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
-        let inner = |owners: Option<Owners>, shortest_period| Inner {
+        let inner = |owners: Option<Owners>, commits: Option<CommitWatch>, shortest_period| Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             snapshot_timeout: settings.snapshot_timeout,
             ui_enabled: settings.ui_enabled,
@@ -332,12 +383,13 @@ impl MirrorBuilder {
             attachments: Mutex::new(Vec::new()),
             render_cache: RenderCache::default(),
             owners,
+            commits,
             durations: durations.clone(),
             stopping: AtomicBool::new(false),
             next_subscription: AtomicU64::new(1),
         };
         if !settings.metrics_enabled {
-            return Ok(MirrorHandle { inner: Arc::new(inner(None, settings.refresh.default_period())) });
+            return Ok(MirrorHandle { inner: Arc::new(inner(None, None, settings.refresh.default_period())) });
         }
         let path = settings.db_path.as_deref().ok_or(StartError::NoDatabase)?;
         System::try_current().ok_or(StartError::NoSystem)?;
@@ -352,8 +404,11 @@ impl MirrorBuilder {
         let shortest_period =
             names.iter().map(|n| settings.refresh.get(*n)).min().unwrap_or(settings.refresh.default_period());
         let owners = Owners(registered.into_iter().map(|(_, start)| start(path, settings, &durations)).collect());
-        let inner = Arc::new(inner(Some(owners), shortest_period));
-        actix::spawn(watchdog(Arc::downgrade(&inner)));
+        let targets: Vec<Arc<WakeTarget>> = owners.iter().map(|o| o.wake_target()).collect();
+        let commits = CommitWatch::start(path, move || targets.iter().for_each(|t| t.wake()));
+        let inner = Arc::new(inner(Some(owners), Some(commits), shortest_period));
+        let interval = (shortest_period / 2).clamp(WATCHDOG_INTERVAL.0, WATCHDOG_INTERVAL.1);
+        actix::spawn(watchdog(Arc::downgrade(&inner), interval));
         if let Some(p) = self.probe {
             let period = settings.refresh.get(SectionName::QUEUE);
             actix::spawn(probe::poll(p, live, period, self.probe_timeout, Arc::downgrade(&inner)));
@@ -492,6 +547,13 @@ impl MirrorHandle {
         self.inner.owners.as_ref().map(|_| self.inner.durations.clone())
     }
 
+    /// How each section learns that it should look at the database: woken by
+    /// commits (a watch on the database's files), or by its timer alone, and why.
+    pub fn wake_modes(&self) -> PerSection<WakeMode> {
+        let mode = self.inner.commits.as_ref().map(CommitWatch::mode);
+        self.per_section(|_| mode.clone().unwrap_or_else(|| WakeMode::timer("no watch".into())))
+    }
+
     /// Live subscriptions and dropped updates, per section.
     pub fn subscriber_totals(&self) -> PerSection<SubscriberTotals> {
         self.per_section(|o| o.hub().totals())
@@ -581,10 +643,10 @@ impl WeakMirrorHandle {
 }
 
 /// Looks for dead section actors until the mirror is stopped or dropped.
-async fn watchdog(inner: Weak<Inner>) {
+async fn watchdog(inner: Weak<Inner>, interval: Duration) {
     loop {
         // A sleep per round, not an interval: missed rounds are not replayed.
-        actix_web::rt::time::sleep(WATCHDOG_INTERVAL).await;
+        actix_web::rt::time::sleep(interval).await;
         let Some(inner) = inner.upgrade() else { return };
         if inner.stopping.load(Ordering::SeqCst) {
             return;

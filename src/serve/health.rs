@@ -8,6 +8,7 @@ use crate::runtime::stats::{PerSection, Reconciliation, Restarts};
 use crate::section::Status;
 use crate::serve::envelope::{Envelope, Sections};
 use crate::serve::stream::{StreamTotals, Streams};
+use crate::source::commits::WakeMode;
 
 /// `/health`: `degraded` when any section is not `ok`.
 #[derive(Debug, Clone, Serialize)]
@@ -25,6 +26,9 @@ pub struct Health {
     pub reconciliation: PerSection<Reconciliation>,
     /// `/metrics/stream` clients open now, events sent and resyncs (CONTRACT section 6).
     pub streams: StreamTotals,
+    /// How each section is woken: by commits (`commit`) or its timer alone
+    /// (`timer`, with the reason) (CONTRACT section 8).
+    pub wake: PerSection<WakeMode>,
 }
 
 impl Health {
@@ -35,6 +39,7 @@ impl Health {
         subscribers: PerSection<SubscriberTotals>,
         reconciliation: PerSection<Reconciliation>,
         streams: StreamTotals,
+        wake: PerSection<WakeMode>,
     ) -> Self {
         let ok = envelope.sections.iter().all(|(_, s)| s.status == Status::Ok);
         Health {
@@ -44,6 +49,7 @@ impl Health {
             subscribers,
             reconciliation,
             streams,
+            wake,
         }
     }
 }
@@ -53,6 +59,13 @@ impl MirrorHandle {
     pub async fn health(&self) -> Option<Health> {
         let envelope = self.snapshot().await?;
         let streams = Streams::totals_of(self);
-        Some(Health::of(&envelope, self.restarts(), self.subscriber_totals(), self.reconciliations(), streams))
+        Some(Health::of(
+            &envelope,
+            self.restarts(),
+            self.subscriber_totals(),
+            self.reconciliations(),
+            streams,
+            self.wake_modes(),
+        ))
     }
 }

@@ -126,6 +126,15 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
         "Updates dropped because a subscriber's mailbox was full",
         per_section(&|s| subscribers.get(s).map_or(0, |t| t.dropped)),
     );
+    let woken = Family::<Labels, Gauge>::default();
+    for (s, mode) in handle.wake_modes().iter() {
+        woken.get_or_create(&section_label(s)).set(i64::from(mode.on_commit()));
+    }
+    registry.register(
+        "orchmirror_wake_on_commit",
+        "1 when commits wake the section (a watch on the database's files), 0 when only its timer does (see /health)",
+        woken,
+    );
     let refusals = Counter::<u64>::default();
     refusals.inc_by(crate::source::wal_guard_refusals());
     registry.register(

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::Settings;
+use crate::config::{DEFAULT_COALESCE_MS, Settings};
 use crate::section::{self, LoadError, Section, SectionName, SectionVisitor};
+use crate::source::commits::{CommitWatch, WakeMode};
 use crate::source::db::Database;
 
 /// The share of one core reconciliation may take (CONTRACT section 7 asks 1 % at 1M jobs).
@@ -72,6 +73,20 @@ pub struct Report {
     /// The shortest `ORCH_RECONCILE_MS` at which reconciling every section
     /// costs at most [`RECONCILE_BUDGET_PERCENT`] of one core, ms.
     pub recommended_reconcile_ms: u64,
+    /// How the mirror would learn of commits to this database (a watch on
+    /// its directory, or the timers alone, and why).
+    pub wake: WakeMode,
+    /// Median time from the start of a commit to the watch's wake-up, ms,
+    /// measured on a scratch database in the system's temporary directory
+    /// (this tool never writes near the orchestrator's); `None` without a watch.
+    pub wake_latency_ms: Option<f64>,
+    /// Commit to visible, estimated: the wake-up, then the slowest section's
+    /// median refresh that finds a change (the sections refresh in parallel), ms.
+    pub commit_to_visible_ms: Option<f64>,
+    /// The shortest `ORCH_COALESCE_MS` at which sustained commits (every
+    /// section refreshing once per gap, each refresh finding a change) stay
+    /// within the budget; never below the default.
+    pub recommended_coalesce_ms: u64,
     /// One entry per section.
     pub sections: Vec<SectionReport>,
 }
@@ -213,13 +228,52 @@ pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, T
     let sections = m.reports.into_iter().collect::<Result<Vec<_>, _>>()?;
     let reconcile_s: f64 = sections.iter().map(|s| s.reconcile_median_ms / 1000.0).sum();
     let reconcile_ms = (reconcile_s / (RECONCILE_BUDGET_PERCENT / 100.0) * 1000.0 / 1000.0).ceil() * 1000.0;
+    let wake = CommitWatch::start(path, || {}).mode();
+    let wake_latency_ms = if wake.on_commit() { scratch_wake_latency() } else { None };
+    let slowest = sections.iter().map(|s| s.median_ms).fold(0.0, f64::max);
+    let all_ms: f64 = sections.iter().map(|s| s.median_ms).sum();
+    let coalesce_ms = if opts.budget_percent > 0.0 { all_ms / (opts.budget_percent / 100.0) } else { f64::INFINITY };
     Ok(Report {
         db: path.display().to_string(),
         budget_percent: opts.budget_percent,
         share_percent: share * 100.0,
         recommended_reconcile_ms: reconcile_ms.clamp(1000.0, 86_400_000.0) as u64,
+        commit_to_visible_ms: wake_latency_ms.map(|w| w + slowest),
+        wake,
+        wake_latency_ms,
+        recommended_coalesce_ms: ((coalesce_ms / 10.0).ceil() * 10.0).clamp(DEFAULT_COALESCE_MS as f64, 3_600_000.0)
+            as u64,
         sections,
     })
+}
+
+/// Median time from the start of a commit to a watch's wake-up, on a scratch
+/// WAL database in the temporary directory (20 commits); `None` when that
+/// cannot be set up.
+fn scratch_wake_latency() -> Option<f64> {
+    let dir = tempfile::tempdir().ok()?;
+    let path = dir.path().join("wake.sqlite");
+    let writer = rusqlite::Connection::open(&path).ok()?;
+    writer.pragma_update(None, "journal_mode", "WAL").ok()?;
+    writer.execute_batch("CREATE TABLE t(x);").ok()?;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let watch = CommitWatch::start(&path, move || {
+        let _ = tx.send(Instant::now());
+    });
+    if !watch.mode().on_commit() {
+        return None;
+    }
+    let mut times = Vec::new();
+    for _ in 0..20 {
+        std::thread::sleep(Duration::from_millis(20));
+        while rx.try_recv().is_ok() {}
+        let start = Instant::now();
+        writer.execute_batch("INSERT INTO t VALUES (1);").ok()?;
+        let woke = rx.recv_timeout(Duration::from_secs(1)).ok()?;
+        times.push(woke.saturating_duration_since(start));
+    }
+    times.sort();
+    Some(ms(percentile(&times, 0.5)))
 }
 
 impl std::fmt::Display for Report {
@@ -273,6 +327,25 @@ impl std::fmt::Display for Report {
             writeln!(f, "{}={}", s.section.refresh_var(), s.recommended_period_ms)?;
         }
         writeln!(f, "ORCH_RECONCILE_MS={}", self.recommended_reconcile_ms)?;
+        writeln!(f, "ORCH_COALESCE_MS={}", self.recommended_coalesce_ms)?;
+        writeln!(f)?;
+        match (&self.wake.reason, self.wake_latency_ms, self.commit_to_visible_ms) {
+            (None, Some(wake), Some(visible)) => writeln!(
+                f,
+                "commits wake the sections: a watch's wake-up takes {wake:.2} ms (median, on a scratch database in \
+                 the temporary directory), so a commit is visible after about {visible:.1} ms"
+            )?,
+            (Some(reason), _, _) => {
+                writeln!(f, "commits do NOT wake the sections ({reason}); they are seen at each section's period")?
+            }
+            _ => writeln!(f, "commits wake the sections (the wake-up latency could not be measured here)")?,
+        }
+        writeln!(
+            f,
+            "ORCH_COALESCE_MS: under sustained commits every section refreshes at most once per gap; at this gap \
+             that costs at most the budget (a commit that comes later than the gap after the previous one is \
+             seen at once either way)"
+        )?;
         Ok(())
     }
 }
