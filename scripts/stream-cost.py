@@ -105,7 +105,7 @@ def main():
         sel = selectors.DefaultSelector()
         for _ in range(STREAMS):
             s = socket.create_connection(("127.0.0.1", port))
-            s.sendall(b"GET /metrics/stream HTTP/1.1\r\nHost: x\r\n\r\n")
+            s.sendall(b"GET /metrics/stream HTTP/1.1\r\nHost: localhost\r\n\r\n")
             s.setblocking(False)
             sel.register(s, selectors.EVENT_READ, [0])
         events = 0

@@ -51,6 +51,9 @@ const STREAM_HEARTBEAT_RANGE: (u64, u64) = (1_000, 3_600_000);
 /// commits a second cost at most 50 refreshes a second per section.
 pub const DEFAULT_COALESCE_MS: u64 = 20;
 const COALESCE_RANGE: (u64, u64) = (1, 3_600_000);
+/// Default permissions of the Unix socket (`ORCH_SOCKET_MODE`): its owner and
+/// group may connect (connecting needs write permission), nobody else.
+pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
 
 /// A configuration that cannot be used; the message names the variable and the value.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +203,14 @@ pub struct Settings {
     /// `ORCH_COALESCE_MS`: the shortest time between two refreshes of one
     /// section when commits keep waking it.
     pub coalesce: Duration,
+    /// `ORCH_ALLOWED_HOSTS`: `Host` names answered besides IP literals,
+    /// `localhost` and this machine's name (`*`: every name).
+    pub allowed_hosts: Vec<String>,
+    /// `ORCH_SOCKET_MODE`: the permissions of the Unix socket (`ORCH_BIND=unix:/path`).
+    pub socket_mode: u32,
+    /// `ORCH_SOCKET_GROUP`: the group the Unix socket is given (a name or a
+    /// number); `None` keeps the process's.
+    pub socket_group: Option<String>,
 }
 
 /// `ORCH_LOG_FORMAT`: human-readable lines, or one JSON object per line (for log shippers).
@@ -228,6 +239,9 @@ impl Default for Settings {
             max_streams: DEFAULT_MAX_STREAMS,
             stream_heartbeat: Duration::from_millis(DEFAULT_STREAM_HEARTBEAT_MS),
             coalesce: Duration::from_millis(DEFAULT_COALESCE_MS),
+            allowed_hosts: Vec::new(),
+            socket_mode: DEFAULT_SOCKET_MODE,
+            socket_group: None,
         }
     }
 }
@@ -264,7 +278,7 @@ impl CliOverrides {
 /// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
 /// Besides these, `<section>_refresh_ms` for any section (checked against the
 /// registered sections when the mirror starts).
-pub const KEYS: [&str; 13] = [
+pub const KEYS: [&str; 16] = [
     "db_path",
     "bind",
     "metrics_enabled",
@@ -278,6 +292,9 @@ pub const KEYS: [&str; 13] = [
     "max_streams",
     "stream_heartbeat_ms",
     "coalesce_ms",
+    "allowed_hosts",
+    "socket_mode",
+    "socket_group",
 ];
 
 impl Settings {
@@ -432,6 +449,35 @@ impl Layers<'_> {
                 .millis("stream_heartbeat_ms", STREAM_HEARTBEAT_RANGE)?
                 .unwrap_or(defaults.stream_heartbeat),
             coalesce: self.millis("coalesce_ms", COALESCE_RANGE)?.unwrap_or(defaults.coalesce),
+            allowed_hosts: self
+                .parse(
+                    "allowed_hosts",
+                    || "expected host names separated by commas (letters, digits, '-' and '.'), or *".to_owned(),
+                    |s| {
+                        let names: Vec<String> =
+                            s.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect();
+                        names.iter().all(|n| valid_host_name(n)).then_some(names)
+                    },
+                )?
+                .unwrap_or(defaults.allowed_hosts),
+            socket_mode: self
+                .parse(
+                    "socket_mode",
+                    || "expected octal permissions from 0 to 0777, for example 0660".to_owned(),
+                    |s| u32::from_str_radix(s.strip_prefix("0o").unwrap_or(s), 8).ok().filter(|m| *m <= 0o777),
+                )?
+                .unwrap_or(defaults.socket_mode),
+            socket_group: self
+                .parse(
+                    "socket_group",
+                    || "expected a group name or a numeric gid".to_owned(),
+                    |s| {
+                        let ok = !s.is_empty()
+                            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
+                        ok.then(|| Some(s.to_owned()))
+                    },
+                )?
+                .unwrap_or(defaults.socket_group),
         })
     }
 
@@ -520,6 +566,17 @@ impl Layers<'_> {
         let Some(raw) = self.raw("bind")? else {
             return Ok(None);
         };
+        if let Some(path) = unix_socket_path(&raw) {
+            return if path.as_os_str().is_empty() || path.file_name().is_none() {
+                Err(self.invalid(
+                    "bind",
+                    raw,
+                    "expected unix: and the socket's path, for example unix:/run/orchmirror.sock".into(),
+                ))
+            } else {
+                Ok(Some(raw))
+            };
+        }
         match resolve_bind(&raw) {
             Ok(_) => Ok(Some(raw)),
             Err(reason) => Err(self.invalid("bind", raw, reason)),
@@ -546,6 +603,28 @@ impl Layers<'_> {
             None => Ok(Some(path)),
         }
     }
+}
+
+/// Whether `name` may be listed in `ORCH_ALLOWED_HOSTS`: `*`, or a DNS name
+/// (letters, digits, `-` and `.`; labels of 1 to 63; 253 at most).
+pub fn valid_host_name(name: &str) -> bool {
+    if name == "*" {
+        return true;
+    }
+    let name = name.trim_end_matches('.');
+    !name.is_empty()
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+        })
+}
+
+/// The Unix socket's path when `bind` is `unix:/path`.
+pub fn unix_socket_path(bind: &str) -> Option<&std::path::Path> {
+    bind.trim().strip_prefix("unix:").map(std::path::Path::new)
 }
 
 /// Resolves a listen address (`host:port`); the error says why it is not one.

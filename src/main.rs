@@ -104,6 +104,15 @@ struct SettingFlags {
     /// Shortest time between two refreshes of one section that commits woke, ms (1 .. 3600000)
     #[arg(long, value_name = "MS", env = "ORCH_COALESCE_MS", default_value = "20")]
     coalesce_ms: Option<String>,
+    /// Host names answered besides IP literals, localhost and this machine's name (comma-separated; * for any)
+    #[arg(long, value_name = "NAMES", env = "ORCH_ALLOWED_HOSTS")]
+    allowed_hosts: Option<String>,
+    /// Permissions of the Unix socket (ORCH_BIND=unix:/path), octal
+    #[arg(long, value_name = "MODE", env = "ORCH_SOCKET_MODE", default_value = "0660")]
+    socket_mode: Option<String>,
+    /// Group of the Unix socket (a name or a gid) [default: the process's]
+    #[arg(long, value_name = "GROUP", env = "ORCH_SOCKET_GROUP")]
+    socket_group: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -274,6 +283,9 @@ fn log_start(s: &Settings) {
         max_streams = s.max_streams,
         stream_heartbeat_ms = s.stream_heartbeat.as_millis() as u64,
         coalesce_ms = s.coalesce.as_millis() as u64,
+        allowed_hosts = %s.allowed_hosts.join(","),
+        socket_mode = %format!("{:04o}", s.socket_mode),
+        socket_group = %s.socket_group.as_deref().unwrap_or("-"),
         "orchmirror starting"
     );
 }
@@ -350,7 +362,7 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match orchmirror::serve::http::serve_on(listeners, handle.clone()) {
+    let server = match orchmirror::serve::http::serve_on(listeners, handle.clone(), &settings) {
         Ok((s, _)) => s,
         Err(e) => {
             eprintln!("orchmirror: cannot serve on {}: {e}", settings.bind);
@@ -359,6 +371,11 @@ async fn serve(settings: Settings) -> ExitCode {
     };
     let result = server.await;
     handle.stop();
+    if let Some(path) = orchmirror::config::unix_socket_path(&settings.bind)
+        && let Err(e) = std::fs::remove_file(path)
+    {
+        tracing::warn!(path = %path.display(), error = %e, "cannot remove the Unix socket");
+    }
     match result {
         Ok(()) => {
             tracing::info!("stopped");

@@ -4,6 +4,7 @@
 
 pub mod envelope;
 pub mod health;
+pub mod host;
 pub mod http;
 pub mod prometheus;
 pub mod stream;

@@ -59,6 +59,10 @@ fn every_variable_changes_its_setting() {
     assert_eq!(load(&[("ORCH_MAX_STREAMS", "0")]).expect("no streams").max_streams, 0);
     assert_eq!(load(&[("ORCH_STREAM_HEARTBEAT_MS", "2500")]).expect("heartbeat").stream_heartbeat, ms(2500));
     assert_eq!(load(&[("ORCH_COALESCE_MS", "75")]).expect("coalesce").coalesce, ms(75));
+    assert_eq!(
+        load(&[("ORCH_ALLOWED_HOSTS", " a.example , b ")]).expect("hosts").allowed_hosts,
+        vec!["a.example".to_owned(), "b".to_owned()]
+    );
 
     let all = load(&[("ORCH_REFRESH_MS", "500")]).expect("refresh");
     assert_eq!(all.refresh, orchmirror::RefreshPeriods::uniform(ms(500)));
@@ -164,6 +168,7 @@ fn the_binary_exits_non_zero_on_each_bad_value() {
         ("ORCH_MAX_STREAMS", "lots"),
         ("ORCH_STREAM_HEARTBEAT_MS", "10"),
         ("ORCH_COALESCE_MS", "0"),
+        ("ORCH_ALLOWED_HOSTS", "good.example,bad name"),
     ] {
         let port = support::free_port().to_string();
         let bind = format!("127.0.0.1:{port}");
@@ -473,6 +478,7 @@ fn help_lists_every_setting_with_its_variable_and_version_names_the_build() {
         "ORCH_MAX_STREAMS",
         "ORCH_STREAM_HEARTBEAT_MS",
         "ORCH_COALESCE_MS",
+        "ORCH_ALLOWED_HOSTS",
         "ORCH_CONFIG_FILE",
     ] {
         assert!(help.contains(&format!("[env: {var}=")), "--help lacks {var}:\n{help}");

@@ -36,6 +36,61 @@ fn unknown_paths_and_wrong_methods_get_json_errors() {
     assert_eq!(head.status().as_u16(), 200);
 }
 
+/// One raw HTTP request with `host` as its `Host` header (none when `None`,
+/// as HTTP/1.0): the status and the body.
+fn with_host(port: u16, path: &str, host: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let request = match host {
+        Some(h) => format!("GET {path} HTTP/1.1\r\nHost: {h}\r\nConnection: close\r\n\r\n"),
+        None => format!("GET {path} HTTP/1.0\r\n\r\n"),
+    };
+    s.write_all(request.as_bytes()).expect("send");
+    let mut buf = Vec::new();
+    // A stream never ends by itself: its head and first bytes are enough.
+    let mut chunk = [0u8; 4096];
+    while let Ok(n) = s.read(&mut chunk) {
+        if n == 0 {
+            break;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+        if path.contains("stream") && buf.windows(4).any(|w| w == b"\r\n\r\n") {
+            break;
+        }
+    }
+    let text = String::from_utf8_lossy(&buf).into_owned();
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default();
+    (status, body)
+}
+
+#[test]
+fn a_request_for_a_foreign_host_name_is_refused_on_every_route() {
+    let fx = Fixture::one_of_each();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    let port = bin.port;
+    for path in ["/metrics", "/metrics/stream", "/metrics/prometheus", "/health", "/readyz", "/livez", "/", "/nope"] {
+        let (status, body) = with_host(port, path, Some(&format!("evil.example:{port}")));
+        assert_eq!(status, 421, "{path}: {body}");
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{path}: not JSON ({e}): {body}"));
+        let e = body["error"].as_str().unwrap_or_default();
+        assert!(e.contains("evil.example") && e.contains("ORCH_ALLOWED_HOSTS"), "{path}: {e}");
+    }
+    for host in [format!("127.0.0.1:{port}"), format!("localhost:{port}"), "LocalHost".into(), "[::1]".into()] {
+        assert_eq!(with_host(port, "/metrics", Some(&host)).0, 200, "{host}");
+    }
+    assert_eq!(with_host(port, "/metrics", None).0, 200, "HTTP/1.0 without Host");
+
+    let listed = fx.serve(&[("ORCH_ALLOWED_HOSTS", "metrics.example.org, Evil.Example")]);
+    listed.wait_all_ok();
+    for host in ["evil.example", "metrics.example.org:443"] {
+        assert_eq!(with_host(listed.port, "/metrics", Some(host)).0, 200, "{host} is listed");
+    }
+    assert_eq!(with_host(listed.port, "/metrics", Some("other.example")).0, 421);
+}
+
 #[test]
 fn unknown_query_strings_are_ignored() {
     let fx = Fixture::new();
@@ -161,7 +216,7 @@ fn pipelined_head_and_get_are_framed_right_on_every_route() {
                     let mut s = std::net::TcpStream::connect(("127.0.0.1", bin.port)).expect("connect");
                     s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
                     let req = format!(
-                        "{} {first} HTTP/1.1\r\nHost: x\r\n\r\n{} {second} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+                        "{} {first} HTTP/1.1\r\nHost: localhost\r\n\r\n{} {second} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n",
                         methods[0], methods[1]
                     );
                     s.write_all(req.as_bytes()).expect("write");

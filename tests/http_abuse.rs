@@ -47,16 +47,16 @@ fn garbage_long_urls_and_huge_headers_are_refused_and_service_continues() {
     assert!(line.is_empty() || line.starts_with("HTTP/1.1 4"), "garbage: {line}");
     still_serves(&bin);
 
-    let url = format!("GET /metrics?{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(200_000));
+    let url = format!("GET /metrics?{} HTTP/1.1\r\nHost: localhost\r\n\r\n", "a".repeat(200_000));
     let line = raw(&bin, url.as_bytes());
     assert!(line.is_empty() || line.starts_with("HTTP/1.1 4"), "long URL: {line}");
     still_serves(&bin);
 
-    let header = format!("GET /metrics HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n", "b".repeat(200_000));
+    let header = format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Big: {}\r\n\r\n", "b".repeat(200_000));
     let line = raw(&bin, header.as_bytes());
     assert!(line.is_empty() || line.starts_with("HTTP/1.1 4"), "huge header: {line}");
     let many: String = (0..500).map(|i| format!("X-H{i}: v\r\n")).collect();
-    let line = raw(&bin, format!("GET /metrics HTTP/1.1\r\nHost: x\r\n{many}\r\n").as_bytes());
+    let line = raw(&bin, format!("GET /metrics HTTP/1.1\r\nHost: localhost\r\n{many}\r\n").as_bytes());
     assert!(line.is_empty() || line.starts_with("HTTP/1.1 4"), "too many headers: {line}");
     still_serves(&bin);
 }
@@ -67,7 +67,7 @@ fn half_written_requests_are_timed_out_and_do_not_block_others() {
     let mut slow: Vec<TcpStream> = (0..50)
         .map(|_| {
             let mut s = connect(&bin);
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n").expect("partial write");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n").expect("partial write");
             s
         })
         .collect();
@@ -97,7 +97,7 @@ fn shutdown_on(signal: &str) {
     let (_fx, mut bin) = start();
     // An idle keep-alive connection must not hold the shutdown up.
     let mut conn = connect(&bin);
-    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("request");
+    conn.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
     let mut buf = vec![0u8; 65536];
     assert!(conn.read(&mut buf).unwrap_or(0) > 0);
     let t = Instant::now();
@@ -162,7 +162,7 @@ fn clients_that_never_read_a_large_envelope_pin_little_memory() {
     let stuck: Vec<TcpStream> = (0..200)
         .map(|_| {
             let mut s = connect(&bin);
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
             s
         })
         .collect();
@@ -246,7 +246,7 @@ fn a_keep_alive_flood_does_not_lock_new_clients_out() {
     while start.elapsed() < Duration::from_secs(12) {
         // A third of the flood sends a cheap request each round, without reading the answer.
         for s in flood.iter_mut().skip(round % 3).step_by(3) {
-            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n");
+            let _ = s.write_all(b"GET /health HTTP/1.1\r\nHost: localhost\r\n\r\n");
         }
         round += 1;
         let t = Instant::now();
@@ -274,7 +274,7 @@ fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     let addr: std::net::SocketAddr = format!("127.0.0.1:{}", bin.port).parse().expect("addr");
     socket.connect(&addr.into()).expect("connect");
     let mut stuck: TcpStream = socket.into();
-    stuck.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").expect("write");
+    stuck.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
     std::thread::sleep(orchmirror::serve::http::WRITE_TIMEOUT + Duration::from_secs(10));
     still_serves(&bin);
     stuck.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");

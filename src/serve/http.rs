@@ -268,7 +268,10 @@ pub const BACKLOG: i32 = 2048;
 /// else starts, so that a port in use is a start-up error, not a mirror that
 /// started and then could not serve. A non-loopback address is logged as a
 /// warning: the orchestrator's state is served without authentication.
-pub fn listen(settings: &Settings) -> io::Result<Vec<std::net::TcpListener>> {
+pub fn listen(settings: &Settings) -> io::Result<Vec<Listener>> {
+    if let Some(path) = crate::config::unix_socket_path(&settings.bind) {
+        return Ok(vec![listen_unix(path, settings)?]);
+    }
     let addrs = resolve_bind(&settings.bind)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_BIND={:?}: {e}", settings.bind)))?;
     let mut listeners = Vec::with_capacity(addrs.len());
@@ -284,29 +287,122 @@ pub fn listen(settings: &Settings) -> io::Result<Vec<std::net::TcpListener>> {
                  (no authentication); put it behind a proxy or a firewall"
             );
         }
-        listeners.push(socket.into());
+        listeners.push(Listener::Tcp(socket.into()));
     }
     Ok(listeners)
+}
+
+/// A bound listener: TCP, or the Unix socket of `ORCH_BIND=unix:/path`.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(std::net::TcpListener),
+    /// A Unix socket listener and its path (removed when the server stops).
+    Unix(std::os::unix::net::UnixListener, std::path::PathBuf),
+}
+
+/// Binds the Unix socket at `path`: a stale socket file (a run that did not
+/// exit cleanly) is replaced, a socket a live server answers on is an error,
+/// and anything else at the path is left alone (an error). The socket is
+/// created owner-only, then given `ORCH_SOCKET_GROUP` and `ORCH_SOCKET_MODE`,
+/// so nobody else can connect in between.
+fn listen_unix(path: &std::path::Path, settings: &Settings) -> io::Result<Listener> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    let shown = path.display();
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::AddrInUse,
+                    format!("{shown}: a running server answers on this socket"),
+                ));
+            }
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {
+                tracing::info!(path = %shown, "replacing the stale socket of a run that did not exit cleanly");
+                std::fs::remove_file(path)?;
+            }
+            Err(e) => {
+                return Err(io::Error::new(
+                    e.kind(),
+                    format!("{shown}: cannot tell whether the socket is in use: {e}"),
+                ));
+            }
+        },
+        Ok(_) => {
+            return Err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                format!("{shown} exists and is not a socket; it is left alone"),
+            ));
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+        Err(e) => return Err(io::Error::new(e.kind(), format!("{shown}: {e}"))),
+    }
+    let listener = owner_only(|| std::os::unix::net::UnixListener::bind(path))
+        .map_err(|e| io::Error::new(e.kind(), format!("{shown}: {e}")))?;
+    if let Some(group) = &settings.socket_group {
+        let gid = group_id(group)?;
+        std::os::unix::fs::chown(path, None, Some(gid))
+            .map_err(|e| io::Error::new(e.kind(), format!("{shown}: cannot give it group {group}: {e}")))?;
+    }
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(settings.socket_mode))?;
+    Ok(Listener::Unix(listener, path.to_path_buf()))
+}
+
+/// Runs `f` with the file-creation mask at owner-only (start-up, before the
+/// mirror's threads create files), then restores it.
+fn owner_only<T>(f: impl FnOnce() -> T) -> T {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::sys::stat::{Mode, umask};
+        let old = umask(Mode::from_bits_truncate(0o177));
+        let out = f();
+        umask(old);
+        out
+    }
+    #[cfg(not(target_os = "linux"))]
+    f()
+}
+
+/// The gid of `group` (a name or a number), or an error naming `ORCH_SOCKET_GROUP`.
+fn group_id(group: &str) -> io::Result<u32> {
+    if let Ok(gid) = group.parse::<u32>() {
+        return Ok(gid);
+    }
+    let unknown = || io::Error::new(io::ErrorKind::NotFound, format!("ORCH_SOCKET_GROUP={group:?}: no such group"));
+    #[cfg(target_os = "linux")]
+    {
+        nix::unistd::Group::from_name(group).ok().flatten().map(|g| g.gid.as_raw()).ok_or_else(unknown)
+    }
+    #[cfg(not(target_os = "linux"))]
+    Err(unknown())
 }
 
 /// Binds the standalone server on `settings.bind` with explicit limits (see
 /// [`listen`] and [`serve_on`]).
 pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, Vec<SocketAddr>)> {
-    serve_on(listen(settings)?, handle)
+    serve_on(listen(settings)?, handle, settings)
 }
 
 /// The standalone server on bound listeners, with explicit limits. The
 /// returned server (run it by awaiting it) stops gracefully on SIGTERM or
 /// SIGINT; the addresses are where it listens (useful with port 0).
-pub fn serve_on(listeners: Vec<std::net::TcpListener>, handle: MirrorHandle) -> io::Result<(Server, Vec<SocketAddr>)> {
+pub fn serve_on(
+    listeners: Vec<Listener>,
+    handle: MirrorHandle,
+    settings: &Settings,
+) -> io::Result<(Server, Vec<SocketAddr>)> {
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     let per_worker = connections_per_worker(open_files_limit(), workers);
     tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
     let streams_of = handle.clone();
+    let hosts = web::Data::new(crate::serve::host::AllowedHosts::new(&settings.allowed_hosts));
     let mut server = HttpServer::new(move || {
         App::new()
             // gzip, br or zstd when the client's Accept-Encoding asks for it.
             .wrap(actix_web::middleware::Compress::default())
+            // Outermost: a request for a host name it does not answer to gets nothing else.
+            .wrap(actix_web::middleware::from_fn(crate::serve::host::check))
+            .app_data(hosts.clone())
             .configure(configure(handle.clone()))
             .default_service(web::to(not_found))
     })
@@ -325,7 +421,13 @@ pub fn serve_on(listeners: Vec<std::net::TcpListener>, handle: MirrorHandle) -> 
     // Signals are handled below: open streams must end before a graceful stop can finish.
     .disable_signals();
     for listener in listeners {
-        server = server.listen(listener)?;
+        server = match listener {
+            Listener::Tcp(l) => server.listen(l)?,
+            Listener::Unix(l, path) => {
+                tracing::info!(path = %path.display(), "listening on a Unix socket");
+                server.listen_uds(l)?
+            }
+        };
     }
     let addrs = server.addrs();
     for addr in &addrs {
