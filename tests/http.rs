@@ -261,6 +261,23 @@ fn etag_and_if_none_match() {
     let (status, tag, _) = get(None);
     assert_eq!(status, 200);
     assert!(tag.starts_with("W/\"") && tag.ends_with('"'), "a weak tag: {tag:?}");
+    // Issue 24, item 6: the answer varies with Accept and Accept-Encoding,
+    // compressed or not, and JSON is never sniffed as something else.
+    for accept_encoding in ["identity", "gzip"] {
+        let resp = client.get(bin.url("/metrics")).header("Accept-Encoding", accept_encoding).send().expect("get");
+        let vary: Vec<String> = resp
+            .headers()
+            .get_all("vary")
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(',').map(|p| p.trim().to_ascii_lowercase()).collect::<Vec<_>>())
+            .collect();
+        assert!(vary.iter().any(|v| v == "accept") && vary.iter().any(|v| v == "accept-encoding"), "{vary:?}");
+    }
+    for path in ["/metrics", "/health", "/nope"] {
+        let resp = client.get(bin.url(path)).send().expect("get");
+        assert_eq!(resp.headers().get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{path}");
+    }
     // Ages move with the clock, the tag does not.
     std::thread::sleep(Duration::from_millis(1200));
     let (_, again, _) = get(None);
@@ -277,6 +294,38 @@ fn etag_and_if_none_match() {
         (status == 200 && new != tag).then_some(new)
     });
     assert!(changed.starts_with("W/\""));
+}
+
+/// Issue 24, item 2: a tag never matches across mirrors or restarts. Two
+/// mirrors of two databases (and one mirror before and after a restart) have
+/// the same sequence numbers and statuses; their tags still differ, and one's
+/// tag gets a full answer from the other.
+#[test]
+fn etags_differ_across_instances_and_restarts() {
+    let (a, b) = (Fixture::one_of_each(), Fixture::one_of_each());
+    let tag_of = |bin: &Binary, if_none_match: Option<&str>| {
+        let mut req = support::client().get(bin.url("/metrics"));
+        if let Some(t) = if_none_match {
+            req = req.header("If-None-Match", t);
+        }
+        let resp = req.send().expect("GET /metrics");
+        let tag = resp.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        (resp.status().as_u16(), tag)
+    };
+    let first = a.serve(&[]);
+    let other = b.serve(&[]);
+    first.wait_all_ok();
+    other.wait_all_ok();
+    let (_, tag_a) = tag_of(&first, None);
+    let (_, tag_b) = tag_of(&other, None);
+    assert_ne!(tag_a, tag_b, "two mirrors of two databases");
+    assert_eq!(tag_of(&other, Some(&tag_a)).0, 200, "one mirror's tag is not another's");
+    drop(first);
+    let restarted = a.serve(&[]);
+    restarted.wait_all_ok();
+    let (status, tag_again) = tag_of(&restarted, Some(&tag_a));
+    assert_eq!(status, 200, "a tag from before the restart gets the body");
+    assert_ne!(tag_again, tag_a);
 }
 
 /// CONTRACT section 1: probes. `/livez` is 200 while the process serves;

@@ -295,6 +295,9 @@ fn downcast<T: Attachment>(a: &Arc<dyn Attachment>) -> Option<Arc<T>> {
 struct Inner {
     /// Tells mirrors apart (per-thread caches are keyed by it).
     id: u64,
+    /// Tells this mirror apart from every other, in any process and before
+    /// or after a restart (random): validators such as the ETag include it.
+    instance: u64,
     snapshot_timeout: Duration,
     /// `ORCH_UI_ENABLED`, `ORCH_MAX_STREAMS` and `ORCH_STREAM_HEARTBEAT_MS`.
     ui_enabled: bool,
@@ -374,6 +377,7 @@ impl MirrorBuilder {
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let inner = |owners: Option<Owners>, commits: Option<CommitWatch>, shortest_period| Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
+            instance: instance_nonce(),
             snapshot_timeout: settings.snapshot_timeout,
             ui_enabled: settings.ui_enabled,
             max_streams: settings.max_streams,
@@ -455,6 +459,12 @@ impl MirrorHandle {
     /// This mirror's identity within the process.
     pub fn id(&self) -> u64 {
         self.inner.id
+    }
+
+    /// A random number that no other mirror, in this process or another,
+    /// before or after a restart, shares (for validators such as the ETag).
+    pub fn instance(&self) -> u64 {
+        self.inner.instance
     }
 
     /// `ORCH_UI_ENABLED`: whether the routes include the live page at `/`.
@@ -643,6 +653,18 @@ impl WeakMirrorHandle {
 }
 
 /// Looks for dead section actors until the mirror is stopped or dropped.
+/// A value no other mirror shares: std's randomly keyed hasher over the
+/// clock, the process id and a counter.
+fn instance_nonce() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
+    h.write_u32(std::process::id());
+    h.write_u64(COUNT.fetch_add(1, Ordering::Relaxed));
+    h.finish()
+}
+
 async fn watchdog(inner: Weak<Inner>, interval: Duration) {
     loop {
         // A sleep per round, not an interval: missed rounds are not replayed.

@@ -376,12 +376,13 @@ impl BodyKey {
     }
 }
 
-/// A weak entity tag (`W/"…"`) from the mirror and each section's sequence
-/// number and status, as `/metrics` sends it in `ETag`.
-fn entity_tag(mirror: u64, answers: &[Answer]) -> String {
+/// A weak entity tag (`W/"…"`) from the mirror's instance (random, so that
+/// no other mirror's tag, nor this one's before a restart, ever matches) and
+/// each section's sequence number and status, as `/metrics` sends it in `ETag`.
+fn entity_tag(instance: u64, answers: &[Answer]) -> String {
     use std::hash::{Hash, Hasher};
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    mirror.hash(&mut h);
+    instance.hash(&mut h);
     for a in answers {
         a.section.as_str().hash(&mut h);
         match &a.reply {
@@ -415,7 +416,7 @@ impl MirrorHandle {
     /// move every second; they are not part of it).
     pub async fn envelope_json_tagged(&self) -> Option<serde_json::Result<(Vec<bytes::Bytes>, String)>> {
         let answers = self.answers().await?;
-        let tag = entity_tag(self.id(), &answers);
+        let tag = entity_tag(self.instance(), &answers);
         let clock = Clock::now();
         let key = BodyKey::of(self.id(), clock.now, &answers);
         let hit =

@@ -107,7 +107,11 @@ where
 }
 
 fn json<B: actix_web::body::MessageBody + 'static>(status: actix_web::http::StatusCode, body: B) -> HttpResponse {
-    HttpResponse::build(status).content_type(ContentType::json()).body(body)
+    HttpResponse::build(status)
+        .content_type(ContentType::json())
+        // A browser must not guess another type from what the data contains.
+        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .body(body)
 }
 
 /// How much of a large body is handed to a connection at a time. The
@@ -144,6 +148,14 @@ fn accept(req: &actix_web::HttpRequest) -> &str {
 }
 
 async fn metrics(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
+    let mut resp = metrics_answer(req, handle).await;
+    // The answer depends on both (JSON or an exposition; compressed or not):
+    // a shared cache must not hand one client's form to another.
+    resp.headers_mut().insert(header::VARY, header::HeaderValue::from_static("Accept, Accept-Encoding"));
+    resp
+}
+
+async fn metrics_answer(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
     // A stock Prometheus scrape config asks for its text formats; everyone else gets JSON.
     if crate::serve::prometheus::wants_exposition(accept(&req)) {
         return prometheus(req, handle).await;
