@@ -211,6 +211,9 @@ pub struct Settings {
     /// `ORCH_SOCKET_GROUP`: the group the Unix socket is given (a name or a
     /// number); `None` keeps the process's.
     pub socket_group: Option<String>,
+    /// `ORCH_WEB_CONFIG_FILE`: the web configuration file (exporter-toolkit
+    /// format: basic-auth users, response headers), re-read when it changes.
+    pub web_config_file: Option<PathBuf>,
 }
 
 /// `ORCH_LOG_FORMAT`: human-readable lines, or one JSON object per line (for log shippers).
@@ -242,6 +245,7 @@ impl Default for Settings {
             allowed_hosts: Vec::new(),
             socket_mode: DEFAULT_SOCKET_MODE,
             socket_group: None,
+            web_config_file: None,
         }
     }
 }
@@ -278,7 +282,7 @@ impl CliOverrides {
 /// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
 /// Besides these, `<section>_refresh_ms` for any section (checked against the
 /// registered sections when the mirror starts).
-pub const KEYS: [&str; 16] = [
+pub const KEYS: [&str; 17] = [
     "db_path",
     "bind",
     "metrics_enabled",
@@ -295,6 +299,7 @@ pub const KEYS: [&str; 16] = [
     "allowed_hosts",
     "socket_mode",
     "socket_group",
+    "web_config_file",
 ];
 
 impl Settings {
@@ -478,6 +483,13 @@ impl Layers<'_> {
                     },
                 )?
                 .unwrap_or(defaults.socket_group),
+            web_config_file: self
+                .parse(
+                    "web_config_file",
+                    || "expected the path of a file".to_owned(),
+                    |s| (!s.is_empty()).then(|| Some(PathBuf::from(s))),
+                )?
+                .unwrap_or(defaults.web_config_file),
         })
     }
 

@@ -113,6 +113,9 @@ struct SettingFlags {
     /// Group of the Unix socket (a name or a gid) [default: the process's]
     #[arg(long, value_name = "GROUP", env = "ORCH_SOCKET_GROUP")]
     socket_group: Option<String>,
+    /// Web configuration file (Prometheus exporter-toolkit format): basic-auth users, response headers
+    #[arg(long = "web.config.file", value_name = "PATH", env = "ORCH_WEB_CONFIG_FILE")]
+    web_config_file: Option<String>,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -286,6 +289,7 @@ fn log_start(s: &Settings) {
         allowed_hosts = %s.allowed_hosts.join(","),
         socket_mode = %format!("{:04o}", s.socket_mode),
         socket_group = %s.socket_group.as_deref().unwrap_or("-"),
+        web_config_file = %s.web_config_file.as_deref().map_or("-".into(), |p| p.display().to_string()),
         "orchmirror starting"
     );
 }
@@ -347,6 +351,13 @@ fn start_demo(settings: &mut Settings) -> Result<Option<Demo>, orchmirror::tools
 
 /// Starts the mirror and serves it until SIGTERM or SIGINT.
 async fn serve(settings: Settings) -> ExitCode {
+    // The web configuration first: nothing is served on a half-valid configuration.
+    if let Some(path) = &settings.web_config_file
+        && let Err(e) = orchmirror::serve::web_config::WebConfig::load(path)
+    {
+        eprintln!("orchmirror: invalid ORCH_WEB_CONFIG_FILE={:?}: {e}", path.display().to_string());
+        return ExitCode::from(2);
+    }
     // The address first: a port in use stops the program before anything starts.
     let listeners = match orchmirror::serve::http::listen(&settings) {
         Ok(l) => l,

@@ -8,3 +8,4 @@ pub mod host;
 pub mod http;
 pub mod prometheus;
 pub mod stream;
+pub mod web_config;

@@ -63,6 +63,12 @@ fn every_variable_changes_its_setting() {
         load(&[("ORCH_ALLOWED_HOSTS", " a.example , b ")]).expect("hosts").allowed_hosts,
         vec!["a.example".to_owned(), "b".to_owned()]
     );
+    assert_eq!(load(&[("ORCH_SOCKET_MODE", "0600")]).expect("mode").socket_mode, 0o600);
+    assert_eq!(load(&[("ORCH_SOCKET_GROUP", "metrics")]).expect("group").socket_group.as_deref(), Some("metrics"));
+    assert_eq!(
+        load(&[("ORCH_WEB_CONFIG_FILE", "/etc/web.yml")]).expect("web config").web_config_file,
+        Some(PathBuf::from("/etc/web.yml"))
+    );
 
     let all = load(&[("ORCH_REFRESH_MS", "500")]).expect("refresh");
     assert_eq!(all.refresh, orchmirror::RefreshPeriods::uniform(ms(500)));
@@ -169,6 +175,8 @@ fn the_binary_exits_non_zero_on_each_bad_value() {
         ("ORCH_STREAM_HEARTBEAT_MS", "10"),
         ("ORCH_COALESCE_MS", "0"),
         ("ORCH_ALLOWED_HOSTS", "good.example,bad name"),
+        ("ORCH_SOCKET_MODE", "0999"),
+        ("ORCH_SOCKET_GROUP", "no/slash"),
     ] {
         let port = support::free_port().to_string();
         let bind = format!("127.0.0.1:{port}");
@@ -479,6 +487,9 @@ fn help_lists_every_setting_with_its_variable_and_version_names_the_build() {
         "ORCH_STREAM_HEARTBEAT_MS",
         "ORCH_COALESCE_MS",
         "ORCH_ALLOWED_HOSTS",
+        "ORCH_SOCKET_MODE",
+        "ORCH_SOCKET_GROUP",
+        "ORCH_WEB_CONFIG_FILE",
         "ORCH_CONFIG_FILE",
     ] {
         assert!(help.contains(&format!("[env: {var}=")), "--help lacks {var}:\n{help}");

@@ -408,15 +408,27 @@ pub fn serve_on(
     tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
     let streams_of = handle.clone();
     let hosts = web::Data::new(crate::serve::host::AllowedHosts::new(&settings.allowed_hosts));
+    let web_auth = match &settings.web_config_file {
+        Some(path) => Some(web::Data::new(
+            crate::serve::web_config::WebAuth::start(path)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_WEB_CONFIG_FILE: {e}")))?,
+        )),
+        None => None,
+    };
     let mut server = HttpServer::new(move || {
-        App::new()
+        let app = App::new()
             // gzip, br or zstd when the client's Accept-Encoding asks for it.
             .wrap(actix_web::middleware::Compress::default())
+            // Users and headers of the web configuration file, when there is one.
+            .wrap(actix_web::middleware::from_fn(crate::serve::web_config::check))
             // Outermost: a request for a host name it does not answer to gets nothing else.
             .wrap(actix_web::middleware::from_fn(crate::serve::host::check))
-            .app_data(hosts.clone())
-            .configure(configure(handle.clone()))
-            .default_service(web::to(not_found))
+            .app_data(hosts.clone());
+        let app = match &web_auth {
+            Some(auth) => app.app_data(auth.clone()),
+            None => app,
+        };
+        app.configure(configure(handle.clone())).default_service(web::to(not_found))
     })
     .workers(workers)
     .on_connect(on_connect)

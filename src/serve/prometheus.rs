@@ -135,6 +135,23 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
         "1 when commits wake the section (a watch on the database's files), 0 when only its timer does (see /health)",
         woken,
     );
+    let failures = Counter::<u64>::default();
+    failures.inc_by(crate::serve::web_config::auth_failures());
+    registry.register("orchmirror_http_auth_failures", "Requests refused for a missing or wrong password", failures);
+    let reloads = Counter::<u64>::default();
+    reloads.inc_by(crate::serve::web_config::reload_failures());
+    registry.register(
+        "orchmirror_web_config_reload_failures",
+        "Changed web configuration files that were not valid (the last good one stayed in force)",
+        reloads,
+    );
+    let last_ok = Gauge::<i64>::default();
+    last_ok.set(i64::from(crate::serve::web_config::last_reload_successful()));
+    registry.register(
+        "orchmirror_web_config_last_reload_successful",
+        "1 when the web configuration file in force is the file as it is now",
+        last_ok,
+    );
     let refusals = Counter::<u64>::default();
     refusals.inc_by(crate::source::wal_guard_refusals());
     registry.register(

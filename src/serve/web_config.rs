@@ -1,0 +1,398 @@
+//! The web configuration file (`ORCH_WEB_CONFIG_FILE`, `--web.config.file`):
+//! the Prometheus exporter-toolkit's format and meaning, so the files and
+//! scrape configs operators already have work here too.
+//!
+//! Supported: `basic_auth_users` (user → bcrypt hash; every route requires
+//! one of them, `/livez` only with `authenticate_livez: true`, this server's
+//! one addition, since liveness probes often cannot authenticate) and
+//! `http_server_config.headers` (added to every answer). Not supported yet,
+//! and so a start-up error naming the key rather than silently ignored:
+//! `tls_server_config`, `http_server_config.http2` and `rate_limit`.
+//!
+//! The file is looked at again at most once a second while requests come:
+//! a changed file that is valid replaces the users and headers at once (a
+//! rotation needs no restart); one that is not keeps the last good one,
+//! logs why once per change and counts it
+//! (`orchmirror_web_config_reload_failures_total`,
+//! `orchmirror_web_config_last_reload_successful`).
+//!
+//! A wrong or missing password gets `401` with `WWW-Authenticate` and a JSON
+//! body. Checking costs one bcrypt verification, whose comparison is constant
+//! time; an unknown user is checked against a dummy hash of the same cost, so
+//! the answer's timing does not tell which users exist. Credentials that
+//! verified are remembered (as a SHA-256 digest with the stored hash, never
+//! the password) so a scraper's every request does not pay bcrypt again.
+//! Failures are counted (`orchmirror_http_auth_failures_total`) and logged
+//! once per client address and minute, never with the password.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Read;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{self, HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::web;
+use serde::Deserialize;
+
+/// The largest web configuration file read (it holds a few users and paths).
+pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+/// How often the file is looked at again while requests come.
+pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
+/// The response headers `http_server_config.headers` may set (the toolkit's list).
+const HEADERS: [&str; 5] = [
+    "Content-Security-Policy",
+    "X-Frame-Options",
+    "X-Content-Type-Options",
+    "X-XSS-Protection",
+    "Strict-Transport-Security",
+];
+/// The realm in `WWW-Authenticate`.
+const REALM: &str = "orchmirror";
+
+static AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
+static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
+static LAST_RELOAD_OK: AtomicBool = AtomicBool::new(true);
+
+/// Requests refused for a missing or wrong password, since start-up.
+pub fn auth_failures() -> u64 {
+    AUTH_FAILURES.load(Ordering::Relaxed)
+}
+
+/// Reloads of a changed web configuration file that failed (the last good one stayed).
+pub fn reload_failures() -> u64 {
+    RELOAD_FAILURES.load(Ordering::Relaxed)
+}
+
+/// Whether the latest look at the web configuration file found it valid.
+pub fn last_reload_successful() -> bool {
+    LAST_RELOAD_OK.load(Ordering::Relaxed)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileFormat {
+    tls_server_config: Option<serde_yaml_ng::Value>,
+    http_server_config: Option<HttpServerConfig>,
+    basic_auth_users: Option<BTreeMap<String, String>>,
+    rate_limit: Option<serde_yaml_ng::Value>,
+    /// This server's addition: whether `/livez` requires a user too.
+    authenticate_livez: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpServerConfig {
+    http2: Option<serde_yaml_ng::Value>,
+    headers: Option<BTreeMap<String, String>>,
+}
+
+/// A valid web configuration.
+#[derive(Debug, Clone, Default)]
+pub struct WebConfig {
+    /// User → bcrypt hash; empty: no authentication.
+    users: BTreeMap<String, String>,
+    headers: Vec<(HeaderName, HeaderValue)>,
+    authenticate_livez: bool,
+}
+
+impl WebConfig {
+    /// Reads and checks the file at `path`; the error names the key (or the
+    /// problem) and the file.
+    pub fn load(path: &Path) -> Result<WebConfig, String> {
+        let shown = path.display();
+        let meta = std::fs::metadata(path).map_err(|e| format!("{shown}: {e}"))?;
+        if !meta.is_file() {
+            return Err(format!("{shown} is not a regular file"));
+        }
+        if meta.len() > MAX_FILE_BYTES {
+            return Err(format!("{shown} is larger than {MAX_FILE_BYTES} bytes"));
+        }
+        let mut text = String::new();
+        std::fs::File::open(path)
+            .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
+            .map_err(|e| format!("{shown}: {e}"))?;
+        Self::parse(&text).map_err(|e| format!("{shown}: {e}"))
+    }
+
+    /// Checks a web configuration's text.
+    pub fn parse(text: &str) -> Result<WebConfig, String> {
+        if text.trim().is_empty() {
+            return Ok(WebConfig::default());
+        }
+        let file: FileFormat = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
+        let unsupported = |key: &str| {
+            format!("{key} is not supported by this server yet; remove it (or put a TLS-terminating proxy in front)")
+        };
+        if file.tls_server_config.is_some() {
+            return Err(unsupported("tls_server_config"));
+        }
+        if file.rate_limit.is_some() {
+            return Err("rate_limit is not supported by this server yet; remove it".into());
+        }
+        let mut headers = Vec::new();
+        if let Some(http) = file.http_server_config {
+            if http.http2.is_some() {
+                return Err(unsupported("http_server_config.http2"));
+            }
+            for (name, value) in http.headers.unwrap_or_default() {
+                let Some(known) = HEADERS.iter().find(|h| h.eq_ignore_ascii_case(&name)) else {
+                    return Err(format!(
+                        "http_server_config.headers.{name} is not one of the headers it may set ({})",
+                        HEADERS.join(", ")
+                    ));
+                };
+                if value.is_empty() {
+                    continue; // "Unset if blank."
+                }
+                let value = HeaderValue::from_str(&value)
+                    .map_err(|_| format!("http_server_config.headers.{name}: not a valid header value"))?;
+                headers.push((HeaderName::from_static(static_lower(known)), value));
+            }
+        }
+        let users = file.basic_auth_users.unwrap_or_default();
+        for (user, hash) in &users {
+            if user.contains(':') || user.is_empty() {
+                return Err(format!("basic_auth_users: {user:?} cannot be a Basic user name (empty, or with ':')"));
+            }
+            if hash.parse::<bcrypt::HashParts>().is_err() {
+                return Err(format!("basic_auth_users.{user}: not a bcrypt hash (htpasswd -nBC 10 \"\" makes one)"));
+            }
+        }
+        Ok(WebConfig { users, headers, authenticate_livez: file.authenticate_livez.unwrap_or(false) })
+    }
+}
+
+/// The header's name in lower case, as `HeaderName::from_static` wants it.
+fn static_lower(name: &str) -> &'static str {
+    match name {
+        "Content-Security-Policy" => "content-security-policy",
+        "X-Frame-Options" => "x-frame-options",
+        "X-Content-Type-Options" => "x-content-type-options",
+        "X-XSS-Protection" => "x-xss-protection",
+        _ => "strict-transport-security",
+    }
+}
+
+/// What identifies a version of the file: its length and modification time.
+type Stamp = Option<(u64, SystemTime)>;
+
+fn stamp(path: &Path) -> Stamp {
+    std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+}
+
+/// The web configuration in force, re-read when its file changes.
+#[derive(Debug)]
+pub struct WebAuth {
+    path: PathBuf,
+    current: RwLock<Arc<WebConfig>>,
+    /// When the file was last looked at, and the version then seen.
+    looked: Mutex<(Instant, Stamp)>,
+    /// Digests of credentials that verified, with the hash they verified against.
+    verified: Mutex<HashSet<[u8; 32]>>,
+    /// When each client's failure was last logged.
+    logged: Mutex<HashMap<IpAddr, Instant>>,
+    /// A bcrypt hash of the most common cost, for unknown users (same work as a known one).
+    dummy: String,
+}
+
+impl WebAuth {
+    /// Loads `path` (at start-up: an invalid file is an error).
+    pub fn start(path: &Path) -> Result<WebAuth, String> {
+        let config = WebConfig::load(path)?;
+        let cost = config
+            .users
+            .values()
+            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
+            .map(|p| p.get_cost())
+            .max()
+            .unwrap_or(10);
+        let dummy = bcrypt::hash("orchmirror: not a user", cost).map_err(|e| e.to_string())?;
+        Ok(WebAuth {
+            path: path.to_path_buf(),
+            current: RwLock::new(Arc::new(config)),
+            looked: Mutex::new((Instant::now(), stamp(path))),
+            verified: Mutex::new(HashSet::new()),
+            logged: Mutex::new(HashMap::new()),
+            dummy,
+        })
+    }
+
+    /// The configuration in force, after looking at the file again when due.
+    fn config(&self) -> Arc<WebConfig> {
+        let changed = {
+            let mut looked = self.looked.lock().unwrap_or_else(|p| p.into_inner());
+            if looked.0.elapsed() < RELOAD_CHECK {
+                false
+            } else {
+                let now = stamp(&self.path);
+                looked.0 = Instant::now();
+                std::mem::replace(&mut looked.1, now) != now
+            }
+        };
+        if changed {
+            self.reload();
+        }
+        Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn reload(&self) {
+        match WebConfig::load(&self.path) {
+            Ok(config) => {
+                *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+                self.verified.lock().unwrap_or_else(|p| p.into_inner()).clear();
+                LAST_RELOAD_OK.store(true, Ordering::Relaxed);
+                tracing::info!(file = %self.path.display(), "web configuration reloaded");
+            }
+            Err(e) => {
+                RELOAD_FAILURES.fetch_add(1, Ordering::Relaxed);
+                LAST_RELOAD_OK.store(false, Ordering::Relaxed);
+                tracing::error!(error = %e, "the changed web configuration is not valid; keeping the last good one");
+            }
+        }
+    }
+
+    /// What `authorization` (the header's value) claims: the user, the
+    /// password, and the digest under which a verification is remembered.
+    fn claim(config: &WebConfig, authorization: Option<&str>) -> Option<Claim> {
+        use base64::Engine;
+        let decoded = authorization
+            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|b| String::from_utf8(b).ok())?;
+        let (user, password) = decoded.split_once(':')?;
+        let hash = config.users.get(user).cloned();
+        let digest = {
+            use sha2::Digest;
+            let mut d = sha2::Sha256::new();
+            for part in [user, "\0", password, "\0", hash.as_deref().unwrap_or("")] {
+                d.update(part.as_bytes());
+            }
+            <[u8; 32]>::from(d.finalize())
+        };
+        Some(Claim { password: password.to_owned(), hash, digest })
+    }
+
+    /// Whether the claim verified before (cheap; no bcrypt).
+    fn remembered(&self, claim: &Claim) -> bool {
+        claim.hash.is_some() && self.verified.lock().unwrap_or_else(|p| p.into_inner()).contains(&claim.digest)
+    }
+
+    /// Verifies the claim with bcrypt (milliseconds: call it off the HTTP
+    /// worker), remembering success.
+    fn verify(&self, claim: &Claim) -> bool {
+        let Some(hash) = &claim.hash else {
+            // The same work as for a known user: timing does not tell who exists.
+            let _ = bcrypt::verify(&claim.password, &self.dummy);
+            return false;
+        };
+        let digest = claim.digest;
+        let ok = bcrypt::verify(&claim.password, hash).unwrap_or(false);
+        if ok {
+            let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            if verified.len() >= 1024 {
+                verified.clear();
+            }
+            verified.insert(digest);
+        }
+        ok
+    }
+
+    /// Counts a failure, and logs it once per client and minute.
+    fn failed(&self, client: Option<IpAddr>, path: &str, user_given: bool) {
+        AUTH_FAILURES.fetch_add(1, Ordering::Relaxed);
+        let Some(ip) = client else { return };
+        let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
+        if logged.get(&ip).is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        if logged.len() >= 10_000 {
+            logged.retain(|_, at| at.elapsed() < Duration::from_secs(60));
+        }
+        logged.insert(ip, Instant::now());
+        tracing::warn!(client = %ip, path, credentials = user_given, "authentication failed (logged once per client and minute)");
+    }
+}
+
+/// What a request's `Authorization` claims.
+struct Claim {
+    password: String,
+    /// The claimed user's stored hash; `None` for an unknown user.
+    hash: Option<String>,
+    digest: [u8; 32],
+}
+
+/// The middleware: with a web configuration (app data), requires one of its
+/// users on every route (`/livez` only when it says so) and adds its headers.
+pub async fn check(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let Some(auth) = req.app_data::<web::Data<WebAuth>>().cloned() else {
+        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    };
+    let config = auth.config();
+    let exempt = req.path() == "/livez" && !config.authenticate_livez;
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
+    let ok = exempt
+        || config.users.is_empty()
+        || match WebAuth::claim(&config, authorization.as_deref()) {
+            None => false,
+            Some(claim) if auth.remembered(&claim) => true,
+            Some(claim) => {
+                let auth = auth.clone();
+                // bcrypt takes milliseconds: off the HTTP worker's thread.
+                web::block(move || auth.verify(&claim)).await.unwrap_or(false)
+            }
+        };
+    let mut response = if ok {
+        next.call(req).await?.map_into_left_body()
+    } else {
+        auth.failed(req.peer_addr().map(|a| a.ip()), req.path(), authorization.is_some());
+        let body = serde_json::json!({
+            "error": if authorization.is_some() { "wrong user or password" } else { "authentication required" }
+        });
+        let resp = actix_web::HttpResponse::Unauthorized()
+            .content_type(header::ContentType::json())
+            .insert_header((header::WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\", charset=\"UTF-8\"")))
+            .body(body.to_string());
+        req.into_response(resp).map_into_right_body()
+    };
+    for (name, value) in &config.headers {
+        response.headers_mut().insert(name.clone(), value.clone());
+    }
+    Ok(response)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_toolkit_format_is_read_and_what_is_not_supported_is_named() {
+        let hash = bcrypt::hash("secret", 4).expect("hash");
+        let ok = WebConfig::parse(&format!(
+            "basic_auth_users:\n  alice: {hash}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n    Content-Security-Policy: \"\"\n"
+        ))
+        .expect("valid");
+        assert_eq!(ok.users.len(), 1);
+        assert_eq!(ok.headers.len(), 1, "a blank header is unset");
+        assert!(WebConfig::parse("").expect("empty").users.is_empty());
+        for (text, key) in [
+            ("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n", "tls_server_config"),
+            ("rate_limit:\n  interval: 1s\n  burst: 2\n", "rate_limit"),
+            ("http_server_config:\n  http2: false\n", "http2"),
+            ("basic_auth_user:\n  a: b\n", "basic_auth_user"),
+            ("basic_auth_users:\n  bob: plaintext\n", "bob"),
+            ("http_server_config:\n  headers:\n    X-Powered-By: me\n", "X-Powered-By"),
+        ] {
+            let e = WebConfig::parse(text).expect_err(text);
+            assert!(e.contains(key), "{text}: {e}");
+        }
+    }
+}
