@@ -8,4 +8,5 @@ pub mod host;
 pub mod http;
 pub mod prometheus;
 pub mod stream;
+mod tls;
 pub mod web_config;

@@ -3,7 +3,8 @@
 //! (`/livez` only when the file says so), its response headers, failures
 //! counted and logged once per client and minute without the password, a
 //! changed file picked up without a restart (an invalid one keeps the last
-//! good), and what is not supported a start-up error naming the key.
+//! good), and what is not supported a start-up error naming the key. TLS
+//! itself: tests/tls.rs.
 
 pub mod support;
 
@@ -114,7 +115,8 @@ fn what_this_server_does_not_support_is_a_start_up_error_naming_the_key() {
     let fx = Fixture::one_of_each();
     let db = fx.path.display().to_string();
     for (text, key) in [
-        ("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n", "tls_server_config"),
+        ("rate_limit:\n  interval: 1s\n  burst: 20\n", "rate_limit"),
+        ("http_server_config:\n  http2: true\n", "http2"),
         ("basic_auth_users:\n  alice: plaintext\n", "bcrypt"),
         ("basic_auth_user:\n  alice: x\n", "basic_auth_user"),
     ] {

@@ -54,7 +54,12 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 /// and the write timeout (Linux; elsewhere the connection only ends when the
 /// client goes).
 fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
-    let Some(tcp) = conn.downcast_ref::<actix_web::rt::net::TcpStream>() else {
+    type Tls = actix_tls::accept::rustls_0_23::TlsStream<actix_web::rt::net::TcpStream>;
+    // Plain TCP, or the TCP under TLS (a Unix socket has neither setting).
+    let tcp = conn
+        .downcast_ref::<actix_web::rt::net::TcpStream>()
+        .or_else(|| conn.downcast_ref::<Tls>().map(|t| t.get_ref().0));
+    let Some(tcp) = tcp else {
         return;
     };
     if let Err(e) = tcp.set_nodelay(true) {
@@ -408,11 +413,13 @@ pub fn serve_on(
     tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
     let streams_of = handle.clone();
     let hosts = web::Data::new(crate::serve::host::AllowedHosts::new(&settings.allowed_hosts));
+    let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_WEB_CONFIG_FILE: {e}"));
     let web_auth = match &settings.web_config_file {
-        Some(path) => Some(web::Data::new(
-            crate::serve::web_config::WebAuth::start(path)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_WEB_CONFIG_FILE: {e}")))?,
-        )),
+        Some(path) => Some(web::Data::new(crate::serve::web_config::WebAuth::start(path).map_err(invalid)?)),
+        None => None,
+    };
+    let tls = match &web_auth {
+        Some(auth) => auth.clone().into_inner().server_config().map_err(invalid)?,
         None => None,
     };
     let mut server = HttpServer::new(move || {
@@ -446,7 +453,10 @@ pub fn serve_on(
     .disable_signals();
     for listener in listeners {
         server = match listener {
-            Listener::Tcp(l) => server.listen(l)?,
+            Listener::Tcp(l) => match &tls {
+                Some(config) => server.listen_rustls_0_23(l, config.clone())?,
+                None => server.listen(l)?,
+            },
             Listener::Unix(l, path) => {
                 tracing::info!(path = %path.display(), "listening on a Unix socket");
                 server.listen_uds(l)?

@@ -2,12 +2,13 @@
 //! the Prometheus exporter-toolkit's format and meaning, so the files and
 //! scrape configs operators already have work here too.
 //!
-//! Supported: `basic_auth_users` (user → bcrypt hash; every route requires
+//! Supported: `tls_server_config` (see `tls.rs`: certificates, mutual TLS,
+//! versions), `basic_auth_users` (user → bcrypt hash; every route requires
 //! one of them, `/livez` only with `authenticate_livez: true`, this server's
 //! one addition, since liveness probes often cannot authenticate) and
-//! `http_server_config.headers` (added to every answer). Not supported yet,
-//! and so a start-up error naming the key rather than silently ignored:
-//! `tls_server_config`, `http_server_config.http2` and `rate_limit`.
+//! `http_server_config.headers` (added to every answer). Not supported, and
+//! so a start-up error naming the key rather than silently ignored:
+//! `http_server_config.http2` and `rate_limit`.
 //!
 //! The file is looked at again at most once a second while requests come:
 //! a changed file that is valid replaces the users and headers at once (a
@@ -39,6 +40,8 @@ use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web;
 use serde::Deserialize;
+
+use crate::serve::tls::{Tls, TlsServerConfig, TlsSource};
 
 /// The largest web configuration file read (it holds a few users and paths).
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -77,7 +80,7 @@ pub fn last_reload_successful() -> bool {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileFormat {
-    tls_server_config: Option<serde_yaml_ng::Value>,
+    tls_server_config: Option<TlsServerConfig>,
     http_server_config: Option<HttpServerConfig>,
     basic_auth_users: Option<BTreeMap<String, String>>,
     rate_limit: Option<serde_yaml_ng::Value>,
@@ -99,6 +102,15 @@ pub struct WebConfig {
     users: BTreeMap<String, String>,
     headers: Vec<(HeaderName, HeaderValue)>,
     authenticate_livez: bool,
+    /// `tls_server_config`, loaded.
+    tls: Option<Arc<Tls>>,
+}
+
+impl WebConfig {
+    /// Whether the file asks for TLS.
+    pub fn has_tls(&self) -> bool {
+        self.tls.is_some()
+    }
 }
 
 impl WebConfig {
@@ -117,21 +129,18 @@ impl WebConfig {
         std::fs::File::open(path)
             .and_then(|f| f.take(MAX_FILE_BYTES + 1).read_to_string(&mut text))
             .map_err(|e| format!("{shown}: {e}"))?;
-        Self::parse(&text).map_err(|e| format!("{shown}: {e}"))
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::parse(&text, base).map_err(|e| format!("{shown}: {e}"))
     }
 
-    /// Checks a web configuration's text.
-    pub fn parse(text: &str) -> Result<WebConfig, String> {
+    /// Checks a web configuration's text; files it names are relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<WebConfig, String> {
         if text.trim().is_empty() {
             return Ok(WebConfig::default());
         }
         let file: FileFormat = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
-        let unsupported = |key: &str| {
-            format!("{key} is not supported by this server yet; remove it (or put a TLS-terminating proxy in front)")
-        };
-        if file.tls_server_config.is_some() {
-            return Err(unsupported("tls_server_config"));
-        }
+        let unsupported = |key: &str| format!("{key} is not supported by this server; remove it");
+        let tls = file.tls_server_config.map(|t| t.load(base)).transpose()?.map(Arc::new);
         if file.rate_limit.is_some() {
             return Err("rate_limit is not supported by this server yet; remove it".into());
         }
@@ -164,7 +173,7 @@ impl WebConfig {
                 return Err(format!("basic_auth_users.{user}: not a bcrypt hash (htpasswd -nBC 10 \"\" makes one)"));
             }
         }
-        Ok(WebConfig { users, headers, authenticate_livez: file.authenticate_livez.unwrap_or(false) })
+        Ok(WebConfig { users, headers, authenticate_livez: file.authenticate_livez.unwrap_or(false), tls })
     }
 }
 
@@ -179,11 +188,15 @@ fn static_lower(name: &str) -> &'static str {
     }
 }
 
-/// What identifies a version of the file: its length and modification time.
-type Stamp = Option<(u64, SystemTime)>;
+/// What identifies a version of the file and the files it names: each one's
+/// length and modification time.
+type Stamp = Vec<Option<(u64, SystemTime)>>;
 
-fn stamp(path: &Path) -> Stamp {
-    std::fs::metadata(path).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH)))
+fn stamp(path: &Path, config: &WebConfig) -> Stamp {
+    std::iter::once(path)
+        .chain(config.tls.iter().flat_map(|t| t.files.iter().map(PathBuf::as_path)))
+        .map(|p| std::fs::metadata(p).ok().map(|m| (m.len(), m.modified().unwrap_or(SystemTime::UNIX_EPOCH))))
+        .collect()
 }
 
 /// The web configuration in force, re-read when its file changes.
@@ -215,8 +228,8 @@ impl WebAuth {
         let dummy = bcrypt::hash("orchmirror: not a user", cost).map_err(|e| e.to_string())?;
         Ok(WebAuth {
             path: path.to_path_buf(),
-            current: RwLock::new(Arc::new(config)),
-            looked: Mutex::new((Instant::now(), stamp(path))),
+            current: RwLock::new(Arc::new(config.clone())),
+            looked: Mutex::new((Instant::now(), stamp(path, &config))),
             verified: Mutex::new(HashSet::new()),
             logged: Mutex::new(HashMap::new()),
             dummy,
@@ -230,9 +243,10 @@ impl WebAuth {
             if looked.0.elapsed() < RELOAD_CHECK {
                 false
             } else {
-                let now = stamp(&self.path);
+                let current = Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()));
+                let now = stamp(&self.path, &current);
                 looked.0 = Instant::now();
-                std::mem::replace(&mut looked.1, now) != now
+                std::mem::replace(&mut looked.1, now.clone()) != now
             }
         };
         if changed {
@@ -242,7 +256,16 @@ impl WebAuth {
     }
 
     fn reload(&self) {
-        match WebConfig::load(&self.path) {
+        let before = Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()));
+        let loaded = WebConfig::load(&self.path).and_then(|config| match (&before.tls, &config.tls) {
+            (Some(_), None) => Err("turning TLS off needs a restart".to_owned()),
+            (None, Some(_)) => Err("turning TLS on needs a restart".to_owned()),
+            (Some(a), Some(b)) if a.versions != b.versions => {
+                Err("a change of min_version or max_version needs a restart".to_owned())
+            }
+            _ => Ok(config),
+        });
+        match loaded {
             Ok(config) => {
                 *self.current.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
                 self.verified.lock().unwrap_or_else(|p| p.into_inner()).clear();
@@ -319,6 +342,22 @@ impl WebAuth {
     }
 }
 
+impl TlsSource for WebAuth {
+    fn tls(&self) -> Option<Arc<Tls>> {
+        self.config().tls.clone()
+    }
+}
+
+impl WebAuth {
+    /// The rustls configuration when the file asks for TLS.
+    pub(crate) fn server_config(self: &Arc<Self>) -> Result<Option<rustls::ServerConfig>, String> {
+        let config = Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()));
+        let Some(tls) = &config.tls else { return Ok(None) };
+        let source: Arc<dyn TlsSource> = Arc::clone(self) as Arc<dyn TlsSource>;
+        crate::serve::tls::server_config(source, tls).map(Some)
+    }
+}
+
 /// What a request's `Authorization` claims.
 struct Claim {
     password: String,
@@ -378,20 +417,21 @@ mod tests {
         let hash = bcrypt::hash("secret", 4).expect("hash");
         let ok = WebConfig::parse(&format!(
             "basic_auth_users:\n  alice: {hash}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n    Content-Security-Policy: \"\"\n"
-        ))
+        ), Path::new("."))
         .expect("valid");
         assert_eq!(ok.users.len(), 1);
         assert_eq!(ok.headers.len(), 1, "a blank header is unset");
-        assert!(WebConfig::parse("").expect("empty").users.is_empty());
+        assert!(WebConfig::parse("", Path::new(".")).expect("empty").users.is_empty());
         for (text, key) in [
-            ("tls_server_config:\n  cert_file: a.crt\n  key_file: a.key\n", "tls_server_config"),
+            ("tls_server_config:\n  cert_file: /nonexistent/a.crt\n  key_file: a.key\n", "cert_file"),
+            ("tls_server_config:\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n", "cipher_suites"),
             ("rate_limit:\n  interval: 1s\n  burst: 2\n", "rate_limit"),
             ("http_server_config:\n  http2: false\n", "http2"),
             ("basic_auth_user:\n  a: b\n", "basic_auth_user"),
             ("basic_auth_users:\n  bob: plaintext\n", "bob"),
             ("http_server_config:\n  headers:\n    X-Powered-By: me\n", "X-Powered-By"),
         ] {
-            let e = WebConfig::parse(text).expect_err(text);
+            let e = WebConfig::parse(text, Path::new(".")).expect_err(text);
             assert!(e.contains(key), "{text}: {e}");
         }
     }
