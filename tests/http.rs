@@ -82,6 +82,9 @@ fn a_request_for_a_foreign_host_name_is_refused_on_every_route() {
         assert_eq!(with_host(port, "/metrics", Some(&host)).0, 200, "{host}");
     }
     assert_eq!(with_host(port, "/metrics", None).0, 200, "HTTP/1.0 without Host");
+    if let Some(own) = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_owned()) {
+        assert_eq!(with_host(port, "/metrics", Some(&format!("{own}:{port}"))).0, 200, "this machine's name {own}");
+    }
 
     let listed = fx.serve(&[("ORCH_ALLOWED_HOSTS", "metrics.example.org, Evil.Example")]);
     listed.wait_all_ok();
@@ -274,9 +277,10 @@ fn etag_and_if_none_match() {
             .collect();
         assert!(vary.iter().any(|v| v == "accept") && vary.iter().any(|v| v == "accept-encoding"), "{vary:?}");
     }
-    for path in ["/metrics", "/health", "/nope"] {
+    for path in ["/metrics", "/health", "/nope", "/", "/livez", "/metrics/prometheus"] {
         let resp = client.get(bin.url(path)).send().expect("get");
         assert_eq!(resp.headers().get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{path}");
+        assert_eq!(resp.headers().get("referrer-policy").map(|v| v.as_bytes()), Some(&b"no-referrer"[..]), "{path}");
     }
     // Ages move with the clock, the tag does not.
     std::thread::sleep(Duration::from_millis(1200));

@@ -124,6 +124,10 @@ fn the_server_speaks_tls_with_its_certificate_and_picks_up_a_rotated_one() {
     });
     assert_eq!(status, 200);
     assert!(first.is_some(), "a certificate was presented");
+    // TLS 1.2 and 1.3 are both accepted by default.
+    for version in [&rustls::version::TLS12, &rustls::version::TLS13] {
+        assert_eq!(https_get(port, &ca.roots(), None, &[version]).0, 200, "{version:?}");
+    }
 
     // Plain HTTP on the TLS port gets no answer.
     let plain = support::client().get(format!("http://127.0.0.1:{port}/metrics")).send();
@@ -205,4 +209,79 @@ fn a_bad_tls_configuration_is_a_start_up_error_naming_the_key() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(expected), "{text}: {err}");
     }
+}
+
+/// A real Prometheus scrapes `/metrics/prometheus` over TLS with basic auth
+/// and the test CA, and stores the series; a job with a wrong password is
+/// down with a 401.
+#[test]
+fn a_real_prometheus_scrapes_over_tls_with_basic_auth() {
+    let Some(prometheus) = support::system_tool("prometheus") else { return };
+    let fx = Fixture::one_of_each();
+    let ca = Ca::new();
+    let (cert, key) = ca.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
+    let dir = fx.dir.path();
+    std::fs::write(dir.join("server.crt"), &cert).expect("write");
+    std::fs::write(dir.join("server.key"), &key).expect("write");
+    std::fs::write(dir.join("ca.crt"), &ca.pem).expect("write");
+    let hash = bcrypt::hash("s3cret", 4).expect("hash");
+    let config = dir.join("web.yml");
+    std::fs::write(
+        &config,
+        format!("tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\nbasic_auth_users:\n  prometheus: {hash}\n"),
+    )
+    .expect("write");
+    let port = support::free_port();
+    let child = start(&fx, &config, port);
+    wait_for(Duration::from_secs(20), "the mirror over TLS", || {
+        (https_get(port, &ca.roots(), None, BOTH).0 == 401).then_some(())
+    });
+
+    let job = |name: &str, password: &str| {
+        format!(
+            "  - job_name: {name}\n    scheme: https\n    metrics_path: /metrics/prometheus\n    tls_config:\n      \
+             ca_file: {ca}\n      server_name: localhost\n    basic_auth:\n      username: prometheus\n      \
+             password: {password}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
+            ca = dir.join("ca.crt").display()
+        )
+    };
+    let prom_config = dir.join("prometheus.yml");
+    std::fs::write(
+        &prom_config,
+        format!("global:\n  scrape_interval: 1s\nscrape_configs:\n{}{}", job("right", "s3cret"), job("wrong", "guess")),
+    )
+    .expect("write");
+    let prom_port = support::free_port();
+    let mut prom = std::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", prom_config.display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("tsdb").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start prometheus");
+    let api = |path: &str| -> Option<serde_json::Value> {
+        support::client().get(format!("http://127.0.0.1:{prom_port}{path}")).send().ok()?.json().ok()
+    };
+    let stored = support::wait_for_or_none(Duration::from_secs(60), || {
+        let v = api("/api/v1/query?query=orch_queue_depth%7Bjob%3D%22right%22%7D")?;
+        v["data"]["result"].as_array().filter(|r| !r.is_empty()).map(|_| ())
+    });
+    let wrong_target = || {
+        api("/api/v1/targets").and_then(|t| {
+            t["data"]["activeTargets"]
+                .as_array()
+                .and_then(|t| t.iter().find(|t| t["labels"]["job"] == "wrong"))
+                .cloned()
+        })
+    };
+    let wrong =
+        support::wait_for_or_none(Duration::from_secs(60), || wrong_target().filter(|t| t["health"] != "unknown"))
+            .unwrap_or_default();
+    let _ = prom.kill();
+    let _ = prom.wait();
+    stop(child);
+    assert!(stored.is_some(), "Prometheus stored orch_queue_depth over TLS with basic auth");
+    assert_eq!(wrong["health"], "down", "{wrong}");
+    assert!(wrong["lastError"].as_str().is_some_and(|e| e.contains("401")), "{wrong}");
 }

@@ -55,6 +55,19 @@ fn the_mirror_serves_on_a_unix_socket_with_its_mode_and_group_and_removes_it() {
     let m: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(m["schema_version"], 1);
     assert_eq!(get(&socket, "/health").expect("health").0, 200);
+    // The stream too: its first event is the envelope.
+    let mut s = UnixStream::connect(&socket).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    s.write_all(b"GET /metrics/stream HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut seen = Vec::new();
+    let mut chunk = [0u8; 8192];
+    while !String::from_utf8_lossy(&seen).contains("\"schema_version\":1") {
+        let n = s.read(&mut chunk).expect("read the stream");
+        assert!(n > 0, "the stream ended: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&chunk[..n]);
+    }
+    assert!(String::from_utf8_lossy(&seen).contains("event: envelope"));
+    drop(s);
     let meta = std::fs::metadata(&socket).expect("socket");
     assert!(meta.file_type().is_socket());
     assert_eq!(meta.permissions().mode() & 0o777, 0o640, "ORCH_SOCKET_MODE");

@@ -88,6 +88,15 @@ fn a_changed_file_is_picked_up_and_an_invalid_one_keeps_the_last_good() {
     assert_eq!(status(c.get(bin.url("/livez"))), 401, "the file asks /livez to authenticate too");
     assert_eq!(status(c.get(bin.url("/livez")).basic_auth("alice", Some("s3cret"))), 200);
 
+    // A stream opened as alice...
+    let alice = {
+        use base64::Engine;
+        format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("alice:s3cret"))
+    };
+    let mut stream = support::sse::Stream::open_with(bin.port, None, false, None, &[("Authorization", &alice)]);
+    assert_eq!(stream.status, 200);
+    assert_eq!(stream.next(Duration::from_secs(10)).map(|e| e.event).as_deref(), Some("envelope"));
+
     // Rotation: bob replaces alice, no restart.
     write_config(&config, &[("bob", "n3w")], "");
     wait_for(Duration::from_secs(10), "bob to be accepted", || {
@@ -95,6 +104,10 @@ fn a_changed_file_is_picked_up_and_an_invalid_one_keeps_the_last_good() {
     });
     assert_eq!(status(c.get(bin.url("/metrics")).basic_auth("alice", Some("s3cret"))), 401, "alice is gone");
     assert_eq!(status(c.get(bin.url("/livez"))), 200, "the new file does not ask it");
+    // ...is not dropped by the rotation: it gets the next change.
+    fx.exec("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');");
+    let ev = stream.next(Duration::from_secs(10)).expect("the open stream goes on");
+    assert_eq!(ev.event, "section");
 
     // A broken file: the last good one stays, and the metric says so.
     std::fs::write(&config, "basic_auth_users: [this is not a map\n").expect("break it");

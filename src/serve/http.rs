@@ -428,8 +428,15 @@ pub fn serve_on(
             .wrap(actix_web::middleware::Compress::default())
             // Users and headers of the web configuration file, when there is one.
             .wrap(actix_web::middleware::from_fn(crate::serve::web_config::check))
-            // Outermost: a request for a host name it does not answer to gets nothing else.
+            // A request for a host name it does not answer to gets nothing else.
             .wrap(actix_web::middleware::from_fn(crate::serve::host::check))
+            // Outermost, so every answer has them (a 421 or a 401 too): no
+            // type sniffing, and no URL of this server in other sites' Referer.
+            .wrap(
+                actix_web::middleware::DefaultHeaders::new()
+                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+                    .add((header::REFERRER_POLICY, "no-referrer")),
+            )
             .app_data(hosts.clone());
         let app = match &web_auth {
             Some(auth) => app.app_data(auth.clone()),
