@@ -66,8 +66,9 @@ where
             "goog:chromeOptions".into(),
             serde_json::json!({
                 "binary": binary,
+                // The TLS test's certificate comes from a CA made at test time.
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                         format!("--window-size={width},{height}")],
+                         "--ignore-certificate-errors", format!("--window-size={width},{height}")],
             }),
         );
         let connector = hyper_util::client::legacy::connect::HttpConnector::new();
@@ -234,6 +235,53 @@ fn on_a_quiet_database_the_page_shows_the_ages_metrics_serves() {
             assert!((shown - served).abs() <= 2.0, "{s}: the page shows {shown} s, /metrics {served} s");
         }
     });
+}
+
+/// Issue 21: the page and its stream behind TLS and basic auth (a
+/// certificate made at test time; the browser ignores that no trusted CA
+/// signed it) show the live numbers and follow a change.
+#[test]
+fn the_page_works_behind_tls_and_basic_auth() {
+    let fx = busy_fixture();
+    let dir = fx.dir.path();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .and_then(|p| p.self_signed(&key))
+        .expect("certificate");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write");
+    let hash = bcrypt::hash("s3cret", 4).expect("hash");
+    let config = dir.join("web.yml");
+    std::fs::write(
+        &config,
+        format!("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  viewer: {hash}\n"),
+    )
+    .expect("write");
+    let port = support::free_port();
+    let mut child = Binary::command(&[
+        ("ORCH_DB_PATH", &fx.path.display().to_string()),
+        ("ORCH_BIND", &format!("127.0.0.1:{port}")),
+        ("ORCH_REFRESH_MS", "100"),
+        ("ORCH_WEB_CONFIG_FILE", &config.display().to_string()),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    support::wait_for(SOON, "the TLS port", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    let depth = || -> i64 {
+        fx.conn().query_row("SELECT count(*) FROM jobs WHERE status = 'queued'", [], |r| r.get(0)).expect("count")
+    };
+    with_browser(1280, 1000, async |c| {
+        c.goto(&format!("https://viewer:s3cret@127.0.0.1:{port}/")).await.expect("load / over TLS with a user");
+        wait_text(c, "#mode", "the stream", |t| t.starts_with("live")).await;
+        let before = depth();
+        wait_text(c, "#queue-depth", "the queue depth", |t| t == before.to_string()).await;
+        fx.exec("INSERT INTO jobs (agent, status) VALUES ('developer', 'queued');");
+        wait_text(c, "#queue-depth", "the new depth", |t| t == (before + 1).to_string()).await;
+    });
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
 }
 
 #[test]
