@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
@@ -325,8 +325,13 @@ impl Settings {
             if path.is_empty() {
                 return Err(file_err("the path is empty".into()));
             }
+            let text = match read_settings_file(Path::new(path)) {
+                Ok(Some(bytes)) => String::from_utf8(bytes).map_err(|e| file_err(format!("not UTF-8: {e}")))?,
+                Ok(None) => return Err(file_err("no such file".into())),
+                Err(e) => return Err(file_err(e)),
+            };
             let only_file = Config::builder()
-                .add_source(File::new(path, FileFormat::Toml).required(true))
+                .add_source(File::from_str(&text, FileFormat::Toml))
                 .build()
                 .map_err(|e| file_err(e.to_string()))?;
             let table =
@@ -336,7 +341,7 @@ impl Settings {
                 return Err(ConfigError::UnknownKey { key: key.clone(), path: path.clone(), known });
             }
             file_keys = table.into_keys().collect();
-            builder = builder.add_source(File::new(path, FileFormat::Toml).required(true));
+            builder = builder.add_source(File::from_str(&text, FileFormat::Toml));
         }
         builder = builder
             .add_source(Environment::with_prefix("ORCH").prefix_separator("_").source(Some(env.into_iter().collect())));
@@ -632,6 +637,46 @@ pub fn valid_host_name(name: &str) -> bool {
                 && !label.starts_with('-')
                 && !label.ends_with('-')
         })
+}
+
+/// The most bytes a settings file (the TOML file, a dotenv file) may hold.
+pub const MAX_SETTINGS_FILE_BYTES: u64 = 1024 * 1024;
+
+/// A settings file's bytes: only a regular file (a FIFO would block start-up,
+/// a device such as `/dev/zero` never ends), of at most
+/// [`MAX_SETTINGS_FILE_BYTES`]. `Ok(None)` when nothing is at the path.
+pub fn read_settings_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
+    use std::io::Read;
+    let shown = path.display();
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true);
+    // Opened without blocking (a FIFO would wait for a writer), then judged
+    // by what was opened, so nothing can be swapped in between.
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.custom_flags(nix::libc::O_NONBLOCK);
+    }
+    let file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{shown}: {e}")),
+    };
+    let meta = file.metadata().map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!(
+            "{shown} is not a regular file (a FIFO, a device or a directory); settings are read only from regular files"
+        ));
+    }
+    if meta.len() > MAX_SETTINGS_FILE_BYTES {
+        return Err(format!("{shown} is larger than {MAX_SETTINGS_FILE_BYTES} bytes; it cannot be a settings file"));
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_SETTINGS_FILE_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("{shown}: {e}"))?;
+    if bytes.len() as u64 > MAX_SETTINGS_FILE_BYTES {
+        return Err(format!("{shown} is larger than {MAX_SETTINGS_FILE_BYTES} bytes; it cannot be a settings file"));
+    }
+    Ok(Some(bytes))
 }
 
 /// The Unix socket's path when `bind` is `unix:/path`.

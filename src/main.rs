@@ -242,15 +242,16 @@ fn overrides(
 /// environment wins). A missing `./.env` is no error; a named file must exist.
 fn environment(env_file: &std::path::Path, named: bool) -> Result<Vec<(String, String)>, String> {
     let mut vars = std::collections::HashMap::new();
-    match dotenvy::from_path_iter(env_file) {
-        Ok(lines) => {
-            for line in lines {
+    match orchmirror::config::read_settings_file(env_file) {
+        Ok(Some(bytes)) => {
+            for line in dotenvy::from_read_iter(bytes.as_slice()) {
                 let (k, v) = line.map_err(|e| format!("{}: {e}", env_file.display()))?;
                 vars.insert(k, v);
             }
         }
-        Err(e) if e.not_found() && !named => {}
-        Err(e) => return Err(format!("cannot read --env-file {}: {e}", env_file.display())),
+        Ok(None) if !named => {}
+        Ok(None) => return Err(format!("cannot read --env-file {}: no such file", env_file.display())),
+        Err(e) => return Err(format!("cannot read the dotenv file: {e}")),
     }
     for (k, v) in std::env::vars_os() {
         match (k.into_string(), v.into_string()) {

@@ -456,6 +456,46 @@ fn a_missing_or_broken_env_file_is_a_start_up_error() {
     assert!(stderr.contains("ORCH_REFRESH_MS") && stderr.contains("\"5\""), "{stderr}");
 }
 
+/// Issue 24, item 4: a settings file is read only when it is a regular file
+/// of at most 1 MiB. `/dev/zero` used to grow without bound and a FIFO to
+/// hang start-up without a word; each is now a start-up error naming it.
+#[test]
+fn settings_files_that_are_not_regular_files_or_too_large_are_start_up_errors() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fifo = dir.path().join("fifo.env");
+    assert!(std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo").success());
+    let big = dir.path().join("big.env");
+    std::fs::write(&big, format!("# {}\n", "x".repeat(2 * 1024 * 1024))).expect("write");
+    let fifo_s = fifo.display().to_string();
+    let big_s = big.display().to_string();
+    // (flags, variables, the name the error gives, why)
+    type Case<'a> = (Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str, &'a str);
+    let cases: [Case; 5] = [
+        (vec!["--env-file", "/dev/zero"], vec![], "/dev/zero", "not a regular file"),
+        (vec!["--env-file", &fifo_s], vec![], "fifo.env", "not a regular file"),
+        (vec!["--env-file", &big_s], vec![], "big.env", "larger than"),
+        (vec![], vec![("ORCH_CONFIG_FILE", "/dev/zero")], "/dev/zero", "not a regular file"),
+        (vec![], vec![("ORCH_CONFIG_FILE", &fifo_s)], "fifo.env", "not a regular file"),
+    ];
+    for (args, env, name, why) in cases {
+        let mut child = Binary::command(&env)
+            .current_dir(dir.path())
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run");
+        let status = support::wait_for_or_none(Duration::from_secs(10), || child.try_wait().ok().flatten());
+        if status.is_none() {
+            let _ = child.kill();
+        }
+        let out = child.wait_with_output().expect("output");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(status.and_then(|s| s.code()), Some(2), "{args:?} {env:?}: exits at once with 2: {stderr}");
+        assert!(stderr.contains(name) && stderr.contains(why), "{args:?} {env:?}: {stderr}");
+    }
+}
+
 #[test]
 fn a_bad_flag_value_names_the_flag() {
     let out = Binary::command(&[]).args(["--refresh-ms", "5"]).output().expect("run");
