@@ -424,3 +424,67 @@ fn the_readme_python_client_follows_the_stream_and_resumes() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Issue 24, item 5: `ORCH_MAX_STREAMS` above what the connection cap leaves
+/// is lowered at start-up (with a warning) so that streams never take the
+/// connections `/metrics`, `/health` and the probes need. Under 300 open files
+/// the mirror has (300 − 128) connections; a quarter of them stays free.
+#[test]
+fn streams_cannot_take_the_connections_the_probes_need() {
+    use std::io::{BufRead, BufReader, Write};
+    let fx = Fixture::one_of_each();
+    let port = support::free_port();
+    let cmd = Binary::command(&[
+        ("ORCH_DB_PATH", &fx.path.display().to_string()),
+        ("ORCH_BIND", &format!("127.0.0.1:{port}")),
+        ("ORCH_MAX_STREAMS", "1000"),
+    ]);
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c").arg("ulimit -n 300 && exec \"$0\"").arg(cmd.get_program());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let child = sh.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let mut bin = Binary { child, base: format!("http://127.0.0.1:{port}"), port };
+    support::wait_for(SOON, "the mirror to listen", || support::client().get(bin.url("/livez")).send().ok());
+    bin.wait_all_ok();
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let connections = orchmirror::serve::http::connections_per_worker(300, workers) * workers;
+    let expected = orchmirror::serve::http::streams_within(connections);
+    assert!(expected > 0 && expected < 1000, "{expected}");
+
+    let open_one = || -> (u16, Option<std::net::TcpStream>) {
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return (0, None) };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(10)));
+        let _ = s.write_all(b"GET /metrics/stream HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        let mut line = String::new();
+        let _ = BufReader::new(&s).read_line(&mut line);
+        (line.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0), Some(s))
+    };
+    let mut open = Vec::new();
+    let refused = loop {
+        match open_one() {
+            (200, s) => open.push(s),
+            (other, _) => break other,
+        }
+        assert!(open.len() <= expected, "more streams than the cap leaves: {}", open.len());
+    };
+    let opened = open.len();
+    assert_eq!((opened, refused), (expected, 503), "streams up to the lowered cap, then 503");
+    // With every stream slot taken, the other routes still answer at once.
+    for path in ["/livez", "/health", "/metrics"] {
+        let (status, _, _) = support::get(&bin.url(path));
+        assert_eq!(status, 200, "{path} with {opened} streams open");
+    }
+    drop(open);
+    let _ = bin.terminate(Duration::from_secs(10));
+    let log = bin.stderr();
+    assert!(
+        log.contains("ORCH_MAX_STREAMS is above what the connection cap leaves")
+            && log.contains(&format!("effective={expected}")),
+        "a warning at start-up:\n{log}"
+    );
+}

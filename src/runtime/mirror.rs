@@ -301,7 +301,8 @@ struct Inner {
     snapshot_timeout: Duration,
     /// `ORCH_UI_ENABLED`, `ORCH_MAX_STREAMS` and `ORCH_STREAM_HEARTBEAT_MS`.
     ui_enabled: bool,
-    max_streams: usize,
+    /// `ORCH_MAX_STREAMS`, lowered by the server to what its connection cap leaves.
+    max_streams: std::sync::atomic::AtomicUsize,
     stream_heartbeat: Duration,
     /// The shortest refresh period of any section.
     shortest_period: Duration,
@@ -380,7 +381,7 @@ impl MirrorBuilder {
             instance: instance_nonce(),
             snapshot_timeout: settings.snapshot_timeout,
             ui_enabled: settings.ui_enabled,
-            max_streams: settings.max_streams,
+            max_streams: std::sync::atomic::AtomicUsize::new(settings.max_streams),
             stream_heartbeat: settings.stream_heartbeat,
             shortest_period,
             aux: owners.as_ref().map(|_| Arbiter::new()),
@@ -474,7 +475,13 @@ impl MirrorHandle {
 
     /// `ORCH_MAX_STREAMS`: how many `/metrics/stream` clients may be open at once.
     pub fn max_streams(&self) -> usize {
-        self.inner.max_streams
+        self.inner.max_streams.load(Ordering::SeqCst)
+    }
+
+    /// Lowers the stream cap to `n` (the server does, to keep connections
+    /// for the other routes); never raises it. Streams already open stay.
+    pub fn cap_streams(&self, n: usize) {
+        self.inner.max_streams.fetch_min(n, Ordering::SeqCst);
     }
 
     /// `ORCH_STREAM_HEARTBEAT_MS`: how often an idle stream sends a comment line.

@@ -71,6 +71,18 @@ fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     }
 }
 
+/// The share of the connection cap kept from streams for the other routes
+/// (`/metrics`, `/health`, the probes), and its least size: streams that took
+/// every connection would starve a liveness probe into restarting a healthy mirror.
+pub const STREAM_RESERVE: (usize, usize) = (4, 16);
+
+/// How many streams `connections` (the whole server's cap) leaves room for:
+/// all but a quarter of them, and never the last [`STREAM_RESERVE`]`.1`.
+pub fn streams_within(connections: usize) -> usize {
+    let reserve = (connections / STREAM_RESERVE.0).max(STREAM_RESERVE.1).min(connections);
+    connections - reserve
+}
+
 /// How long a graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
 
@@ -411,6 +423,16 @@ pub fn serve_on(
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
     let per_worker = connections_per_worker(open_files_limit(), workers);
     tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
+    let for_streams = streams_within(per_worker.saturating_mul(workers));
+    if handle.max_streams() > for_streams {
+        tracing::warn!(
+            configured = handle.max_streams(),
+            effective = for_streams,
+            "ORCH_MAX_STREAMS is above what the connection cap leaves after its reserve for /metrics, /health \
+             and the probes; streams are capped lower (raise the open-files limit for more)"
+        );
+        handle.cap_streams(for_streams);
+    }
     let streams_of = handle.clone();
     let hosts = web::Data::new(crate::serve::host::AllowedHosts::new(&settings.allowed_hosts));
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_WEB_CONFIG_FILE: {e}"));
@@ -517,6 +539,14 @@ async fn shutdown_signal() -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn streams_leave_a_quarter_of_the_connections_and_at_least_sixteen() {
+        assert_eq!(super::streams_within(172), 129);
+        assert_eq!(super::streams_within(40), 24);
+        assert_eq!(super::streams_within(10), 0);
+        assert_eq!(super::streams_within(50_000), 37_500);
+    }
 
     #[test]
     fn the_connection_cap_leaves_the_reserve_free() {
