@@ -376,6 +376,31 @@ fn a_bare_port_listens_everywhere_with_a_warning() {
     assert!(stderr.contains("0.0.0.0") && stderr.contains("no authentication"), "{stderr}");
 }
 
+/// Issue 24, item 6: an IPv4-mapped loopback address is loopback, not "beyond
+/// loopback". Skipped (saying so) where the machine has no IPv6 to bind it on.
+#[test]
+fn a_mapped_loopback_address_is_not_warned_about() {
+    if std::net::TcpListener::bind("[::ffff:127.0.0.1]:0").is_err() {
+        eprintln!("skipped: this machine cannot bind [::ffff:127.0.0.1] (no IPv6)");
+        return;
+    }
+    let fx = Fixture::one_of_each();
+    let port = support::free_port();
+    let bind = format!("[::ffff:127.0.0.1]:{port}");
+    let child = Binary::command(&[("ORCH_DB_PATH", &fx.path.display().to_string()), ("ORCH_BIND", &bind)])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn orchmirror");
+    let mut bin = Binary { child, base: format!("http://127.0.0.1:{port}"), port };
+    support::wait_for(Duration::from_secs(20), "listening on the mapped address", || {
+        support::client().get(bin.url("/livez")).send().ok().filter(|r| r.status().as_u16() == 200)
+    });
+    let _ = bin.terminate(Duration::from_secs(5));
+    let stderr = bin.stderr();
+    assert!(stderr.contains("listening") && !stderr.contains("beyond loopback"), "{stderr}");
+}
+
 /// The binary's start-up line (`ORCH_LOG_FORMAT=json`): version and effective settings.
 fn start_line(cmd: &mut std::process::Command) -> serde_json::Value {
     use std::io::BufRead;

@@ -36,6 +36,19 @@ fn unknown_paths_and_wrong_methods_get_json_errors() {
     assert_eq!(head.status().as_u16(), 200);
 }
 
+/// One raw HTTP/1.1 request for `path` with one extra header line: the status and the body.
+fn with_host_and(port: u16, path: &str, header: &str) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{header}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut text = String::new();
+    let _ = s.read_to_string(&mut text);
+    let status = text.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+}
+
 /// One raw HTTP request with `host` as its `Host` header (none when `None`,
 /// as HTTP/1.0): the status and the body.
 fn with_host(port: u16, path: &str, host: Option<&str>) -> (u16, String) {
@@ -277,6 +290,25 @@ fn etag_and_if_none_match() {
             .collect();
         assert!(vary.iter().any(|v| v == "accept") && vary.iter().any(|v| v == "accept-encoding"), "{vary:?}");
     }
+    // Issue 24, item 6: refusing every encoding gets the JSON error shape.
+    for refuse in ["identity;q=0", "*;q=0"] {
+        let (status, body) = with_host_and(bin.port, "/metrics", &format!("Accept-Encoding: {refuse}"));
+        assert_eq!(status, 406, "{refuse}");
+        let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{refuse}: not JSON ({e}): {body}"));
+        assert!(body["error"].as_str().is_some_and(|e| e.contains("Accept-Encoding")), "{body}");
+    }
+    // q-values choose the format: OpenMetrics refused with q=0 gives the 0.0.4 text.
+    let refused = client
+        .get(bin.url("/metrics"))
+        .header("Accept", "application/openmetrics-text;q=0, text/plain")
+        .send()
+        .expect("get");
+    let ct = refused.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(ct.starts_with("text/plain"), "{ct}");
+    // The page's script runs by its hash, not by 'unsafe-inline'.
+    let csp = client.get(bin.url("/")).send().expect("page");
+    let csp = csp.headers().get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert!(csp.contains("script-src 'sha256-") && !csp.contains("script-src 'unsafe-inline'"), "{csp}");
     for path in ["/metrics", "/health", "/nope", "/", "/livez", "/metrics/prometheus"] {
         let resp = client.get(bin.url(path)).send().expect("get");
         assert_eq!(resp.headers().get("x-content-type-options").map(|v| v.as_bytes()), Some(&b"nosniff"[..]), "{path}");

@@ -71,6 +71,27 @@ fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     }
 }
 
+/// Turns a `406 Not Acceptable` that is not JSON (actix-web's `Compress`
+/// answers one in plain text when `Accept-Encoding` refuses identity and
+/// every encoding it has) into the JSON error every other route gives.
+async fn json_not_acceptable(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let res = next.call(req).await?;
+    let json = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if res.status() != actix_web::http::StatusCode::NOT_ACCEPTABLE || json {
+        return Ok(res.map_into_left_body());
+    }
+    let (req, _) = res.into_parts();
+    let answer = error(
+        actix_web::http::StatusCode::NOT_ACCEPTABLE,
+        "no acceptable content encoding: Accept-Encoding refuses identity and every encoding this server has \
+         (gzip, br, zstd)",
+    );
+    Ok(actix_web::dev::ServiceResponse::new(req, answer).map_into_right_body())
+}
+
 /// The share of the connection cap kept from streams for the other routes
 /// (`/metrics`, `/health`, the probes), and its least size: streams that took
 /// every connection would starve a liveness probe into restarting a healthy mirror.
@@ -237,6 +258,26 @@ async fn readyz(handle: web::Data<MirrorHandle>) -> HttpResponse {
 /// The live page (`ORCH_UI_ENABLED`): one self-contained file, built in.
 pub const PAGE: &str = include_str!("ui/index.html");
 
+/// The page's Content-Security-Policy: its one inline script is allowed by
+/// its SHA-256 (it is static), not by `'unsafe-inline'`, so no injected
+/// script could run; everything else it needs is inline style or this origin.
+fn page_policy() -> &'static str {
+    static POLICY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    POLICY.get_or_init(|| {
+        use base64::Engine;
+        use sha2::Digest;
+        let script = PAGE
+            .split_once("<script>")
+            .and_then(|(_, rest)| rest.split_once("</script>"))
+            .map_or("", |(script, _)| script);
+        let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script.as_bytes()));
+        format!(
+            "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; connect-src 'self'; \
+             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+        )
+    })
+}
+
 /// `GET /`: the live page, which reads `/metrics/stream` (or polls `/metrics`).
 async fn page() -> HttpResponse {
     HttpResponse::Ok()
@@ -244,11 +285,7 @@ async fn page() -> HttpResponse {
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         // Everything it needs is inline or on this origin; nothing else may load.
-        .insert_header((
-            header::CONTENT_SECURITY_POLICY,
-            "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; \
-             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ))
+        .insert_header((header::CONTENT_SECURITY_POLICY, page_policy()))
         .body(PAGE)
 }
 
@@ -309,7 +346,8 @@ pub fn listen(settings: &Settings) -> io::Result<Vec<Listener>> {
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))?;
         socket.listen(BACKLOG)?;
-        if !addr.ip().is_loopback() {
+        // An IPv4-mapped IPv6 loopback (`[::ffff:127.0.0.1]`) is loopback too.
+        if !addr.ip().to_canonical().is_loopback() {
             tracing::warn!(
                 %addr,
                 "listening beyond loopback: anyone who can reach this address reads the orchestrator's state \
@@ -448,6 +486,8 @@ pub fn serve_on(
         let app = App::new()
             // gzip, br or zstd when the client's Accept-Encoding asks for it.
             .wrap(actix_web::middleware::Compress::default())
+            // Compress answers 406 in plain text when Accept-Encoding refuses every encoding.
+            .wrap(actix_web::middleware::from_fn(json_not_acceptable))
             // Users and headers of the web configuration file, when there is one.
             .wrap(actix_web::middleware::from_fn(crate::serve::web_config::check))
             // A request for a host name it does not answer to gets nothing else.

@@ -38,11 +38,8 @@ pub enum Format {
 impl Format {
     /// OpenMetrics when `accept` names it, otherwise the Prometheus text format.
     pub fn from_accept(accept: &str) -> Self {
-        if accept.to_ascii_lowercase().contains("application/openmetrics-text") {
-            Self::OpenMetrics
-        } else {
-            Self::Text
-        }
+        let om = quality(accept, "application/openmetrics-text");
+        if om > 0.0 && om >= quality(accept, "text/plain") { Self::OpenMetrics } else { Self::Text }
     }
 
     /// The `Content-Type` of this format.
@@ -55,10 +52,32 @@ impl Format {
 }
 
 /// Whether a `/metrics` request's `Accept` asks for an exposition: it names a
-/// Prometheus or OpenMetrics text type and does not name `application/json`.
+/// Prometheus or OpenMetrics text type with a higher q-value than
+/// `application/json` (a tie, or wildcards alone, get JSON).
 pub fn wants_exposition(accept: &str) -> bool {
-    let a = accept.to_ascii_lowercase();
-    !a.contains("application/json") && (a.contains("application/openmetrics-text") || a.contains("text/plain"))
+    let exposition = quality(accept, "application/openmetrics-text").max(quality(accept, "text/plain"));
+    exposition > 0.0 && exposition > quality(accept, "application/json")
+}
+
+/// The q-value `accept` gives `media_type` by name (its parameters, such as
+/// `version`, aside): the highest among its entries, 1 when an entry has no
+/// `q`, 0 when it is not named (wildcards do not name it) or the `q` does not parse.
+fn quality(accept: &str, media_type: &str) -> f32 {
+    accept
+        .split(',')
+        .filter_map(|entry| {
+            let mut parts = entry.split(';');
+            let name = parts.next()?.trim();
+            if !name.eq_ignore_ascii_case(media_type) {
+                return None;
+            }
+            let q = parts.filter_map(|p| p.trim().strip_prefix("q=")).next();
+            Some(
+                q.map_or(Some(1.0), |q| q.trim().parse::<f32>().ok().filter(|q| (0.0..=1.0).contains(q)))
+                    .unwrap_or(0.0),
+            )
+        })
+        .fold(0.0, f32::max)
 }
 
 type Labels = Vec<(String, String)>;
@@ -340,6 +359,14 @@ mod tests {
         for json in ["*/*", "", "application/json", "text/plain, application/json", "text/html,*/*;q=0.8"] {
             assert!(!wants_exposition(json), "{json}");
         }
+        // q-values count (issue 24): a type refused with q=0 is not chosen.
+        let refused = "application/openmetrics-text;q=0, text/plain";
+        assert!(wants_exposition(refused));
+        assert_eq!(Format::from_accept(refused), Format::Text);
+        assert!(!wants_exposition("text/plain;q=0"));
+        assert!(!wants_exposition("text/plain;q=0.5, application/json"), "JSON preferred");
+        assert!(wants_exposition("text/plain, application/json;q=0.5"), "text preferred");
+        assert_eq!(Format::from_accept("text/plain;q=1, application/openmetrics-text;q=0.5"), Format::Text);
     }
 
     #[test]
