@@ -284,6 +284,33 @@ fn the_page_works_behind_tls_and_basic_auth() {
     let _ = child.wait();
 }
 
+/// Issue 24, item 6: a right-to-left override in a status cannot reorder
+/// the text around it, and a 1 KB unbroken value does not widen the page.
+#[test]
+fn hostile_text_neither_reorders_nor_widens_the_page() {
+    let fx = busy_fixture();
+    fx.exec(&format!(
+        "INSERT INTO jobs (agent, status) VALUES ('developer', 'paused\u{202E}'), ('developer', 'paused\u{202E}');
+         INSERT INTO tasks (work_item_id, stage) VALUES ('ORCH-9', '{}');",
+        "x".repeat(1000)
+    ));
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    with_browser(1280, 1000, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "the stream", |t| t.starts_with("live")).await;
+        wait_text(c, "#queue-other", "the odd status", |t| t.contains('\u{202E}')).await;
+        let isolated = script(
+            c,
+            "return [...document.querySelectorAll('#queue-other bdi')].some(b => b.textContent.includes('\\u202e'));",
+        )
+        .await;
+        assert_eq!(isolated, Value::Bool(true), "the status is in a <bdi>");
+        let overflow = script(c, "return document.documentElement.scrollWidth - window.innerWidth;").await;
+        assert!(overflow.as_i64().is_some_and(|px| px <= 1), "the page scrolls sideways by {overflow} px");
+    });
+}
+
 #[test]
 fn the_page_is_usable_at_a_phone_width_and_by_keyboard() {
     let fx = busy_fixture();
