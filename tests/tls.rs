@@ -43,6 +43,15 @@ impl Ca {
         (cert.pem(), key.serialize_pem())
     }
 
+    /// A server certificate for localhost issued now, written with its key
+    /// and this CA to `server.crt`, `server.key` and `ca.crt` in `dir`.
+    fn server_files(&self, dir: &Path) {
+        let (cert, key) = self.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
+        for (name, pem) in [("server.crt", &cert), ("server.key", &key), ("ca.crt", &self.pem)] {
+            std::fs::write(dir.join(name), pem).expect("write");
+        }
+    }
+
     fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_slice(self.pem.as_bytes()).expect("CA pem")).expect("add");
@@ -111,9 +120,7 @@ const BOTH: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13, &r
 fn the_server_speaks_tls_with_its_certificate_and_picks_up_a_rotated_one() {
     let fx = Fixture::one_of_each();
     let ca = Ca::new();
-    let (cert, key) = ca.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
-    std::fs::write(fx.dir.path().join("server.crt"), &cert).expect("write");
-    std::fs::write(fx.dir.path().join("server.key"), &key).expect("write");
+    ca.server_files(fx.dir.path());
     let config = fx.dir.path().join("web.yml");
     // Relative paths are relative to the configuration file, as the toolkit reads them.
     std::fs::write(&config, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n").expect("write");
@@ -148,11 +155,8 @@ fn the_server_speaks_tls_with_its_certificate_and_picks_up_a_rotated_one() {
 fn mutual_tls_requires_a_client_certificate_from_the_ca_and_min_version_holds() {
     let fx = Fixture::one_of_each();
     let ca = Ca::new();
-    let (cert, key) = ca.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
     let dir = fx.dir.path();
-    std::fs::write(dir.join("server.crt"), &cert).expect("write");
-    std::fs::write(dir.join("server.key"), &key).expect("write");
-    std::fs::write(dir.join("ca.crt"), &ca.pem).expect("write");
+    ca.server_files(dir);
     let config = dir.join("web.yml");
     std::fs::write(
         &config,
@@ -182,11 +186,9 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca_and_min_version_holds() 
 fn a_bad_tls_configuration_is_a_start_up_error_naming_the_key() {
     let fx = Fixture::one_of_each();
     let ca = Ca::new();
-    let (cert, key) = ca.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
     let (_, other_key) = ca.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
     let dir = fx.dir.path();
-    std::fs::write(dir.join("server.crt"), &cert).expect("write");
-    std::fs::write(dir.join("server.key"), &key).expect("write");
+    ca.server_files(dir);
     std::fs::write(dir.join("other.key"), &other_key).expect("write");
     for (text, expected) in [
         ("tls_server_config:\n  cert_file: server.crt\n  key_file: other.key\n", "does not belong"),
@@ -219,11 +221,8 @@ fn a_real_prometheus_scrapes_over_tls_with_basic_auth() {
     let Some(prometheus) = support::system_tool("prometheus") else { return };
     let fx = Fixture::one_of_each();
     let ca = Ca::new();
-    let (cert, key) = ca.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
     let dir = fx.dir.path();
-    std::fs::write(dir.join("server.crt"), &cert).expect("write");
-    std::fs::write(dir.join("server.key"), &key).expect("write");
-    std::fs::write(dir.join("ca.crt"), &ca.pem).expect("write");
+    ca.server_files(dir);
     let hash = bcrypt::hash("s3cret", 4).expect("hash");
     let config = dir.join("web.yml");
     std::fs::write(
