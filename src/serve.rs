@@ -2,6 +2,7 @@
 //! Prometheus exposition. Everything here reads the runtime through
 //! [`crate::MirrorHandle`] and never touches the database.
 
+pub mod compressed;
 pub mod envelope;
 pub mod health;
 pub mod host;

@@ -205,6 +205,30 @@ async fn metrics_answer(req: actix_web::HttpRequest, handle: web::Data<MirrorHan
                 HttpResponse::NotModified().insert_header((header::ETAG, tag)).finish()
             }
             Ok((parts, tag)) => {
+                let len: usize = parts.iter().map(Bytes::len).sum();
+                let coding = req
+                    .headers()
+                    .get(header::ACCEPT_ENCODING)
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::serve::compressed::Coding::negotiate);
+                if let Some(coding) = coding.filter(|_| len >= crate::serve::compressed::MIN_SHARED) {
+                    match crate::serve::compressed::body(coding, &tag, parts.clone()).await {
+                        Ok(compressed) => {
+                            let mut resp = match shared_body(vec![compressed]) {
+                                Either::Left(small) => json(actix_web::http::StatusCode::OK, small),
+                                Either::Right(large) => json(actix_web::http::StatusCode::OK, large),
+                            };
+                            // Already encoded: `Compress` leaves an answer with this header alone.
+                            resp.headers_mut()
+                                .insert(header::CONTENT_ENCODING, header::HeaderValue::from_static(coding.token()));
+                            if let Ok(value) = header::HeaderValue::from_str(&tag) {
+                                resp.headers_mut().insert(header::ETAG, value);
+                            }
+                            return resp;
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot compress /metrics; answering uncompressed"),
+                    }
+                }
                 let mut resp = match shared_body(parts) {
                     Either::Left(small) => json(actix_web::http::StatusCode::OK, small),
                     Either::Right(large) => json(actix_web::http::StatusCode::OK, large),

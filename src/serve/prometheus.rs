@@ -171,6 +171,17 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
         "1 when the web configuration file in force is the file as it is now",
         last_ok,
     );
+    let compressions = Family::<Labels, Counter>::default();
+    for coding in crate::serve::compressed::codings() {
+        compressions
+            .get_or_create(&vec![("encoding".to_owned(), coding.token().to_owned())])
+            .inc_by(crate::serve::compressed::made(coding));
+    }
+    registry.register(
+        "orchmirror_shared_compressions",
+        "Large /metrics bodies compressed (each made once per change, second and encoding, then shared)",
+        compressions,
+    );
     let refusals = Counter::<u64>::default();
     refusals.inc_by(crate::source::wal_guard_refusals());
     registry.register(
