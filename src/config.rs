@@ -264,12 +264,21 @@ pub struct CliOverrides {
     /// variable without `ORCH_`, lower case) and the text given; the flag is
     /// `--` and the key with `-` for `_` (`--refresh-ms`).
     pub settings: Vec<(String, String)>,
+    /// The dotenv file that set some of the environment's `ORCH_*`
+    /// variables, and which (by variable name): errors name the file.
+    pub dotenv: Option<(String, Vec<String>)>,
 }
 
 impl CliOverrides {
     /// Overrides from the three path and address flags.
     pub fn new(db: Option<PathBuf>, bind: Option<String>, config: Option<PathBuf>) -> Self {
-        Self { db, bind, config, settings: Vec::new() }
+        Self { db, bind, config, settings: Vec::new(), dotenv: None }
+    }
+
+    /// This with `variables` (`ORCH_*` names) coming from the dotenv file at `path`.
+    pub fn with_dotenv(mut self, path: impl Into<String>, variables: Vec<String>) -> Self {
+        self.dotenv = Some((path.into(), variables));
+        self
     }
 
     /// This with the setting `key` (for example `refresh_ms`) given as `value` on the command line.
@@ -373,12 +382,21 @@ impl Settings {
             reason: e.to_string(),
         })?;
         let file_path = file.map(|f| f.0).unwrap_or_default();
+        let (dotenv_path, dotenv_keys) = match &cli.dotenv {
+            Some((path, vars)) => (
+                path.as_str(),
+                vars.iter().filter_map(|v| v.strip_prefix("ORCH_")).map(str::to_ascii_lowercase).collect(),
+            ),
+            None => ("", Vec::new()),
+        };
         Layers {
             merged: &merged,
             cli_keys: &cli_keys,
             env_keys: &env_keys,
             file_keys: &file_keys,
             file_path: &file_path,
+            dotenv_keys: &dotenv_keys,
+            dotenv_path,
         }
         .settings()
     }
@@ -413,6 +431,9 @@ struct Layers<'a> {
     env_keys: &'a [String],
     file_keys: &'a [String],
     file_path: &'a str,
+    /// Environment keys whose value came from the dotenv file at `dotenv_path`.
+    dotenv_keys: &'a [String],
+    dotenv_path: &'a str,
 }
 
 impl Layers<'_> {
@@ -517,6 +538,8 @@ impl Layers<'_> {
         let var = if from_cli { cli_flag(key) } else { format!("ORCH_{}", key.to_uppercase()) };
         let origin = if from_cli {
             " (from the command line)".to_owned()
+        } else if self.dotenv_keys.iter().any(|k| k == key) {
+            format!(" (from {})", self.dotenv_path)
         } else if self.env_keys.iter().any(|k| k == key) {
             " (from the environment)".to_owned()
         } else if self.file_keys.iter().any(|k| k == key) {

@@ -180,13 +180,14 @@ fn main() -> ExitCode {
         .unwrap_or(&matches)
         .value_source("env_file")
         .is_some_and(|s| s == ValueSource::CommandLine);
-    let env = match environment(&files.env_file, env_file_named) {
+    let (env, from_dotenv) = match environment(&files.env_file, env_file_named) {
         Ok(env) => env,
         Err(e) => {
             eprintln!("orchmirror: configuration error: {e}");
             return ExitCode::from(2);
         }
     };
+    let overrides = overrides.with_dotenv(files.env_file.display().to_string(), from_dotenv);
     let mut settings = match load_settings(env, overrides) {
         Ok(s) => s,
         Err(e) => {
@@ -240,10 +241,17 @@ fn overrides(
 
 /// The process environment over the dotenv file's variables (the real
 /// environment wins). A missing `./.env` is no error; a named file must exist.
-fn environment(env_file: &std::path::Path, named: bool) -> Result<Vec<(String, String)>, String> {
+/// The environment, and the `ORCH_*` variables whose value came from the dotenv file.
+type Environment = (Vec<(String, String)>, Vec<String>);
+
+fn environment(env_file: &std::path::Path, named: bool) -> Result<Environment, String> {
     let mut vars = std::collections::HashMap::new();
     match orchmirror::config::read_settings_file(env_file) {
         Ok(Some(bytes)) => {
+            if let Err(e) = std::str::from_utf8(&bytes) {
+                let line = bytes[..e.valid_up_to()].iter().filter(|b| **b == b'\n').count() + 1;
+                return Err(format!("{}: line {line} is not valid UTF-8", env_file.display()));
+            }
             for line in dotenvy::from_read_iter(bytes.as_slice()) {
                 let (k, v) = line.map_err(|e| format!("{}: {e}", env_file.display()))?;
                 vars.insert(k, v);
@@ -253,9 +261,12 @@ fn environment(env_file: &std::path::Path, named: bool) -> Result<Vec<(String, S
         Ok(None) => return Err(format!("cannot read --env-file {}: no such file", env_file.display())),
         Err(e) => return Err(format!("cannot read the dotenv file: {e}")),
     }
+    let mut from_file: std::collections::HashSet<String> =
+        vars.keys().filter(|k| k.starts_with("ORCH_")).cloned().collect();
     for (k, v) in std::env::vars_os() {
         match (k.into_string(), v.into_string()) {
             (Ok(k), Ok(v)) => {
+                from_file.remove(&k);
                 vars.insert(k, v);
             }
             (Ok(k), Err(v)) if k.starts_with("ORCH_") => {
@@ -264,7 +275,7 @@ fn environment(env_file: &std::path::Path, named: bool) -> Result<Vec<(String, S
             _ => {}
         }
     }
-    Ok(vars.into_iter().collect())
+    Ok((vars.into_iter().collect(), from_file.into_iter().collect()))
 }
 
 /// One line with the version and the effective settings.

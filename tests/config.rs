@@ -473,12 +473,23 @@ fn a_missing_or_broken_env_file_is_a_start_up_error() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains(".env"), "{stderr}");
 
-    // A bad value from .env is named like any other.
+    // A bad value from .env is named like any other, with the file it came from.
     std::fs::write(dir.path().join(".env"), "ORCH_REFRESH_MS=5\n").expect(".env");
     let out = Binary::command(&[]).current_dir(dir.path()).output().expect("run");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("ORCH_REFRESH_MS") && stderr.contains("\"5\""), "{stderr}");
+    assert!(stderr.contains(".env)") && !stderr.contains("from the environment"), "names the file: {stderr}");
+    // The same variable in the real environment wins, and is named as such.
+    let out = Binary::command(&[("ORCH_REFRESH_MS", "6")]).current_dir(dir.path()).output().expect("run");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("(from the environment)"));
+
+    // One byte that is not UTF-8: the error gives its line.
+    std::fs::write(dir.path().join(".env"), b"ORCH_REFRESH_MS=100\n# caf\xe9\n").expect(".env");
+    let out = Binary::command(&[]).current_dir(dir.path()).output().expect("run");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(".env: line 2 is not valid UTF-8"), "{stderr}");
 }
 
 /// Issue 24, item 4: a settings file is read only when it is a regular file
