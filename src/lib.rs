@@ -9,7 +9,7 @@
 //!
 //! # Layout
 //!
-//! Four layers, each using only the ones below it (`tests/layers.rs` checks
+//! Four layers, each using only the ones below it (`tests/integration/layers.rs` checks
 //! that every `crate::` path points down and that the module graph has no
 //! cycle):
 //!

@@ -1,0 +1,273 @@
+//! CONTRACT section 7, "exact under the pattern": after every refresh, what a
+//! section's incremental path serves equals the plain queries over all rows on
+//! the same read snapshot, whatever sequence of the orchestrator's pattern
+//! writes came before. A seeded random workload checks it after every refresh;
+//! a failure names its seed and step (`ORCHMIRROR_SEED=n` replays one seed).
+
+use crate::support;
+
+use std::time::Duration;
+
+use orchmirror::Section;
+use orchmirror::section::{Cost, Queue, Stages};
+use orchmirror::source::db::Database;
+use rusqlite::Connection;
+
+/// The orchestrator, writing only as CONTRACT section 7 allows.
+struct Orchestrator {
+    conn: Connection,
+    rng: fastrand::Rng,
+}
+
+impl Orchestrator {
+    fn exec(&self, sql: &str, params: impl rusqlite::Params) {
+        self.conn.execute(sql, params).unwrap_or_else(|e| panic!("pattern write failed: {e}: {sql}"));
+    }
+
+    fn ids(&self, sql: &str) -> Vec<i64> {
+        let mut stmt = self.conn.prepare(sql).expect("prepare");
+        stmt.query_map([], |r| r.get(0)).expect("query").collect::<Result<_, _>>().expect("ids")
+    }
+
+    fn pick(&mut self, sql: &str) -> Option<i64> {
+        let ids = self.ids(sql);
+        (!ids.is_empty()).then(|| ids[self.rng.usize(..ids.len())])
+    }
+
+    /// A value for a cost or token column: mostly good, sometimes NULL or bad data.
+    fn value(&mut self, good: rusqlite::types::Value) -> rusqlite::types::Value {
+        use rusqlite::types::Value;
+        match self.rng.u8(..20) {
+            0 => Value::Null,
+            1 => Value::Text("n/a".into()),
+            2 => Value::Integer(-5),
+            _ => good,
+        }
+    }
+
+    /// One write of the pattern, chosen at random.
+    fn step(&mut self) {
+        use rusqlite::types::Value;
+        match self.rng.u8(..10) {
+            // A new job, queued; sometimes a new task, or a task's stage moving forward.
+            0 => self.exec("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", []),
+            1 => match self.rng.u8(..3) {
+                0 => {
+                    let stage = ["backlog", "develop", "review"][self.rng.usize(..3)];
+                    self.exec("INSERT INTO tasks (work_item_id, stage) VALUES ('W', ?1)", [stage]);
+                }
+                _ => {
+                    if let Some(task) = self.pick("SELECT id FROM tasks WHERE stage NOT IN ('done', 'cancelled')") {
+                        let next = ["review", "test", "done", "cancelled"][self.rng.usize(..4)];
+                        self.exec(
+                            "UPDATE tasks SET stage = ?2, updated_at = datetime('now') WHERE id = ?1",
+                            rusqlite::params![task, next],
+                        );
+                    }
+                }
+            },
+            // queued -> running with attempts + 1, and its run starts.
+            2 | 3 => {
+                if let Some(job) = self.pick("SELECT id FROM jobs WHERE status = 'queued'") {
+                    self.exec(
+                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = datetime('now') WHERE id = ?1",
+                        [job],
+                    );
+                    self.exec("INSERT INTO agent_runs (job_id, agent, pid) VALUES (?1, 'dev', 4242)", [job]);
+                }
+            }
+            // A run finishes (cost and tokens in the same write); its job is done or failed.
+            4..=6 => {
+                if let Some(run) = self.pick("SELECT id FROM agent_runs WHERE finished_at IS NULL") {
+                    let dollars = self.rng.u32(..5_000_000) as f64 / 1e6 + 0.1;
+                    let cost = self.value(Value::Real(dollars));
+                    let mut tokens = Vec::new();
+                    for _ in 0..4 {
+                        let n = self.rng.i64(0..200_000);
+                        tokens.push(self.value(Value::Integer(n)));
+                    }
+                    self.exec(
+                        "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = ?2, input_tokens = ?3,
+                                output_tokens = ?4, cache_read_tokens = ?5, cache_creation_tokens = ?6 WHERE id = ?1",
+                        rusqlite::params![run, cost, tokens[0], tokens[1], tokens[2], tokens[3]],
+                    );
+                    let status = if self.rng.bool() { "done" } else { "failed" };
+                    self.exec(
+                        "UPDATE jobs SET status = ?2, finished_at = datetime('now')
+                          WHERE id = (SELECT job_id FROM agent_runs WHERE id = ?1) AND status = 'running'",
+                        rusqlite::params![run, status],
+                    );
+                }
+            }
+            // failed -> queued (a retry).
+            7 => {
+                if let Some(job) = self.pick("SELECT id FROM jobs WHERE status = 'failed'") {
+                    self.exec("UPDATE jobs SET status = 'queued' WHERE id = ?1", [job]);
+                }
+            }
+            // queued <-> paused.
+            8 => {
+                if let Some(job) = self.pick("SELECT id FROM jobs WHERE status IN ('queued', 'paused')") {
+                    self.exec(
+                        "UPDATE jobs SET status = CASE status WHEN 'queued' THEN 'paused' ELSE 'queued' END WHERE id = ?1",
+                        [job],
+                    );
+                }
+            }
+            // queued | paused -> cancelled.
+            _ => {
+                if let Some(job) = self.pick("SELECT id FROM jobs WHERE status IN ('queued', 'paused')") {
+                    self.exec("UPDATE jobs SET status = 'cancelled' WHERE id = ?1", [job]);
+                }
+            }
+        }
+    }
+}
+
+fn seeds() -> Vec<u64> {
+    match std::env::var("ORCHMIRROR_SEED").ok().and_then(|s| s.parse().ok()) {
+        Some(seed) => vec![seed],
+        None => vec![1, 2, 3, 4],
+    }
+}
+
+/// Runs the workload and checks `section` after every refresh.
+fn exact_under_the_pattern<S: Section>(make: impl Fn() -> S) {
+    for seed in seeds() {
+        let fx = support::Fixture::new();
+        let mut orch = Orchestrator { conn: fx.conn(), rng: fastrand::Rng::with_seed(seed) };
+        let db = Database::new(&fx.path);
+        let section = make();
+        let mut writes = 0;
+        for step in 0..400 {
+            // Several writes between two refreshes, sometimes none.
+            for _ in 0..orch.rng.usize(0..8) {
+                orch.step();
+                writes += 1;
+            }
+            if orch.rng.u8(..50) == 0 {
+                section.forget(); // a reconciliation
+            }
+            let (fast, full) = db
+                .with_conn(Duration::from_secs(30), |conn, _| Ok((section.refresh(conn)?, section.load(conn)?)))
+                .unwrap_or_else(|e| panic!("seed {seed}, step {step}: refresh failed: {e}"));
+            assert!(
+                fast == full,
+                "seed {seed}, step {step} ({writes} writes): the incremental {} differs from the full one\n\
+                 incremental: {fast:?}\nfull:        {full:?}",
+                S::NAME
+            );
+        }
+        assert!(writes > 1000, "seed {seed}: only {writes} pattern writes");
+    }
+}
+
+#[test]
+fn cost_is_exact_under_the_pattern() {
+    exact_under_the_pattern(Cost::new);
+}
+
+#[test]
+fn queue_is_exact_under_the_pattern() {
+    exact_under_the_pattern(Queue::new);
+}
+
+#[test]
+fn stages_are_exact_under_the_pattern() {
+    exact_under_the_pattern(|| Stages);
+}
+
+/// Refreshes `section` once and checks it against the full queries on the same snapshot.
+fn check<S: Section>(db: &Database, section: &S, what: &str) -> S::Data {
+    let (fast, full) = db
+        .with_conn(Duration::from_secs(30), |conn, _| Ok((section.refresh(conn)?, section.load(conn)?)))
+        .unwrap_or_else(|e| panic!("{what}: refresh failed: {e}"));
+    assert_eq!(fast, full, "{what}: the incremental {} differs from the full one", S::NAME);
+    fast
+}
+
+/// A failed job retried, started and failed again, or retried and cancelled,
+/// all between two refreshes: nothing in the live set shows it, and the queue
+/// must still count its new attempt and its new status.
+#[test]
+fn queue_sees_failed_jobs_that_move_between_two_refreshes() {
+    let fx = support::Fixture::new();
+    let conn = fx.conn();
+    for _ in 0..6 {
+        conn.execute("INSERT INTO jobs (agent, status, attempts) VALUES ('dev', 'failed', 1)", []).expect("job");
+    }
+    conn.execute("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", []).expect("job");
+    let db = Database::new(&fx.path);
+    let queue = Queue::new();
+    check(&db, &queue, "at first");
+    let cycles: [(&str, &[&str]); 4] = [
+        (
+            "failed -> queued -> running -> failed, with its run",
+            &[
+                "UPDATE jobs SET status = 'queued' WHERE id = 1",
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1 WHERE id = 1",
+                "INSERT INTO agent_runs (job_id, agent) VALUES (1, 'dev')",
+                "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = 0.5 WHERE job_id = 1",
+                "UPDATE jobs SET status = 'failed' WHERE id = 1",
+            ],
+        ),
+        (
+            "failed -> queued -> cancelled",
+            &["UPDATE jobs SET status = 'queued' WHERE id = 2", "UPDATE jobs SET status = 'cancelled' WHERE id = 2"],
+        ),
+        (
+            "failed -> queued -> running -> done, and another failed -> queued -> paused -> cancelled",
+            &[
+                "UPDATE jobs SET status = 'queued' WHERE id IN (3, 4)",
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1 WHERE id = 3",
+                "INSERT INTO agent_runs (job_id, agent) VALUES (3, 'dev')",
+                "UPDATE jobs SET status = 'done' WHERE id = 3",
+                "UPDATE jobs SET status = 'paused' WHERE id = 4",
+                "UPDATE jobs SET status = 'cancelled' WHERE id = 4",
+            ],
+        ),
+        (
+            "one failed job cancelled while a queued one starts and fails",
+            &[
+                "UPDATE jobs SET status = 'queued' WHERE id = 5",
+                "UPDATE jobs SET status = 'cancelled' WHERE id = 5",
+                "UPDATE jobs SET status = 'running', attempts = attempts + 1 WHERE id = 7",
+                "INSERT INTO agent_runs (job_id, agent) VALUES (7, 'dev')",
+                "UPDATE jobs SET status = 'failed' WHERE id = 7",
+            ],
+        ),
+    ];
+    for (what, writes) in cycles {
+        for sql in writes {
+            conn.execute(sql, []).unwrap_or_else(|e| panic!("{what}: {sql}: {e}"));
+        }
+        check(&db, &queue, what);
+    }
+    // Jobs 1 and 3 were retried; the full queries agree (checked above).
+    let data = check(&db, &queue, "at the end");
+    assert!(format!("{data:?}").contains("retried_jobs: 2"), "the retries of jobs 1 and 3 are counted: {data:?}");
+}
+
+/// Without an `agent_runs` table the queue cannot see starts; it reads the
+/// failed jobs again at every refresh and stays exact.
+#[test]
+fn queue_is_exact_without_agent_runs() {
+    let fx = support::Fixture::new();
+    let conn = fx.conn();
+    conn.execute_batch(
+        "DROP TABLE agent_runs;
+         INSERT INTO jobs (agent, status, attempts) VALUES ('dev', 'failed', 1), ('dev', 'failed', 2), ('dev', 'done', 1);",
+    )
+    .expect("schema");
+    let db = Database::new(&fx.path);
+    let queue = Queue::new();
+    check(&db, &queue, "at first");
+    conn.execute_batch(
+        "UPDATE jobs SET status = 'queued' WHERE id = 1;
+         UPDATE jobs SET status = 'running', attempts = attempts + 1 WHERE id = 1;
+         UPDATE jobs SET status = 'failed' WHERE id = 1;",
+    )
+    .expect("cycle");
+    let data = check(&db, &queue, "after a retry with no run to show it");
+    assert!(format!("{data:?}").contains("retried_jobs: 2"), "both failed jobs are retried now: {data:?}");
+}

@@ -1,0 +1,442 @@
+//! The live page at `/` (issue 12) in a real browser: Debian's `chromium`
+//! driven through `chromedriver` (WebDriver) with `fantoccini`, against the
+//! real binary. `.ci/run` installs both; elsewhere, without them, these tests
+//! say they are skipped (and under `CI=true` they fail instead).
+
+use crate::support;
+
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::Value;
+use support::{Binary, Fixture, Serves, get, get_json};
+
+/// One browser at a time: two cores, and each test is about time.
+static ONE_BROWSER: Mutex<()> = Mutex::new(());
+
+/// Generous bound for what should happen within a refresh period or two.
+const SOON: Duration = Duration::from_secs(15);
+
+struct Driver {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Driver {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// chromedriver on a free port, once it listens; `None` (skipped) without the tools.
+fn driver() -> Option<Driver> {
+    support::system_tool("chromium")?;
+    let chromedriver = support::system_tool("chromedriver")?;
+    let port = support::free_port();
+    let child = Command::new(chromedriver)
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start chromedriver");
+    let driver = Driver { child, port };
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(start.elapsed() < Duration::from_secs(20), "chromedriver did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Some(driver)
+}
+
+/// Runs `f` with a headless Chromium session of the given window size.
+fn with_browser<F>(width: u32, height: u32, f: F)
+where
+    F: AsyncFnOnce(&Client),
+{
+    let _one = ONE_BROWSER.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(driver) = driver() else { return };
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    rt.block_on(async {
+        let mut caps = serde_json::Map::new();
+        let binary = support::system_tool("chromium").map(|p| p.display().to_string());
+        caps.insert(
+            "goog:chromeOptions".into(),
+            serde_json::json!({
+                "binary": binary,
+                // The TLS test's certificate comes from a CA made at test time.
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--ignore-certificate-errors", format!("--window-size={width},{height}")],
+            }),
+        );
+        let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+        let client = ClientBuilder::new(connector)
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{}", driver.port))
+            .await
+            .expect("a WebDriver session");
+        f(&client).await;
+        let _ = client.close().await;
+    });
+    drop(driver);
+}
+
+/// A blocking call (the reqwest blocking client, which has a runtime of its
+/// own) made from inside the test's runtime: on a thread of its own.
+fn off_runtime<T: Send>(f: impl FnOnce() -> T + Send) -> T {
+    std::thread::scope(|s| s.spawn(f).join().expect("blocking call"))
+}
+
+/// The text `css` shows ("" when nothing matches), read in one script: the
+/// page re-renders every second, so a found element can be replaced before
+/// a second WebDriver command reads it.
+async fn text(c: &Client, css: &str) -> String {
+    let js = "const e = document.querySelector(arguments[0]); return e ? e.innerText.trim() : '';";
+    match c.execute(js, vec![Value::String(css.to_owned())]).await {
+        Ok(Value::String(t)) => t,
+        _ => String::new(),
+    }
+}
+
+/// Waits until the text of `css` satisfies `ok`; returns it.
+async fn wait_text(c: &Client, css: &str, what: &str, ok: impl Fn(&str) -> bool) -> String {
+    let start = Instant::now();
+    loop {
+        let t = text(c, css).await;
+        if ok(&t) {
+            return t;
+        }
+        assert!(start.elapsed() < SOON, "timed out waiting for {what}: {css} shows {t:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn rows(c: &Client, tbody: &str) -> usize {
+    c.find_all(Locator::Css(&format!("{tbody} tr"))).await.map(|v| v.len()).unwrap_or(0)
+}
+
+async fn script(c: &Client, js: &str) -> Value {
+    c.execute(js, vec![]).await.unwrap_or_else(|e| panic!("{js}: {e}"))
+}
+
+/// Saves a screenshot under `target/` (an artifact of the test run).
+async fn screenshot(c: &Client, name: &str) -> std::path::PathBuf {
+    let png = c.screenshot().await.expect("screenshot");
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui");
+    std::fs::create_dir_all(&dir).expect("screenshot dir");
+    let path = dir.join(name);
+    std::fs::write(&path, png).expect("write screenshot");
+    eprintln!("screenshot: {}", path.display());
+    path
+}
+
+fn busy_fixture() -> Fixture {
+    let fx = Fixture::one_of_each();
+    fx.exec(
+        "INSERT INTO tasks (work_item_id, stage, repo) VALUES ('ORCH-2', 'implement', 'core'), ('ORCH-3', 'test', 'web');
+         INSERT INTO jobs (agent, status, created_at) VALUES ('developer', 'queued', datetime('now', '-90 seconds')),
+                                                             ('reviewer', 'queued', datetime('now')),
+                                                             ('tester', 'done', datetime('now')),
+                                                             ('tester', 'failed', datetime('now'));
+         UPDATE jobs SET attempts = 2 WHERE id = 5;",
+    );
+    fx
+}
+
+#[test]
+fn the_page_shows_what_metrics_serves_and_follows_changes() {
+    let fx = busy_fixture();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    with_browser(1280, 1000, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "the stream", |t| t.starts_with("live")).await;
+        let m = off_runtime(|| bin.metrics());
+        let q = &m["queue"];
+        let depth = q["depth"].to_string();
+        wait_text(c, "#queue-depth", "the queue depth", |t| t == depth).await;
+        for k in ["running", "done", "failed", "cancelled"] {
+            assert_eq!(text(c, &format!("#queue-{k}")).await, q["counts"][k].to_string(), "{k}");
+        }
+        assert_eq!(text(c, "#queue-retries").await, "1 / 1 / 2");
+        assert_eq!(rows(c, "#stages-body").await, m["stages"].as_array().map_or(0, Vec::len));
+        assert_eq!(rows(c, "#agents-body").await, m["agents"].as_array().map_or(0, Vec::len));
+        assert_eq!(text(c, "#cost-runs").await, m["cost"]["aggregate"]["runs"].to_string());
+        assert_eq!(text(c, "#cost-usd").await, m["cost"]["aggregate"]["cost_usd"].to_string());
+        assert_eq!(text(c, "#status-queue").await, "ok");
+        let work_items = text(c, "#stages-body").await;
+        assert!(["ORCH-1", "ORCH-2", "ORCH-3"].iter().all(|w| work_items.contains(w)), "{work_items}");
+
+        // A change appears without a reload.
+        let before = q["depth"].as_u64().unwrap_or_default();
+        fx.exec("INSERT INTO jobs (agent, status) VALUES ('developer', 'queued');");
+        wait_text(c, "#queue-depth", "the new depth", |t| t == (before + 1).to_string()).await;
+        assert_eq!(off_runtime(|| bin.metrics())["queue"]["depth"].as_u64(), Some(before + 1));
+        screenshot(c, "page.png").await;
+
+        // A section made to fail shows its status and reason; its data is marked as not current.
+        // The DROP's own write lock can fail a refresh first ("database is
+        // locked" on a rollback-journal file, also `stale`): wait for the
+        // lasting reason, the missing table, not for the first stale.
+        fx.exec("DROP TABLE tasks;");
+        wait_text(c, "#error-stages", "the missing table as the reason", |t| t.contains("tasks")).await;
+        assert_eq!(text(c, "#status-stages").await, "stale");
+        let line = text(c, "#stages .state-line").await;
+        assert!(line.contains("Stale"), "{line}");
+        let summary = text(c, "#summary").await;
+        assert!(summary.contains("stages stale"), "{summary}");
+    });
+}
+
+/// Seconds from the page's age text ("0 s", "3 s", "2 min 5 s").
+fn seconds(text: &str) -> Option<f64> {
+    let mut total = 0.0;
+    let mut parts = text.split_whitespace();
+    while let (Some(n), Some(unit)) = (parts.next(), parts.next()) {
+        let n: f64 = n.parse().ok()?;
+        total += n * match unit {
+            "s" => 1.0,
+            "min" => 60.0,
+            "h" => 3600.0,
+            "d" => 86400.0,
+            _ => return None,
+        };
+    }
+    Some(total)
+}
+
+#[test]
+fn on_a_quiet_database_the_page_shows_the_ages_metrics_serves() {
+    let fx = busy_fixture();
+    let bin = fx.serve(&[("ORCH_REFRESH_MS", "1000")]);
+    bin.wait_all_ok();
+    with_browser(1280, 1000, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "the stream", |t| t.starts_with("live")).await;
+        // Nothing is committed: no section changes, so no `section` event
+        // comes. Before, the page counted every age up from the envelope.
+        tokio::time::sleep(Duration::from_secs(6)).await;
+        let page = script(
+            c,
+            "return Object.fromEntries([...document.querySelectorAll('#sections-body tr')]\
+               .map(r => [r.querySelector('th').textContent, r.querySelectorAll('td')[1].textContent]));",
+        )
+        .await;
+        let m = off_runtime(|| bin.metrics());
+        for s in support::SECTIONS {
+            let shown = page[s].as_str().and_then(seconds);
+            let served = m["sections"][s]["age_ms"].as_f64().map(|ms| ms / 1000.0);
+            let (Some(shown), Some(served)) = (shown, served) else {
+                panic!("{s}: page {:?}, /metrics {:?}", page[s], m["sections"][s]);
+            };
+            // Whole seconds on the page, and a refreshed event at most a second apart.
+            assert!((shown - served).abs() <= 2.0, "{s}: the page shows {shown} s, /metrics {served} s");
+        }
+    });
+}
+
+/// Issue 21: the page and its stream behind TLS and basic auth (a
+/// certificate made at test time; the browser ignores that no trusted CA
+/// signed it) show the live numbers and follow a change.
+#[test]
+fn the_page_works_behind_tls_and_basic_auth() {
+    let fx = busy_fixture();
+    let dir = fx.dir.path();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .and_then(|p| p.self_signed(&key))
+        .expect("certificate");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write");
+    let hash = bcrypt::hash("s3cret", 4).expect("hash");
+    let config = dir.join("web.yml");
+    std::fs::write(
+        &config,
+        format!("tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\nbasic_auth_users:\n  viewer: {hash}\n"),
+    )
+    .expect("write");
+    let port = support::free_port();
+    let mut child = Binary::command(&[
+        ("ORCH_DB_PATH", &fx.path.display().to_string()),
+        ("ORCH_BIND", &format!("127.0.0.1:{port}")),
+        ("ORCH_REFRESH_MS", "100"),
+        ("ORCH_WEB_CONFIG_FILE", &config.display().to_string()),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    support::wait_for(SOON, "the TLS port", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    let depth = || -> i64 {
+        fx.conn().query_row("SELECT count(*) FROM jobs WHERE status = 'queued'", [], |r| r.get(0)).expect("count")
+    };
+    with_browser(1280, 1000, async |c| {
+        c.goto(&format!("https://viewer:s3cret@127.0.0.1:{port}/")).await.expect("load / over TLS with a user");
+        wait_text(c, "#mode", "the stream", |t| t.starts_with("live")).await;
+        let before = depth();
+        wait_text(c, "#queue-depth", "the queue depth", |t| t == before.to_string()).await;
+        fx.exec("INSERT INTO jobs (agent, status) VALUES ('developer', 'queued');");
+        wait_text(c, "#queue-depth", "the new depth", |t| t == (before + 1).to_string()).await;
+    });
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+/// Issue 24, item 6: a right-to-left override in a status cannot reorder
+/// the text around it, and a 1 KB unbroken value does not widen the page.
+#[test]
+fn hostile_text_neither_reorders_nor_widens_the_page() {
+    let fx = busy_fixture();
+    fx.exec(&format!(
+        "INSERT INTO jobs (agent, status) VALUES ('developer', 'paused\u{202E}'), ('developer', 'paused\u{202E}');
+         INSERT INTO tasks (work_item_id, stage) VALUES ('ORCH-9', '{}');",
+        "x".repeat(1000)
+    ));
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    with_browser(1280, 1000, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "the stream", |t| t.starts_with("live")).await;
+        wait_text(c, "#queue-other", "the odd status", |t| t.contains('\u{202E}')).await;
+        let isolated = script(
+            c,
+            "return [...document.querySelectorAll('#queue-other bdi')].some(b => b.textContent.includes('\\u202e'));",
+        )
+        .await;
+        assert_eq!(isolated, Value::Bool(true), "the status is in a <bdi>");
+        let overflow = script(c, "return document.documentElement.scrollWidth - window.innerWidth;").await;
+        assert!(overflow.as_i64().is_some_and(|px| px <= 1), "the page scrolls sideways by {overflow} px");
+    });
+}
+
+#[test]
+fn the_page_is_usable_at_a_phone_width_and_by_keyboard() {
+    let fx = busy_fixture();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    with_browser(375, 800, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "the stream", |t| t.starts_with("live")).await;
+        let overflow = script(c, "return document.documentElement.scrollWidth - window.innerWidth;").await;
+        assert!(overflow.as_i64().is_some_and(|px| px <= 1), "the page scrolls sideways by {overflow} px");
+        // Every scrolling table is reachable with Tab, and status is text, not colour alone.
+        let focusable = script(
+            c,
+            "return [...document.querySelectorAll('.scroll')].every(e => e.tabIndex === 0 && e.getAttribute('aria-label'));",
+        )
+        .await;
+        assert_eq!(focusable, Value::Bool(true));
+        let mut reached = Vec::new();
+        for _ in 0..6 {
+            c.active_element().await.expect("focus").send_keys("\u{e004}").await.expect("Tab");
+            reached.push(script(c, "return document.activeElement.getAttribute('aria-label') || document.activeElement.textContent.trim();").await);
+        }
+        let reached: Vec<String> = reached.iter().filter_map(|v| v.as_str().map(str::to_owned)).collect();
+        assert!(reached.iter().any(|r| r == "Running agents"), "Tab order: {reached:?}");
+        screenshot(c, "page-phone.png").await;
+    });
+}
+
+#[test]
+fn the_page_polls_when_the_stream_is_refused() {
+    let fx = busy_fixture();
+    let bin = fx.serve(&[("ORCH_MAX_STREAMS", "0")]);
+    bin.wait_all_ok();
+    with_browser(1280, 1000, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "polling", |t| t.starts_with("polling")).await;
+        let depth = off_runtime(|| bin.metrics())["queue"]["depth"].to_string();
+        wait_text(c, "#queue-depth", "the depth", |t| t == depth).await;
+        fx.exec("INSERT INTO jobs (agent, status) VALUES ('developer', 'queued');");
+        let now = off_runtime(|| {
+            support::wait_for(SOON, "the mirror to see the job", || {
+                let d = bin.metrics()["queue"]["depth"].to_string();
+                (d != depth).then_some(d)
+            })
+        });
+        wait_text(c, "#queue-depth", "the polled change", |t| t == now).await;
+    });
+}
+
+#[test]
+fn with_the_kill_switch_off_the_page_says_the_mirror_is_disabled() {
+    let bin = Binary::start(&[("ORCH_METRICS_ENABLED", "false")]);
+    with_browser(1280, 800, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "disabled", |t| t == "disabled").await;
+        let banner = c.find(Locator::Css("#disabled")).await.expect("banner");
+        assert!(banner.is_displayed().await.unwrap_or(false));
+        assert!(banner.text().await.unwrap_or_default().contains("disabled"));
+        let main = c.find(Locator::Css("#main")).await.expect("main");
+        assert!(!main.is_displayed().await.unwrap_or(true), "no data is shown");
+    });
+}
+
+#[test]
+fn the_page_stays_usable_with_a_thousand_agents() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("orch.sqlite");
+    orchmirror::tools::generate::generate(&db, &orchmirror::tools::generate::Spec::jobs(2000).running(1000))
+        .expect("generate");
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db.display().to_string())]);
+    bin.wait_all_ok();
+    with_browser(1280, 1000, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "the stream", |t| t.starts_with("live")).await;
+        let start = Instant::now();
+        while rows(c, "#agents-body").await != 1000 {
+            assert!(start.elapsed() < SOON, "1,000 agent rows");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        // The page keeps answering: one full render of 1,000 rows, timed in the page.
+        let ms = script(c, "const t = performance.now(); render(); return performance.now() - t;").await;
+        eprintln!("render with 1,000 agents: {ms} ms");
+        assert!(ms.as_f64().is_some(), "{ms}");
+        let height = script(c, "return document.querySelector('#agents .scroll').clientHeight < document.querySelector('#agents-body').scrollHeight;").await;
+        assert_eq!(height, Value::Bool(true), "the agents table scrolls inside its box");
+    });
+}
+
+#[test]
+fn the_demo_page_screenshot() {
+    // The demo, as `cargo run --release` serves it: the screenshot README shows.
+    let bin = Binary::start(&[]);
+    bin.wait_all_ok();
+    with_browser(1280, 1500, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "the stream", |t| t.starts_with("live")).await;
+        wait_text(c, "#agents-caption", "agents", |t| !t.starts_with("0 ")).await;
+        // The demo's agents burn CPU: after two samples the page shows a percentage.
+        let start = Instant::now();
+        loop {
+            let cpu = text(c, "#agents-body tr:first-child td:nth-child(7)").await;
+            if cpu.parse::<f64>().is_ok_and(|p| p >= 0.0) {
+                break;
+            }
+            assert!(start.elapsed() < SOON, "no CPU % for the first agent: {cpu:?}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let path = screenshot(c, "demo.png").await;
+        assert!(std::fs::metadata(path).is_ok_and(|m| m.len() > 10_000));
+    });
+}
+
+#[test]
+fn with_the_page_off_slash_is_the_json_404() {
+    let (_fx, bin) = {
+        let fx = Fixture::one_of_each();
+        let bin = fx.serve(&[("ORCH_UI_ENABLED", "false")]);
+        (fx, bin)
+    };
+    let (status, ct, body) = get(&bin.url("/"));
+    assert_eq!((status, ct.as_str()), (404, "application/json"), "{body}");
+    let on = Fixture::one_of_each();
+    let bin = on.serve(&[]);
+    let (status, ct, body) = get(&bin.url("/"));
+    assert_eq!(status, 200);
+    assert!(ct.starts_with("text/html"), "{ct}");
+    assert_eq!(body, orchmirror::serve::http::PAGE, "the page is the one built in");
+    assert!(get_json(&bin.url("/health"))["status"].is_string());
+}
