@@ -7,6 +7,7 @@ pub mod envelope;
 pub mod health;
 pub mod host;
 pub mod http;
+mod pieces;
 pub mod prometheus;
 pub mod stream;
 mod tls;

@@ -102,11 +102,7 @@ impl Envelope {
     /// with each section serialised through its concrete type.
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let parts = self.json_parts()?;
-        let mut out = Vec::with_capacity(parts.iter().map(bytes::Bytes::len).sum());
-        for part in &parts {
-            out.extend_from_slice(part);
-        }
-        Ok(out)
+        Ok(Vec::from(crate::serve::pieces::join(&parts)))
     }
 
     /// [`Envelope::to_json`] as consecutive pieces: each section's JSON is
@@ -430,13 +426,7 @@ impl MirrorHandle {
             Err(e) => return Some(Err(e)),
         };
         let len: usize = parts.iter().map(bytes::Bytes::len).sum();
-        let parts = if len <= JOINED_BODY_MAX {
-            let mut joined = bytes::BytesMut::with_capacity(len);
-            parts.iter().for_each(|p| joined.extend_from_slice(p));
-            vec![joined.freeze()]
-        } else {
-            parts
-        };
+        let parts = if len <= JOINED_BODY_MAX { vec![crate::serve::pieces::join(&parts)] } else { parts };
         LAST_BODY.with(|last| *last.borrow_mut() = Some((key, parts.clone())));
         Some(Ok((parts, tag)))
     }

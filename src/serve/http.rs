@@ -152,14 +152,9 @@ fn json<B: actix_web::body::MessageBody + 'static>(status: actix_web::http::Stat
         .body(body)
 }
 
-/// How much of a large body is handed to a connection at a time. The
-/// connection copies what it is handed into its write buffer, so a client that
-/// does not read holds about this much, not a copy of the whole body.
-pub const BODY_CHUNK: usize = 32 * 1024;
-
 /// A body from shared pieces ([`MirrorHandle::envelope_json`] has already
 /// joined a small one into one buffer, sent whole); a large one is streamed
-/// in [`BODY_CHUNK`] slices of the pieces themselves (no copy of a section's
+/// in 32 KiB slices of the pieces themselves (no copy of a section's
 /// JSON per response), with its length announced.
 fn shared_body(
     parts: Vec<Bytes>,
@@ -170,9 +165,7 @@ fn shared_body(
         return Either::Left(one.clone());
     }
     let len: usize = parts.iter().map(Bytes::len).sum();
-    let slices = parts.into_iter().flat_map(|part| {
-        (0..part.len()).step_by(BODY_CHUNK).map(move |at| Ok(part.slice(at..(at + BODY_CHUNK).min(part.len()))))
-    });
+    let slices = parts.into_iter().flat_map(|part| crate::serve::pieces::slices(&part).collect::<Vec<_>>()).map(Ok);
     Either::Right(SizedStream::new(len as u64, futures_util::stream::iter(slices)))
 }
 
