@@ -13,47 +13,9 @@ use config::{Config, Environment, File, FileFormat};
 
 use crate::section::SectionName;
 
-/// Default listen address (`ORCH_BIND`).
-pub const DEFAULT_BIND: &str = "127.0.0.1:8787";
-/// Default refresh period of every section (`ORCH_REFRESH_MS`).
-pub const DEFAULT_REFRESH_MS: u64 = 1000;
-/// Default time `/metrics` waits for each section actor (`ORCH_SNAPSHOT_TIMEOUT_MS`).
-pub const DEFAULT_SNAPSHOT_TIMEOUT_MS: u64 = 200;
-/// Default age up to which last-good data is served as `stale` (`ORCH_MAX_STALE_MS`).
-pub const DEFAULT_MAX_STALE_MS: u64 = 30_000;
-/// Default longest time between two full recomputations of a section (`ORCH_RECONCILE_MS`).
-///
-/// Chosen from measurement (BENCHMARKS.md): at 1M jobs a full recomputation of
-/// all four sections costs under a second of one core, so every 5 minutes it
-/// stays within 1 % of one core.
-pub const DEFAULT_RECONCILE_MS: u64 = 300_000;
-/// Default pid-reuse tolerance (`ORCH_PID_START_TOLERANCE_S`).
-pub const DEFAULT_PID_START_TOLERANCE_S: f64 = 10.0;
+pub mod table;
 
-const REFRESH_RANGE: (u64, u64) = (10, 3_600_000);
-const SNAPSHOT_TIMEOUT_RANGE: (u64, u64) = (1, 60_000);
-const MAX_STALE_RANGE: (u64, u64) = (0, 7 * 24 * 3_600_000);
-const PID_TOLERANCE_MAX_S: f64 = 86_400.0;
-const RECONCILE_RANGE: (u64, u64) = (1_000, 86_400_000);
-/// Default number of concurrent `/metrics/stream` clients (`ORCH_MAX_STREAMS`).
-pub const DEFAULT_MAX_STREAMS: usize = 64;
-const MAX_STREAMS_RANGE: (u64, u64) = (0, 100_000);
-/// Default interval of an idle stream's heartbeat comment (`ORCH_STREAM_HEARTBEAT_MS`).
-pub const DEFAULT_STREAM_HEARTBEAT_MS: u64 = 15_000;
-const STREAM_HEARTBEAT_RANGE: (u64, u64) = (1_000, 3_600_000);
-/// Default shortest time between two refreshes of one section that commits
-/// woke (`ORCH_COALESCE_MS`).
-///
-/// Chosen from measurement (BENCHMARKS.md, "Commit to visible"): a commit at
-/// a random moment waits for the gap only when it comes within it of the
-/// section's previous refresh, so 20 ms keeps the 99th percentile of commit
-/// to stream event within 25 ms at a few commits a second, while 1,000
-/// commits a second cost at most 50 refreshes a second per section.
-pub const DEFAULT_COALESCE_MS: u64 = 20;
-const COALESCE_RANGE: (u64, u64) = (1, 3_600_000);
-/// Default permissions of the Unix socket (`ORCH_SOCKET_MODE`): its owner and
-/// group may connect (connecting needs write permission), nobody else.
-pub const DEFAULT_SOCKET_MODE: u32 = 0o660;
+use table::Spec;
 
 /// A configuration that cannot be used; the message names the variable and the value.
 #[derive(Debug, thiserror::Error)]
@@ -140,7 +102,7 @@ impl RefreshPeriods {
         match self.sections().find(|s| !known.iter().any(|k| k.as_str() == *s)) {
             None => Ok(()),
             Some(unknown) => Err(ConfigError::UnknownSection {
-                var: format!("ORCH_{}_REFRESH_MS", unknown.to_ascii_uppercase()),
+                var: table::section_period_var(unknown),
                 known: known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
             }),
         }
@@ -228,24 +190,25 @@ pub enum LogFormat {
 
 impl Default for Settings {
     fn default() -> Self {
+        use table::*;
         Self {
-            db_path: None,
-            bind: DEFAULT_BIND.to_owned(),
-            metrics_enabled: true,
-            refresh: RefreshPeriods::uniform(Duration::from_millis(DEFAULT_REFRESH_MS)),
-            snapshot_timeout: Duration::from_millis(DEFAULT_SNAPSHOT_TIMEOUT_MS),
-            max_stale: Duration::from_millis(DEFAULT_MAX_STALE_MS),
-            pid_start_tolerance: Duration::from_secs_f64(DEFAULT_PID_START_TOLERANCE_S),
-            reconcile: Duration::from_millis(DEFAULT_RECONCILE_MS),
-            log_format: LogFormat::Text,
-            ui_enabled: true,
-            max_streams: DEFAULT_MAX_STREAMS,
-            stream_heartbeat: Duration::from_millis(DEFAULT_STREAM_HEARTBEAT_MS),
-            coalesce: Duration::from_millis(DEFAULT_COALESCE_MS),
-            allowed_hosts: Vec::new(),
-            socket_mode: DEFAULT_SOCKET_MODE,
-            socket_group: None,
-            web_config_file: None,
+            db_path: DB_PATH.default.clone(),
+            bind: BIND.default.to_string(),
+            metrics_enabled: METRICS_ENABLED.default,
+            refresh: RefreshPeriods::uniform(REFRESH.default),
+            snapshot_timeout: SNAPSHOT_TIMEOUT.default,
+            max_stale: MAX_STALE.default,
+            pid_start_tolerance: PID_START_TOLERANCE.default,
+            reconcile: RECONCILE.default,
+            log_format: LOG_FORMAT.default,
+            ui_enabled: UI_ENABLED.default,
+            max_streams: MAX_STREAMS.default,
+            stream_heartbeat: STREAM_HEARTBEAT.default,
+            coalesce: COALESCE.default,
+            allowed_hosts: ALLOWED_HOSTS.default.clone(),
+            socket_mode: SOCKET_MODE.default,
+            socket_group: SOCKET_GROUP.default.clone(),
+            web_config_file: WEB_CONFIG_FILE.default.clone(),
         }
     }
 }
@@ -288,28 +251,12 @@ impl CliOverrides {
     }
 }
 
-/// The keys a configuration file may hold; each is its variable without `ORCH_`, lower case.
-/// Besides these, `<section>_refresh_ms` for any section (checked against the
-/// registered sections when the mirror starts).
-pub const KEYS: [&str; 17] = [
-    "db_path",
-    "bind",
-    "metrics_enabled",
-    "refresh_ms",
-    "snapshot_timeout_ms",
-    "max_stale_ms",
-    "pid_start_tolerance_s",
-    "reconcile_ms",
-    "log_format",
-    "ui_enabled",
-    "max_streams",
-    "stream_heartbeat_ms",
-    "coalesce_ms",
-    "allowed_hosts",
-    "socket_mode",
-    "socket_group",
-    "web_config_file",
-];
+/// Whether `key` may be in a configuration file: a setting's key, or
+/// `<section>_refresh_ms` for any section (checked against the registered
+/// sections when the mirror starts).
+fn known_key(key: &str) -> bool {
+    table::by_key(key).is_some() || section_period_key(key).is_some()
+}
 
 impl Settings {
     /// Loads defaults, then the TOML file (`--config` or `ORCH_CONFIG_FILE`), then
@@ -345,8 +292,9 @@ impl Settings {
                 .map_err(|e| file_err(e.to_string()))?;
             let table =
                 only_file.try_deserialize::<HashMap<String, config::Value>>().map_err(|e| file_err(e.to_string()))?;
-            if let Some(key) = table.keys().find(|k| !KEYS.contains(&k.as_str()) && section_period_key(k).is_none()) {
-                let known = format!("{}, <section>_refresh_ms", KEYS.join(", "));
+            if let Some(key) = table.keys().find(|k| !known_key(k)) {
+                let keys: Vec<&str> = table::SETTINGS.iter().map(|r| r.key()).collect();
+                let known = format!("{}, <section>_refresh_ms", keys.join(", "));
                 return Err(ConfigError::UnknownKey { key: key.clone(), path: path.clone(), known });
             }
             file_keys = table.into_keys().collect();
@@ -364,8 +312,7 @@ impl Settings {
             cli_keys.push("bind".to_owned());
         }
         for (key, value) in &cli.settings {
-            let known = KEYS.contains(&key.as_str()) || section_period_key(key).is_some();
-            if !known || key == "db_path" || key == "bind" {
+            if !known_key(key) || key == "db_path" || key == "bind" {
                 return Err(ConfigError::Invalid {
                     var: cli_flag(key),
                     value: value.clone(),
@@ -415,12 +362,12 @@ fn set_override(
     })
 }
 
-/// The flag that sets `key`: `--db`, `--bind`, else `--` and the key with `-` for `_`.
+/// The flag that sets `key`: the setting's, else `--` and the key with `-`
+/// for `_` (a section's refresh period).
 fn cli_flag(key: &str) -> String {
-    match key {
-        "db_path" => "--db".to_owned(),
-        "config" => "--config".to_owned(),
-        _ => format!("--{}", key.replace('_', "-")),
+    match table::by_key(key) {
+        Some(row) => format!("--{}", row.flag()),
+        None => format!("--{}", key.replace('_', "-")),
     }
 }
 
@@ -438,85 +385,53 @@ struct Layers<'a> {
 
 impl Layers<'_> {
     fn settings(&self) -> Result<Settings, ConfigError> {
-        let defaults = Settings::default();
-        let default = self.millis("refresh_ms", REFRESH_RANGE)?.unwrap_or(defaults.refresh.default_period());
-        let mut refresh = RefreshPeriods::uniform(default);
+        use table::*;
+        let mut refresh = RefreshPeriods::uniform(self.get(&REFRESH)?);
         let mut keys: Vec<&str> =
             self.env_keys.iter().chain(self.file_keys).chain(self.cli_keys).map(String::as_str).collect();
         keys.sort_unstable();
         keys.dedup();
         for (key, section) in keys.into_iter().filter_map(|k| Some((k, section_period_key(k)?))) {
-            if let Some(period) = self.millis(key, REFRESH_RANGE)? {
+            if let Some(period) = self.given(key, &REFRESH.kind)? {
                 refresh.set(section, period);
             }
         }
         Ok(Settings {
-            db_path: self.db_path()?,
-            bind: self.bind()?.unwrap_or(defaults.bind),
-            metrics_enabled: self.bool("metrics_enabled")?.unwrap_or(defaults.metrics_enabled),
+            db_path: self.get(&DB_PATH)?,
+            bind: self.get(&BIND)?.into_owned(),
+            metrics_enabled: self.get(&METRICS_ENABLED)?,
             refresh,
-            snapshot_timeout: self
-                .millis("snapshot_timeout_ms", SNAPSHOT_TIMEOUT_RANGE)?
-                .unwrap_or(defaults.snapshot_timeout),
-            max_stale: self.millis("max_stale_ms", MAX_STALE_RANGE)?.unwrap_or(defaults.max_stale),
-            pid_start_tolerance: self
-                .seconds("pid_start_tolerance_s", PID_TOLERANCE_MAX_S)?
-                .unwrap_or(defaults.pid_start_tolerance),
-            reconcile: self.millis("reconcile_ms", RECONCILE_RANGE)?.unwrap_or(defaults.reconcile),
-            log_format: self
-                .parse(
-                    "log_format",
-                    || "expected text or json".to_owned(),
-                    |s| match s.to_ascii_lowercase().as_str() {
-                        "text" => Some(LogFormat::Text),
-                        "json" => Some(LogFormat::Json),
-                        _ => None,
-                    },
-                )?
-                .unwrap_or(defaults.log_format),
-            ui_enabled: self.bool("ui_enabled")?.unwrap_or(defaults.ui_enabled),
-            max_streams: self.count("max_streams", MAX_STREAMS_RANGE)?.unwrap_or(defaults.max_streams),
-            stream_heartbeat: self
-                .millis("stream_heartbeat_ms", STREAM_HEARTBEAT_RANGE)?
-                .unwrap_or(defaults.stream_heartbeat),
-            coalesce: self.millis("coalesce_ms", COALESCE_RANGE)?.unwrap_or(defaults.coalesce),
-            allowed_hosts: self
-                .parse(
-                    "allowed_hosts",
-                    || "expected host names separated by commas (letters, digits, '-' and '.'), or *".to_owned(),
-                    |s| {
-                        let names: Vec<String> =
-                            s.split(',').map(str::trim).filter(|n| !n.is_empty()).map(str::to_owned).collect();
-                        names.iter().all(|n| valid_host_name(n)).then_some(names)
-                    },
-                )?
-                .unwrap_or(defaults.allowed_hosts),
-            socket_mode: self
-                .parse(
-                    "socket_mode",
-                    || "expected octal permissions from 0 to 0777, for example 0660".to_owned(),
-                    |s| u32::from_str_radix(s.strip_prefix("0o").unwrap_or(s), 8).ok().filter(|m| *m <= 0o777),
-                )?
-                .unwrap_or(defaults.socket_mode),
-            socket_group: self
-                .parse(
-                    "socket_group",
-                    || "expected a group name or a numeric gid".to_owned(),
-                    |s| {
-                        let ok = !s.is_empty()
-                            && s.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.'));
-                        ok.then(|| Some(s.to_owned()))
-                    },
-                )?
-                .unwrap_or(defaults.socket_group),
-            web_config_file: self
-                .parse(
-                    "web_config_file",
-                    || "expected the path of a file".to_owned(),
-                    |s| (!s.is_empty()).then(|| Some(PathBuf::from(s))),
-                )?
-                .unwrap_or(defaults.web_config_file),
+            snapshot_timeout: self.get(&SNAPSHOT_TIMEOUT)?,
+            max_stale: self.get(&MAX_STALE)?,
+            pid_start_tolerance: self.get(&PID_START_TOLERANCE)?,
+            reconcile: self.get(&RECONCILE)?,
+            log_format: self.get(&LOG_FORMAT)?,
+            ui_enabled: self.get(&UI_ENABLED)?,
+            max_streams: self.get(&MAX_STREAMS)?,
+            stream_heartbeat: self.get(&STREAM_HEARTBEAT)?,
+            coalesce: self.get(&COALESCE)?,
+            allowed_hosts: self.get(&ALLOWED_HOSTS)?,
+            socket_mode: self.get(&SOCKET_MODE)?,
+            socket_group: self.get(&SOCKET_GROUP)?,
+            web_config_file: self.get(&WEB_CONFIG_FILE)?,
         })
+    }
+
+    /// The setting's value: as a layer gave it, else its default.
+    fn get<K: table::Kind>(&self, spec: &Spec<K>) -> Result<K::Value, ConfigError> {
+        Ok(self.given(spec.key, &spec.kind)?.unwrap_or_else(|| spec.default.clone()))
+    }
+
+    /// The value of `key` read as `kind`, if a layer set it; an error names
+    /// the variable, the value, where it came from and what was expected.
+    fn given<K: table::Kind>(&self, key: &str, kind: &K) -> Result<Option<K::Value>, ConfigError> {
+        match self.raw(key)? {
+            None => Ok(None),
+            Some(raw) => match kind.parse(raw.trim()) {
+                Ok(v) => Ok(Some(v)),
+                Err(expected) => Err(self.invalid(key, raw, expected)),
+            },
+        }
     }
 
     /// The raw text of `key`, if any layer set it.
@@ -548,100 +463,6 @@ impl Layers<'_> {
             String::new()
         };
         ConfigError::Invalid { var, value, origin, expected }
-    }
-
-    /// Reads `key` and converts it, or explains what was expected.
-    fn parse<T>(
-        &self,
-        key: &str,
-        expected: impl Fn() -> String,
-        f: impl Fn(&str) -> Option<T>,
-    ) -> Result<Option<T>, ConfigError> {
-        match self.raw(key)? {
-            None => Ok(None),
-            Some(raw) => match f(raw.trim()) {
-                Some(v) => Ok(Some(v)),
-                None => Err(self.invalid(key, raw, expected())),
-            },
-        }
-    }
-
-    fn millis(&self, key: &str, (lo, hi): (u64, u64)) -> Result<Option<Duration>, ConfigError> {
-        self.parse(
-            key,
-            || format!("expected a whole number of milliseconds from {lo} to {hi}"),
-            |s| s.parse::<u64>().ok().filter(|ms| (lo..=hi).contains(ms)).map(Duration::from_millis),
-        )
-    }
-
-    fn count(&self, key: &str, (lo, hi): (u64, u64)) -> Result<Option<usize>, ConfigError> {
-        self.parse(
-            key,
-            || format!("expected a whole number from {lo} to {hi}"),
-            |s| s.parse::<u64>().ok().filter(|n| (lo..=hi).contains(n)).and_then(|n| usize::try_from(n).ok()),
-        )
-    }
-
-    fn seconds(&self, key: &str, max: f64) -> Result<Option<Duration>, ConfigError> {
-        self.parse(
-            key,
-            || format!("expected a number of seconds from 0 to {max}"),
-            |s| s.parse::<f64>().ok().filter(|x| x.is_finite() && (0.0..=max).contains(x)).map(Duration::from_secs_f64),
-        )
-    }
-
-    fn bool(&self, key: &str) -> Result<Option<bool>, ConfigError> {
-        self.parse(
-            key,
-            || "expected one of true/false/1/0/yes/no/on/off (any case)".to_owned(),
-            |s| match s.to_ascii_lowercase().as_str() {
-                "true" | "1" | "yes" | "on" => Some(true),
-                "false" | "0" | "no" | "off" => Some(false),
-                _ => None,
-            },
-        )
-    }
-
-    fn bind(&self) -> Result<Option<String>, ConfigError> {
-        let Some(raw) = self.raw("bind")? else {
-            return Ok(None);
-        };
-        if let Some(path) = unix_socket_path(&raw) {
-            return if path.as_os_str().is_empty() || path.file_name().is_none() {
-                Err(self.invalid(
-                    "bind",
-                    raw,
-                    "expected unix: and the socket's path, for example unix:/run/orchmirror.sock".into(),
-                ))
-            } else {
-                Ok(Some(raw))
-            };
-        }
-        match resolve_bind(&raw) {
-            Ok(_) => Ok(Some(raw)),
-            Err(reason) => Err(self.invalid("bind", raw, reason)),
-        }
-    }
-
-    fn db_path(&self) -> Result<Option<PathBuf>, ConfigError> {
-        let Some(raw) = self.raw("db_path")? else {
-            return Ok(None);
-        };
-        let path = PathBuf::from(&raw);
-        let problem = if raw.is_empty() {
-            Some("the path is empty (leave ORCH_DB_PATH unset for demo mode)".to_owned())
-        } else {
-            match std::fs::metadata(&path) {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Some("no such file".to_owned()),
-                Err(e) => Some(format!("cannot access it: {e}")),
-                Ok(m) if !m.is_file() => Some("not a regular file".to_owned()),
-                Ok(_) => std::fs::File::open(&path).err().map(|e| format!("cannot open it for reading: {e}")),
-            }
-        };
-        match problem {
-            Some(reason) => Err(self.invalid("db_path", raw, reason)),
-            None => Ok(Some(path)),
-        }
     }
 }
 

@@ -50,72 +50,57 @@ struct Files {
     env_file: PathBuf,
 }
 
-/// Every setting of CONTRACT.md section 3 as a flag; the help shows its
-/// variable and default. Only values given on the command line are taken
-/// from here: the environment and files are read by the configuration layers.
-/// Each field's name is its configuration key (the variable without `ORCH_`).
-#[derive(Debug, clap::Args)]
-struct SettingFlags {
-    /// Listen address, host:port (:PORT means every interface)
-    #[arg(long, value_name = "ADDR", env = "ORCH_BIND", default_value = "127.0.0.1:8787")]
-    bind: Option<String>,
-    /// Kill switch: false/0/no/off serves {"enabled":false} and never reads the database
-    #[arg(long, value_name = "BOOL", env = "ORCH_METRICS_ENABLED", default_value = "true")]
-    metrics_enabled: Option<String>,
-    /// Refresh period of every section, ms (10 .. 3600000)
-    #[arg(long, value_name = "MS", env = "ORCH_REFRESH_MS", default_value = "1000")]
-    refresh_ms: Option<String>,
-    /// The stages section's refresh period, ms [default: ORCH_REFRESH_MS]
-    #[arg(long, value_name = "MS", env = "ORCH_STAGES_REFRESH_MS")]
-    stages_refresh_ms: Option<String>,
-    /// The queue section's refresh period, ms [default: ORCH_REFRESH_MS]
-    #[arg(long, value_name = "MS", env = "ORCH_QUEUE_REFRESH_MS")]
-    queue_refresh_ms: Option<String>,
-    /// The agents section's refresh period, ms [default: ORCH_REFRESH_MS]
-    #[arg(long, value_name = "MS", env = "ORCH_AGENTS_REFRESH_MS")]
-    agents_refresh_ms: Option<String>,
-    /// The cost section's refresh period, ms [default: ORCH_REFRESH_MS]
-    #[arg(long, value_name = "MS", env = "ORCH_COST_REFRESH_MS")]
-    cost_refresh_ms: Option<String>,
-    /// How long /metrics waits for each section actor, ms (1 .. 60000)
-    #[arg(long, value_name = "MS", env = "ORCH_SNAPSHOT_TIMEOUT_MS", default_value = "200")]
-    snapshot_timeout_ms: Option<String>,
-    /// How old last-good data may be and still be served as stale, ms
-    #[arg(long, value_name = "MS", env = "ORCH_MAX_STALE_MS", default_value = "30000")]
-    max_stale_ms: Option<String>,
-    /// Pid-reuse guard: largest gap between a process's start and its run's started_at, s
-    #[arg(long, value_name = "S", env = "ORCH_PID_START_TOLERANCE_S", default_value = "10")]
-    pid_start_tolerance_s: Option<String>,
-    /// The longest a history edit may stay unseen, ms (1000 .. 86400000)
-    #[arg(long, value_name = "MS", env = "ORCH_RECONCILE_MS", default_value = "300000")]
-    reconcile_ms: Option<String>,
-    /// Log format: text or json (one JSON object per line)
-    #[arg(long, value_name = "FORMAT", env = "ORCH_LOG_FORMAT", default_value = "text")]
-    log_format: Option<String>,
-    /// Serve the live page at /
-    #[arg(long, value_name = "BOOL", env = "ORCH_UI_ENABLED", default_value = "true")]
-    ui_enabled: Option<String>,
-    /// Concurrent /metrics/stream clients; one more gets 503 (0 .. 100000)
-    #[arg(long, value_name = "N", env = "ORCH_MAX_STREAMS", default_value = "64")]
-    max_streams: Option<String>,
-    /// How often an idle stream sends a comment line, ms (1000 .. 3600000)
-    #[arg(long, value_name = "MS", env = "ORCH_STREAM_HEARTBEAT_MS", default_value = "15000")]
-    stream_heartbeat_ms: Option<String>,
-    /// Shortest time between two refreshes of one section that commits woke, ms (1 .. 3600000)
-    #[arg(long, value_name = "MS", env = "ORCH_COALESCE_MS", default_value = "20")]
-    coalesce_ms: Option<String>,
-    /// Host names answered besides IP literals, localhost and this machine's name (comma-separated; * for any)
-    #[arg(long, value_name = "NAMES", env = "ORCH_ALLOWED_HOSTS")]
-    allowed_hosts: Option<String>,
-    /// Permissions of the Unix socket (ORCH_BIND=unix:/path), octal
-    #[arg(long, value_name = "MODE", env = "ORCH_SOCKET_MODE", default_value = "0660")]
-    socket_mode: Option<String>,
-    /// Group of the Unix socket (a name or a gid) [default: the process's]
-    #[arg(long, value_name = "GROUP", env = "ORCH_SOCKET_GROUP")]
-    socket_group: Option<String>,
-    /// Web configuration file (Prometheus exporter-toolkit format): basic-auth users, response headers
-    #[arg(long = "web.config.file", value_name = "PATH", env = "ORCH_WEB_CONFIG_FILE")]
-    web_config_file: Option<String>,
+/// Every setting of the settings table (`orchmirror::config::table`) as a
+/// flag, and each built-in section's refresh period; the help shows its
+/// meaning, range, variable and default. Only values given on the command
+/// line are taken from here: the environment and files are read by the
+/// configuration layers. Each flag's id is its configuration key.
+#[derive(Debug)]
+struct SettingFlags;
+
+impl clap::FromArgMatches for SettingFlags {
+    fn from_arg_matches(_: &ArgMatches) -> Result<Self, clap::Error> {
+        Ok(SettingFlags)
+    }
+
+    fn update_from_arg_matches(&mut self, _: &ArgMatches) -> Result<(), clap::Error> {
+        Ok(())
+    }
+}
+
+impl clap::Args for SettingFlags {
+    fn augment_args(mut cmd: clap::Command) -> clap::Command {
+        use orchmirror::config::table::{REFRESH, Row, SETTINGS, section_period_var};
+        let flag = |row: &dyn Row| {
+            let help = match row.range() {
+                Some(range) => format!("{} ({range})", row.meaning()),
+                None => row.meaning().to_owned(),
+            };
+            let arg = clap::Arg::new(row.key()).long(row.flag()).value_name(row.value_name()).env(row.var()).help(help);
+            match row.default_text() {
+                Some(default) => arg.default_value(default),
+                None => arg,
+            }
+        };
+        // `--db` is the command's own (the tune subcommand has it too).
+        for row in SETTINGS.iter().filter(|r| r.key() != "db_path") {
+            cmd = cmd.arg(flag(*row));
+        }
+        for name in orchmirror::SectionName::BUILT_IN {
+            cmd = cmd.arg(
+                clap::Arg::new(format!("{name}_refresh_ms"))
+                    .long(format!("{name}-refresh-ms"))
+                    .value_name(REFRESH.value_name)
+                    .env(section_period_var(name.as_str()))
+                    .help(format!("The {name} section's refresh period, ms [default: ORCH_REFRESH_MS]")),
+            );
+        }
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -171,9 +156,9 @@ fn main() -> ExitCode {
         }
         Some(Command::Tune { files, db, .. }) => {
             let sub = matches.subcommand_matches("tune").unwrap_or(&matches);
-            (files, overrides(sub, db.clone(), files.config.clone(), None))
+            (files, overrides(sub, db.clone(), files.config.clone(), false))
         }
-        None => (&cli.files, overrides(&matches, cli.db.clone(), cli.files.config.clone(), Some(&cli.settings))),
+        None => (&cli.files, overrides(&matches, cli.db.clone(), cli.files.config.clone(), true)),
     };
     let env_file_named = matches
         .subcommand_matches("tune")
@@ -217,22 +202,18 @@ fn main() -> ExitCode {
 
 /// The values given on the command line (not those clap read from the
 /// environment for its help: the configuration layers read those).
-fn overrides(
-    matches: &ArgMatches,
-    db: Option<PathBuf>,
-    config: Option<PathBuf>,
-    settings: Option<&SettingFlags>,
-) -> CliOverrides {
+fn overrides(matches: &ArgMatches, db: Option<PathBuf>, config: Option<PathBuf>, settings: bool) -> CliOverrides {
     let given = |id: &str| matches.value_source(id) == Some(ValueSource::CommandLine);
-    let bind = settings.and_then(|s| s.bind.clone()).filter(|_| given("bind"));
+    // `ids` also names the argument groups, which hold no String.
+    let value = |id: &str| matches.try_get_one::<String>(id).ok().flatten().filter(|_| given(id)).cloned();
+    let bind = if settings { value("bind") } else { None };
     let mut out = CliOverrides::new(db.filter(|_| given("db")), bind, config.filter(|_| given("config")));
-    if settings.is_some() {
-        // Every other flag given is a setting whose clap id is its configuration key.
+    if settings {
+        // Every other flag given is a setting whose id is its configuration key.
         let ids = matches.ids().map(|id| id.as_str()).filter(|id| !["db", "bind", "config", "env_file"].contains(id));
-        for id in ids.filter(|id| given(id)) {
-            // `ids` also names the argument groups, which hold no String.
-            if let Ok(Some(value)) = matches.try_get_one::<String>(id) {
-                out = out.with(id, value.clone());
+        for id in ids {
+            if let Some(v) = value(id) {
+                out = out.with(id, v);
             }
         }
     }

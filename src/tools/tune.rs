@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::config::{DEFAULT_COALESCE_MS, Settings};
+use crate::config::Settings;
+use crate::config::table::COALESCE;
 use crate::section::{self, LoadError, Section, SectionName, SectionVisitor};
 use crate::source::commits::{CommitWatch, WakeMode};
 use crate::source::db::Database;
@@ -241,8 +242,8 @@ pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, T
         commit_to_visible_ms: wake_latency_ms.map(|w| w + slowest),
         wake,
         wake_latency_ms,
-        recommended_coalesce_ms: ((coalesce_ms / 10.0).ceil() * 10.0).clamp(DEFAULT_COALESCE_MS as f64, 3_600_000.0)
-            as u64,
+        recommended_coalesce_ms: ((coalesce_ms / 10.0).ceil() * 10.0)
+            .clamp(COALESCE.default.as_millis() as f64, COALESCE.kind.1 as f64) as u64,
         sections,
     })
 }

@@ -579,3 +579,54 @@ fn help_lists_every_setting_with_its_variable_and_version_names_the_build() {
     assert!(version.starts_with(&format!("orchmirror {} (", env!("CARGO_PKG_VERSION"))), "{version}");
     assert!(version.contains("rustc "), "{version}");
 }
+
+/// `.env.example` and README's settings table say what the settings table
+/// says: every setting is in both with its default (unset ones commented out
+/// in `.env.example`) and its range, and neither names a variable that is
+/// not a setting.
+#[test]
+fn env_example_and_readme_agree_with_the_settings_table() {
+    use orchmirror::config::table::{SETTINGS, section_period_var};
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let example = std::fs::read_to_string(root.join(".env.example")).expect(".env.example");
+    let readme = std::fs::read_to_string(root.join("README.md")).expect("README.md");
+    let rows: Vec<&str> = readme.lines().filter(|l| l.starts_with("| `ORCH_")).collect();
+    for s in SETTINGS {
+        let var = s.var();
+        let row = rows.iter().find(|r| r.starts_with(&format!("| `{var}` |"))).unwrap_or_else(|| {
+            panic!("README's settings table has no row for {var}");
+        });
+        let cells: Vec<&str> = row.split(" | ").collect();
+        let default = s.default_text().map_or("unset".to_owned(), |d| format!("`{d}`"));
+        assert_eq!(cells.get(1).copied(), Some(default.as_str()), "README's default of {var}");
+        if let Some(range) = s.range() {
+            assert!(row.contains(&range.replace(" .. ", " … ")), "README's row of {var} lacks its range {range}");
+        }
+        let lines: Vec<&str> = example.lines().collect();
+        let at = match s.default_text() {
+            Some(d) => lines.iter().position(|l| *l == format!("{var}={d}")),
+            None => lines.iter().position(|l| l.starts_with(&format!("# {var}="))),
+        };
+        let at = at.unwrap_or_else(|| panic!(".env.example lacks {var} with its default {:?}", s.default_text()));
+        let comment: String =
+            lines[..at].iter().rev().take_while(|l| l.starts_with("# ") && !l.contains('=')).cloned().collect();
+        if let Some(range) = s.range() {
+            assert!(comment.contains(&range), ".env.example's comment on {var} lacks its range {range}");
+        }
+    }
+    let known = |var: &str| {
+        var == "ORCH_CONFIG_FILE"
+            || SETTINGS.iter().any(|s| s.var() == var)
+            || orchmirror::SectionName::BUILT_IN.iter().any(|n| section_period_var(n.as_str()) == var)
+    };
+    let named = rows
+        .iter()
+        .flat_map(|r| r.split(" | ").next().unwrap_or("").split('`'))
+        .chain(example.lines().filter_map(|l| l.trim_start_matches("# ").split('=').next().filter(|_| l.contains('='))))
+        .filter(|v| v.starts_with("ORCH_") && !v.contains('<'))
+        .collect::<Vec<_>>();
+    assert!(named.len() > SETTINGS.len(), "{named:?}");
+    for var in named {
+        assert!(known(var), "{var} is documented but is not a setting");
+    }
+}
