@@ -84,12 +84,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let logger = DepthLogger { last: None }.start();
         mirror.subscribe(SectionName::QUEUE, logger.recipient());
 
-        let for_app = mirror.clone();
-        println!("listening on http://{}  (routes: /hello, /metrics, /health)", settings.bind);
+        // Made once, outside the per-worker factory: every worker shares its streams.
+        let routes = orchmirror::Routes::new(mirror.clone(), &settings);
+        println!(
+            "listening on http://{}  (routes: /hello, /, /metrics, /metrics/stream, /metrics/prometheus, /health, \
+             /readyz, /livez)",
+            settings.bind
+        );
         HttpServer::new(move || {
             App::new()
                 .route("/hello", web::get().to(|| async { HttpResponse::Ok().body("the host's own route\n") }))
-                .configure(orchmirror::serve::http::configure(for_app.clone()))
+                .configure(routes.config())
         })
         .bind(&settings.bind)?
         .run()

@@ -35,7 +35,8 @@
 //!
 //! Inside a host's actix `System`: start the mirror, read a typed snapshot,
 //! subscribe an actor to a section, and mount the routes in the host's `App`
-//! (`App::new().configure(orchmirror::serve::http::configure(handle.clone()))`).
+//! (`Routes::new(handle.clone(), &settings)` once, then
+//! `App::new().configure(routes.config())` in each worker).
 //!
 //! ```
 //! use actix::prelude::*;
@@ -105,13 +106,15 @@ pub mod source;
 pub mod tools;
 
 pub use config::{CliOverrides, ConfigError, LogFormat, RefreshPeriods, Settings};
+pub use runtime::builder::{MirrorBuilder, StartError};
+pub use runtime::handle::MirrorHandle;
 pub use runtime::hub::{SubscriptionId, SubscriptionStats, Update};
 pub use runtime::messages::{SectionReply, Snapshot};
-pub use runtime::mirror::{MirrorBuilder, MirrorHandle, StartError};
 pub use runtime::stats::{PerSection, Reconciliation, RefreshCounters, Restarts};
 pub use section::{Section, SectionData, SectionName, Status};
 pub use serve::envelope::{Envelope, SectionState, Sections};
 pub use serve::health::Health;
+pub use serve::http::Routes;
 pub use serve::stream::StreamTotals;
 pub use source::build::{BUILD, Build};
 pub use source::probe::WorkerProbe;

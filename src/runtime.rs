@@ -3,7 +3,9 @@
 //! refresh statistics, and the cheap handle the serving layer reads through.
 
 pub mod actor;
+pub mod builder;
+pub mod handle;
 pub mod hub;
 pub mod messages;
-pub mod mirror;
 pub mod stats;
+mod supervision;

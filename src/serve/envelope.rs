@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+use crate::runtime::handle::MirrorHandle;
 use crate::runtime::messages::{Answer, RenderCache};
-use crate::runtime::mirror::MirrorHandle;
 use crate::runtime::stats::PerSection;
 use crate::section::{
     AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, SectionData, SectionName, StageEntry, Stages, Status,
@@ -263,7 +263,7 @@ fn state(answer: &Answer, clock: Clock, snapshot_timeout: Duration) -> SectionSt
 
 /// Sections whose served value is also made from another section's data:
 /// `(section, made with)`. `cost.running` is built from the agents rows
-/// ([`pair_running`]), so a change of `agents` changes the served `cost`.
+/// (`pair_running`), so a change of `agents` changes the served `cost`.
 pub const SERVED_WITH: [(SectionName, SectionName); 1] = [(SectionName::COST, SectionName::AGENTS)];
 
 /// `cost.running` has exactly the `agents` entries, in the same order, in

@@ -2,12 +2,12 @@
 
 use serde::Serialize;
 
+use crate::runtime::handle::MirrorHandle;
 use crate::runtime::hub::SubscriberTotals;
-use crate::runtime::mirror::MirrorHandle;
 use crate::runtime::stats::{PerSection, Reconciliation, Restarts};
 use crate::section::Status;
 use crate::serve::envelope::{Envelope, Sections};
-use crate::serve::stream::{StreamTotals, Streams};
+use crate::serve::stream::StreamTotals;
 use crate::source::commits::WakeMode;
 
 /// `/health`: `degraded` when any section is not `ok`.
@@ -54,18 +54,18 @@ impl Health {
     }
 }
 
-impl MirrorHandle {
-    /// `/health`'s answer; `None` when disabled.
-    pub async fn health(&self) -> Option<Health> {
-        let envelope = self.snapshot().await?;
-        let streams = Streams::totals_of(self);
+impl Health {
+    /// `/health`'s answer for `handle`'s mirror and its routes' `streams`;
+    /// `None` when the mirror is disabled.
+    pub(crate) async fn read(handle: &MirrorHandle, streams: StreamTotals) -> Option<Health> {
+        let envelope = handle.snapshot().await?;
         Some(Health::of(
             &envelope,
-            self.restarts(),
-            self.subscriber_totals(),
-            self.reconciliations(),
+            handle.restarts(),
+            handle.subscriber_totals(),
+            handle.reconciliations(),
             streams,
-            self.wake_modes(),
+            handle.wake_modes(),
         ))
     }
 }

@@ -13,8 +13,11 @@ use bytes::Bytes;
 use futures_util::future::Either;
 
 use crate::config::{Settings, resolve_bind};
-use crate::runtime::mirror::MirrorHandle;
+use crate::runtime::handle::MirrorHandle;
 use crate::serve::envelope::{DISABLED_BODY, JOINED_BODY_MAX};
+use crate::serve::health::Health;
+use crate::serve::stream::Streams;
+use std::sync::Arc;
 
 /// How long a client may take to send its request head.
 pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -107,27 +110,60 @@ pub fn streams_within(connections: usize) -> usize {
 /// How long a graceful shutdown waits for in-flight requests.
 pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
 
-/// Registers the mirror's routes on a host's `App` (or `Scope`): `/metrics`,
-/// `/metrics/stream`, `/metrics/prometheus`, `/health`, `/readyz`, `/livez`,
-/// and the live page at `/` unless `ORCH_UI_ENABLED` is false.
+/// The mirror's routes, with the serving settings (`ORCH_UI_ENABLED`,
+/// `ORCH_MAX_STREAMS`, `ORCH_STREAM_HEARTBEAT_MS`) and the state every
+/// worker shares (the streams): `/metrics`, `/metrics/stream`,
+/// `/metrics/prometheus`, `/health`, `/readyz`, `/livez`, and the live page
+/// at `/` unless `ORCH_UI_ENABLED` is false. Make it once, outside the
+/// server's per-worker factory, and register it on each worker's `App` (or
+/// `Scope`) with [`Routes::config`].
 ///
 /// ```no_run
-/// # fn demo(handle: orchmirror::MirrorHandle) {
-/// let app = actix_web::App::new().configure(orchmirror::serve::http::configure(handle));
+/// # fn demo(handle: orchmirror::MirrorHandle, settings: &orchmirror::Settings) {
+/// let routes = orchmirror::Routes::new(handle, settings);
+/// let server = actix_web::HttpServer::new(move || actix_web::App::new().configure(routes.config()));
 /// # }
 /// ```
-pub fn configure(handle: MirrorHandle) -> impl FnOnce(&mut web::ServiceConfig) {
-    move |cfg| {
-        if handle.ui_enabled() {
-            cfg.service(get_and_head("/", page));
+#[derive(Clone, Debug)]
+pub struct Routes {
+    handle: MirrorHandle,
+    ui_enabled: bool,
+    streams: Arc<Streams>,
+}
+
+impl Routes {
+    /// The routes of `handle`'s mirror, with `settings`' serving settings.
+    pub fn new(handle: MirrorHandle, settings: &Settings) -> Self {
+        let streams = Streams::new(&handle, settings.max_streams, settings.stream_heartbeat);
+        Routes { handle, ui_enabled: settings.ui_enabled, streams }
+    }
+
+    /// Registers the routes on an `App` or a `Scope`.
+    pub fn config(&self) -> impl FnOnce(&mut web::ServiceConfig) + use<> {
+        let routes = self.clone();
+        move |cfg| {
+            if routes.ui_enabled {
+                cfg.service(get_and_head("/", page));
+            }
+            cfg.app_data(web::Data::new(routes.handle.clone()))
+                .app_data(web::Data::new(Arc::clone(&routes.streams)))
+                .service(get_and_head("/metrics", metrics))
+                .service(get_and_head("/health", health))
+                .service(get_and_head("/readyz", readyz))
+                .service(get_and_head("/livez", livez))
+                .service(get_and_head("/metrics/prometheus", prometheus))
+                .service(get_and_head("/metrics/stream", crate::serve::stream::stream));
         }
-        cfg.app_data(web::Data::new(handle))
-            .service(get_and_head("/metrics", metrics))
-            .service(get_and_head("/health", health))
-            .service(get_and_head("/readyz", readyz))
-            .service(get_and_head("/livez", livez))
-            .service(get_and_head("/metrics/prometheus", prometheus))
-            .service(get_and_head("/metrics/stream", crate::serve::stream::stream));
+    }
+
+    /// `/health`'s answer; `None` when the mirror is disabled.
+    pub async fn health(&self) -> Option<Health> {
+        Health::read(&self.handle, self.streams.totals()).await
+    }
+
+    /// The mirror these routes serve.
+    pub fn handle(&self) -> &MirrorHandle {
+        &self.handle
     }
 }
 
@@ -178,18 +214,26 @@ fn accept(req: &actix_web::HttpRequest) -> &str {
     req.headers().get(header::ACCEPT).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
-async fn metrics(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
-    let mut resp = metrics_answer(req, handle).await;
+async fn metrics(
+    req: actix_web::HttpRequest,
+    handle: web::Data<MirrorHandle>,
+    streams: web::Data<Arc<Streams>>,
+) -> HttpResponse {
+    let mut resp = metrics_answer(req, handle, streams).await;
     // The answer depends on both (JSON or an exposition; compressed or not):
     // a shared cache must not hand one client's form to another.
     resp.headers_mut().insert(header::VARY, header::HeaderValue::from_static("Accept, Accept-Encoding"));
     resp
 }
 
-async fn metrics_answer(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
+async fn metrics_answer(
+    req: actix_web::HttpRequest,
+    handle: web::Data<MirrorHandle>,
+    streams: web::Data<Arc<Streams>>,
+) -> HttpResponse {
     // A stock Prometheus scrape config asks for its text formats; everyone else gets JSON.
     if crate::serve::prometheus::wants_exposition(accept(&req)) {
-        return prometheus(req, handle).await;
+        return prometheus(req, handle, streams).await;
     }
     match handle.envelope_json_tagged().await {
         None => json(actix_web::http::StatusCode::OK, DISABLED_BODY),
@@ -237,9 +281,13 @@ async fn metrics_answer(req: actix_web::HttpRequest, handle: web::Data<MirrorHan
     }
 }
 
-async fn prometheus(req: actix_web::HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
+async fn prometheus(
+    req: actix_web::HttpRequest,
+    handle: web::Data<MirrorHandle>,
+    streams: web::Data<Arc<Streams>>,
+) -> HttpResponse {
     let format = crate::serve::prometheus::Format::from_accept(accept(&req));
-    match crate::serve::prometheus::render(&handle, format).await {
+    match crate::serve::prometheus::render(&handle, streams.totals(), format).await {
         Ok(body) => HttpResponse::Ok().content_type(format.content_type()).body(body),
         // Encoding into a String cannot fail; if it ever does, say so without a 5xx.
         Err(e) => error(actix_web::http::StatusCode::OK, &format!("cannot encode the exposition: {e}")),
@@ -257,8 +305,8 @@ fn none_match(req: &actix_web::HttpRequest, tag: &str) -> bool {
 
 /// `/readyz`: `200` when every section has data (`ok` or `stale`), else
 /// `503`; the body is `/health`'s. With the kill switch off, `200`.
-async fn readyz(handle: web::Data<MirrorHandle>) -> HttpResponse {
-    match handle.health().await {
+async fn readyz(handle: web::Data<MirrorHandle>, streams: web::Data<Arc<Streams>>) -> HttpResponse {
+    match Health::read(&handle, streams.totals()).await {
         None => json(actix_web::http::StatusCode::OK, disabled_health()),
         Some(h) => {
             let ready = h.sections.iter().all(|(_, s)| s.status.has_data());
@@ -319,8 +367,8 @@ fn disabled_health() -> String {
     DISABLED_HEALTH.to_owned()
 }
 
-async fn health(handle: web::Data<MirrorHandle>) -> HttpResponse {
-    let body = match handle.health().await {
+async fn health(handle: web::Data<MirrorHandle>, streams: web::Data<Arc<Streams>>) -> HttpResponse {
+    let body = match Health::read(&handle, streams.totals()).await {
         None => disabled_health(),
         Some(h) => match serde_json::to_string(&h) {
             Ok(b) => b,
@@ -479,16 +527,17 @@ pub fn serve_on(
     let per_worker = connections_per_worker(open_files_limit(), workers);
     tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
     let for_streams = streams_within(per_worker.saturating_mul(workers));
-    if handle.max_streams() > for_streams {
+    let routes = Routes::new(handle, settings);
+    if routes.streams.max() > for_streams {
         tracing::warn!(
-            configured = handle.max_streams(),
+            configured = routes.streams.max(),
             effective = for_streams,
             "ORCH_MAX_STREAMS is above what the connection cap leaves after its reserve for /metrics, /health \
              and the probes; streams are capped lower (raise the open-files limit for more)"
         );
-        handle.cap_streams(for_streams);
+        routes.streams.cap(for_streams);
     }
-    let streams_of = handle.clone();
+    let streams = Arc::clone(&routes.streams);
     let hosts = web::Data::new(crate::serve::host::AllowedHosts::new(&settings.allowed_hosts));
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_WEB_CONFIG_FILE: {e}"));
     let web_auth = match &settings.web_config_file {
@@ -521,7 +570,7 @@ pub fn serve_on(
             Some(auth) => app.app_data(auth.clone()),
             None => app,
         };
-        app.configure(configure(handle.clone())).default_service(web::to(not_found))
+        app.configure(routes.config()).default_service(web::to(not_found))
     })
     .workers(workers)
     .on_connect(on_connect)
@@ -559,9 +608,7 @@ pub fn serve_on(
         tracing::debug!("listening for SIGTERM and SIGINT");
         let signal = shutdown_signal().await;
         tracing::info!(signal, "stopping: ending open streams, finishing requests in flight");
-        if let Some(streams) = streams_of.attached::<crate::serve::stream::Streams>() {
-            crate::runtime::mirror::Attachment::stop(&*streams);
-        }
+        streams.stop();
         stopper.stop(true).await;
     });
     Ok((server, addrs))

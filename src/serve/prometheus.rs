@@ -16,10 +16,11 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
-use crate::runtime::mirror::MirrorHandle;
+use crate::runtime::handle::MirrorHandle;
 use crate::runtime::stats::section_label;
 use crate::section::SectionName;
 use crate::serve::envelope::Envelope;
+use crate::serve::stream::StreamTotals;
 
 /// `Content-Type` of the Prometheus text format.
 pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -92,7 +93,7 @@ fn raw_signal(registry: &mut Registry, e: &Envelope) {
 }
 
 /// Adds the mirror's own telemetry: present from start-up, one series per section.
-fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Envelope>) {
+fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, streams: StreamTotals, e: Option<&Envelope>) {
     let up = Family::<Labels, Gauge>::default();
     let age = Family::<Labels, GaugeF>::default();
     if let Some(e) = e {
@@ -190,7 +191,6 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, e: Option<&Env
          process's and not the database owner's (the orchestrator could not write them)",
         refusals,
     );
-    let streams = crate::serve::stream::Streams::totals_of(handle);
     let open = Gauge::<i64>::default();
     open.set(i64::try_from(streams.open).unwrap_or(i64::MAX));
     registry.register("orchmirror_streams", "/metrics/stream clients open now", open);
@@ -250,7 +250,7 @@ fn process_metrics(registry: &mut Registry) {
 }
 
 /// The exposition for one scrape.
-pub async fn render(handle: &MirrorHandle, format: Format) -> Result<String, std::fmt::Error> {
+pub async fn render(handle: &MirrorHandle, streams: StreamTotals, format: Format) -> Result<String, std::fmt::Error> {
     let envelope = handle.snapshot().await;
     let mut out = String::new();
     // The raw signal's families are encoded once per section value and
@@ -261,7 +261,7 @@ pub async fn render(handle: &MirrorHandle, format: Format) -> Result<String, std
         }
     }
     let mut registry = Registry::default();
-    self_telemetry(&mut registry, handle, envelope.as_ref());
+    self_telemetry(&mut registry, handle, streams, envelope.as_ref());
     let mut own = String::new();
     encode(&mut own, &registry)?;
     out.push_str(&crate::section::metric::stable_order(&own));

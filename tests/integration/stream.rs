@@ -376,6 +376,30 @@ fn sigterm_ends_open_streams_and_exits_zero_within_two_seconds() {
     }
 }
 
+/// A host that stops its mirror in-process (`MirrorHandle::stop`) ends the
+/// routes' open streams, and a new stream is refused with `503`.
+#[test]
+fn stopping_the_mirror_in_process_ends_its_streams() {
+    let fx = Fixture::new();
+    let mirror = support::InProcess::start(support::fast_settings(&fx.path));
+    let port: u16 = mirror.base.rsplit(':').next().and_then(|p| p.parse().ok()).expect("port");
+    let mut streams: Vec<Stream> = (0..3).map(|_| Stream::open(port, None)).collect();
+    for s in &mut streams {
+        first_envelope(s);
+    }
+    mirror.handle.stop();
+    for mut s in streams {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !s.ended && Instant::now() < deadline {
+            s.next_item(Duration::from_millis(200));
+        }
+        assert!(s.ended, "the stream ended when the mirror stopped");
+    }
+    let refused = Stream::open(port, None);
+    assert_eq!(refused.status, 503, "{}", refused.body);
+    assert!(refused.body.contains("stopping"), "{}", refused.body);
+}
+
 /// The README's Python client (`examples/stream_client.py`, standard library
 /// only) against the real binary: it prints the envelope, then a change,
 /// and after a restart resumes with its cursor and gets a fresh envelope.

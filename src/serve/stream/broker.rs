@@ -2,7 +2,7 @@
 //! their counters) and the broker loop that feeds them.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -15,8 +15,8 @@ use super::cursor::{Key, instance_id, parse_cursor};
 use super::frame::Frame;
 use super::reading::Reading;
 use super::refreshed::Freshness;
+use crate::runtime::handle::{MirrorHandle, WeakMirrorHandle};
 use crate::runtime::hub::{SubscriptionId, Update};
-use crate::runtime::mirror::{Attachment, MirrorHandle, WeakMirrorHandle};
 
 /// How often the broker looks for changes of status alone while streams are
 /// open: the shortest refresh period, within these bounds.
@@ -34,10 +34,13 @@ pub struct StreamTotals {
     pub resyncs: u64,
 }
 
-/// The mirror's streams: their broker, slots and counters.
+/// A mirror's streams: their broker, slots and counters. Made by the routes
+/// ([`crate::serve::http::Routes`]); the broker starts with the first stream
+/// and ends with the mirror.
 pub struct Streams {
     pub(super) instance: String,
-    pub(super) max: usize,
+    /// `ORCH_MAX_STREAMS`, lowered by the server to what its connection cap leaves.
+    pub(super) max: AtomicUsize,
     pub(super) heartbeat: Duration,
     pub(super) open: AtomicUsize,
     pub(super) events: AtomicU64,
@@ -45,6 +48,18 @@ pub struct Streams {
     pub(super) clients: Mutex<Vec<Arc<Client>>>,
     pub(super) wake: Arc<Notify>,
     pub(super) stopped: AtomicBool,
+    mirror: WeakMirrorHandle,
+    /// The broker's own thread, apart from the section actors and the HTTP
+    /// workers; started with the first stream.
+    broker: std::sync::OnceLock<Arbiter>,
+}
+
+/// Why a stream was not opened.
+pub(super) enum Refused {
+    /// The mirror or the server is stopping.
+    Stopping,
+    /// `ORCH_MAX_STREAMS` streams are open.
+    Full,
 }
 
 impl std::fmt::Debug for Streams {
@@ -53,13 +68,11 @@ impl std::fmt::Debug for Streams {
     }
 }
 
-impl Attachment for Streams {
-    fn stop(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        for c in self.clients.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
-            c.close();
+impl Drop for Streams {
+    fn drop(&mut self) {
+        if let Some(broker) = self.broker.get() {
+            broker.stop();
         }
-        self.wake.notify_one();
     }
 }
 
@@ -78,33 +91,46 @@ impl Drop for Slot {
 }
 
 impl Streams {
-    /// The mirror's streams, started on first use; `None` when the mirror is
-    /// disabled or stopping.
-    pub fn of(handle: &MirrorHandle) -> Option<Arc<Streams>> {
-        handle.attachment(|aux| {
-            let wake = Arc::new(Notify::new());
-            let streams = Streams {
-                instance: instance_id(handle.id()),
-                max: handle.max_streams(),
-                heartbeat: handle.stream_heartbeat(),
-                open: AtomicUsize::new(0),
-                events: AtomicU64::new(0),
-                resyncs: AtomicU64::new(0),
-                clients: Mutex::new(Vec::new()),
-                wake: Arc::clone(&wake),
-                stopped: AtomicBool::new(false),
-            };
-            let weak = handle.downgrade();
-            aux.spawn_fn(move || {
-                actix::spawn(broker(weak, wake));
-            });
-            streams
+    /// `handle`'s streams: at most `max` open at once, an idle one sending a
+    /// heartbeat every `heartbeat`.
+    pub(crate) fn new(handle: &MirrorHandle, max: usize, heartbeat: Duration) -> Arc<Self> {
+        Arc::new(Streams {
+            instance: instance_id(handle.id()),
+            max: AtomicUsize::new(max),
+            heartbeat,
+            open: AtomicUsize::new(0),
+            events: AtomicU64::new(0),
+            resyncs: AtomicU64::new(0),
+            clients: Mutex::new(Vec::new()),
+            wake: Arc::new(Notify::new()),
+            stopped: AtomicBool::new(false),
+            mirror: handle.downgrade(),
+            broker: std::sync::OnceLock::new(),
         })
     }
 
-    /// The counters, when streams were ever used on `handle`.
-    pub fn totals_of(handle: &MirrorHandle) -> StreamTotals {
-        handle.attached::<Streams>().map(|s| s.totals()).unwrap_or_default()
+    /// How many streams may be open at once.
+    pub(crate) fn max(&self) -> usize {
+        self.max.load(Ordering::SeqCst)
+    }
+
+    /// Lowers the cap to `n` (the server does, to keep connections for the
+    /// other routes); never raises it. Streams already open stay.
+    pub(crate) fn cap(&self, n: usize) {
+        self.max.fetch_min(n, Ordering::SeqCst);
+    }
+
+    /// Ends every open stream and refuses new ones (the server is stopping,
+    /// or the mirror stopped).
+    pub(crate) fn stop(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        for c in self.clients.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+            c.close();
+        }
+        self.wake.notify_one();
+        if let Some(broker) = self.broker.get() {
+            broker.stop();
+        }
     }
 
     /// Open streams, events sent and resyncs.
@@ -117,11 +143,25 @@ impl Streams {
     }
 
     /// A new stream, if there is a free slot.
-    pub(super) fn open(self: &Arc<Self>, last_event_id: Option<String>, refreshed: bool) -> Option<Slot> {
-        if self.stopped.load(Ordering::SeqCst) {
-            return None;
-        }
-        self.open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < self.max).then_some(n + 1)).ok()?;
+    pub(super) fn open(self: &Arc<Self>, last_event_id: Option<String>, refreshed: bool) -> Result<Slot, Refused> {
+        let mirror = self.mirror.upgrade().filter(|m| !m.is_stopping());
+        let Some(mirror) = mirror.filter(|_| !self.stopped.load(Ordering::SeqCst)) else {
+            return Err(Refused::Stopping);
+        };
+        let max = self.max();
+        self.open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| (n < max).then_some(n + 1))
+            .map_err(|_| Refused::Full)?;
+        self.broker.get_or_init(|| {
+            let broker = Arbiter::new();
+            let (streams, stopped) = (Arc::downgrade(self), mirror.stopped());
+            let (mirror, wake) = (self.mirror.clone(), Arc::clone(&self.wake));
+            // Spawned from the broker's thread: the loop's actor and futures live there.
+            broker.spawn_fn(move || {
+                actix::spawn(broker_loop(mirror, streams, wake, stopped));
+            });
+            broker
+        });
         let client = Arc::new(Client {
             queue: Mutex::new(Queue::default()),
             notify: Notify::new(),
@@ -134,7 +174,7 @@ impl Streams {
             client.close(); // stopped while joining
         }
         self.wake.notify_one();
-        Some(Slot { streams: Arc::clone(self), client })
+        Ok(Slot { streams: Arc::clone(self), client })
     }
 }
 
@@ -158,55 +198,68 @@ impl Handler<Update> for Relay {
     }
 }
 
-/// The broker: runs on the mirror's auxiliary thread until the mirror stops.
-pub(super) async fn broker(weak: WeakMirrorHandle, wake: Arc<Notify>) {
+/// The broker: runs on its own thread until the streams stop or the mirror
+/// stops (which ends every open stream).
+async fn broker_loop(
+    mirror: WeakMirrorHandle,
+    streams: Weak<Streams>,
+    wake: Arc<Notify>,
+    stopped: impl std::future::Future<Output = ()>,
+) {
     let relay = Relay(Arc::clone(&wake)).start();
     let mut subscriptions: Vec<SubscriptionId> = Vec::new();
     let mut keys: Vec<Key> = Vec::new();
-    let mut instance_and_streams: Option<Arc<Streams>> = None;
     let mut freshness = Freshness::default();
+    let mut stopped = std::pin::pin!(stopped);
     loop {
-        let Some(handle) = weak.upgrade() else { return };
-        let Some(streams) = instance_and_streams.clone().or_else(|| handle.attached::<Streams>()) else {
-            // Not registered yet (the attachment is made just after this task is spawned).
-            drop(handle);
-            wake.notified().await;
-            continue;
+        let (Some(handle), Some(open)) = (mirror.upgrade(), streams.upgrade()) else {
+            streams.upgrade().inspect(|s| s.stop());
+            return;
         };
-        instance_and_streams = Some(Arc::clone(&streams));
-        if streams.stopped.load(Ordering::SeqCst) {
+        if open.stopped.load(Ordering::SeqCst) {
             return;
         }
         let clients: Vec<Arc<Client>> = {
-            let mut all = streams.clients.lock().unwrap_or_else(|p| p.into_inner());
+            let mut all = open.clients.lock().unwrap_or_else(|p| p.into_inner());
             all.retain(|c| !c.gone.load(Ordering::SeqCst));
             all.clone()
         };
+        // Nobody listens: no subscription, no status checks, no reads.
+        let mut period = None;
         if clients.is_empty() {
-            // Nobody listens: no subscription, no status checks, no reads.
             for id in subscriptions.drain(..) {
                 handle.unsubscribe(id);
             }
-            drop(handle);
-            wake.notified().await;
-            continue;
-        }
-        if subscriptions.is_empty() {
-            subscriptions = handle.subscribe_all(relay.clone().recipient());
-        }
-        let period = handle.shortest_period().clamp(STATUS_CHECK.0, STATUS_CHECK.1);
-        if let Some(answers) = handle.answers().await {
-            let mut reading = Reading::read(answers, &keys, &handle);
-            if keys.len() != reading.keys.len() {
-                keys = reading.keys.clone();
+        } else {
+            if subscriptions.is_empty() {
+                subscriptions = handle.subscribe_all(relay.clone().recipient());
             }
-            pass(&streams, &clients, &keys, &mut reading);
-            freshness.pass(&clients, &reading);
-            keys = reading.keys;
+            period = Some(handle.shortest_period().clamp(STATUS_CHECK.0, STATUS_CHECK.1));
+            if let Some(answers) = handle.answers().await {
+                let mut reading = Reading::read(answers, &keys, &handle);
+                if keys.len() != reading.keys.len() {
+                    keys = reading.keys.clone();
+                }
+                pass(&open, &clients, &keys, &mut reading);
+                freshness.pass(&clients, &reading);
+                keys = reading.keys;
+            }
         }
-        drop(handle);
+        drop((handle, open, clients));
         // A change wakes the broker at once; a change of status alone is seen within `period`.
-        let _ = tokio::time::timeout(period, wake.notified()).await;
+        let woken = async {
+            match period {
+                Some(period) => drop(tokio::time::timeout(period, wake.notified()).await),
+                None => wake.notified().await,
+            }
+        };
+        tokio::select! {
+            () = woken => {}
+            () = &mut stopped => {
+                streams.upgrade().inspect(|s| s.stop());
+                return;
+            }
+        }
     }
 }
 

@@ -11,10 +11,10 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 use tokio::time::Instant;
 
-use super::broker::{Slot, Streams};
+use super::broker::{Refused, Slot, Streams};
 use super::client::Pop;
 use super::frame::HEARTBEAT;
-use crate::runtime::mirror::MirrorHandle;
+use crate::runtime::handle::MirrorHandle;
 use crate::serve::envelope::DISABLED_BODY;
 use crate::serve::pieces;
 
@@ -74,7 +74,11 @@ pub(super) fn event_stream(status: actix_web::http::StatusCode) -> actix_web::Ht
 }
 
 /// `GET /metrics/stream`.
-pub async fn stream(req: HttpRequest, handle: web::Data<MirrorHandle>) -> HttpResponse {
+pub async fn stream(
+    req: HttpRequest,
+    handle: web::Data<MirrorHandle>,
+    streams: web::Data<Arc<Streams>>,
+) -> HttpResponse {
     if !handle.enabled() {
         let body = Bytes::from(format!("event: envelope\ndata: {DISABLED_BODY}\n\n"));
         let once = futures_util::stream::once(futures_util::future::ready(Ok::<_, Infallible>(body)));
@@ -91,18 +95,20 @@ pub async fn stream(req: HttpRequest, handle: web::Data<MirrorHandle>) -> HttpRe
             .insert_header((header::RETRY_AFTER, RETRY_AFTER_S.to_string()))
             .body(serde_json::json!({ "error": message }).to_string())
     };
-    let Some(streams) = Streams::of(&handle) else {
-        return unavailable("the mirror is stopping".to_owned());
-    };
+
     let last_event_id = req.headers().get("Last-Event-ID").and_then(|v| v.to_str().ok()).map(str::to_owned);
     // Other query parameters are ignored, as on `/metrics`.
     let refreshed = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
         .is_ok_and(|q| q.get("refreshed").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on")));
-    let Some(slot) = streams.open(last_event_id, refreshed) else {
-        return unavailable(format!(
-            "too many open streams (ORCH_MAX_STREAMS={}); retry after {RETRY_AFTER_S} s",
-            streams.max
-        ));
+    let slot = match streams.open(last_event_id, refreshed) {
+        Ok(slot) => slot,
+        Err(Refused::Stopping) => return unavailable("the mirror is stopping".to_owned()),
+        Err(Refused::Full) => {
+            return unavailable(format!(
+                "too many open streams (ORCH_MAX_STREAMS={}); retry after {RETRY_AFTER_S} s",
+                streams.max()
+            ));
+        }
     };
     let body = Body { slot, pending: VecDeque::new(), last_write: Instant::now() };
     event_stream(actix_web::http::StatusCode::OK).streaming(futures_util::stream::unfold(body, Body::next))

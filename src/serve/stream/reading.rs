@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::cursor::{Key, changed, cursor};
 use super::frame::Frame;
+use crate::runtime::handle::MirrorHandle;
 use crate::runtime::messages::Answer;
-use crate::runtime::mirror::MirrorHandle;
 use crate::section::{SectionName, Status};
 use crate::serve::envelope::{Clock, Envelope, SectionState, assemble_with};
 

@@ -1,0 +1,254 @@
+//! The cheap `Clone` handle through which HTTP handlers and host code read a
+//! running mirror: snapshots, subscriptions, counters, stopping.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use super::builder::{MirrorBuilder, StartError};
+use super::supervision::{OwnerControl, Owners};
+use crate::config::Settings;
+use crate::runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
+use crate::runtime::messages::{Answer, RenderCache};
+use crate::runtime::stats::{DurationFamily, PerSection, Reconciliation, RefreshCounters, Restarts};
+use crate::section::SectionName;
+use crate::source::commits::{CommitWatch, WakeMode};
+
+pub(super) struct Inner {
+    /// Tells mirrors apart (per-thread caches are keyed by it).
+    pub(super) id: u64,
+    /// Tells this mirror apart from every other, in any process and before
+    /// or after a restart (random): validators such as the ETag include it.
+    pub(super) instance: u64,
+    pub(super) snapshot_timeout: Duration,
+    /// The shortest refresh period of any section.
+    pub(super) shortest_period: Duration,
+    pub(super) render_cache: RenderCache,
+    pub(super) owners: Option<Owners>,
+    /// The watch on the database's files that wakes the sections on a commit.
+    pub(super) commits: Option<CommitWatch>,
+    pub(super) durations: DurationFamily,
+    pub(super) stopping: AtomicBool,
+    /// Tells whoever serves from this mirror (the stream broker) that it stopped.
+    pub(super) stopped: tokio::sync::watch::Sender<bool>,
+    pub(super) next_subscription: AtomicU64,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.stopped.send_replace(true);
+        if let Some(owners) = &self.owners {
+            owners.iter().for_each(|o| o.stop());
+        }
+    }
+}
+
+/// A running mirror. Cloning is cheap; the actors stop when the last clone is
+/// dropped or [`MirrorHandle::stop`] is called.
+#[derive(Clone)]
+pub struct MirrorHandle {
+    pub(super) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for MirrorHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MirrorHandle").field("enabled", &self.enabled()).finish()
+    }
+}
+
+impl MirrorHandle {
+    /// Starts a mirror with `settings` and nothing else (see [`MirrorBuilder::start`]).
+    pub fn start(settings: &Settings) -> Result<Self, StartError> {
+        Self::builder(settings.clone()).start()
+    }
+
+    /// A builder, to add a worker probe before starting.
+    pub fn builder(settings: Settings) -> MirrorBuilder {
+        MirrorBuilder::new(settings)
+    }
+
+    /// False when the kill switch is off: no actors, no database.
+    pub fn enabled(&self) -> bool {
+        self.inner.owners.is_some()
+    }
+
+    /// How long a response waits for each section actor (`ORCH_SNAPSHOT_TIMEOUT_MS`).
+    pub fn snapshot_timeout(&self) -> Duration {
+        self.inner.snapshot_timeout
+    }
+
+    /// This mirror's identity within the process.
+    pub fn id(&self) -> u64 {
+        self.inner.id
+    }
+
+    /// A random number that no other mirror, in this process or another,
+    /// before or after a restart, shares (for validators such as the ETag).
+    pub fn instance(&self) -> u64 {
+        self.inner.instance
+    }
+
+    /// The shortest refresh period of any section.
+    pub fn shortest_period(&self) -> Duration {
+        self.inner.shortest_period
+    }
+
+    /// Resolves once the mirror is stopped ([`MirrorHandle::stop`], or its
+    /// last handle dropped); at once if it already is. It does not keep the
+    /// mirror running.
+    pub fn stopped(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut stopped = self.inner.stopped.subscribe();
+        async move {
+            // An error means the mirror is gone: stopped too.
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    }
+
+    /// Whether [`MirrorHandle::stop`] was called.
+    pub fn is_stopping(&self) -> bool {
+        self.inner.stopping.load(Ordering::SeqCst)
+    }
+
+    /// A handle that does not keep the mirror running.
+    pub fn downgrade(&self) -> WeakMirrorHandle {
+        WeakMirrorHandle(Arc::downgrade(&self.inner))
+    }
+
+    /// The latest rendering of each section, shared by every response.
+    pub fn render_cache(&self) -> &RenderCache {
+        &self.inner.render_cache
+    }
+
+    /// Every section actor's answer, in envelope order; `None` when disabled.
+    pub async fn answers(&self) -> Option<Vec<Answer>> {
+        let owners = self.inner.owners.as_ref()?;
+        let t = self.inner.snapshot_timeout;
+        Some(futures_util::future::join_all(owners.iter().map(|o| o.ask(t))).await)
+    }
+
+    /// The registered sections, in envelope order (empty when disabled).
+    pub fn sections(&self) -> Vec<SectionName> {
+        self.inner.owners.iter().flat_map(|o| o.iter().map(|o| o.name())).collect()
+    }
+
+    /// How often each section's actor was found dead and re-spawned.
+    pub fn restarts(&self) -> Restarts {
+        self.per_section(|o| o.restarts())
+    }
+
+    /// Loaded, skipped (database unchanged) and failed refreshes, per section.
+    pub fn refresh_counters(&self) -> PerSection<RefreshCounters> {
+        self.per_section(|o| o.stats().counters())
+    }
+
+    /// Each section's last full recomputation and the drift reconciliations found.
+    pub fn reconciliations(&self) -> PerSection<Reconciliation> {
+        self.per_section(|o| o.stats().reconciliation())
+    }
+
+    /// Snapshot requests each section's actor did not answer within the timeout.
+    pub fn snapshot_timeouts(&self) -> PerSection<u64> {
+        self.per_section(|o| o.stats().timeouts.load(Ordering::Relaxed))
+    }
+
+    /// Refresh durations per section (a `section`-labelled histogram family); `None` when disabled.
+    pub fn refresh_durations(&self) -> Option<DurationFamily> {
+        self.inner.owners.as_ref().map(|_| self.inner.durations.clone())
+    }
+
+    /// How each section learns that it should look at the database: woken by
+    /// commits (a watch on the database's files), or by its timer alone, and why.
+    pub fn wake_modes(&self) -> PerSection<WakeMode> {
+        let mode = self.inner.commits.as_ref().map(CommitWatch::mode);
+        self.per_section(|_| mode.clone().unwrap_or_else(|| WakeMode::timer("no watch".into())))
+    }
+
+    /// Live subscriptions and dropped updates, per section.
+    pub fn subscriber_totals(&self) -> PerSection<SubscriberTotals> {
+        self.per_section(|o| o.hub().totals())
+    }
+
+    fn per_section<T>(&self, f: impl Fn(&dyn OwnerControl) -> T) -> PerSection<T> {
+        match &self.inner.owners {
+            Some(owners) => PerSection::new(owners.iter().map(|o| (o.name(), f(o))).collect()),
+            None => PerSection::default(),
+        }
+    }
+
+    /// Subscribes `recipient` to one section: it receives the current value at
+    /// once (when there is one), then one [`Update`] per refresh that changed
+    /// the data. `None` when the mirror is disabled or has no such section.
+    pub fn subscribe(&self, section: SectionName, recipient: Recipient<Update>) -> Option<SubscriptionId> {
+        let owner = self.inner.owners.as_ref()?.get(section)?;
+        let id = SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed));
+        owner.subscribe(id, recipient);
+        Some(id)
+    }
+
+    /// Subscribes `recipient` to every section (one subscription each).
+    pub fn subscribe_all(&self, recipient: Recipient<Update>) -> Vec<SubscriptionId> {
+        self.sections().into_iter().filter_map(|s| self.subscribe(s, recipient.clone())).collect()
+    }
+
+    /// Ends a subscription; false when it was not active (already removed, or unknown).
+    pub fn unsubscribe(&self, id: SubscriptionId) -> bool {
+        let Some(owners) = &self.inner.owners else {
+            return false;
+        };
+        owners.iter().any(|o| o.hub().remove(id))
+    }
+
+    /// Delivery counters of every active subscription.
+    pub fn subscriptions(&self) -> Vec<SubscriptionStats> {
+        let Some(owners) = &self.inner.owners else {
+            return Vec::new();
+        };
+        owners.iter().flat_map(|o| o.hub().stats()).collect()
+    }
+
+    /// Stops every section actor for good (no restarts) and ends every
+    /// open stream; later snapshots say `unavailable`.
+    pub fn stop(&self) {
+        self.inner.stopping.store(true, Ordering::SeqCst);
+        self.inner.stopped.send_replace(true);
+        if let Some(owners) = &self.inner.owners {
+            owners.iter().for_each(|o| o.stop());
+        }
+    }
+
+    /// Fault injection for tests: stops one section's arbiter, killing its
+    /// actor as a panic would (the watchdog re-spawns it).
+    #[doc(hidden)]
+    pub fn kill_section(&self, section: SectionName) {
+        if let Some(owner) = self.inner.owners.as_ref().and_then(|o| o.get(section)) {
+            owner.stop();
+        }
+    }
+
+    /// Fault injection for tests: blocks one section actor's thread for `dur`.
+    #[doc(hidden)]
+    pub fn stall_section(&self, section: SectionName, dur: Duration) {
+        if let Some(owner) = self.inner.owners.as_ref().and_then(|o| o.get(section)) {
+            owner.arbiter_spawn(Box::new(move || std::thread::sleep(dur)));
+        }
+    }
+}
+
+/// A [`MirrorHandle`] that does not keep the mirror running.
+#[derive(Clone, Debug)]
+pub struct WeakMirrorHandle(Weak<Inner>);
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mirror").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl WeakMirrorHandle {
+    /// The mirror, while it runs.
+    pub fn upgrade(&self) -> Option<MirrorHandle> {
+        self.0.upgrade().map(|inner| MirrorHandle { inner })
+    }
+}
