@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use actix::MailboxError;
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use orchmirror::runtime::messages::Answer;
+use orchmirror::Section;
 use orchmirror::section::{Agents, Cost, Queue, Stages};
-use orchmirror::serve::envelope::{Clock, assemble};
-use orchmirror::{Section, SectionReply};
+use orchmirror::test_util::Answer;
+use orchmirror::test_util::SectionReply;
+use orchmirror::test_util::{Clock, assemble};
 use rusqlite::Connection;
 
 /// A database with `agents` running jobs (each with a run), 50 active tasks and some history.
@@ -20,7 +21,7 @@ fn database(agents: usize) -> (tempfile::TempDir, Connection) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bench.sqlite");
     let conn = Connection::open(&path).expect("open");
-    orchmirror::source::db::register_functions(&conn).expect("functions");
+    orchmirror::test_util::register_functions(&conn).expect("functions");
     conn.execute_batch(orchmirror::SCHEMA_SQL).expect("schema");
     conn.execute_batch(orchmirror::SCHEMA_INDEXES_SQL).expect("indexes");
     conn.execute_batch(&format!(

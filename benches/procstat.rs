@@ -13,7 +13,7 @@ fn own_start() -> Option<chrono::DateTime<chrono::Utc>> {
         .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
-    let tps = orchmirror::source::procstat::clk_tck()?;
+    let tps = orchmirror::test_util::clk_tck()?;
     chrono::DateTime::from_timestamp(btime + (start / tps) as i64, 0)
 }
 
@@ -21,15 +21,12 @@ fn sampling(c: &mut Criterion) {
     let pid = std::process::id() as i32;
     let started = own_start();
     let tolerance = Duration::from_secs(10);
-    assert!(
-        orchmirror::source::procstat::sample(pid, started, tolerance).is_ok_and(|s| s.is_some()),
-        "can sample itself"
-    );
+    assert!(orchmirror::test_util::sample(pid, started, tolerance).is_ok_and(|s| s.is_some()), "can sample itself");
     c.bench_function("procstat/sample_live_pid", |b| {
-        b.iter(|| black_box(orchmirror::source::procstat::sample(black_box(pid), started, tolerance)))
+        b.iter(|| black_box(orchmirror::test_util::sample(black_box(pid), started, tolerance)))
     });
     c.bench_function("procstat/sample_dead_pid", |b| {
-        b.iter(|| black_box(orchmirror::source::procstat::sample(black_box(i32::MAX - 1), started, tolerance)))
+        b.iter(|| black_box(orchmirror::test_util::sample(black_box(i32::MAX - 1), started, tolerance)))
     });
 }
 

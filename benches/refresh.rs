@@ -12,12 +12,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
-use orchmirror::runtime::messages::Answer;
+use orchmirror::Section;
 use orchmirror::section::{Agents, Cost, Queue, Stages};
-use orchmirror::serve::envelope::{Clock, assemble};
-use orchmirror::source::db::{Database, MAX_SAFE_INTEGER};
+use orchmirror::test_util::Answer;
+use orchmirror::test_util::SectionReply;
+use orchmirror::test_util::{Clock, assemble};
+use orchmirror::test_util::{Database, MAX_SAFE_INTEGER};
 use orchmirror::tools::generate::{Spec, generate};
-use orchmirror::{Section, SectionReply};
 
 fn sizes() -> Vec<u64> {
     std::env::var("ORCHMIRROR_BENCH_SIZES")

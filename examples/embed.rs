@@ -14,9 +14,9 @@ use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
 use orchmirror::Update;
 use orchmirror::section::Queue;
-use orchmirror::source::probe::{ProbeResult, WorkerProbe};
 use orchmirror::tools::demo::Demo;
 use orchmirror::{CliOverrides, MirrorHandle, SectionName, Settings};
+use orchmirror::{ProbeResult, WorkerProbe};
 
 /// The host's worker, as far as the mirror is concerned.
 struct HostWorker {

@@ -468,7 +468,7 @@ impl Layers<'_> {
 
 /// Whether `name` may be listed in `ORCH_ALLOWED_HOSTS`: `*`, or a DNS name
 /// (letters, digits, `-` and `.`; labels of 1 to 63; 253 at most).
-pub fn valid_host_name(name: &str) -> bool {
+pub(crate) fn valid_host_name(name: &str) -> bool {
     if name == "*" {
         return true;
     }
@@ -529,7 +529,7 @@ pub fn unix_socket_path(bind: &str) -> Option<&std::path::Path> {
 }
 
 /// Resolves a listen address (`host:port`); the error says why it is not one.
-pub fn resolve_bind(raw: &str) -> Result<Vec<SocketAddr>, String> {
+pub(crate) fn resolve_bind(raw: &str) -> Result<Vec<SocketAddr>, String> {
     let expected = "expected host:port, for example 127.0.0.1:8787 (or :8787 for every interface)";
     if raw.trim().is_empty() {
         return Err(format!("empty address; {expected}"));

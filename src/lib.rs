@@ -1,42 +1,17 @@
 //! orchmirror: a read-only mirror of an AI-agent orchestrator's SQLite state,
-//! served as a versioned JSON envelope at `GET /metrics`.
-//!
-//! Four actors own the `stages`, `queue`, `agents` and `cost` sections (a
-//! host may register more). Each refreshes from the database on its own
-//! timer, off its own thread, and answers `Snapshot` from memory; `/metrics`
-//! asks every one with a timeout, so a slow or dead actor costs only its own
-//! section.
-//!
-//! # Layout
-//!
-//! Four layers, each using only the ones below it (`tests/integration/layers.rs` checks
-//! that every `crate::` path points down and that the module graph has no
-//! cycle):
-//!
-//! ```text
-//! serve/    envelope.rs (assembly, JSON), stream.rs (SSE broker), health.rs,
-//!           http.rs (routes, server), prometheus.rs (exposition)
-//!   ↓
-//! runtime/  actor.rs (SectionActor<S>), mirror.rs (owners, watchdog, MirrorHandle),
-//!           hub.rs (subscribers), stats.rs (refresh counters), messages.rs
-//!   ↓       config.rs (Settings: defaults, file, environment, flags)
-//! section/  the Section trait and SectionName (section.rs); stages, queue, agents, cost
-//!   ↓
-//! source/   db.rs (read-only pool), walguard.rs, procstat.rs (/proc), probe.rs (host worker), time.rs
-//! ```
-//!
-//! `tools/` (demo mode, `generate`, `tune`) sits on top, behind the `tools`
-//! cargo feature the binary requires; the mirror never uses it. A new section
-//! is one file implementing [`Section`]: a built-in one is added to
-//! [`section::built_in`], a host's is passed to [`MirrorBuilder::section`]
-//! (see `examples/custom_section/`).
+//! served as a versioned JSON envelope at `GET /metrics`, a stream of its
+//! changes, a Prometheus exposition and a live page. README.md describes the
+//! routes, the envelope, the statuses, the settings and what happens when
+//! things fail; this page is the library's API.
 //!
 //! # Embedding
 //!
-//! Inside a host's actix `System`: start the mirror, read a typed snapshot,
-//! subscribe an actor to a section, and mount the routes in the host's `App`
-//! (`Routes::new(handle.clone(), &settings)` once, then
-//! `App::new().configure(routes.config())` in each worker).
+//! Start here: [`MirrorHandle::start`] (or [`MirrorHandle::builder`]) inside
+//! a host's actix `System`. Then read a typed snapshot
+//! ([`MirrorHandle::snapshot`]), subscribe an actor to a section
+//! ([`MirrorHandle::subscribe`]), and mount the routes in the host's `App`:
+//! [`Routes::new`] once, then `App::new().configure(routes.config())` in
+//! each worker.
 //!
 //! ```
 //! use actix::prelude::*;
@@ -91,14 +66,50 @@
 //! })
 //! # }
 //! ```
+//!
+//! # Contents
+//!
+//! - **Starting and reading a mirror**: [`MirrorHandle`], [`MirrorBuilder`]
+//!   (host sections, a worker probe), [`StartError`].
+//! - **Settings**: [`Settings`] ([`Settings::load`] reads defaults, a TOML
+//!   file, `ORCH_*` variables and flags), [`RefreshPeriods`], [`LogFormat`],
+//!   [`CliOverrides`], [`ConfigError`]; [`config::table::SETTINGS`] lists
+//!   every setting with its variable, flag, default and range.
+//! - **Serving**: [`Routes`] (the routes on a host's `App`), and the
+//!   standalone server: [`serve::http::listen`], [`serve::http::serve_on`],
+//!   [`serve::http::server`].
+//! - **What a snapshot holds**: [`Envelope`], [`SectionState`], [`Sections`],
+//!   [`Status`], and each section's view in [`section`] ([`section::Stages`],
+//!   [`section::Queue`], [`section::Agents`], [`section::Cost`]).
+//! - **Health**: [`Health`] ([`Routes::health`]) with [`Restarts`],
+//!   [`SubscriberTotals`], [`Reconciliation`], [`StreamTotals`], [`WakeMode`],
+//!   per section in a [`PerSection`].
+//! - **Subscriptions**: [`Update`], [`SubscriptionId`], [`SubscriptionStats`].
+//! - **A host's own sections**: the [`Section`] trait, [`SectionName`],
+//!   [`SectionData`], [`section::LoadError`] (`examples/custom_section/`).
+//! - **A host's worker**: [`WorkerProbe`], [`ProbeResult`].
+//! - **The build and the schema**: [`BUILD`], [`SCHEMA_SQL`],
+//!   [`SCHEMA_INDEXES_SQL`].
+//!
+//! # How it is built
+//!
+//! Four layers, each using only the ones below it (`tests/integration/layers.rs`
+//! checks that every `crate::` path points down and that the module graph has
+//! no cycle): `serve` (the envelope, the stream, the routes, the exposition),
+//! `runtime` (the section actors, their supervision, the handle) with
+//! `config`, `section` (the `Section` trait and the four built-in sections),
+//! `source` (the database, `/proc`, the clock). README's "How it works" maps
+//! every file. Everything outside the list above is crate-private; the
+//! integration tests and benchmarks reach internals through the `test-util`
+//! feature.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
 pub mod config;
-pub mod runtime;
+pub(crate) mod runtime;
 pub mod section;
 pub mod serve;
-pub mod source;
+pub(crate) mod source;
 // The binary's tools: public for the binary, benches and examples, not part of
 // the library's documented API.
 #[cfg(feature = "tools")]
@@ -108,16 +119,31 @@ pub mod tools;
 pub use config::{CliOverrides, ConfigError, LogFormat, RefreshPeriods, Settings};
 pub use runtime::builder::{MirrorBuilder, StartError};
 pub use runtime::handle::MirrorHandle;
-pub use runtime::hub::{SubscriptionId, SubscriptionStats, Update};
-pub use runtime::messages::{SectionReply, Snapshot};
-pub use runtime::stats::{PerSection, Reconciliation, RefreshCounters, Restarts};
+pub use runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
+pub use runtime::stats::{PerSection, Reconciliation, Restarts};
 pub use section::{Section, SectionData, SectionName, Status};
 pub use serve::envelope::{Envelope, SectionState, Sections};
 pub use serve::health::Health;
 pub use serve::http::Routes;
 pub use serve::stream::StreamTotals;
 pub use source::build::{BUILD, Build};
-pub use source::probe::WorkerProbe;
+pub use source::commits::WakeMode;
+pub use source::probe::{ProbeResult, WorkerProbe};
+
+/// What the integration tests and benchmarks reach that is not the API:
+/// internals and fault injection, behind the `test-util` feature (as tokio
+/// does). Nothing here is stable.
+#[cfg(feature = "test-util")]
+#[doc(hidden)]
+pub mod test_util {
+    pub use crate::runtime::actor::{ActorSettings, SectionActor};
+    pub use crate::runtime::messages::{Answer, SectionReply, Snapshot};
+    pub use crate::serve::envelope::{Clock, assemble, json_schema};
+    pub use crate::serve::http::{PAGE, WRITE_TIMEOUT, connections_per_worker, streams_within};
+    pub use crate::serve::web_config::WebConfig;
+    pub use crate::source::db::{Database, MAX_SAFE_INTEGER, register_functions};
+    pub use crate::source::procstat::{clk_tck, sample};
+}
 
 /// The schema of the orchestrator's database (for fixtures and demo mode; the mirror never runs it on a real database).
 pub const SCHEMA_SQL: &str = include_str!("schema.sql");

@@ -70,7 +70,7 @@ impl clap::FromArgMatches for SettingFlags {
 
 impl clap::Args for SettingFlags {
     fn augment_args(mut cmd: clap::Command) -> clap::Command {
-        use orchmirror::config::table::{REFRESH, Row, SETTINGS, section_period_var};
+        use orchmirror::config::table::{Row, SETTINGS, by_key, section_period_var};
         let flag = |row: &dyn Row| {
             let help = match row.range() {
                 Some(range) => format!("{} ({range})", row.meaning()),
@@ -90,7 +90,7 @@ impl clap::Args for SettingFlags {
             cmd = cmd.arg(
                 clap::Arg::new(format!("{name}_refresh_ms"))
                     .long(format!("{name}-refresh-ms"))
-                    .value_name(REFRESH.value_name)
+                    .value_name(by_key("refresh_ms").map_or("MS", |r| r.value_name()))
                     .env(section_period_var(name.as_str()))
                     .help(format!("The {name} section's refresh period, ms [default: ORCH_REFRESH_MS]")),
             );
@@ -346,7 +346,7 @@ fn start_demo(settings: &mut Settings) -> Result<Option<Demo>, orchmirror::tools
 async fn serve(settings: Settings) -> ExitCode {
     // The web configuration first: nothing is served on a half-valid configuration.
     if let Some(path) = &settings.web_config_file
-        && let Err(e) = orchmirror::serve::web_config::WebConfig::load(path)
+        && let Err(e) = orchmirror::serve::http::check_web_config(path)
     {
         eprintln!("orchmirror: invalid ORCH_WEB_CONFIG_FILE={:?}: {e}", path.display().to_string());
         return ExitCode::from(2);

@@ -152,7 +152,7 @@ impl Status {
     }
 }
 
-/// A section of the envelope, owned by one [`crate::runtime::actor::SectionActor`].
+/// A section of the envelope, owned by one actor of its own.
 pub trait Section: Send + Sync + 'static {
     /// The section's name and envelope key.
     const NAME: SectionName;
@@ -245,7 +245,7 @@ impl<T: Incremental> Kept<T> {
 }
 
 /// Something done to each of several sections, whatever their types (see [`built_in`]).
-pub trait SectionVisitor {
+pub(crate) trait SectionVisitor {
     /// Called once per section, in envelope order.
     fn visit<S: Section>(&mut self, section: S);
 }
@@ -253,7 +253,7 @@ pub trait SectionVisitor {
 /// The four built-in sections, in envelope order: the one place they are
 /// listed. `pid_start_tolerance` is the agents section's pid-reuse guard;
 /// `worker` feeds the queue section's worker fields when embedded with a probe.
-pub fn built_in(
+pub(crate) fn built_in(
     pid_start_tolerance: std::time::Duration,
     worker: Option<Arc<std::sync::Mutex<crate::source::probe::WorkerLive>>>,
     visitor: &mut impl SectionVisitor,

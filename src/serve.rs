@@ -2,13 +2,13 @@
 //! Prometheus exposition. Everything here reads the runtime through
 //! [`crate::MirrorHandle`] and never touches the database.
 
-pub mod compressed;
-pub mod envelope;
-pub mod health;
-pub mod host;
+pub(crate) mod compressed;
+pub(crate) mod envelope;
+pub(crate) mod health;
+pub(crate) mod host;
 pub mod http;
 mod pieces;
-pub mod prometheus;
-pub mod stream;
+pub(crate) mod prometheus;
+pub(crate) mod stream;
 mod tls;
-pub mod web_config;
+pub(crate) mod web_config;

@@ -4,7 +4,7 @@
 //! file's key check and the test that compares `.env.example` and README's
 //! table with it all read [`SETTINGS`].
 //!
-//! A new setting is one [`Spec`] here, listed in [`SETTINGS`], and the
+//! A new setting is one `Spec` here, listed in [`SETTINGS`], and the
 //! [`super::Settings`] field it fills (which names the spec for its default
 //! and its value).
 
@@ -16,7 +16,7 @@ use super::{LogFormat, resolve_bind, unix_socket_path, valid_host_name};
 
 /// How a setting's text is read: what it becomes, what is accepted, how a
 /// value is written back.
-pub trait Kind: Sync {
+pub(crate) trait Kind: Sync {
     /// The value a setting of this kind holds.
     type Value: Clone + Sync;
     /// The value `text` (trimmed) gives, or what was expected instead.
@@ -31,7 +31,7 @@ pub trait Kind: Sync {
 
 /// One setting.
 #[derive(Debug)]
-pub struct Spec<K: Kind> {
+pub(crate) struct Spec<K: Kind> {
     /// The configuration file's key; the variable is `ORCH_` and the key in upper case.
     pub key: &'static str,
     /// The environment variable.
@@ -51,15 +51,15 @@ pub struct Spec<K: Kind> {
 /// What the flags, `--help` and the documentation checks need of a setting,
 /// whatever its kind.
 pub trait Row: Sync {
-    /// [`Spec::key`].
+    /// The configuration file's key; the variable is `ORCH_` and the key in upper case.
     fn key(&self) -> &'static str;
-    /// [`Spec::var`].
+    /// The environment variable.
     fn var(&self) -> &'static str;
-    /// [`Spec::flag`].
+    /// The command-line flag, without `--`.
     fn flag(&self) -> &'static str;
-    /// [`Spec::value_name`].
+    /// What the flag's value is called in `--help`.
     fn value_name(&self) -> &'static str;
-    /// [`Spec::meaning`].
+    /// One line of meaning, for `--help`.
     fn meaning(&self) -> &'static str;
     /// The default as text; `None` when unset by default.
     fn default_text(&self) -> Option<String>;
@@ -98,7 +98,7 @@ impl<K: Kind> Row for Spec<K> {
 
 /// A whole number of milliseconds within bounds.
 #[derive(Debug)]
-pub struct Millis(pub u64, pub u64);
+pub(crate) struct Millis(pub u64, pub u64);
 
 impl Kind for Millis {
     type Value = Duration;
@@ -120,7 +120,7 @@ impl Kind for Millis {
 
 /// A number of seconds (fractions allowed) from 0 to a bound.
 #[derive(Debug)]
-pub struct Seconds(pub f64);
+pub(crate) struct Seconds(pub f64);
 
 impl Kind for Seconds {
     type Value = Duration;
@@ -142,7 +142,7 @@ impl Kind for Seconds {
 
 /// A whole number within bounds.
 #[derive(Debug)]
-pub struct Count(pub u64, pub u64);
+pub(crate) struct Count(pub u64, pub u64);
 
 impl Kind for Count {
     type Value = usize;
@@ -164,7 +164,7 @@ impl Kind for Count {
 
 /// On or off: `true/false/1/0/yes/no/on/off`, any case.
 #[derive(Debug)]
-pub struct Switch;
+pub(crate) struct Switch;
 
 impl Kind for Switch {
     type Value = bool;
@@ -182,7 +182,7 @@ impl Kind for Switch {
 
 /// `text` or `json`.
 #[derive(Debug)]
-pub struct LogFormats;
+pub(crate) struct LogFormats;
 
 impl Kind for LogFormats {
     type Value = LogFormat;
@@ -203,7 +203,7 @@ impl Kind for LogFormats {
 
 /// Octal permissions up to `0777`.
 #[derive(Debug)]
-pub struct Mode;
+pub(crate) struct Mode;
 
 impl Kind for Mode {
     type Value = u32;
@@ -220,7 +220,7 @@ impl Kind for Mode {
 
 /// A listen address: `host:port`, `:port`, or `unix:` and a socket's path.
 #[derive(Debug)]
-pub struct Address;
+pub(crate) struct Address;
 
 impl Kind for Address {
     type Value = Cow<'static, str>;
@@ -241,7 +241,7 @@ impl Kind for Address {
 
 /// The orchestrator's database: an existing regular file this process can open.
 #[derive(Debug)]
-pub struct Database;
+pub(crate) struct Database;
 
 impl Kind for Database {
     type Value = Option<PathBuf>;
@@ -267,7 +267,7 @@ impl Kind for Database {
 
 /// The path of a file (checked when it is read).
 #[derive(Debug)]
-pub struct FilePath;
+pub(crate) struct FilePath;
 
 impl Kind for FilePath {
     type Value = Option<PathBuf>;
@@ -281,7 +281,7 @@ impl Kind for FilePath {
 
 /// Host names separated by commas, or `*`.
 #[derive(Debug)]
-pub struct HostNames;
+pub(crate) struct HostNames;
 
 impl Kind for HostNames {
     type Value = Vec<String>;
@@ -300,7 +300,7 @@ impl Kind for HostNames {
 
 /// A group: a name or a numeric gid.
 #[derive(Debug)]
-pub struct Group;
+pub(crate) struct Group;
 
 impl Kind for Group {
     type Value = Option<String>;
@@ -314,7 +314,7 @@ impl Kind for Group {
 }
 
 /// `ORCH_DB_PATH`.
-pub static DB_PATH: Spec<Database> = Spec {
+pub(crate) static DB_PATH: Spec<Database> = Spec {
     key: "db_path",
     var: "ORCH_DB_PATH",
     flag: "db",
@@ -324,7 +324,7 @@ pub static DB_PATH: Spec<Database> = Spec {
     default: None,
 };
 /// `ORCH_BIND`.
-pub static BIND: Spec<Address> = Spec {
+pub(crate) static BIND: Spec<Address> = Spec {
     key: "bind",
     var: "ORCH_BIND",
     flag: "bind",
@@ -334,7 +334,7 @@ pub static BIND: Spec<Address> = Spec {
     default: Cow::Borrowed("127.0.0.1:8787"),
 };
 /// `ORCH_METRICS_ENABLED`.
-pub static METRICS_ENABLED: Spec<Switch> = Spec {
+pub(crate) static METRICS_ENABLED: Spec<Switch> = Spec {
     key: "metrics_enabled",
     var: "ORCH_METRICS_ENABLED",
     flag: "metrics-enabled",
@@ -344,7 +344,7 @@ pub static METRICS_ENABLED: Spec<Switch> = Spec {
     default: true,
 };
 /// `ORCH_REFRESH_MS`; `ORCH_<SECTION>_REFRESH_MS` takes the same values.
-pub static REFRESH: Spec<Millis> = Spec {
+pub(crate) static REFRESH: Spec<Millis> = Spec {
     key: "refresh_ms",
     var: "ORCH_REFRESH_MS",
     flag: "refresh-ms",
@@ -354,7 +354,7 @@ pub static REFRESH: Spec<Millis> = Spec {
     default: Duration::from_millis(1000),
 };
 /// `ORCH_SNAPSHOT_TIMEOUT_MS`.
-pub static SNAPSHOT_TIMEOUT: Spec<Millis> = Spec {
+pub(crate) static SNAPSHOT_TIMEOUT: Spec<Millis> = Spec {
     key: "snapshot_timeout_ms",
     var: "ORCH_SNAPSHOT_TIMEOUT_MS",
     flag: "snapshot-timeout-ms",
@@ -364,7 +364,7 @@ pub static SNAPSHOT_TIMEOUT: Spec<Millis> = Spec {
     default: Duration::from_millis(200),
 };
 /// `ORCH_MAX_STALE_MS`.
-pub static MAX_STALE: Spec<Millis> = Spec {
+pub(crate) static MAX_STALE: Spec<Millis> = Spec {
     key: "max_stale_ms",
     var: "ORCH_MAX_STALE_MS",
     flag: "max-stale-ms",
@@ -374,7 +374,7 @@ pub static MAX_STALE: Spec<Millis> = Spec {
     default: Duration::from_millis(30_000),
 };
 /// `ORCH_PID_START_TOLERANCE_S`.
-pub static PID_START_TOLERANCE: Spec<Seconds> = Spec {
+pub(crate) static PID_START_TOLERANCE: Spec<Seconds> = Spec {
     key: "pid_start_tolerance_s",
     var: "ORCH_PID_START_TOLERANCE_S",
     flag: "pid-start-tolerance-s",
@@ -388,7 +388,7 @@ pub static PID_START_TOLERANCE: Spec<Seconds> = Spec {
 /// The default is chosen from measurement (BENCHMARKS.md): at 1M jobs a full
 /// recomputation of all four sections costs under a second of one core, so
 /// every 5 minutes it stays within 1 % of one core.
-pub static RECONCILE: Spec<Millis> = Spec {
+pub(crate) static RECONCILE: Spec<Millis> = Spec {
     key: "reconcile_ms",
     var: "ORCH_RECONCILE_MS",
     flag: "reconcile-ms",
@@ -398,7 +398,7 @@ pub static RECONCILE: Spec<Millis> = Spec {
     default: Duration::from_millis(300_000),
 };
 /// `ORCH_LOG_FORMAT`.
-pub static LOG_FORMAT: Spec<LogFormats> = Spec {
+pub(crate) static LOG_FORMAT: Spec<LogFormats> = Spec {
     key: "log_format",
     var: "ORCH_LOG_FORMAT",
     flag: "log-format",
@@ -408,7 +408,7 @@ pub static LOG_FORMAT: Spec<LogFormats> = Spec {
     default: LogFormat::Text,
 };
 /// `ORCH_UI_ENABLED`.
-pub static UI_ENABLED: Spec<Switch> = Spec {
+pub(crate) static UI_ENABLED: Spec<Switch> = Spec {
     key: "ui_enabled",
     var: "ORCH_UI_ENABLED",
     flag: "ui-enabled",
@@ -418,7 +418,7 @@ pub static UI_ENABLED: Spec<Switch> = Spec {
     default: true,
 };
 /// `ORCH_MAX_STREAMS`.
-pub static MAX_STREAMS: Spec<Count> = Spec {
+pub(crate) static MAX_STREAMS: Spec<Count> = Spec {
     key: "max_streams",
     var: "ORCH_MAX_STREAMS",
     flag: "max-streams",
@@ -428,7 +428,7 @@ pub static MAX_STREAMS: Spec<Count> = Spec {
     default: 64,
 };
 /// `ORCH_STREAM_HEARTBEAT_MS`.
-pub static STREAM_HEARTBEAT: Spec<Millis> = Spec {
+pub(crate) static STREAM_HEARTBEAT: Spec<Millis> = Spec {
     key: "stream_heartbeat_ms",
     var: "ORCH_STREAM_HEARTBEAT_MS",
     flag: "stream-heartbeat-ms",
@@ -445,7 +445,7 @@ pub static STREAM_HEARTBEAT: Spec<Millis> = Spec {
 /// percentile of commit to stream event within 25 ms at a few commits a
 /// second, while 1,000 commits a second cost at most 50 refreshes a second
 /// per section.
-pub static COALESCE: Spec<Millis> = Spec {
+pub(crate) static COALESCE: Spec<Millis> = Spec {
     key: "coalesce_ms",
     var: "ORCH_COALESCE_MS",
     flag: "coalesce-ms",
@@ -455,7 +455,7 @@ pub static COALESCE: Spec<Millis> = Spec {
     default: Duration::from_millis(20),
 };
 /// `ORCH_ALLOWED_HOSTS`.
-pub static ALLOWED_HOSTS: Spec<HostNames> = Spec {
+pub(crate) static ALLOWED_HOSTS: Spec<HostNames> = Spec {
     key: "allowed_hosts",
     var: "ORCH_ALLOWED_HOSTS",
     flag: "allowed-hosts",
@@ -466,7 +466,7 @@ pub static ALLOWED_HOSTS: Spec<HostNames> = Spec {
 };
 /// `ORCH_SOCKET_MODE`: by default the socket's owner and group may connect
 /// (connecting needs write permission), nobody else.
-pub static SOCKET_MODE: Spec<Mode> = Spec {
+pub(crate) static SOCKET_MODE: Spec<Mode> = Spec {
     key: "socket_mode",
     var: "ORCH_SOCKET_MODE",
     flag: "socket-mode",
@@ -476,7 +476,7 @@ pub static SOCKET_MODE: Spec<Mode> = Spec {
     default: 0o660,
 };
 /// `ORCH_SOCKET_GROUP`.
-pub static SOCKET_GROUP: Spec<Group> = Spec {
+pub(crate) static SOCKET_GROUP: Spec<Group> = Spec {
     key: "socket_group",
     var: "ORCH_SOCKET_GROUP",
     flag: "socket-group",
@@ -486,7 +486,7 @@ pub static SOCKET_GROUP: Spec<Group> = Spec {
     default: None,
 };
 /// `ORCH_WEB_CONFIG_FILE` (the flag as the Prometheus exporters spell it).
-pub static WEB_CONFIG_FILE: Spec<FilePath> = Spec {
+pub(crate) static WEB_CONFIG_FILE: Spec<FilePath> = Spec {
     key: "web_config_file",
     var: "ORCH_WEB_CONFIG_FILE",
     flag: "web.config.file",

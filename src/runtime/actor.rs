@@ -205,6 +205,7 @@ enum Refreshed<D> {
 
 impl<S: Section> SectionActor<S> {
     /// A new actor for `section` reading `db`.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn new(section: Arc<S>, db: Arc<Database>, settings: ActorSettings) -> Self {
         let replica = Arc::new(Replica::new(settings));
         Self::with_shared(section, db, settings, Arc::new(Hub::new(S::NAME)), Arc::default(), replica)

@@ -90,7 +90,7 @@ impl MirrorBuilder {
         self
     }
 
-    /// How long each probe read may take (default [`DEFAULT_PROBE_TIMEOUT`]).
+    /// How long each probe read may take (default 100 ms).
     pub fn probe_timeout(mut self, timeout: Duration) -> Self {
         self.probe_timeout = timeout;
         self

@@ -220,6 +220,7 @@ impl MirrorHandle {
 
     /// Fault injection for tests: stops one section's arbiter, killing its
     /// actor as a panic would (the watchdog re-spawns it).
+    #[cfg(feature = "test-util")]
     #[doc(hidden)]
     pub fn kill_section(&self, section: SectionName) {
         if let Some(owner) = self.inner.owners.as_ref().and_then(|o| o.get(section)) {
@@ -228,6 +229,7 @@ impl MirrorHandle {
     }
 
     /// Fault injection for tests: blocks one section actor's thread for `dur`.
+    #[cfg(feature = "test-util")]
     #[doc(hidden)]
     pub fn stall_section(&self, section: SectionName, dur: Duration) {
         if let Some(owner) = self.inner.owners.as_ref().and_then(|o| o.get(section)) {

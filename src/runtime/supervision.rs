@@ -136,6 +136,7 @@ pub(super) trait OwnerControl: Send + Sync {
     fn restarts(&self) -> u64;
     fn hub(&self) -> &Hub;
     fn subscribe(&self, id: SubscriptionId, recipient: Recipient<Update>);
+    #[cfg(any(test, feature = "test-util"))]
     fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>);
     fn wake_target(&self) -> Arc<WakeTarget>;
 }
@@ -214,6 +215,7 @@ impl<S: Section> OwnerControl for Owner<S> {
         }
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>) {
         self.running.read().unwrap_or_else(|p| p.into_inner()).1.spawn_fn(f);
     }

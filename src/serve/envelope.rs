@@ -47,6 +47,7 @@ pub struct Disabled {
     pub enabled: bool,
 }
 
+#[cfg(any(test, feature = "test-util"))]
 /// The JSON Schema of every `/metrics` JSON body, as checked in at `docs/envelope.schema.json`.
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(MetricsBody)).unwrap_or_default()
@@ -58,7 +59,7 @@ pub fn json_schema() -> serde_json::Value {
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub struct Envelope {
-    /// Always [`SCHEMA_VERSION`].
+    /// Always 1 (this is `schema_version` 1).
     pub schema_version: u32,
     /// When the response was assembled, to the second; every age is relative to it.
     pub generated_at: DateTime<Utc>,
@@ -295,6 +296,7 @@ fn pair_running(
     });
 }
 
+#[cfg(any(test, feature = "test-util"))]
 /// Assembles one response from every section's answer (in envelope order);
 /// ages are computed against `clock`.
 pub fn assemble(answers: Vec<Answer>, clock: Clock, snapshot_timeout: Duration) -> Envelope {

@@ -20,23 +20,24 @@ use crate::serve::stream::Streams;
 use std::sync::Arc;
 
 /// How long a client may take to send its request head.
-pub const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CLIENT_REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an idle keep-alive connection stays open: short, so that idle
 /// connections give their slot back before they can crowd out new clients.
-pub const KEEP_ALIVE: Duration = Duration::from_secs(5);
+pub(crate) const KEEP_ALIVE: Duration = Duration::from_secs(5);
 /// The most connections per worker, whatever the file limit allows
 /// (actix-web's own default).
-pub const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
+pub(crate) const MAX_CONNECTIONS_PER_WORKER: usize = 25_000;
 /// File descriptors kept out of the connection cap for the mirror's own use:
 /// each section's database connection (and its `-wal`/`-shm`), the WAL guard's
 /// descriptors, `/proc` reads, the listeners, logs and the runtime. A flood
 /// of clients can then never make a database open or a `/proc` read fail.
-pub const FD_RESERVE: usize = 128;
+pub(crate) const FD_RESERVE: usize = 128;
 
 /// Concurrent connections per worker: what the soft limit on open files
 /// leaves after [`FD_RESERVE`], shared among `workers`, at most
 /// [`MAX_CONNECTIONS_PER_WORKER`]. Past it, new connections wait in the
 /// listen backlog instead of failing with EMFILE.
+#[doc(hidden)]
 pub fn connections_per_worker(open_files_limit: u64, workers: usize) -> usize {
     let usable = usize::try_from(open_files_limit).unwrap_or(usize::MAX).saturating_sub(FD_RESERVE);
     (usable / workers.max(1)).clamp(1, MAX_CONNECTIONS_PER_WORKER)
@@ -49,6 +50,7 @@ fn open_files_limit() -> u64 {
 /// How long data the server has sent may stay unacknowledged, including a
 /// client that keeps its receive window shut (stops reading), before the
 /// kernel drops the connection (`TCP_USER_TIMEOUT`): the write timeout.
+#[doc(hidden)]
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Sets up each accepted connection: no Nagle delay (a response written in
@@ -98,17 +100,18 @@ async fn json_not_acceptable(
 /// The share of the connection cap kept from streams for the other routes
 /// (`/metrics`, `/health`, the probes), and its least size: streams that took
 /// every connection would starve a liveness probe into restarting a healthy mirror.
-pub const STREAM_RESERVE: (usize, usize) = (4, 16);
+pub(crate) const STREAM_RESERVE: (usize, usize) = (4, 16);
 
 /// How many streams `connections` (the whole server's cap) leaves room for:
 /// all but a quarter of them, and never the last [`STREAM_RESERVE`]`.1`.
+#[doc(hidden)]
 pub fn streams_within(connections: usize) -> usize {
     let reserve = (connections / STREAM_RESERVE.0).max(STREAM_RESERVE.1).min(connections);
     connections - reserve
 }
 
 /// How long a graceful shutdown waits for in-flight requests.
-pub const SHUTDOWN_TIMEOUT_S: u64 = 2;
+pub(crate) const SHUTDOWN_TIMEOUT_S: u64 = 2;
 
 /// The mirror's routes, with the serving settings (`ORCH_UI_ENABLED`,
 /// `ORCH_MAX_STREAMS`, `ORCH_STREAM_HEARTBEAT_MS`) and the state every
@@ -321,6 +324,7 @@ async fn readyz(handle: web::Data<MirrorHandle>, streams: web::Data<Arc<Streams>
 }
 
 /// The live page (`ORCH_UI_ENABLED`): one self-contained file, built in.
+#[doc(hidden)]
 pub const PAGE: &str = include_str!("ui/index.html");
 
 /// The page's Content-Security-Policy: its one inline script is allowed by
@@ -361,7 +365,7 @@ async fn livez() -> HttpResponse {
 
 /// `/health`'s (and `/readyz`'s) body with the kill switch off, keys in the
 /// documented order.
-pub const DISABLED_HEALTH: &str = r#"{"status":"ok","enabled":false,"sections":{}}"#;
+pub(crate) const DISABLED_HEALTH: &str = r#"{"status":"ok","enabled":false,"sections":{}}"#;
 
 fn disabled_health() -> String {
     DISABLED_HEALTH.to_owned()
@@ -388,12 +392,12 @@ async fn method_not_allowed(req: actix_web::HttpRequest) -> HttpResponse {
 }
 
 /// The JSON 404 for unknown paths (the standalone server's default service).
-pub async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
+pub(crate) async fn not_found(req: actix_web::HttpRequest) -> HttpResponse {
     error(actix_web::http::StatusCode::NOT_FOUND, &format!("no such route: {}", req.path()))
 }
 
 /// The listen backlog (actix-web's default): connections past the cap wait here.
-pub const BACKLOG: i32 = 2048;
+pub(crate) const BACKLOG: i32 = 2048;
 
 /// Binds `settings.bind` (every address it resolves to). Done before anything
 /// else starts, so that a port in use is a start-up error, not a mirror that
@@ -507,6 +511,12 @@ fn group_id(group: &str) -> io::Result<u32> {
     }
     #[cfg(not(target_os = "linux"))]
     Err(unknown())
+}
+
+/// Reads and checks a web configuration file (`ORCH_WEB_CONFIG_FILE`), as
+/// the server does when it starts: the error says what is wrong with it.
+pub fn check_web_config(path: &std::path::Path) -> Result<(), String> {
+    crate::serve::web_config::WebConfig::load(path).map(|_| ())
 }
 
 /// Binds the standalone server on `settings.bind` with explicit limits (see

@@ -9,14 +9,14 @@
 //! envelope, and hands each open stream the sections whose sequence number or
 //! status changed, as `section` events made once and shared by every stream.
 //!
-//! Each stream has a bounded queue ([`QUEUE_BYTES`], [`QUEUE_EVENTS`]). The
+//! Each stream has a bounded queue (`client::QUEUE_BYTES`, `client::QUEUE_EVENTS`). The
 //! broker never waits for a stream: when an event does not fit, the stream's
 //! pending events are dropped and replaced by one `resync` event and a fresh
 //! envelope (counted), so a reader that stalls costs neither memory nor
 //! anyone else's time.
 //!
 //! A client that asks for it (`?refreshed=1`) also gets, at most once per
-//! [`REFRESHED_EVERY`], a `refreshed` event with every section's
+//! `refreshed::REFRESHED_EVERY`, a `refreshed` event with every section's
 //! `refreshed_at` and `age_ms` when a refresh found nothing new: a refresh
 //! that changes nothing sends no `section` event, and a page that counts a
 //! section's age up from its last event would show a healthy section ageing
@@ -37,7 +37,5 @@ mod http;
 mod reading;
 mod refreshed;
 
-pub use broker::{STATUS_CHECK, StreamTotals, Streams};
-pub use client::{QUEUE_BYTES, QUEUE_EVENTS};
-pub use http::{RETRY_AFTER_S, stream};
-pub use refreshed::REFRESHED_EVERY;
+pub use broker::{StreamTotals, Streams};
+pub use http::stream;

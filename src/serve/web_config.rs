@@ -107,6 +107,7 @@ pub struct WebConfig {
 }
 
 impl WebConfig {
+    #[cfg(any(test, feature = "test-util"))]
     /// Whether the file asks for TLS.
     pub fn has_tls(&self) -> bool {
         self.tls.is_some()

@@ -186,6 +186,7 @@ impl Database {
         Self { path: path.to_path_buf(), current: Mutex::new(None), generations: AtomicU64::new(0) }
     }
 
+    #[cfg(any(test, feature = "test-util"))]
     /// The database's path.
     pub fn path(&self) -> &Path {
         &self.path

@@ -8,10 +8,11 @@ use std::time::Duration;
 
 use actix::Actor;
 use chrono::{DateTime, Utc};
-use orchmirror::runtime::actor::{ActorSettings, SectionActor};
 use orchmirror::section::LoadError;
-use orchmirror::source::db::Database;
-use orchmirror::{Section, SectionName, Snapshot, Status};
+use orchmirror::test_util::Database;
+use orchmirror::test_util::Snapshot;
+use orchmirror::test_util::{ActorSettings, SectionActor};
+use orchmirror::{Section, SectionName, Status};
 use rusqlite::Connection;
 use support::wait_until;
 

@@ -114,7 +114,7 @@ fn start_time(pid: u32) -> Option<DateTime<Utc>> {
         .ok()?
         .lines()
         .find_map(|l| l.strip_prefix("btime ")?.trim().parse().ok())?;
-    let tps = i64::try_from(orchmirror::source::procstat::clk_tck()?).ok()?.max(1);
+    let tps = i64::try_from(orchmirror::test_util::clk_tck()?).ok()?.max(1);
     DateTime::from_timestamp(btime + start_ticks / tps, 0)
 }
 

@@ -275,7 +275,7 @@ fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     socket.connect(&addr.into()).expect("connect");
     let mut stuck: TcpStream = socket.into();
     stuck.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("write");
-    std::thread::sleep(orchmirror::serve::http::WRITE_TIMEOUT + Duration::from_secs(10));
+    std::thread::sleep(orchmirror::test_util::WRITE_TIMEOUT + Duration::from_secs(10));
     still_serves(&bin);
     stuck.set_read_timeout(Some(Duration::from_secs(5))).expect("timeout");
     let mut got = 0usize;

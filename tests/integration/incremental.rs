@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use orchmirror::Section;
 use orchmirror::section::{Cost, Queue, Stages};
-use orchmirror::source::db::Database;
+use orchmirror::test_util::Database;
 use rusqlite::Connection;
 
 /// The orchestrator, writing only as CONTRACT section 7 allows.

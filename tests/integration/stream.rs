@@ -476,8 +476,8 @@ fn streams_cannot_take_the_connections_the_probes_need() {
     support::wait_for(SOON, "the mirror to listen", || support::client().get(bin.url("/livez")).send().ok());
     bin.wait_all_ok();
     let workers = std::thread::available_parallelism().map_or(2, usize::from);
-    let connections = orchmirror::serve::http::connections_per_worker(300, workers) * workers;
-    let expected = orchmirror::serve::http::streams_within(connections);
+    let connections = orchmirror::test_util::connections_per_worker(300, workers) * workers;
+    let expected = orchmirror::test_util::streams_within(connections);
     assert!(expected > 0 && expected < 1000, "{expected}");
 
     let open_one = || -> (u16, Option<std::net::TcpStream>) {

@@ -11,8 +11,8 @@ use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
 use orchmirror::Update;
 use orchmirror::section::Queue;
-use orchmirror::source::probe::{ProbeResult, WorkerProbe};
 use orchmirror::{MirrorHandle, SectionName};
+use orchmirror::{ProbeResult, WorkerProbe};
 use serde_json::json;
 use support::{Fixture, fast_settings, wait_until};
 

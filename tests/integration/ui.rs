@@ -437,6 +437,6 @@ fn with_the_page_off_slash_is_the_json_404() {
     let (status, ct, body) = get(&bin.url("/"));
     assert_eq!(status, 200);
     assert!(ct.starts_with("text/html"), "{ct}");
-    assert_eq!(body, orchmirror::serve::http::PAGE, "the page is the one built in");
+    assert_eq!(body, orchmirror::test_util::PAGE, "the page is the one built in");
     assert!(get_json(&bin.url("/health"))["status"].is_string());
 }
