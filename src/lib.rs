@@ -120,7 +120,7 @@ pub use config::{CliOverrides, ConfigError, LogFormat, RefreshPeriods, Settings}
 pub use runtime::builder::{MirrorBuilder, StartError};
 pub use runtime::handle::MirrorHandle;
 pub use runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
-pub use runtime::stats::{PerSection, Reconciliation, Restarts};
+pub use runtime::stats::{PerSection, Reconciliation, RefreshCounters, Restarts};
 pub use section::{Section, SectionData, SectionName, Status};
 pub use serve::envelope::{Envelope, SectionState, Sections};
 pub use serve::health::Health;

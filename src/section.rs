@@ -84,7 +84,7 @@ impl SectionName {
 
     /// The environment variable of this section's refresh period.
     pub fn refresh_var(self) -> String {
-        format!("ORCH_{}_REFRESH_MS", self.0.to_ascii_uppercase())
+        refresh_var_of(self.0)
     }
 }
 
@@ -150,6 +150,27 @@ impl Status {
             Status::Unavailable => "unavailable",
         }
     }
+
+    /// Every state.
+    pub(crate) const ALL: [Status; 6] =
+        [Status::Ok, Status::Stale, Status::Pending, Status::Error, Status::Timeout, Status::Unavailable];
+
+    /// The state in one letter, the first of its name (they differ), as the
+    /// stream's cursor writes it.
+    pub(crate) fn letter(self) -> char {
+        char::from(self.as_str().as_bytes()[0])
+    }
+
+    /// The state whose [`Status::letter`] is `letter`.
+    pub(crate) fn from_letter(letter: char) -> Option<Status> {
+        Status::ALL.into_iter().find(|s| s.letter() == letter)
+    }
+}
+
+/// The environment variable of the refresh period of the section named `name`
+/// (registered or not): `ORCH_<NAME>_REFRESH_MS`.
+pub(crate) fn refresh_var_of(name: &str) -> String {
+    format!("ORCH_{}_REFRESH_MS", name.to_ascii_uppercase())
 }
 
 /// A section of the envelope, owned by one actor of its own.
@@ -171,7 +192,7 @@ pub trait Section: Send + Sync + 'static {
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError>;
 
     /// Reads the section at the cost of what changed since the last refresh,
-    /// from state the section keeps (CONTRACT section 7); with no state yet it
+    /// from state the section keeps (README, "Freshness and exactness"); with no state yet it
     /// builds it from every row. Must equal [`Section::load`] on the same read
     /// snapshot after any sequence of the orchestrator's pattern writes. A
     /// failed refresh leaves the state as it was. Default: `load`.
@@ -201,7 +222,7 @@ pub trait Section: Send + Sync + 'static {
     }
 }
 
-/// What a section keeps between refreshes to fold in changes (CONTRACT section 7).
+/// What a section keeps between refreshes to fold in changes (README, "Freshness and exactness").
 pub(crate) trait Incremental: Clone + Send + Sized {
     /// What a refresh derives from the state.
     type Out;

@@ -524,7 +524,7 @@ pub fn by_key(key: &str) -> Option<&'static dyn Row> {
 
 /// The variable of section `name`'s own refresh period: `ORCH_<NAME>_REFRESH_MS`.
 pub fn section_period_var(name: &str) -> String {
-    format!("ORCH_{}_REFRESH_MS", name.to_ascii_uppercase())
+    crate::section::refresh_var_of(name)
 }
 
 #[cfg(test)]

@@ -84,8 +84,8 @@ impl<D> Clone for ReplyState<D> {
 }
 
 /// A copy of a section actor's reply state that requests read without
-/// sending it a message, while the actor shows it is alive (CONTRACT
-/// section 2's statuses are computed from it exactly as the actor computes
+/// sending it a message, while the actor shows it is alive (README,
+/// "The envelope": the statuses are computed from it exactly as the actor computes
 /// them). The actor publishes to it whenever its state changes and beats a
 /// heartbeat while requests read it; a request that finds the heartbeat
 /// older than [`TRUSTED_HEARTBEAT_AGE`] asks the actor with a `Snapshot` and

@@ -80,18 +80,18 @@ impl MirrorHandle {
     }
 
     /// This mirror's identity within the process.
-    pub fn id(&self) -> u64 {
+    pub(crate) fn id(&self) -> u64 {
         self.inner.id
     }
 
     /// A random number that no other mirror, in this process or another,
     /// before or after a restart, shares (for validators such as the ETag).
-    pub fn instance(&self) -> u64 {
+    pub(crate) fn instance(&self) -> u64 {
         self.inner.instance
     }
 
     /// The shortest refresh period of any section.
-    pub fn shortest_period(&self) -> Duration {
+    pub(crate) fn shortest_period(&self) -> Duration {
         self.inner.shortest_period
     }
 
@@ -112,17 +112,17 @@ impl MirrorHandle {
     }
 
     /// A handle that does not keep the mirror running.
-    pub fn downgrade(&self) -> WeakMirrorHandle {
+    pub(crate) fn downgrade(&self) -> WeakMirrorHandle {
         WeakMirrorHandle(Arc::downgrade(&self.inner))
     }
 
     /// The latest rendering of each section, shared by every response.
-    pub fn render_cache(&self) -> &RenderCache {
+    pub(crate) fn render_cache(&self) -> &RenderCache {
         &self.inner.render_cache
     }
 
     /// Every section actor's answer, in envelope order; `None` when disabled.
-    pub async fn answers(&self) -> Option<Vec<Answer>> {
+    pub(crate) async fn answers(&self) -> Option<Vec<Answer>> {
         let owners = self.inner.owners.as_ref()?;
         let t = self.inner.snapshot_timeout;
         Some(futures_util::future::join_all(owners.iter().map(|o| o.ask(t))).await)
@@ -149,12 +149,12 @@ impl MirrorHandle {
     }
 
     /// Snapshot requests each section's actor did not answer within the timeout.
-    pub fn snapshot_timeouts(&self) -> PerSection<u64> {
+    pub(crate) fn snapshot_timeouts(&self) -> PerSection<u64> {
         self.per_section(|o| o.stats().timeouts.load(Ordering::Relaxed))
     }
 
     /// Refresh durations per section (a `section`-labelled histogram family); `None` when disabled.
-    pub fn refresh_durations(&self) -> Option<DurationFamily> {
+    pub(crate) fn refresh_durations(&self) -> Option<DurationFamily> {
         self.inner.owners.as_ref().map(|_| self.inner.durations.clone())
     }
 

@@ -56,6 +56,7 @@ pub struct SectionReply<D: ?Sized> {
 
 impl<D> SectionReply<D> {
     /// An `ok` reply carrying `data` refreshed at `refreshed_at`.
+    #[cfg(any(test, feature = "test-util"))]
     pub fn ok(data: Arc<D>, refreshed_at: DateTime<Utc>, seq: u64) -> Self {
         Self { status: Status::Ok, data: Some(data), refreshed_at: Some(refreshed_at), error: None, seq }
     }

@@ -44,7 +44,7 @@ pub struct RefreshCounters {
     pub failed: u64,
 }
 
-/// A section's reconciliations (CONTRACT section 7), for `/health`.
+/// A section's reconciliations (README, "Freshness and exactness"), for `/health`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Reconciliation {

@@ -42,7 +42,7 @@ impl CostRunning {
 
 impl CostView {
     /// This view with `running` taken from the agents section's rows, so that
-    /// an envelope pairs them entry by entry (CONTRACT section 2).
+    /// an envelope pairs them entry by entry (README, "The envelope").
     pub fn paired_with(&self, agents: &[crate::section::agents::AgentRow]) -> Self {
         CostView {
             running: agents.iter().map(|a| CostRunning::of(a.job())).collect(),

@@ -234,7 +234,7 @@ const NEW_SETTLED_SQL: &str =
 const KNOWN_JOBS_SQL: &str = "SELECT id, status, attempts FROM jobs WHERE id IN (SELECT value FROM json_each(?1))";
 const MAX_JOB_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM jobs";
 /// The jobs that started since the last refresh: a job's start inserts its run
-/// (CONTRACT section 7), so a failed job retried and failed again between two
+/// (README, "Freshness and exactness"), so a failed job retried and failed again between two
 /// refreshes is among these.
 const NEW_RUNS_SQL: &str = "SELECT id, job_id FROM agent_runs WHERE id > ?1";
 const MAX_RUN_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM agent_runs";

@@ -27,7 +27,8 @@ pub const DISABLED_BODY: &str = r#"{"schema_version":1,"enabled":false}"#;
 #[derive(schemars::JsonSchema)]
 #[serde(untagged)]
 #[schemars(title = "orchmirror /metrics envelope")]
-#[allow(dead_code)]
+#[cfg(any(test, feature = "test-util"))]
+#[expect(dead_code, reason = "never built: schemars reads the type to describe the JSON")]
 enum MetricsBody {
     /// The envelope.
     Envelope(Box<EnvelopeSchema>),
@@ -36,6 +37,7 @@ enum MetricsBody {
 }
 
 /// The kill switch's body.
+#[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
 pub struct Disabled {
@@ -47,8 +49,8 @@ pub struct Disabled {
     pub enabled: bool,
 }
 
-#[cfg(any(test, feature = "test-util"))]
 /// The JSON Schema of every `/metrics` JSON body, as checked in at `docs/envelope.schema.json`.
+#[cfg(any(test, feature = "test-util"))]
 pub fn json_schema() -> serde_json::Value {
     serde_json::to_value(schemars::schema_for!(MetricsBody)).unwrap_or_default()
 }
@@ -162,7 +164,8 @@ pub type Sections = PerSection<SectionState>;
 #[schemars(rename = "Envelope", extend("additionalProperties" = {
     "description": "A section registered by the host embedding the library (after cost, before sections)."
 }))]
-#[allow(dead_code)]
+#[cfg(any(test, feature = "test-util"))]
+#[expect(dead_code, reason = "never built: schemars reads the type to describe the JSON")]
 struct EnvelopeSchema {
     /// Always [`SCHEMA_VERSION`].
     #[schemars(range(min = 1, max = 1))]
@@ -186,7 +189,8 @@ struct EnvelopeSchema {
 /// The state of every section: the four built-in ones, then a host's own.
 #[derive(schemars::JsonSchema)]
 #[schemars(rename = "Sections", extend("additionalProperties" = { "$ref": "#/$defs/SectionState" }))]
-#[allow(dead_code)]
+#[cfg(any(test, feature = "test-util"))]
+#[expect(dead_code, reason = "never built: schemars reads the type to describe the JSON")]
 struct SectionsSchema {
     /// `stages`.
     stages: SectionState,
@@ -268,7 +272,7 @@ fn state(answer: &Answer, clock: Clock, snapshot_timeout: Duration) -> SectionSt
 pub const SERVED_WITH: [(SectionName, SectionName); 1] = [(SectionName::COST, SectionName::AGENTS)];
 
 /// `cost.running` has exactly the `agents` entries, in the same order, in
-/// every envelope, whatever the two sections' periods (CONTRACT section 2):
+/// every envelope, whatever the two sections' periods (README, "The envelope"):
 /// when the agents section has data, `cost.running` is built from the same
 /// rows (each carries its run's stored cost); otherwise it is the cost
 /// section's own read.

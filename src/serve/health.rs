@@ -22,12 +22,12 @@ pub struct Health {
     pub restarts: Restarts,
     /// Live subscriptions and updates dropped for full mailboxes, per section.
     pub subscribers: PerSection<SubscriberTotals>,
-    /// Each section's last full recomputation and the drift found (CONTRACT section 7).
+    /// Each section's last full recomputation and the drift found (README, "Freshness and exactness").
     pub reconciliation: PerSection<Reconciliation>,
-    /// `/metrics/stream` clients open now, events sent and resyncs (CONTRACT section 6).
+    /// `/metrics/stream` clients open now, events sent and resyncs (README, "The stream").
     pub streams: StreamTotals,
     /// How each section is woken: by commits (`commit`) or its timer alone
-    /// (`timer`, with the reason) (CONTRACT section 8).
+    /// (`timer`, with the reason) (README, "Commit to visible").
     pub wake: PerSection<WakeMode>,
 }
 

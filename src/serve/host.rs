@@ -1,4 +1,4 @@
-//! Host checking: no DNS rebinding (CONTRACT section 1, "Who may read").
+//! Host checking: no DNS rebinding (README, "Running beyond loopback: who may read").
 //!
 //! A web page on any site the browser on this host visits can point its own
 //! name at 127.0.0.1 (DNS rebinding) and then read `/metrics` and the stream

@@ -1,4 +1,4 @@
-//! Learning of another process's commit as it happens (CONTRACT section 8).
+//! Learning of another process's commit as it happens (README, "Commit to visible").
 //!
 //! SQLite writes a file on every commit: in WAL mode the `-wal` (the
 //! `-shm` is written through a mapping and gives no event), in
@@ -167,7 +167,7 @@ fn network_file_system(_dir: &Path) -> Option<&'static str> {
 
 /// File systems whose files another host may write: their changes give no
 /// local event. (`statfs(2)`'s magic numbers.)
-#[cfg_attr(not(target_os = "linux"), allow(dead_code))]
+#[cfg_attr(not(target_os = "linux"), expect(dead_code, reason = "the statfs check is Linux only"))]
 fn network_fs_name(magic: i64) -> Option<&'static str> {
     Some(match magic & 0xFFFF_FFFF {
         0x6969 => "NFS",

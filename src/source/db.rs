@@ -325,7 +325,7 @@ pub fn with_conn<T>(
     out
 }
 
-/// The longest text value served, in bytes (CONTRACT section 2): longer ones
+/// The longest text value served, in bytes (README, "The envelope"): longer ones
 /// are cut at a character boundary and end with [`ELLIPSIS`].
 pub const MAX_TEXT_BYTES: usize = 1024;
 /// What ends a cut text value.

@@ -81,7 +81,7 @@ pub fn own_usage() -> Option<ProcessUsage> {
 /// `Ok(None)` for a gone process, a zombie, a kernel thread, a pid whose start
 /// time does not match the run (reused pid), a process this user may not
 /// inspect, an unknown `run_started_at` (identity cannot be checked), or off
-/// Linux: that agent has no ticks (CONTRACT: `null` means gone or reused).
+/// Linux: that agent has no ticks (README, "The envelope": `null` means gone or reused).
 /// An error when `/proc` could not be read for another reason (out of file
 /// descriptors or memory): that says nothing about the process, so it must
 /// not be served as `null`.

@@ -49,7 +49,7 @@ pub fn serialize_opt_millis<S: serde::Serializer>(at: &Option<DateTime<Utc>>, s:
 pub const FUTURE_SLACK_MS: i64 = 1000;
 
 /// The age at `generated_at` of something that happened at `at`, in seconds
-/// with millisecond precision (CONTRACT section 2): never negative (a
+/// with millisecond precision (README, "The envelope"): never negative (a
 /// timestamp up to 1 s ahead is age 0), and `None` (bad data) for one more
 /// than 1 s ahead.
 pub fn age_seconds(at: DateTime<Utc>, generated_at: DateTime<Utc>) -> Option<f64> {

@@ -13,7 +13,7 @@ use crate::section::{self, LoadError, Section, SectionName, SectionVisitor};
 use crate::source::commits::{CommitWatch, WakeMode};
 use crate::source::db::Database;
 
-/// The share of one core reconciliation may take (CONTRACT section 7 asks 1 % at 1M jobs).
+/// The share of one core reconciliation may take (README, "Freshness and exactness" asks 1 % at 1M jobs).
 pub const RECONCILE_BUDGET_PERCENT: f64 = 1.0;
 
 /// How to measure.

@@ -1,4 +1,4 @@
-//! Commit to visible (CONTRACT section 8): a commit wakes the sections at
+//! Commit to visible (README, "Commit to visible"): a commit wakes the sections at
 //! once, not at their next tick; under sustained writes refreshes coalesce
 //! to one per `ORCH_COALESCE_MS`; where no watch can be had the sections
 //! keep their timers and `/health` says why. Real binary, real files, real

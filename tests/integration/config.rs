@@ -155,7 +155,7 @@ fn bad_values_are_rejected_naming_the_variable_and_value() {
 
 #[test]
 fn the_binary_exits_non_zero_on_each_bad_value() {
-    // One bad value per variable of CONTRACT.md section 3, through the real binary.
+    // One bad value per variable of README's "Configuration" table, through the real binary.
     for (var, value) in [
         ("ORCH_DB_PATH", "/nonexistent/orch.sqlite"),
         ("ORCH_BIND", "nowhere"),
@@ -287,7 +287,7 @@ fn per_section_periods_really_drive_the_refresh() {
     for s in ["stages", "agents", "cost"] {
         assert!((0..1000).contains(&age(s)), "{s} looks every 100 ms: {}", m["sections"]);
     }
-    // A commit wakes every section whatever its period (CONTRACT section 8).
+    // A commit wakes every section whatever its period (README, "Commit to visible").
     fx.exec("INSERT INTO jobs (agent, status, started_at) VALUES ('developer', 'running', datetime('now'));");
     support::wait_for(Duration::from_secs(10), "the queue to see the commit", || {
         (bin.metrics()["queue"]["counts"]["running"] == 1).then_some(())

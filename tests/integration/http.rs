@@ -255,7 +255,7 @@ fn pipelined_head_and_get_are_framed_right_on_every_route() {
     }
 }
 
-/// CONTRACT section 1: a weak `ETag` from the sections' sequence numbers and
+/// README, "Routes": a weak `ETag` from the sections' sequence numbers and
 /// statuses (not the ages), `304` with no body for a matching
 /// `If-None-Match`, a new tag once the data changes.
 #[test]
@@ -364,7 +364,7 @@ fn etags_differ_across_instances_and_restarts() {
     assert_ne!(tag_again, tag_a);
 }
 
-/// CONTRACT section 1: probes. `/livez` is 200 while the process serves;
+/// README, "Routes": probes. `/livez` is 200 while the process serves;
 /// `/readyz` is 200 with `/health`'s JSON when every section has data, 503
 /// when one has none.
 #[test]
@@ -390,7 +390,7 @@ fn readyz_and_livez() {
     assert_eq!(status, 200, "still alive");
 }
 
-/// CONTRACT section 1: a compressed body when the client asks for one.
+/// README, "Routes": a compressed body when the client asks for one.
 #[test]
 fn gzip_when_asked() {
     use std::io::Read;

@@ -1,4 +1,4 @@
-//! CONTRACT section 7, "exact under the pattern": after every refresh, what a
+//! README, "Freshness and exactness", "exact under the pattern": after every refresh, what a
 //! section's incremental path serves equals the plain queries over all rows on
 //! the same read snapshot, whatever sequence of the orchestrator's pattern
 //! writes came before. A seeded random workload checks it after every refresh;
@@ -13,7 +13,7 @@ use orchmirror::section::{Cost, Queue, Stages};
 use orchmirror::test_util::Database;
 use rusqlite::Connection;
 
-/// The orchestrator, writing only as CONTRACT section 7 allows.
+/// The orchestrator, writing only as README, "Freshness and exactness" allows.
 struct Orchestrator {
     conn: Connection,
     rng: fastrand::Rng,

@@ -1,4 +1,4 @@
-//! CONTRACT section 2: `cost.running` has exactly the `agents` entries, in the
+//! README, "The envelope": `cost.running` has exactly the `agents` entries, in the
 //! same order, in every envelope, whatever the two sections' periods.
 
 use crate::support;

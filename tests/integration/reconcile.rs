@@ -1,4 +1,4 @@
-//! CONTRACT section 7, history edits: changes outside the orchestrator's write
+//! README, "Freshness and exactness", history edits: changes outside the orchestrator's write
 //! pattern (a finished run's cost corrected, rows pruned, a rowid reused,
 //! VACUUM) are served right within `ORCH_RECONCILE_MS`, and a reconciliation
 //! that finds served values wrong says so (`/health`, the exposition).

@@ -1,4 +1,4 @@
-//! `GET /metrics/stream` (CONTRACT section 6) against the real binary, read
+//! `GET /metrics/stream` (README, "The stream") against the real binary, read
 //! with a real SSE parser (`support::sse`): the first event, change events,
 //! no events without change, resumption, a slow reader, the stream cap, the
 //! kill switch and SIGTERM.

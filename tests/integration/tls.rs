@@ -1,5 +1,5 @@
-//! TLS from the web configuration file's `tls_server_config` (CONTRACT
-//! section 1): the server speaks only TLS, with the certificate it names;
+//! TLS from the web configuration file's `tls_server_config` (README,
+//! "Running beyond loopback: who may read"): the server speaks only TLS, with the certificate it names;
 //! mutual TLS with a client CA; a minimum version; a rotated certificate is
 //! served without a restart. Real certificates (rcgen: a CA, server and
 //! client certificates), a real rustls client, the real binary.

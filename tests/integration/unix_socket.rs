@@ -1,4 +1,4 @@
-//! `ORCH_BIND=unix:/path` (CONTRACT section 1): the mirror on a Unix socket,
+//! `ORCH_BIND=unix:/path` (README, "Routes"): the mirror on a Unix socket,
 //! its mode and group, a stale socket replaced, a live one refused, anything
 //! else at the path left alone, and the socket removed on exit.
 

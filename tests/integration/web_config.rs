@@ -1,4 +1,4 @@
-//! `ORCH_WEB_CONFIG_FILE` (CONTRACT section 1, "Who may read"): the
+//! `ORCH_WEB_CONFIG_FILE` (README, "Running beyond loopback: who may read"): the
 //! exporter-toolkit's web configuration file. Basic-auth users on every route
 //! (`/livez` only when the file says so), its response headers, failures
 //! counted and logged once per client and minute without the password, a

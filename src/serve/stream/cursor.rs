@@ -12,29 +12,6 @@ pub(super) struct Key {
     pub(super) status: Status,
 }
 
-pub(super) fn letter(status: Status) -> char {
-    match status {
-        Status::Ok => 'o',
-        Status::Stale => 's',
-        Status::Pending => 'p',
-        Status::Error => 'e',
-        Status::Timeout => 't',
-        Status::Unavailable => 'u',
-    }
-}
-
-pub(super) fn status_of(letter: char) -> Option<Status> {
-    Some(match letter {
-        'o' => Status::Ok,
-        's' => Status::Stale,
-        'p' => Status::Pending,
-        'e' => Status::Error,
-        't' => Status::Timeout,
-        'u' => Status::Unavailable,
-        _ => return None,
-    })
-}
-
 /// Every section's key, in envelope order, as one `id:` value:
 /// `<instance>.<seq><status letter>.…`, for example `9c1e….12o.40o.7s.3o`.
 pub(super) fn cursor(instance: &str, keys: &[Key]) -> String {
@@ -43,7 +20,7 @@ pub(super) fn cursor(instance: &str, keys: &[Key]) -> String {
     for k in keys {
         out.push('.');
         out.push_str(&k.seq.to_string());
-        out.push(letter(k.status));
+        out.push(k.status.letter());
     }
     out
 }
@@ -57,7 +34,7 @@ pub(super) fn parse_cursor(instance: &str, raw: &str, now: &[Key]) -> Option<Vec
     }
     let keys: Vec<Key> = fields
         .map(|f| {
-            let status = status_of(f.chars().last()?)?;
+            let status = Status::from_letter(f.chars().last()?)?;
             let seq = f[..f.len() - 1].parse::<u64>().ok()?;
             Some(Key { seq, status })
         })
