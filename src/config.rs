@@ -158,8 +158,10 @@ pub struct Settings {
     pub log_format: LogFormat,
     /// `ORCH_UI_ENABLED`: serve the live page at `/`.
     pub ui_enabled: bool,
-    /// `ORCH_MAX_STREAMS`: concurrent `/metrics/stream` clients; one more gets `503`.
-    pub max_streams: usize,
+    /// `ORCH_MAX_STREAMS`: concurrent `/metrics/stream` clients; one more
+    /// gets `503`. `None`: what the open-files limit leaves once the other
+    /// routes' share is kept (the server works it out when it starts).
+    pub max_streams: Option<usize>,
     /// `ORCH_STREAM_HEARTBEAT_MS`: how often an idle stream sends a comment line.
     pub stream_heartbeat: Duration,
     /// `ORCH_COALESCE_MS`: the shortest time between two refreshes of one

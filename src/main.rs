@@ -276,7 +276,7 @@ fn log_start(s: &Settings) {
         pid_start_tolerance_s = s.pid_start_tolerance.as_secs_f64(),
         reconcile_ms = s.reconcile.as_millis() as u64,
         ui_enabled = s.ui_enabled,
-        max_streams = s.max_streams,
+        max_streams = %s.max_streams.map_or("derived from the open-files limit".into(), |n| n.to_string()),
         stream_heartbeat_ms = s.stream_heartbeat.as_millis() as u64,
         coalesce_ms = s.coalesce.as_millis() as u64,
         allowed_hosts = %s.allowed_hosts.join(","),

@@ -21,6 +21,10 @@ pub(crate) trait Kind: Sync {
     type Value: Clone + Sync;
     /// The value `text` (trimmed) gives, or what was expected instead.
     fn parse(&self, text: &str) -> Result<Self::Value, String>;
+    /// What the documentation says of the default when it is not a value.
+    fn unset(&self) -> &'static str {
+        "unset"
+    }
     /// The accepted range, for `--help` (`1000 .. 3600000`), when there is one.
     fn range(&self) -> Option<String> {
         None
@@ -63,6 +67,9 @@ pub trait Row: Sync {
     fn meaning(&self) -> &'static str;
     /// The default as text; `None` when unset by default.
     fn default_text(&self) -> Option<String>;
+    /// What the documentation says of the default when it is not a value
+    /// (`unset`, or how it is derived).
+    fn unset(&self) -> &'static str;
     /// The accepted range, when there is one.
     fn range(&self) -> Option<String>;
     /// Whether `text` is accepted; the error says what was expected.
@@ -87,6 +94,9 @@ impl<K: Kind> Row for Spec<K> {
     }
     fn default_text(&self) -> Option<String> {
         self.kind.show(&self.default)
+    }
+    fn unset(&self) -> &'static str {
+        self.kind.unset()
     }
     fn range(&self) -> Option<String> {
         self.kind.range()
@@ -159,6 +169,26 @@ impl Kind for Count {
     }
     fn show(&self, value: &usize) -> Option<String> {
         Some(value.to_string())
+    }
+}
+
+/// A whole number within bounds, or by default one derived when the server starts.
+#[derive(Debug)]
+pub(crate) struct Derived(pub Count, pub &'static str);
+
+impl Kind for Derived {
+    type Value = Option<usize>;
+    fn parse(&self, text: &str) -> Result<Option<usize>, String> {
+        self.0.parse(text).map(Some)
+    }
+    fn unset(&self) -> &'static str {
+        self.1
+    }
+    fn range(&self) -> Option<String> {
+        self.0.range()
+    }
+    fn show(&self, value: &Option<usize>) -> Option<String> {
+        value.map(|n| n.to_string())
     }
 }
 
@@ -418,14 +448,14 @@ pub(crate) static UI_ENABLED: Spec<Switch> = Spec {
     default: true,
 };
 /// `ORCH_MAX_STREAMS`.
-pub(crate) static MAX_STREAMS: Spec<Count> = Spec {
+pub(crate) static MAX_STREAMS: Spec<Derived> = Spec {
     key: "max_streams",
     var: "ORCH_MAX_STREAMS",
     flag: "max-streams",
     value_name: "N",
-    meaning: "Concurrent /metrics/stream clients; one more gets 503",
-    kind: Count(0, 100_000),
-    default: 64,
+    meaning: "Concurrent /metrics/stream clients; one more gets 503 [default: what the open-files limit leaves]",
+    kind: Derived(Count(0, 100_000), "derived from the open-files limit"),
+    default: None,
 };
 /// `ORCH_STREAM_HEARTBEAT_MS`.
 pub(crate) static STREAM_HEARTBEAT: Spec<Millis> = Spec {

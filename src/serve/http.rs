@@ -47,6 +47,17 @@ pub fn connections_per_worker(open_files_limit: u64, workers: usize) -> usize {
 fn open_files_limit() -> u64 {
     rlimit::Resource::NOFILE.get().map_or(1024, |(soft, _)| soft)
 }
+
+/// The standalone server's workers: one per core.
+fn workers() -> usize {
+    std::thread::available_parallelism().map_or(2, usize::from)
+}
+
+/// The whole server's connection cap: [`connections_per_worker`] for every worker.
+fn connection_cap() -> usize {
+    let workers = workers();
+    connections_per_worker(open_files_limit(), workers).saturating_mul(workers)
+}
 /// How long data the server has sent may stay unacknowledged, including a
 /// client that keeps its receive window shut (stops reading), before the
 /// kernel drops the connection (`TCP_USER_TIMEOUT`): the write timeout.
@@ -137,7 +148,8 @@ pub struct Routes {
 impl Routes {
     /// The routes of `handle`'s mirror, with `settings`' serving settings.
     pub fn new(handle: MirrorHandle, settings: &Settings) -> Self {
-        let streams = Streams::new(&handle, settings.max_streams, settings.stream_heartbeat);
+        let max = settings.max_streams.unwrap_or_else(|| streams_within(connection_cap()));
+        let streams = Streams::new(&handle, max, settings.stream_heartbeat);
         Routes { handle, ui_enabled: settings.ui_enabled, streams }
     }
 
@@ -533,11 +545,17 @@ pub fn serve_on(
     handle: MirrorHandle,
     settings: &Settings,
 ) -> io::Result<(Server, Vec<SocketAddr>)> {
-    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    let workers = workers();
     let per_worker = connections_per_worker(open_files_limit(), workers);
-    tracing::info!(workers, connections_per_worker = per_worker, "connection cap sized to the open-files limit");
     let for_streams = streams_within(per_worker.saturating_mul(workers));
     let routes = Routes::new(handle, settings);
+    tracing::info!(
+        workers,
+        connections_per_worker = per_worker,
+        max_streams = routes.streams.max().min(for_streams),
+        max_streams_from = if settings.max_streams.is_some() { "ORCH_MAX_STREAMS" } else { "the open-files limit" },
+        "connection cap and stream cap sized to the open-files limit"
+    );
     if routes.streams.max() > for_streams {
         tracing::warn!(
             configured = routes.streams.max(),

@@ -194,6 +194,13 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, streams: Strea
     let open = Gauge::<i64>::default();
     open.set(i64::try_from(streams.open).unwrap_or(i64::MAX));
     registry.register("orchmirror_streams", "/metrics/stream clients open now", open);
+    let max = Gauge::<i64>::default();
+    max.set(i64::try_from(streams.max).unwrap_or(i64::MAX));
+    registry.register(
+        "orchmirror_streams_max",
+        "How many /metrics/stream clients may be open at once (ORCH_MAX_STREAMS, or what the open-files limit leaves)",
+        max,
+    );
     let events = Counter::<u64>::default();
     events.inc_by(streams.events);
     registry.register("orchmirror_stream_events", "Events sent on /metrics/stream (heartbeats not counted)", events);

@@ -30,7 +30,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.pid_start_tolerance, Duration::from_secs(10));
     assert_eq!(s.reconcile, ms(300_000));
     assert!(s.ui_enabled);
-    assert_eq!(s.max_streams, 64);
+    assert_eq!(s.max_streams, None, "derived from the open-files limit when the server starts");
     assert_eq!(s.stream_heartbeat, ms(15_000));
     assert_eq!(s.coalesce, ms(20));
 }
@@ -55,8 +55,8 @@ fn every_variable_changes_its_setting() {
 
     assert!(!load(&[("ORCH_UI_ENABLED", "off")]).expect("ui").ui_enabled);
     assert!(load(&[("ORCH_UI_ENABLED", "YES")]).expect("ui").ui_enabled);
-    assert_eq!(load(&[("ORCH_MAX_STREAMS", "3")]).expect("max streams").max_streams, 3);
-    assert_eq!(load(&[("ORCH_MAX_STREAMS", "0")]).expect("no streams").max_streams, 0);
+    assert_eq!(load(&[("ORCH_MAX_STREAMS", "3")]).expect("max streams").max_streams, Some(3));
+    assert_eq!(load(&[("ORCH_MAX_STREAMS", "0")]).expect("no streams").max_streams, Some(0));
     assert_eq!(load(&[("ORCH_STREAM_HEARTBEAT_MS", "2500")]).expect("heartbeat").stream_heartbeat, ms(2500));
     assert_eq!(load(&[("ORCH_COALESCE_MS", "75")]).expect("coalesce").coalesce, ms(75));
     assert_eq!(
@@ -597,7 +597,7 @@ fn env_example_and_readme_agree_with_the_settings_table() {
             panic!("README's settings table has no row for {var}");
         });
         let cells: Vec<&str> = row.split(" | ").collect();
-        let default = s.default_text().map_or("unset".to_owned(), |d| format!("`{d}`"));
+        let default = s.default_text().map_or(s.unset().to_owned(), |d| format!("`{d}`"));
         assert_eq!(cells.get(1).copied(), Some(default.as_str()), "README's default of {var}");
         if let Some(range) = s.range() {
             assert!(row.contains(&range.replace(" .. ", " … ")), "README's row of {var} lacks its range {range}");

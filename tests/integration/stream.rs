@@ -512,3 +512,116 @@ fn streams_cannot_take_the_connections_the_probes_need() {
         "a warning at start-up:\n{log}"
     );
 }
+
+/// Runs the binary under `ulimit -n {limit}` (soft and hard) with `env`.
+fn start_with_open_files(limit: u64, env: &[(&str, &str)]) -> Binary {
+    let port = support::free_port();
+    let bind = format!("127.0.0.1:{port}");
+    let mut all = vec![("ORCH_BIND", bind.as_str())];
+    all.extend_from_slice(env);
+    let cmd = Binary::command(&all);
+    let mut sh = std::process::Command::new("sh");
+    sh.arg("-c").arg(format!("ulimit -n {limit} && exec \"$0\"")).arg(cmd.get_program());
+    for (k, v) in cmd.get_envs() {
+        match v {
+            Some(v) => sh.env(k, v),
+            None => sh.env_remove(k),
+        };
+    }
+    let child = sh.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().expect("spawn");
+    let bin = Binary { child, base: format!("http://{bind}"), port };
+    support::wait_for(SOON, "the mirror to listen", || support::client().get(bin.url("/livez")).send().ok());
+    bin
+}
+
+/// Issue 23: without `ORCH_MAX_STREAMS`, the stream cap is what the
+/// open-files limit leaves once a quarter of the connections (at least 16)
+/// is kept for the other routes; `/health` and the start-up log give it, and
+/// an explicit value wins.
+#[test]
+fn the_stream_cap_defaults_to_what_the_open_files_limit_leaves() {
+    let fx = Fixture::one_of_each();
+    let db = fx.path.display().to_string();
+    let workers = std::thread::available_parallelism().map_or(2, usize::from);
+    for limit in [1_000u64, 4_000] {
+        let mut bin = start_with_open_files(limit, &[("ORCH_DB_PATH", &db)]);
+        let expected = orchmirror::test_util::streams_within(
+            orchmirror::test_util::connections_per_worker(limit, workers) * workers,
+        );
+        let health = get_json(&bin.url("/health"));
+        assert_eq!(health["streams"]["max"], expected as u64, "{limit} open files: {health}");
+        let _ = bin.terminate(Duration::from_secs(10));
+        let log = bin.stderr();
+        assert!(
+            log.contains(&format!("max_streams={expected}"))
+                && log.contains("max_streams_from=\"the open-files limit\""),
+            "the start-up log gives the cap and where it came from:\n{log}"
+        );
+    }
+    let mut bin = start_with_open_files(1_000, &[("ORCH_DB_PATH", &db), ("ORCH_MAX_STREAMS", "7")]);
+    assert_eq!(get_json(&bin.url("/health"))["streams"]["max"], 7);
+    let _ = bin.terminate(Duration::from_secs(10));
+    assert!(bin.stderr().contains("max_streams_from=\"ORCH_MAX_STREAMS\""));
+}
+
+/// Issue 23: 2,000 streams through the binary at its default cap: every one
+/// gets the envelope, stays open across heartbeats while idle, and gets the
+/// change a commit makes.
+#[test]
+fn two_thousand_streams_each_get_the_envelope_heartbeats_and_a_change() {
+    use std::io::{Read, Write};
+    const STREAMS: usize = 2_000;
+    let soft = rlimit::increase_nofile_limit(8_192).unwrap_or(0);
+    assert!(soft >= 2 * STREAMS as u64 + 200, "this test needs 4,200 open files; the limit is {soft}");
+    let fx = Fixture::one_of_each();
+    let bin = start_with_open_files(
+        soft.min(20_000),
+        &[("ORCH_DB_PATH", &fx.path.display().to_string()), ("ORCH_STREAM_HEARTBEAT_MS", "1000")],
+    );
+    bin.wait_all_ok();
+    let mut streams: Vec<(std::net::TcpStream, Vec<u8>)> = (0..STREAMS)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", bin.port)).expect("connect");
+            s.write_all(b"GET /metrics/stream HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
+            s.set_nonblocking(true).expect("non-blocking");
+            (s, Vec::new())
+        })
+        .collect();
+    // Reads what each stream has until `done` holds for every one, or `within` passes.
+    let mut read_until = |within: Duration, what: &str, done: &dyn Fn(&[u8]) -> bool| {
+        let deadline = Instant::now() + within;
+        let mut buf = [0u8; 65536];
+        loop {
+            let mut all = true;
+            for (s, seen) in streams.iter_mut() {
+                loop {
+                    match s.read(&mut buf) {
+                        Ok(0) => panic!("a stream ended while {what}"),
+                        Ok(n) => seen.extend_from_slice(&buf[..n]),
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                        Err(e) => panic!("a stream failed while {what}: {e}"),
+                    }
+                }
+                all &= done(seen);
+            }
+            if all {
+                return;
+            }
+            let behind = streams.iter().filter(|(_, seen)| !done(seen)).count();
+            assert!(Instant::now() < deadline, "{behind} of {STREAMS} streams still waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let count = |seen: &[u8], needle: &[u8]| seen.windows(needle.len()).filter(|w| *w == needle).count();
+    read_until(Duration::from_secs(60), "the envelope", &|seen| {
+        seen.starts_with(b"HTTP/1.1 200") && count(seen, b"event: envelope\n") == 1
+    });
+    // Idle: at least two heartbeats each, and every stream still open.
+    read_until(Duration::from_secs(30), "two heartbeats", &|seen| count(seen, b": heartbeat\n\n") >= 2);
+    fx.exec("INSERT INTO jobs (agent, status) VALUES ('developer', 'queued');");
+    read_until(Duration::from_secs(60), "the queue's change", &|seen| {
+        count(seen, b"event: section\n") >= 1 && count(seen, b"\"section\":\"queue\"") >= 1
+    });
+    let health = get_json(&bin.url("/health"));
+    assert_eq!(health["streams"]["open"], STREAMS as u64, "{health}");
+}

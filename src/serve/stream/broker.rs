@@ -32,6 +32,9 @@ pub struct StreamTotals {
     pub events: u64,
     /// Times a stream's pending events were dropped for a `resync`.
     pub resyncs: u64,
+    /// How many streams may be open at once (`ORCH_MAX_STREAMS`, or what the
+    /// open-files limit leaves).
+    pub max: u64,
 }
 
 /// A mirror's streams: their broker, slots and counters. Made by the routes
@@ -139,6 +142,7 @@ impl Streams {
             open: self.open.load(Ordering::SeqCst) as u64,
             events: self.events.load(Ordering::Relaxed),
             resyncs: self.resyncs.load(Ordering::Relaxed),
+            max: self.max() as u64,
         }
     }
 
