@@ -115,25 +115,28 @@ async fn reader(port: u16, seen: Arc<Seen>) -> std::io::Result<()> {
     }
 }
 
-/// Polls `/metrics` 20 times a second until `stop`; returns each answer's latency in ms.
-async fn poller(port: u16, stop: Arc<AtomicBool>) -> Vec<f64> {
-    let mut out = Vec::new();
-    while !stop.load(Ordering::Relaxed) {
-        let t = Instant::now();
-        let got = async {
-            let mut s = TcpStream::connect(("127.0.0.1", port)).await?;
-            s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await?;
-            let mut body = Vec::new();
-            s.read_to_end(&mut body).await?;
-            Ok::<_, std::io::Error>(body.len())
+/// Polls `/metrics` 20 times a second on a thread of its own (so the
+/// streams' reader never delays it) until `stop`; each answer's latency in ms.
+fn poller(port: u16, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Vec<f64>> {
+    use std::io::{Read, Write};
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        while !stop.load(Ordering::Relaxed) {
+            let t = Instant::now();
+            let got = (|| {
+                let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+                s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")?;
+                let mut body = Vec::new();
+                s.read_to_end(&mut body)?;
+                Ok::<_, std::io::Error>(body.len())
+            })();
+            if got.is_ok() {
+                out.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+            std::thread::sleep(Duration::from_millis(50));
         }
-        .await;
-        if got.is_ok() {
-            out.push(t.elapsed().as_secs_f64() * 1e3);
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    out
+        out
+    })
 }
 
 struct Mirror(Child);
@@ -194,12 +197,10 @@ fn main() -> Result<(), Error> {
     on.store(true, Ordering::Relaxed);
     let c0 = cpu_seconds(pid)?;
     let polling = Arc::new(AtomicBool::new(false));
-    let mut without = rt.block_on(async {
-        let p = tokio::spawn(poller(port, Arc::clone(&polling)));
-        tokio::time::sleep(phase).await;
-        polling.store(true, Ordering::Relaxed);
-        p.await.unwrap_or_default()
-    });
+    let p = poller(port, Arc::clone(&polling));
+    std::thread::sleep(phase);
+    polling.store(true, Ordering::Relaxed);
+    let mut without = p.join().unwrap_or_default();
     let cpu_a = cpu_seconds(pid)? - c0;
     on.store(false, Ordering::Relaxed);
     std::thread::sleep(Duration::from_secs(1));
@@ -225,12 +226,10 @@ fn main() -> Result<(), Error> {
     on.store(true, Ordering::Relaxed);
     let c0 = cpu_seconds(pid)?;
     let polling = Arc::new(AtomicBool::new(false));
-    let mut with = rt.block_on(async {
-        let p = tokio::spawn(poller(port, Arc::clone(&polling)));
-        tokio::time::sleep(phase).await;
-        polling.store(true, Ordering::Relaxed);
-        p.await.unwrap_or_default()
-    });
+    let p = poller(port, Arc::clone(&polling));
+    rt.block_on(async { tokio::time::sleep(phase).await });
+    polling.store(true, Ordering::Relaxed);
+    let mut with = p.join().unwrap_or_default();
     let cpu_c = cpu_seconds(pid)? - c0;
     let events = seen.events.load(Ordering::Relaxed);
     let rss_busy = rss_bytes(pid)?;

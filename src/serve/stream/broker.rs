@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::Bytes;
@@ -17,6 +17,12 @@ use super::reading::Reading;
 use super::refreshed::Freshness;
 use crate::runtime::handle::{MirrorHandle, WeakMirrorHandle};
 use crate::runtime::hub::{SubscriptionId, Update};
+
+/// How many streams one broker pass wakes before it pauses, and for how
+/// long: a change woke every stream at once, and each HTTP worker then wrote
+/// to thousands of them in one burst while a `/metrics` request on it
+/// waited behind them all (p99 74 ms at 10,000 streams).
+const PACE: (usize, Duration) = (512, Duration::from_millis(1));
 
 /// How often the broker looks for changes of status alone while streams are
 /// open: the shortest refresh period, within these bounds.
@@ -51,6 +57,8 @@ pub struct Streams {
     pub(super) clients: Mutex<Vec<Arc<Client>>>,
     pub(super) wake: Arc<Notify>,
     pub(super) stopped: AtomicBool,
+    /// What the streams' `last_write_ms` count from.
+    epoch: Instant,
     mirror: WeakMirrorHandle,
     /// The broker's own thread, apart from the section actors and the HTTP
     /// workers; started with the first stream.
@@ -107,9 +115,25 @@ impl Streams {
             clients: Mutex::new(Vec::new()),
             wake: Arc::new(Notify::new()),
             stopped: AtomicBool::new(false),
+            epoch: Instant::now(),
             mirror: handle.downgrade(),
             broker: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Milliseconds since this registry was made.
+    pub(super) fn now_ms(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Wakes every stream whose heartbeat is due; it writes one.
+    fn wake_for_heartbeats(&self, clients: &[Arc<Client>]) {
+        let (now, every) = (self.now_ms(), u64::try_from(self.heartbeat.as_millis()).unwrap_or(u64::MAX));
+        for c in clients {
+            if now.saturating_sub(c.last_write_ms.load(Ordering::Relaxed)) >= every {
+                c.notify.notify_one();
+            }
+        }
     }
 
     /// How many streams may be open at once.
@@ -172,6 +196,7 @@ impl Streams {
             last_event_id,
             refreshed,
             gone: AtomicBool::new(false),
+            last_write_ms: AtomicU64::new(self.now_ms()),
         });
         self.clients.lock().unwrap_or_else(|p| p.into_inner()).push(Arc::clone(&client));
         if self.stopped.load(Ordering::SeqCst) {
@@ -244,10 +269,11 @@ async fn broker_loop(
                 if keys.len() != reading.keys.len() {
                     keys = reading.keys.clone();
                 }
-                pass(&open, &clients, &keys, &mut reading);
+                pass(&open, &clients, &keys, &mut reading).await;
                 freshness.pass(&clients, &reading);
                 keys = reading.keys;
             }
+            open.wake_for_heartbeats(&clients);
         }
         drop((handle, open, clients));
         // A change wakes the broker at once; a change of status alone is seen within `period`.
@@ -269,10 +295,15 @@ async fn broker_loop(
 
 /// One pass: each joined stream gets what changed since `before`; each new
 /// one its first events.
-pub(super) fn pass(streams: &Streams, clients: &[Arc<Client>], before: &[Key], reading: &mut Reading) {
+pub(super) async fn pass(streams: &Streams, clients: &[Arc<Client>], before: &[Key], reading: &mut Reading) {
     let instance = streams.instance.as_str();
     let frames = reading.section_frames(instance, before);
-    for client in clients {
+    for (i, client) in clients.iter().enumerate() {
+        if i > 0 && i % PACE.0 == 0 {
+            // The HTTP workers write to the streams already woken meanwhile,
+            // and answer other requests between them.
+            tokio::time::sleep(PACE.1).await;
+        }
         if !client.queue().joined {
             let resumed = client
                 .last_event_id

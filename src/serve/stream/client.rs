@@ -3,7 +3,7 @@
 //! replaced by one `resync` event and a fresh envelope.
 
 use std::collections::VecDeque;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::sync::{Arc, Mutex};
 
 use tokio::sync::Notify;
@@ -39,6 +39,10 @@ pub(super) struct Client {
     pub(super) refreshed: bool,
     /// The response is gone (the client disconnected).
     pub(super) gone: AtomicBool,
+    /// When the stream last wrote (an event or a heartbeat), in milliseconds
+    /// since its registry's epoch: the broker wakes a stream whose heartbeat
+    /// is due, so an idle stream needs no timer of its own.
+    pub(super) last_write_ms: AtomicU64,
 }
 
 pub(super) enum Pop {
@@ -147,6 +151,7 @@ mod tests {
             last_event_id: None,
             refreshed: false,
             gone: AtomicBool::new(false),
+            last_write_ms: AtomicU64::new(0),
         };
         let resync = |tag: usize| move |_| (frame(1), frame(tag));
         let big = frame(QUEUE_BYTES / 2 + 1);

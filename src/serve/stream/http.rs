@@ -34,7 +34,7 @@ impl Body {
         let heartbeat = self.slot.streams.heartbeat;
         loop {
             if let Some(b) = self.pending.pop_front() {
-                self.last_write = Instant::now();
+                self.wrote();
                 return Some((Ok(b), self));
             }
             match client.pop() {
@@ -48,14 +48,21 @@ impl Body {
                 Pop::Closed => return None,
                 Pop::Empty => {}
             }
-            let due = self.last_write + heartbeat;
-            if Instant::now() >= due {
-                self.last_write = Instant::now();
+            if self.last_write.elapsed() >= heartbeat {
+                self.wrote();
                 return Some((Ok(Bytes::from_static(HEARTBEAT)), self));
             }
-            // A push between `pop` and here leaves a permit: no wake-up is lost.
-            let _ = tokio::time::timeout_at(due, client.notify.notified()).await;
+            // A push between `pop` and here leaves a permit: no wake-up is
+            // lost. The broker wakes the stream when its heartbeat is due
+            // (it looks at least once a second while streams are open), so
+            // an idle stream holds no timer of its own.
+            client.notify.notified().await;
         }
+    }
+
+    fn wrote(&mut self) {
+        self.last_write = Instant::now();
+        self.slot.client.last_write_ms.store(self.slot.streams.now_ms(), Ordering::Relaxed);
     }
 }
 

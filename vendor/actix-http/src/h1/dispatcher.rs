@@ -398,12 +398,11 @@ where
         }
 
         // All bytes have been accepted by the I/O stream, so the buffer can be reused or released.
-        if *write_buf_needs_reset {
-            *write_buf = BytesMut::with_capacity(HW_BUFFER_SIZE);
-            *write_buf_needs_reset = false;
-        } else {
-            write_buf.clear();
-        }
+        // orchmirror patch: released, whatever its size. A connection that waits (an idle
+        // keep-alive, a long-lived streaming response between its events) then holds no write
+        // buffer; the next response or chunk allocates what it needs.
+        *write_buf = BytesMut::new();
+        *write_buf_needs_reset = false;
 
         // flush the I/O and check if get blocked
         io.poll_flush(cx)
@@ -1256,6 +1255,11 @@ where
                 }
 
                 Poll::Pending => {
+                    // orchmirror patch: a connection waiting for the client to send holds no
+                    // read buffer (the next read reserves one again).
+                    if this.read_buf.is_empty() {
+                        *this.read_buf = BytesMut::new();
+                    }
                     return Ok(false);
                 }
 
