@@ -124,6 +124,69 @@ pub fn streams_within(connections: usize) -> usize {
 /// How long a graceful shutdown waits for in-flight requests.
 pub(crate) const SHUTDOWN_TIMEOUT_S: u64 = 2;
 
+/// Answers other than streams whose body is not yet all handed to the
+/// connection: a stopping server waits for them, then closes every
+/// connection at once (a stream reader that stopped reading would otherwise
+/// hold a graceful stop for its whole timeout).
+#[derive(Clone, Default)]
+struct InFlight(Arc<std::sync::atomic::AtomicUsize>);
+
+/// Held by one answer's body; the answer is done when it is dropped.
+struct Flying(Arc<std::sync::atomic::AtomicUsize>);
+
+impl InFlight {
+    fn start(&self) -> Flying {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Flying(Arc::clone(&self.0))
+    }
+
+    fn count(&self) -> usize {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Flying {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A body that counts as in flight until it is dropped (all sent, or the connection gone).
+struct Counted {
+    body: actix_web::body::BoxBody,
+    _flying: Flying,
+}
+
+impl actix_web::body::MessageBody for Counted {
+    type Error = Box<dyn std::error::Error>;
+
+    fn size(&self) -> actix_web::body::BodySize {
+        self.body.size()
+    }
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<Bytes, Self::Error>>> {
+        std::pin::Pin::new(&mut self.body).poll_next(cx)
+    }
+}
+
+/// Counts every answer but a stream's as in flight until its body is dropped.
+async fn count_in_flight(
+    req: actix_web::dev::ServiceRequest,
+    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
+) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+    let flying = req.app_data::<web::Data<InFlight>>().filter(|_| req.path() != "/metrics/stream").map(|f| f.start());
+    let res = next.call(req).await?;
+    Ok(match flying {
+        Some(flying) => res.map_body(|_, body| {
+            actix_web::body::EitherBody::left(Counted { body: actix_web::body::BoxBody::new(body), _flying: flying })
+        }),
+        None => res.map_into_right_body(),
+    })
+}
+
 /// The mirror's routes, with the serving settings (`ORCH_UI_ENABLED`,
 /// `ORCH_MAX_STREAMS`, `ORCH_STREAM_HEARTBEAT_MS`) and the state every
 /// worker shares (the streams): `/metrics`, `/metrics/stream`,
@@ -566,6 +629,8 @@ pub fn serve_on(
         routes.streams.cap(for_streams);
     }
     let streams = Arc::clone(&routes.streams);
+    let in_flight = web::Data::new(InFlight::default());
+    let flying = in_flight.clone();
     let hosts = web::Data::new(crate::serve::host::AllowedHosts::new(&settings.allowed_hosts));
     let invalid = |e: String| io::Error::new(io::ErrorKind::InvalidInput, format!("ORCH_WEB_CONFIG_FILE: {e}"));
     let web_auth = match &settings.web_config_file {
@@ -593,7 +658,9 @@ pub fn serve_on(
                     .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
                     .add((header::REFERRER_POLICY, "no-referrer")),
             )
-            .app_data(hosts.clone());
+            .wrap(actix_web::middleware::from_fn(count_in_flight))
+            .app_data(hosts.clone())
+            .app_data(in_flight.clone());
         let app = match &web_auth {
             Some(auth) => app.app_data(auth.clone()),
             None => app,
@@ -637,7 +704,13 @@ pub fn serve_on(
         let signal = shutdown_signal().await;
         tracing::info!(signal, "stopping: ending open streams, finishing requests in flight");
         streams.stop();
-        stopper.stop(true).await;
+        // In-flight answers finish (at most the graceful timeout); then every
+        // connection closes, a stream's whose reader stopped reading included.
+        let deadline = std::time::Instant::now() + Duration::from_secs(SHUTDOWN_TIMEOUT_S);
+        while flying.count() > 0 && std::time::Instant::now() < deadline {
+            actix_web::rt::time::sleep(Duration::from_millis(5)).await;
+        }
+        stopper.stop(false).await;
     });
     Ok((server, addrs))
 }

@@ -625,3 +625,84 @@ fn two_thousand_streams_each_get_the_envelope_heartbeats_and_a_change() {
     let health = get_json(&bin.url("/health"));
     assert_eq!(health["streams"]["open"], STREAMS as u64, "{health}");
 }
+
+/// Issue 24: SIGTERM with 50 stream readers that stopped reading a large
+/// envelope (10,000 running agents, about 3 MB) ends in milliseconds, not
+/// after the 2 s graceful timeout: in-flight answers finish, then every
+/// connection closes.
+#[test]
+fn sigterm_with_stalled_stream_readers_exits_at_once() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("big.db");
+    let out = Binary::command(&[])
+        .arg("generate")
+        .arg(&db)
+        .args(["--jobs", "20000", "--running", "10000"])
+        .output()
+        .expect("generate");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut bin = Binary::start(&[("ORCH_DB_PATH", &db.display().to_string())]);
+    bin.wait_all_ok();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", bin.port).parse().expect("addr");
+    let stalled: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+            s.set_recv_buffer_size(4096).expect("a small receive buffer");
+            s.connect(&addr.into()).expect("connect");
+            let mut s: std::net::TcpStream = s.into();
+            s.write_all(b"GET /metrics/stream HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("request");
+            s // never read
+        })
+        .collect();
+    // Every stream has its envelope queued and the server blocked on writing it.
+    support::wait_for(SOON, "50 open streams", || {
+        (get_json(&bin.url("/health"))["streams"]["open"] == 50).then_some(())
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    // A /metrics answer in flight when SIGTERM comes (its reader, behind a
+    // 4 KiB receive window, pauses 300 ms after the first bytes) is finished whole.
+    let (started, metrics) = {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        s.set_recv_buffer_size(4096).expect("a small receive buffer");
+        s.connect(&addr.into()).expect("connect");
+        let mut s: std::net::TcpStream = s.into();
+        s.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").expect("request");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let reader = std::thread::spawn(move || {
+            let mut buf = [0u8; 65536];
+            let mut got = Vec::new();
+            if let Ok(n) = std::io::Read::read(&mut s, &mut buf) {
+                got.extend_from_slice(&buf[..n]);
+            }
+            let _ = tx.send(());
+            std::thread::sleep(Duration::from_millis(300));
+            loop {
+                match std::io::Read::read(&mut s, &mut buf) {
+                    Ok(0) | Err(_) => return got,
+                    Ok(n) => got.extend_from_slice(&buf[..n]),
+                }
+            }
+        });
+        (rx, reader)
+    };
+    started.recv_timeout(SOON).expect("the /metrics answer started");
+    let asked = Instant::now();
+    let status = bin.terminate(Duration::from_secs(10)).expect("exited");
+    let took = asked.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_millis(1500), "SIGTERM took {took:?} with 50 stalled readers");
+    let answer = metrics.join().expect("the /metrics reader");
+    let split = answer.windows(4).position(|w| w == b"\r\n\r\n").expect("a head") + 4;
+    let head = String::from_utf8_lossy(&answer[..split]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a Content-Length");
+    assert!(length > 2_000_000, "a large envelope: {length} bytes");
+    assert_eq!(answer.len() - split, length, "the in-flight answer arrived whole");
+    let envelope: Value = serde_json::from_slice(&answer[split..]).expect("JSON");
+    assert_eq!(envelope["agents"].as_array().map(Vec::len), Some(10_000));
+    drop(stalled);
+}
