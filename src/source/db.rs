@@ -21,11 +21,30 @@ pub enum LoadError {
     #[error("cannot open the database: {0}")]
     Open(String),
     /// A query failed (locked database, missing table or column, interrupted, …).
-    #[error("{0}")]
+    #[error("{}", query_message(.0))]
     Query(#[from] rusqlite::Error),
     /// Reading `/proc` failed in a way that affects the whole section.
     #[error("{0}")]
     Other(String),
+}
+
+/// A failed query in one line: SQLite's message without the statement (a
+/// missing table or column says so, and where the schema is described),
+/// other errors as rusqlite gives them, on one line.
+fn query_message(e: &rusqlite::Error) -> String {
+    let message = match e {
+        rusqlite::Error::SqlInputError { msg, .. } | rusqlite::Error::SqliteFailure(_, Some(msg)) => msg.clone(),
+        other => other.to_string(),
+    };
+    let message = message.split_whitespace().collect::<Vec<_>>().join(" ");
+    if message.starts_with("no such table") || message.starts_with("no such column") {
+        format!(
+            "{message}: the database lacks a table or column the mirror reads (README, \"The database it reads\", \
+             lists them)"
+        )
+    } else {
+        message
+    }
 }
 
 /// A pool of read-only connections to the orchestrator's database.

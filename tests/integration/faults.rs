@@ -335,3 +335,37 @@ fn a_path_that_is_not_a_regular_file_is_an_error_that_leaves_nothing_behind() {
     let after = threads(bin.child.id());
     assert!(after <= before + 2, "threads: {before} before, {after} after");
 }
+
+/// Issue 25, item 6: a database whose schema differs from the orchestrator's
+/// (a column or a table missing) gets one line per section saying what is
+/// missing and where the schema the mirror reads is described: no SQL dump.
+#[test]
+fn a_missing_table_or_column_is_one_line_naming_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("other.db");
+    let db = rusqlite::Connection::open(&path).expect("open");
+    db.execute_batch(
+        "CREATE TABLE tasks (id INTEGER PRIMARY KEY, work_item_id TEXT, repo TEXT, stage TEXT, updated_at TEXT);
+         CREATE TABLE jobs (id INTEGER PRIMARY KEY, task_id INTEGER, repo TEXT, agent TEXT, state TEXT,
+                            attempts INTEGER, created_at TEXT, started_at TEXT, finished_at TEXT);",
+    )
+    .expect("schema");
+    drop(db);
+    let bin = Binary::start(&[("ORCH_DB_PATH", &path.display().to_string())]);
+    let errors = wait_for(Duration::from_secs(20), "the sections to fail", || {
+        let m = support::get_json(&bin.url("/metrics"));
+        let error = |s: &str| m["sections"][s]["error"].as_str().map(str::to_owned);
+        Some((error("queue")?, error("agents")?, error("cost")?))
+    });
+    let (queue, agents, cost) = errors;
+    assert!(queue.starts_with("no such column: status"), "{queue}");
+    for e in [&agents, &cost] {
+        assert!(e.contains("no such table: agent_runs") || e.contains("no such column: status"), "{e}");
+    }
+    for e in [&queue, &agents, &cost] {
+        assert!(!e.contains('\n') && !e.contains("SELECT"), "one line, no SQL: {e:?}");
+        assert!(e.contains("README, \"The database it reads\""), "{e}");
+    }
+    let health = support::get_json(&bin.url("/health"));
+    assert_eq!(health["status"], "degraded");
+}
