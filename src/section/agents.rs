@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::Connection;
 use serde::Serialize;
 
-use crate::section::metric::{CounterF, Family, GaugeF, Labels, Registry, gauge, labels};
+use crate::section::metric::{CounterF, Family, GaugeF, Labels, Registry, count_gauge, labels};
 use crate::section::{LoadError, Section, SectionName};
 use crate::source::db::{RunningJob, running_jobs};
 use crate::source::procstat::{self, CpuSample};
@@ -117,7 +117,7 @@ impl Section for Agents {
     }
 
     fn expose(agents: &Self::View, clk_tck: Option<u64>, registry: &mut Registry) {
-        registry.register("orch_agents_running", "Running jobs (agents)", gauge(agents.len() as f64));
+        registry.register("orch_agents_running", "Running jobs (agents)", count_gauge(agents.len() as u64));
         let cpu = Family::<Labels, CounterF>::default();
         let runtime = Family::<Labels, GaugeF>::default();
         for a in agents {

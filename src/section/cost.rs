@@ -5,7 +5,7 @@ use rusqlite::Connection;
 use rusqlite::types::ValueRef;
 use serde::Serialize;
 
-use crate::section::metric::{CounterF, Family, Labels, Registry, counter, labels};
+use crate::section::metric::{Family, Labels, Registry, count_total, counter, labels};
 use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
 use crate::source::db::{MAX_SAFE_INTEGER, RunCost, RunningJob, count, running_jobs};
 
@@ -309,16 +309,16 @@ impl Section for Cost {
 
     fn expose(cost: &Self::View, _: Option<u64>, registry: &mut Registry) {
         let agg = &cost.aggregate;
-        registry.register("orch_agent_runs", "Agent runs recorded", counter(agg.runs as f64));
+        registry.register("orch_agent_runs", "Agent runs recorded", count_total(agg.runs));
         registry.register("orch_cost_usd", "Cost of all agent runs, USD", counter(agg.cost_usd));
-        let tokens = Family::<Labels, CounterF>::default();
+        let tokens = Family::<Labels, prometheus_client::metrics::counter::Counter>::default();
         for (kind, n) in [
             ("input", agg.input_tokens),
             ("output", agg.output_tokens),
             ("cache_read", agg.cache_read_tokens),
             ("cache_creation", agg.cache_creation_tokens),
         ] {
-            tokens.get_or_create(&labels(&[("kind", kind)])).inc_by(n as f64);
+            tokens.get_or_create(&labels(&[("kind", kind)])).inc_by(n);
         }
         registry.register("orch_tokens", "Tokens of all agent runs, by kind", tokens);
     }

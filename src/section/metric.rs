@@ -25,6 +25,21 @@ pub(crate) fn gauge(v: f64) -> GaugeF {
     g
 }
 
+/// A gauge of a count: printed as a whole number (`6`, not `6.0`), as every
+/// count in the exposition is.
+pub(crate) fn count_gauge(v: u64) -> Gauge {
+    let g = Gauge::default();
+    g.set(i64::try_from(v).unwrap_or(i64::MAX));
+    g
+}
+
+/// A counter of a count, printed as a whole number.
+pub(crate) fn count_total(v: u64) -> Counter {
+    let c = Counter::default();
+    c.inc_by(v);
+    c
+}
+
 pub(crate) fn counter(v: f64) -> CounterF {
     let c = CounterF::default();
     c.inc_by(v);

@@ -9,7 +9,7 @@ use rusqlite::types::ValueRef;
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
-use crate::section::metric::{Family, Gauge, Labels, Registry, gauge, labels};
+use crate::section::metric::{Family, Gauge, Labels, Registry, count_gauge, gauge, labels};
 use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
 use crate::source::db::{MAX_SAFE_INTEGER, UNDECODABLE, count, integer, text};
 use crate::source::probe::WorkerLive;
@@ -546,16 +546,16 @@ impl Section for Queue {
             jobs.get_or_create(&labels(&[("status", status)])).set(i64::try_from(*n).unwrap_or(i64::MAX));
         }
         registry.register("orch_jobs", "Jobs per status", jobs);
-        registry.register("orch_queue_depth", "Queued jobs", gauge(q.depth as f64));
+        registry.register("orch_queue_depth", "Queued jobs", count_gauge(q.depth));
         if let Some(age) = q.oldest_queued_age_s {
             registry.register("orch_queue_oldest_age_seconds", "Age of the oldest queued job", gauge(age));
         }
-        registry.register("orch_jobs_retried", "Jobs started more than once", gauge(q.retries.retried_jobs as f64));
+        registry.register("orch_jobs_retried", "Jobs started more than once", count_gauge(q.retries.retried_jobs));
         registry.register(
             "orch_job_retries",
             "Retries over all jobs (attempts - 1)",
-            gauge(q.retries.total_retries as f64),
+            count_gauge(q.retries.total_retries),
         );
-        registry.register("orch_job_max_attempts", "Largest attempts of any job", gauge(q.retries.max_attempts as f64));
+        registry.register("orch_job_max_attempts", "Largest attempts of any job", count_gauge(q.retries.max_attempts));
     }
 }

@@ -255,3 +255,35 @@ fn series_order_is_stable_between_scrapes() {
     }
     assert!(compared >= 3, "only {compared} scrapes had every section up");
 }
+
+/// Issue 25, item 8: every count is printed as a whole number (`6`, never
+/// `6.0`), in both formats, so one family never mixes the two spellings.
+#[test]
+fn counts_are_whole_numbers() {
+    let fx = exposition_fixture();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    let counts = [
+        "orch_jobs",
+        "orch_queue_depth",
+        "orch_jobs_retried",
+        "orch_job_retries",
+        "orch_job_max_attempts",
+        "orch_agents_running",
+        "orch_agent_runs_total",
+        "orch_tokens_total",
+        "orch_tasks_active",
+    ];
+    for accept in [None, Some("application/openmetrics-text; version=1.0.0")] {
+        let (_, body) = scrape_raw(&bin.url("/metrics/prometheus"), accept);
+        for name in counts {
+            let samples: Vec<&str> =
+                body.lines().filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' '])).collect();
+            assert!(!samples.is_empty(), "{name} is exposed ({accept:?}):\n{body}");
+            for line in samples {
+                let value = line.rsplit(' ').next().unwrap_or_default();
+                assert!(value.parse::<u64>().is_ok(), "{name} as a whole number ({accept:?}): {line}");
+            }
+        }
+    }
+}
