@@ -2,8 +2,10 @@
 //! its own route, the mirror's routes beside it, a worker probe with a fake
 //! breaker, and a subscriber actor that logs queue depth changes.
 //!
-//! `cargo run --example embed` (demo database unless `ORCH_DB_PATH` is set;
-//! listens on `ORCH_BIND`, default 127.0.0.1:8787).
+//! `cargo run --example embed` (a small database of its own unless
+//! `ORCH_DB_PATH` is set; listens on `ORCH_BIND`, default 127.0.0.1:8787).
+//! It uses only the library's API, so it builds with
+//! `default-features = false` as an embedder's application would.
 
 use std::cell::Cell;
 use std::rc::Rc;
@@ -14,7 +16,6 @@ use futures_util::FutureExt;
 use futures_util::future::LocalBoxFuture;
 use orchmirror::Update;
 use orchmirror::section::Queue;
-use orchmirror::tools::demo::Demo;
 use orchmirror::{CliOverrides, MirrorHandle, SectionName, Settings};
 use orchmirror::{ProbeResult, WorkerProbe};
 
@@ -68,17 +69,25 @@ impl Handler<Update> for DepthLogger {
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     // The host decides where settings come from; here, the same ORCH_* environment.
     let mut settings = Settings::load(std::env::vars(), &CliOverrides::default())?;
-    let demo = match settings.db_path {
+    // Without ORCH_DB_PATH, a small orchestrator database of its own.
+    let _dir = match settings.db_path {
         Some(_) => None,
         None => {
-            let demo = Demo::start()?;
-            println!("demo database at {}", demo.path().display());
-            settings.db_path = Some(demo.path().to_path_buf());
-            Some(demo)
+            let dir = tempfile::tempdir()?;
+            let path = dir.path().join("orchestrator.db");
+            let db = rusqlite::Connection::open(&path)?;
+            db.execute_batch(orchmirror::SCHEMA_SQL)?;
+            db.execute_batch(
+                "INSERT INTO tasks (work_item_id, repo, stage) VALUES ('ORCH-1', 'core', 'review');
+                 INSERT INTO jobs (agent, status) VALUES ('developer', 'queued'), ('reviewer', 'queued');",
+            )?;
+            println!("a small database at {}", path.display());
+            settings.db_path = Some(path);
+            Some(dir)
         }
     };
 
-    let result = actix_web::rt::System::new().block_on(async move {
+    actix_web::rt::System::new().block_on(async move {
         let mirror =
             MirrorHandle::builder(settings.clone()).worker_probe(HostWorker { ticks: Rc::default() }).start()?;
         let logger = DepthLogger { last: None }.start();
@@ -101,9 +110,5 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .await?;
         mirror.stop();
         Ok::<(), Box<dyn std::error::Error>>(())
-    });
-    if let Some(demo) = demo {
-        demo.shutdown();
-    }
-    result
+    })
 }
