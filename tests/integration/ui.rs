@@ -140,7 +140,9 @@ fn busy_fixture() -> Fixture {
                                                              ('reviewer', 'queued', datetime('now')),
                                                              ('tester', 'done', datetime('now')),
                                                              ('tester', 'failed', datetime('now'));
-         UPDATE jobs SET attempts = 2 WHERE id = 5;",
+         UPDATE jobs SET attempts = 2 WHERE id = 5;
+         INSERT INTO jobs (id, agent, status, started_at) VALUES (100, 'writer', 'running', datetime('now'));
+         INSERT INTO agent_runs (job_id, agent, pid) VALUES (100, 'writer', NULL);",
     );
     fx
 }
@@ -164,7 +166,13 @@ fn the_page_shows_what_metrics_serves_and_follows_changes() {
         assert_eq!(rows(c, "#stages-body").await, m["stages"].as_array().map_or(0, Vec::len));
         assert_eq!(rows(c, "#agents-body").await, m["agents"].as_array().map_or(0, Vec::len));
         assert_eq!(text(c, "#cost-runs").await, m["cost"]["aggregate"]["runs"].to_string());
-        assert_eq!(text(c, "#cost-usd").await, m["cost"]["aggregate"]["cost_usd"].to_string());
+        let cost = m["cost"]["aggregate"]["cost_usd"].as_f64().unwrap_or_default();
+        assert_eq!(text(c, "#cost-usd").await, usd(cost), "dollars and cents");
+        let agents = text(c, "#agents-body").await;
+        let without_pid = m["agents"].as_array().into_iter().flatten().filter(|a| a["pid"].is_null()).count();
+        assert!(without_pid > 0, "the fixture has a run without a pid");
+        assert!(agents.contains("no pid"), "a run without a pid says so, not \"gone\": {agents}");
+        assert!(text(c, "footer").await.contains("/metrics/prometheus"), "links to the other routes");
         assert_eq!(text(c, "#status-queue").await, "ok");
         let work_items = text(c, "#stages-body").await;
         assert!(["ORCH-1", "ORCH-2", "ORCH-3"].iter().all(|w| work_items.contains(w)), "{work_items}");
@@ -188,6 +196,32 @@ fn the_page_shows_what_metrics_serves_and_follows_changes() {
         let summary = text(c, "#summary").await;
         assert!(summary.contains("stages stale"), "{summary}");
     });
+}
+
+/// Dollars as the page writes them: `$1,234.50`; under a dollar to four places.
+fn usd(x: f64) -> String {
+    let places = if x.abs() < 1.0 && x != 0.0 { 4 } else { 2 };
+    let fixed = format!("{:.*}", places, x.abs());
+    let (whole, frac) = fixed.split_once('.').unwrap_or((&fixed, ""));
+    let mut grouped = String::new();
+    for (i, d) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            grouped.push(',');
+        }
+        grouped.push(d);
+    }
+    // toLocaleString drops trailing zeros past the second place.
+    let frac = if places == 4 { frac.trim_end_matches('0') } else { frac };
+    let frac = if frac.len() < 2 { format!("{frac:0<2}") } else { frac.to_owned() };
+    format!("${}{grouped}.{frac}", if x < 0.0 { "-" } else { "" })
+}
+
+#[test]
+fn dollars_are_written_as_the_page_writes_them() {
+    assert_eq!(usd(954_589.1), "$954,589.10");
+    assert_eq!(usd(16.85262), "$16.85");
+    assert_eq!(usd(0.004), "$0.004");
+    assert_eq!(usd(0.0), "$0.00");
 }
 
 /// Seconds from the page's age text ("0 s", "3 s", "2 min 5 s").
