@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The mirror's background cost: a database of JOBS jobs, a writer committing in
-# the orchestrator's pattern 10 times a second, nobody reading /metrics. Reports
+# the orchestrator's pattern RATE times a second (default 10; 0: no writer),
+# nobody reading /metrics. ORCH_* variables in the environment reach the mirror. Reports
 # the mirror's CPU (utime + stime from /proc) over WINDOW seconds as a share of
 # one core, and its RSS. Needs python3 (the writer).
 # Usage: scripts/background-cpu.sh [JOBS] [WINDOW_SECONDS] [DB_DIR]
@@ -11,11 +12,13 @@ cd "$(dirname "$0")/.."
 jobs=${1:-1000000}
 window=${2:-30}
 dir=${3:-}
+rate=${RATE:-10}
 command -v python3 >/dev/null || { echo "python3 not found" >&2; exit 2; }
 bin=${ORCHMIRROR_BIN:-target/release/orchmirror}
 [ -n "${ORCHMIRROR_BIN:-}" ] || cargo build --release --quiet --bin orchmirror
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
+# The writer names its own pid (python3 may be a wrapper that forks it).
+trap 'kill $(jobs -p) $(cat "$work/writer.pid" 2>/dev/null) 2>/dev/null; wait 2>/dev/null; rm -rf "$work"' EXIT
 if [ -n "$dir" ]; then
   mkdir -p "$dir"
   src="$dir/jobs-$jobs.sqlite"
@@ -27,8 +30,10 @@ fi
 # The writer changes the database: work on a copy so a kept one stays as generated.
 db="$work/db.sqlite"
 cp "$src" "$db"
-python3 - "$db" <<'PY' &
-import random, sqlite3, sys, time
+writer() {
+python3 - "$db" "$rate" "$work/writer.pid" <<'PY'
+import os, random, sqlite3, sys, time
+open(sys.argv[3], "w").write(str(os.getpid()))
 db = sqlite3.connect(sys.argv[1], isolation_level=None)
 db.execute("PRAGMA journal_mode=WAL")
 rng = random.Random(7)
@@ -55,8 +60,10 @@ while True:
         elif k == 4:
             db.execute("UPDATE tasks SET stage=stage, updated_at=datetime('now') WHERE id=(SELECT MAX(id) FROM tasks)")
     db.execute("COMMIT")
-    time.sleep(max(0.0, 0.1 - (time.monotonic() - t)))
+    time.sleep(max(0.0, 1.0 / float(sys.argv[2]) - (time.monotonic() - t)))
 PY
+}
+if [ "$rate" != 0 ]; then writer & fi
 ORCH_DB_PATH="$db" ORCH_BIND=127.0.0.1:18811 RUST_LOG=warn "$bin" &
 pid=$!
 for _ in $(seq 300); do
@@ -71,7 +78,7 @@ sleep "$window"
 t1=$(ticks); s1=$(date +%s.%N)
 rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
 cpu=$(echo "scale=2; 100 * ($t1 - $t0) / $hz / ($s1 - $s0)" | bc)
-echo "jobs=$jobs window_s=$window cpu_percent_of_one_core=$cpu rss_mb=$((rss / 1024))"
+echo "jobs=$jobs commits_per_s=$rate window_s=$window cpu_percent_of_one_core=$cpu rss_mb=$((rss / 1024))"
 if [ -n "${SHOW_SECTIONS:-}" ]; then
   # Mean refresh time per section since start (all refreshes: unchanged ones included).
   curl -sf http://127.0.0.1:18811/metrics/prometheus | awk -F'[{}" ]' '

@@ -116,9 +116,12 @@ enum Command {
         /// CPU budget for the whole mirror, in percent of one core.
         #[arg(long, default_value_t = 2.0, value_parser = parse_budget)]
         budget: f64,
-        /// Timed refreshes per section (after two warm-up refreshes).
+        /// Timed refreshes per section in each of the three rounds (after two warm-up refreshes).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u16).range(3..))]
         samples: u16,
+        /// The sustained commit rate to choose ORCH_COALESCE_MS for (measured on a scratch copy), commits a second.
+        #[arg(long, default_value_t = 20.0, value_parser = parse_rate)]
+        commit_rate: f64,
         /// Print the report as JSON.
         #[arg(long)]
         json: bool,
@@ -139,6 +142,13 @@ enum Command {
     },
 }
 
+fn parse_rate(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(r) if (0.1..=10_000.0).contains(&r) => Ok(r),
+        _ => Err(format!("{s:?} is not a rate in [0.1, 10000] commits a second")),
+    }
+}
+
 fn parse_budget(s: &str) -> Result<f64, String> {
     match s.parse::<f64>() {
         Ok(b) if b > 0.0 && b <= 100.0 => Ok(b),
@@ -151,7 +161,7 @@ fn main() -> ExitCode {
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let (files, overrides) = match &cli.command {
         Some(Command::Generate { path, jobs, running, no_indexes }) => {
-            init_logging(orchmirror::LogFormat::Text);
+            init_logging(orchmirror::LogFormat::Text, "info");
             return generate(path, *jobs, *running, !*no_indexes);
         }
         Some(Command::Tune { files, db, .. }) => {
@@ -180,9 +190,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(settings.log_format);
-    if let Some(Command::Tune { budget, samples, json, .. }) = cli.command {
-        return tune(&settings, budget, samples, json);
+    // tune runs the section actors to measure them; their start-up lines are not its output.
+    init_logging(settings.log_format, if cli.command.is_some() { "warn" } else { "info" });
+    if let Some(Command::Tune { budget, samples, commit_rate, json, .. }) = cli.command {
+        return tune(&settings, budget, samples, commit_rate, json);
     }
     let demo = match start_demo(&mut settings) {
         Ok(demo) => demo,
@@ -300,9 +311,10 @@ fn raise_fd_limit() {
 }
 
 /// Logs to stderr as `format` says (`ORCH_LOG_FORMAT`); `RUST_LOG` filters (default `info`).
-fn init_logging(format: orchmirror::LogFormat) {
+/// Logs at `default` level (or `RUST_LOG`) to stderr.
+fn init_logging(format: orchmirror::LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         orchmirror::LogFormat::Text => {
@@ -415,7 +427,7 @@ fn generate(path: &std::path::Path, jobs: u64, running: u64, indexes: bool) -> E
     }
 }
 
-fn tune(settings: &Settings, budget: f64, samples: u16, json: bool) -> ExitCode {
+fn tune(settings: &Settings, budget: f64, samples: u16, commit_rate: f64, json: bool) -> ExitCode {
     let Some(path) = settings.db_path.as_deref() else {
         eprintln!("orchmirror: tune needs a database: --db PATH or ORCH_DB_PATH");
         return ExitCode::from(2);
@@ -423,6 +435,7 @@ fn tune(settings: &Settings, budget: f64, samples: u16, json: bool) -> ExitCode 
     let mut opts = orchmirror::tools::tune::Options::default();
     opts.budget_percent = budget;
     opts.samples = usize::from(samples);
+    opts.commit_rate = commit_rate;
     match orchmirror::tools::tune::run(settings, path, &opts) {
         Ok(report) if json => match serde_json::to_string_pretty(&report) {
             Ok(s) => {

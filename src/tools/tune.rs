@@ -8,29 +8,63 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use crate::config::Settings;
-use crate::config::table::COALESCE;
+use crate::config::table::{COALESCE, RECONCILE};
 use crate::section::{self, LoadError, Section, SectionName, SectionVisitor};
 use crate::source::commits::{CommitWatch, WakeMode};
 use crate::source::db::Database;
 
-/// The share of one core reconciliation may take (README, "Freshness and exactness" asks 1 % at 1M jobs).
-pub const RECONCILE_BUDGET_PERCENT: f64 = 1.0;
+/// The part of the budget reconciliation may take: a quarter. It runs only
+/// after refreshes folded in commits, and only catches history edits that
+/// the change detectors missed, so most of the budget goes to freshness.
+pub const RECONCILE_SHARE: f64 = 0.25;
+
+/// The shortest period `tune` recommends when commits wake the sections.
+///
+/// A commit is then visible within milliseconds whatever the period; the
+/// timer only brings what no commit announces (a process that died, its CPU
+/// ticks, which the kernel counts in 10 ms steps and the page shows per
+/// second). Refreshing those faster than once a second shows a person
+/// nothing new, and costs a fixed share of a core per refresh.
+pub const PERIOD_FLOOR_WITH_WAKE: Duration = Duration::from_secs(1);
+
+/// The shortest period `tune` recommends when only the timers find commits
+/// (the period is then the delay from commit to visible): a quarter of a
+/// second is below what a person watching the page notices, and a sidecar
+/// polling every second sees data at most 1.25 s old.
+pub const PERIOD_FLOOR_TIMERS_ONLY: Duration = Duration::from_millis(250);
 
 /// How to measure.
 #[derive(Debug, Clone, Copy)]
 #[non_exhaustive]
 pub struct Options {
-    /// CPU budget for the whole mirror, percent of one core (split evenly over the sections).
+    /// CPU budget for the whole mirror, percent of one core (what remains
+    /// after its idle cost is split evenly over the sections).
     pub budget_percent: f64,
-    /// Timed refreshes per section, after two warm-up refreshes.
+    /// Timed refreshes per section in each round, after two warm-up refreshes.
     pub samples: usize,
-    /// Stop sampling a section after this long (at least three samples are taken).
+    /// Rounds: each measures every section in turn; a figure is the median
+    /// of its rounds' medians, so one noisy moment moves nothing.
+    pub rounds: usize,
+    /// Stop sampling a section after this long in each round (at least three
+    /// samples are taken).
     pub max_time_per_section: Duration,
+    /// How long to run the real section actors for each runtime
+    /// measurement (idle, per refresh, under commits at each gap tried).
+    pub runtime_window: Duration,
+    /// The sustained commit rate the coalescing gap is chosen for, commits a second.
+    pub commit_rate: f64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { budget_percent: 2.0, samples: 20, max_time_per_section: Duration::from_secs(20) }
+        Self {
+            budget_percent: 2.0,
+            samples: 20,
+            rounds: 3,
+            max_time_per_section: Duration::from_secs(7),
+            runtime_window: Duration::from_secs(2),
+            commit_rate: 20.0,
+        }
     }
 }
 
@@ -42,23 +76,76 @@ pub struct SectionReport {
     pub section: SectionName,
     /// Rows the section's queries read (the table they scan).
     pub rows: i64,
-    /// Timed refreshes.
+    /// Timed refreshes, all rounds together.
     pub samples: usize,
     /// Median refresh time when the data changed (the incremental path,
-    /// before the changed rows themselves), ms.
+    /// before the changed rows themselves), ms: the median of the rounds' medians.
     pub median_ms: f64,
-    /// 95th percentile, ms.
+    /// Each round's median, ms (how stable the figure is).
+    pub round_medians_ms: Vec<f64>,
+    /// 95th percentile over all rounds, ms.
     pub p95_ms: f64,
-    /// Median refresh time when nothing changed (change detection only), ms.
+    /// Median refresh time when nothing changed (change detection, and the
+    /// values that move without a commit, such as CPU ticks), ms.
     pub unchanged_median_ms: f64,
     /// Median time to derive everything again (a reconciliation), ms.
     pub reconcile_median_ms: f64,
+    /// What one refresh that finds a change costs in the running mirror: the
+    /// median plus the fixed cost per refresh ([`RuntimeCost::fixed_ms`]), ms.
+    pub refresh_cost_ms: f64,
     /// The configured period, ms.
     pub current_period_ms: u64,
-    /// CPU share of one core at the configured period if every refresh finds a change, percent.
+    /// CPU share of one core at the configured period if every refresh finds
+    /// a change, fixed cost included, percent.
     pub cpu_percent_at_current: f64,
-    /// The shortest period within this section's share of the budget, ms.
+    /// The recommended period: the shortest on the 1-2-5 series whose
+    /// refreshes, each finding a change, stay within this section's share of
+    /// the budget, and never below the floor, ms.
     pub recommended_period_ms: u64,
+}
+
+/// The running mirror's own costs on this database, measured by running its
+/// section actors (no HTTP server) in this process.
+#[derive(Debug, Clone, Copy, Serialize)]
+#[non_exhaustive]
+pub struct RuntimeCost {
+    /// CPU of the mirror between refreshes (timers, the supervision
+    /// watchdog, the commit watch), percent of one core.
+    pub idle_percent: f64,
+    /// CPU per refresh of the running actors on an unchanged database, ms.
+    pub refresh_ms: f64,
+    /// What a refresh costs beyond its own queries: scheduling, the blocking
+    /// pool's hand-over, the connection, the reply's bookkeeping
+    /// (`refresh_ms` less the queries' unchanged time), ms.
+    pub fixed_ms: f64,
+    /// Refreshes counted while measuring `refresh_ms`.
+    pub refreshes: u64,
+    /// Under sustained commits, on a scratch copy; `None` where the copy or
+    /// its writer failed (a schema the writer does not know).
+    pub busy: Option<Busy>,
+}
+
+/// The running mirror under sustained commits: a scratch copy of the
+/// database in the temporary directory, a writer committing the
+/// orchestrator's pattern [`Options::commit_rate`] times a second, measured
+/// at the default coalescing gap and then at each longer one on the 1-2-5
+/// series until the mirror fits the budget (or the longest tried).
+#[derive(Debug, Clone, Copy, Serialize)]
+#[non_exhaustive]
+pub struct Busy {
+    /// The coalescing gap measured at (the one recommended), ms.
+    pub coalesce_ms: u64,
+    /// The writer's rate, commits a second.
+    pub commits_per_s: f64,
+    /// The mirror's CPU while measuring (its idle cost included), percent of one core.
+    pub percent: f64,
+    /// CPU per round (every section refreshing once, each finding a change,
+    /// the commit watch and the replies included), ms.
+    pub round_ms: f64,
+    /// Rounds a second while measuring.
+    pub rounds_per_s: f64,
+    /// Commits the writer made.
+    pub commits: u64,
 }
 
 /// The whole report.
@@ -67,13 +154,23 @@ pub struct SectionReport {
 pub struct Report {
     /// The database measured.
     pub db: String,
-    /// The budget, percent of one core, for all four sections together.
+    /// The budget, percent of one core, for the whole mirror.
     pub budget_percent: f64,
-    /// The budget's share of each section, percent of one core.
+    /// The budget's share of each section, after the idle cost, percent of one core.
     pub share_percent: f64,
-    /// The shortest `ORCH_RECONCILE_MS` at which reconciling every section
-    /// costs at most [`RECONCILE_BUDGET_PERCENT`] of one core, ms.
+    /// The running mirror's idle and fixed costs; `None` where they could not
+    /// be measured (then the fixed cost is taken as [`ASSUMED_FIXED_MS`]).
+    pub runtime: Option<RuntimeCost>,
+    /// The shortest period recommended, ms, and why ([`PERIOD_FLOOR_WITH_WAKE`],
+    /// [`PERIOD_FLOOR_TIMERS_ONLY`]).
+    pub floor_ms: u64,
+    /// `ORCH_RECONCILE_MS`: the default (5 minutes, the floor: a person
+    /// would not re-derive everything more often without a reason), or the
+    /// shortest period on the 1-2-5 series at which reconciling every
+    /// section costs at most [`RECONCILE_SHARE`] of the budget, ms.
     pub recommended_reconcile_ms: u64,
+    /// What reconciling at that period costs while commits come, percent of one core.
+    pub reconcile_percent: f64,
     /// How the mirror would learn of commits to this database (a watch on
     /// its directory, or the timers alone, and why).
     pub wake: WakeMode,
@@ -84,13 +181,24 @@ pub struct Report {
     /// Commit to visible, estimated: the wake-up, then the slowest section's
     /// median refresh that finds a change (the sections refresh in parallel), ms.
     pub commit_to_visible_ms: Option<f64>,
-    /// The shortest `ORCH_COALESCE_MS` at which sustained commits (every
-    /// section refreshing once per gap, each refresh finding a change) stay
-    /// within the budget; never below the default.
+    /// The shortest `ORCH_COALESCE_MS` on the 1-2-5 series at which
+    /// sustained commits (every section refreshing once per gap, a round
+    /// costing [`Busy::round_ms`]) stay within the budget; never below the default.
     pub recommended_coalesce_ms: u64,
+    /// The mirror's CPU at the recommended settings with the database idle
+    /// (every section's timer refresh finding nothing), percent of one core.
+    pub expected_idle_percent: f64,
+    /// The mirror's CPU at the recommended settings under sustained commits:
+    /// measured at [`Options::commit_rate`] ([`Busy::percent`]), else
+    /// estimated as one round of the sections' costs per gap, percent.
+    pub expected_busy_percent: f64,
     /// One entry per section.
     pub sections: Vec<SectionReport>,
 }
+
+/// The fixed cost per refresh assumed when the runtime cannot be measured
+/// (measured 0.17-0.3 ms on a 2-core machine; BENCHMARKS.md, "Choosing periods").
+pub const ASSUMED_FIXED_MS: f64 = 0.3;
 
 /// Why tuning failed.
 #[derive(Debug, thiserror::Error)]
@@ -113,19 +221,46 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+fn median_f64(values: &[f64]) -> f64 {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Measures `section` on `path`.
-fn measure<S: Section>(
-    section: &S,
-    path: &Path,
-    opts: &Options,
-    period: Duration,
-    share: f64,
-    progress: bool,
-) -> Result<SectionReport, TuneError> {
+/// The smallest value of the 1-2-5 series (…, 200, 500, 1000, 2000, …) at
+/// least `ms`: round numbers a person would write, and a recommendation
+/// that does not move when a measurement moves by a few percent.
+pub fn one_two_five(ms: f64) -> u64 {
+    let mut decade = 1u64;
+    loop {
+        for step in [1, 2, 5] {
+            let v = step * decade;
+            if v as f64 >= ms || v >= 3_600_000 {
+                return v.min(3_600_000);
+            }
+        }
+        decade *= 10;
+    }
+}
+
+/// One round's figures for one section.
+struct Round {
+    rows: i64,
+    changed: Vec<Duration>,
+    unchanged: Vec<Duration>,
+    rebuilds: Vec<Duration>,
+}
+
+/// Measures `section` on `path` once.
+fn measure<S: Section>(section: &S, path: &Path, opts: &Options, progress: bool) -> Result<Round, TuneError> {
     let fail = |source| TuneError::Refresh { section: S::NAME, source };
     let db = Database::new(path);
     let deadline = Duration::from_secs(600);
@@ -133,76 +268,324 @@ fn measure<S: Section>(
         Some(sql) => db.with_conn(deadline, |c, _| Ok(c.query_row(sql, [], |r| r.get(0))?)).map_err(fail)?,
         None => 0,
     };
+    let budget = opts.max_time_per_section;
     // Reconciliations: everything derived again (the state dropped first).
     let mut rebuilds = Vec::new();
     let started = Instant::now();
-    while rebuilds.len() < 3 || (rebuilds.len() < opts.samples && started.elapsed() < opts.max_time_per_section / 2) {
+    while rebuilds.len() < 3 || (rebuilds.len() < opts.samples && started.elapsed() < budget / 2) {
         let t = Instant::now();
         section.forget();
         db.with_conn(deadline, |c, _| section.refresh(c)).map_err(fail)?;
         rebuilds.push(t.elapsed());
         if progress {
-            eprint!("\r  measuring {:<7} reconcile {:>3}", S::NAME.as_str(), rebuilds.len());
+            eprint!("\r  measuring {:<7} reconcile {:>3}   ", S::NAME.as_str(), rebuilds.len());
         }
     }
     // Incremental refreshes on the state just built: the cost of a refresh
     // that finds a commit, before the rows that changed (a few, usually).
-    let mut times = Vec::new();
+    let mut changed = Vec::new();
+    let mut last = None;
     let started = Instant::now();
     for i in 0..opts.samples + 2 {
         let t = Instant::now();
-        db.with_conn(deadline, |c, _| section.refresh(c)).map_err(fail)?;
+        last = Some(db.with_conn(deadline, |c, _| section.refresh(c)).map_err(fail)?);
         if i >= 2 {
-            times.push(t.elapsed());
+            changed.push(t.elapsed());
         }
         if progress {
-            eprint!("\r  measuring {:<7} {:>3}/{}   ", S::NAME.as_str(), times.len(), opts.samples);
+            eprint!("\r  measuring {:<7} {:>3}/{}      ", S::NAME.as_str(), changed.len(), opts.samples);
         }
-        if times.len() >= 3 && started.elapsed() > opts.max_time_per_section {
+        if changed.len() >= 3 && started.elapsed() > budget / 2 {
             break;
         }
     }
-    rebuilds.sort();
+    // A refresh that finds nothing committed: the fingerprint, and what moves
+    // without a commit (the agents' CPU ticks from /proc).
     let mut unchanged = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        db.with_conn(deadline, |_, fingerprint| Ok(fingerprint)).map_err(fail)?;
+        db.with_conn(deadline, |_, fingerprint| {
+            if let Some(data) = &last {
+                drop(section.resample(data));
+            }
+            Ok(fingerprint)
+        })
+        .map_err(fail)?;
         unchanged.push(t.elapsed());
     }
-    times.sort();
-    unchanged.sort();
-    let median = percentile(&times, 0.5);
-    let recommended = if share > 0.0 { median.as_secs_f64() / share } else { f64::INFINITY };
-    let recommended_ms = ((recommended * 1000.0 / 10.0).ceil() * 10.0).clamp(10.0, 3_600_000.0) as u64;
-    Ok(SectionReport {
-        section: S::NAME,
-        rows,
-        samples: times.len(),
-        median_ms: ms(median),
-        p95_ms: ms(percentile(&times, 0.95)),
-        unchanged_median_ms: ms(percentile(&unchanged, 0.5)),
-        reconcile_median_ms: ms(percentile(&rebuilds, 0.5)),
-        current_period_ms: period.as_millis() as u64,
-        cpu_percent_at_current: 100.0 * median.as_secs_f64() / period.as_secs_f64().max(1e-9),
-        recommended_period_ms: recommended_ms,
-    })
+    Ok(Round { rows, changed, unchanged, rebuilds })
 }
 
-/// Measures each visited section in turn.
+/// Measures each visited section in turn, adding a round to each one's list.
 struct Measure<'a> {
-    settings: &'a Settings,
     path: &'a Path,
     opts: &'a Options,
-    share: f64,
     progress: bool,
-    reports: Vec<Result<SectionReport, TuneError>>,
+    rounds: Vec<(SectionName, Vec<Round>)>,
+    failed: Option<TuneError>,
 }
 
 impl SectionVisitor for Measure<'_> {
     fn visit<S: Section>(&mut self, section: S) {
-        let period = self.settings.refresh.get(S::NAME);
-        self.reports.push(measure(&section, self.path, self.opts, period, self.share, self.progress));
+        if self.failed.is_some() {
+            return;
+        }
+        match measure(&section, self.path, self.opts, self.progress) {
+            Ok(round) => match self.rounds.iter_mut().find(|(n, _)| *n == S::NAME) {
+                Some((_, rounds)) => rounds.push(round),
+                None => self.rounds.push((S::NAME, vec![round])),
+            },
+            Err(e) => self.failed = Some(e),
+        }
     }
+}
+
+/// The median of each round's median of `pick`, and each round's median.
+fn across_rounds(rounds: &[Round], pick: impl Fn(&Round) -> &Vec<Duration>) -> (f64, Vec<f64>) {
+    let per_round: Vec<f64> = rounds
+        .iter()
+        .map(|r| {
+            let mut v = pick(r).clone();
+            v.sort();
+            ms(percentile(&v, 0.5))
+        })
+        .collect();
+    (median_f64(&per_round), per_round)
+}
+
+/// CPU time of the process (every thread) or of the calling thread, where the OS tells it.
+fn cpu_time(thread: bool) -> Option<Duration> {
+    #[cfg(target_os = "linux")]
+    {
+        use nix::time::ClockId;
+        let clock = if thread { ClockId::CLOCK_THREAD_CPUTIME_ID } else { ClockId::CLOCK_PROCESS_CPUTIME_ID };
+        Some(Duration::from(nix::time::clock_gettime(clock).ok()?))
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = thread;
+        None
+    }
+}
+
+/// What the running mirror spent in one measured window.
+struct Spent {
+    /// The process's CPU, the writer's own excluded.
+    cpu: Duration,
+    wall: Duration,
+    /// Refreshes of every section (loaded and skipped).
+    refreshes: u64,
+    /// Refreshes that found a change and ran the queries.
+    loaded: u64,
+    /// Commits the writer made.
+    commits: u64,
+}
+
+/// Runs the real section actors (read-only, no server) on `path` in this
+/// process with every section at `period` and commits coalesced at
+/// `coalesce`; past every section's first load, measures `window`, while a
+/// writer commits the orchestrator's pattern `rate` times a second when
+/// given one (only ever on a scratch copy). `None` when it cannot be measured.
+fn run_mirror(
+    settings: &Settings,
+    path: &Path,
+    period: Duration,
+    coalesce: Duration,
+    window: Duration,
+    rate: Option<f64>,
+) -> Option<Spent> {
+    use crate::MirrorHandle;
+    use crate::config::RefreshPeriods;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut s = settings.clone();
+    s.db_path = Some(path.to_path_buf());
+    s.metrics_enabled = true;
+    s.refresh = RefreshPeriods::uniform(period);
+    s.coalesce = coalesce;
+    s.reconcile = Duration::from_secs(86_400);
+    actix_web::rt::System::new().block_on(async move {
+        let handle = MirrorHandle::start(&s).ok()?;
+        let counts = |h: &MirrorHandle| {
+            h.refresh_counters().iter().fold((0, 0), |(n, l), (_, c)| (n + c.loaded + c.skipped, l + c.loaded))
+        };
+        // Past every section's first load (a full read of a big table).
+        let until = Instant::now() + Duration::from_secs(600);
+        while handle.refresh_counters().iter().any(|(_, c)| c.loaded == 0) {
+            if Instant::now() > until {
+                return None;
+            }
+            actix_web::rt::time::sleep(Duration::from_millis(20)).await;
+        }
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = match rate {
+            Some(rate) => {
+                let (stop, path) = (Arc::clone(&stop), path.to_path_buf());
+                Some(std::thread::spawn(move || pattern_writer(&path, rate, &stop)))
+            }
+            None => None,
+        };
+        actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+        let (cpu0, t0, (n0, l0)) = (cpu_time(false)?, Instant::now(), counts(&handle));
+        actix_web::rt::time::sleep(window).await;
+        let (cpu1, t1, (n1, l1)) = (cpu_time(false)?, Instant::now(), counts(&handle));
+        stop.store(true, Ordering::Relaxed);
+        handle.stop();
+        let (writer_cpu, commits) = match writer {
+            // The writer's CPU over its whole life: an upper bound of its share of the window.
+            Some(w) => w.join().ok()?.ok()?,
+            None => (Duration::ZERO, 0),
+        };
+        Some(Spent {
+            cpu: cpu1.saturating_sub(cpu0).saturating_sub(writer_cpu),
+            wall: t1 - t0,
+            refreshes: n1.saturating_sub(n0),
+            loaded: l1.saturating_sub(l0),
+            commits,
+        })
+    })
+}
+
+/// Commits the orchestrator's pattern to the scratch copy at `path`, `rate`
+/// times a second, until `stop`: each commit three changes among a job
+/// queued, a job started with its run, a run finished with its cost, a failed
+/// job queued again, a task touched. Returns the writer's own CPU time and
+/// its commits.
+fn pattern_writer(path: &Path, rate: f64, stop: &std::sync::atomic::AtomicBool) -> rusqlite::Result<(Duration, u64)> {
+    use rusqlite::params;
+    let cpu0 = cpu_time(true).unwrap_or_default();
+    let mut conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(1))?;
+    let mut rng = fastrand::Rng::with_seed(7);
+    let gap = Duration::from_secs_f64(1.0 / rate.max(0.1));
+    let mut next = Instant::now();
+    let mut commits = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let tx = conn.transaction()?;
+        for _ in 0..3 {
+            match rng.u8(..5) {
+                0 => {
+                    tx.execute("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", [])?;
+                }
+                1 => {
+                    let job: Option<i64> =
+                        tx.query_row("SELECT MAX(id) FROM jobs WHERE status = 'queued'", [], |r| r.get(0))?;
+                    if let Some(job) = job {
+                        tx.execute(
+                            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = datetime('now') \
+                             WHERE id = ?1",
+                            [job],
+                        )?;
+                        tx.execute("INSERT INTO agent_runs (job_id, agent) VALUES (?1, 'dev')", [job])?;
+                    }
+                }
+                2 => {
+                    let run: Option<(i64, i64)> = tx
+                        .query_row(
+                            "SELECT id, job_id FROM agent_runs WHERE finished_at IS NULL \
+                             AND id > (SELECT MAX(id) - 1000 FROM agent_runs) ORDER BY id LIMIT 1",
+                            [],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .ok();
+                    if let Some((run, job)) = run {
+                        let tokens = rng.i64(1_000..100_000);
+                        tx.execute(
+                            "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = ?2, input_tokens = ?3, \
+                             output_tokens = ?4 WHERE id = ?1",
+                            params![run, tokens as f64 * 0.000_015, tokens, tokens / 8],
+                        )?;
+                        let status = if rng.u8(..5) == 0 { "failed" } else { "done" };
+                        tx.execute(
+                            "UPDATE jobs SET status = ?2 WHERE id = ?1 AND status = 'running'",
+                            params![job, status],
+                        )?;
+                    }
+                }
+                3 => {
+                    tx.execute(
+                        "UPDATE jobs SET status = 'queued' WHERE id = (SELECT MAX(id) FROM jobs WHERE status = 'failed')",
+                        [],
+                    )?;
+                }
+                _ => {
+                    tx.execute(
+                        "UPDATE tasks SET updated_at = datetime('now') WHERE id = (SELECT MAX(id) FROM tasks)",
+                        [],
+                    )?;
+                }
+            }
+        }
+        tx.commit()?;
+        commits += 1;
+        next += gap;
+        std::thread::sleep(next.saturating_duration_since(Instant::now()));
+    }
+    Ok((cpu_time(true).unwrap_or_default().saturating_sub(cpu0), commits))
+}
+
+/// A copy of the database in the system's temporary directory (the
+/// orchestrator's is only read: one read transaction, SQLite's backup of
+/// every page in one step), in WAL mode like the orchestrator's.
+fn scratch_copy(path: &Path) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
+    let dir = tempfile::tempdir().ok()?;
+    let copy = dir.path().join("copy.sqlite");
+    let db = Database::new(path);
+    db.with_conn(Duration::from_secs(600), |conn, _| {
+        let mut dst = rusqlite::Connection::open(&copy)?;
+        rusqlite::backup::Backup::new(conn, &mut dst)?.step(-1)?;
+        Ok(())
+    })
+    .ok()?;
+    let conn = rusqlite::Connection::open(&copy).ok()?;
+    conn.pragma_update(None, "journal_mode", "WAL").ok()?;
+    Some((dir, copy))
+}
+
+/// The running mirror's costs: idle (periods of an hour), per refresh of an
+/// unchanged database (every section every 20 ms).
+fn runtime_cost(settings: &Settings, path: &Path, window: Duration, progress: bool) -> Option<Measured> {
+    let say = |what: &str| {
+        if progress {
+            eprint!("\r  measuring the running mirror: {what:<24}");
+        }
+    };
+    let hour = Duration::from_secs(3600);
+    say("idle");
+    let idle = run_mirror(settings, path, hour, COALESCE.default, window, None)?;
+    say("refreshes");
+    let quiet = run_mirror(settings, path, Duration::from_millis(20), COALESCE.default, window, None)?;
+    let idle_share = idle.cpu.as_secs_f64() / idle.wall.as_secs_f64().max(1e-9);
+    let per = |spent: &Spent, count: u64| {
+        let cpu = spent.cpu.as_secs_f64() - idle_share * spent.wall.as_secs_f64();
+        (count > 0).then(|| 1000.0 * cpu.max(0.0) / count as f64)
+    };
+    let refresh_ms = per(&quiet, quiet.refreshes)?;
+    Some(Measured { idle_percent: 100.0 * idle_share, refresh_ms, refreshes: quiet.refreshes })
+}
+
+/// The mirror's CPU on the scratch copy `copy` with commits coalesced at
+/// `coalesce` while a writer commits the orchestrator's pattern `rate`
+/// times a second.
+fn busy_at(settings: &Settings, copy: &Path, coalesce: Duration, rate: f64, window: Duration) -> Option<Busy> {
+    let spent = run_mirror(settings, copy, Duration::from_secs(3600), coalesce, window, Some(rate))?;
+    let wall = spent.wall.as_secs_f64().max(1e-9);
+    let rounds = spent.loaded as f64 / settings_sections(settings) as f64;
+    Some(Busy {
+        coalesce_ms: coalesce.as_millis() as u64,
+        commits_per_s: rate,
+        percent: 100.0 * spent.cpu.as_secs_f64() / wall,
+        round_ms: if rounds > 0.0 { 1000.0 * spent.cpu.as_secs_f64() / rounds } else { 0.0 },
+        rounds_per_s: rounds / wall,
+        commits: spent.commits,
+    })
+}
+
+/// How many sections the mirror runs.
+fn settings_sections(settings: &Settings) -> usize {
+    let mut count = Count(0);
+    section::built_in(settings.pid_start_tolerance, None, &mut count);
+    count.0.max(1)
 }
 
 /// Counts visited sections.
@@ -214,36 +597,143 @@ impl SectionVisitor for Count {
     }
 }
 
+/// [`runtime_cost`]'s figures.
+struct Measured {
+    idle_percent: f64,
+    refresh_ms: f64,
+    refreshes: u64,
+}
+
 /// Measures every built-in section of the database at `path`.
 pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, TuneError> {
     let tolerance = settings.pid_start_tolerance;
-    let mut count = Count(0);
-    section::built_in(tolerance, None, &mut count);
-    let share = opts.budget_percent / 100.0 / count.0.max(1) as f64;
     let progress = std::io::stderr().is_terminal();
-    let mut m = Measure { settings, path, opts, share, progress, reports: Vec::new() };
-    section::built_in(tolerance, None, &mut m);
+    let mut m = Measure { path, opts, progress, rounds: Vec::new(), failed: None };
+    for _ in 0..opts.rounds.max(1) {
+        section::built_in(tolerance, None, &mut m);
+    }
+    if let Some(e) = m.failed {
+        return Err(e);
+    }
+    let runtime = runtime_cost(settings, path, opts.runtime_window, progress);
+    let wake = CommitWatch::start(path, || {}).mode();
+    let floor = if wake.on_commit() { PERIOD_FLOOR_WITH_WAKE } else { PERIOD_FLOOR_TIMERS_ONLY };
+    let count = m.rounds.len().max(1) as f64;
+    let unchanged_all: Vec<f64> = m.rounds.iter().map(|(_, r)| across_rounds(r, |r| &r.unchanged).0).collect();
+    // Reconciliation: every section derived again, at most every
+    // ORCH_RECONCILE_MS, and only while commits come.
+    let reconcile_s: f64 = m.rounds.iter().map(|(_, r)| across_rounds(r, |r| &r.rebuilds).0 / 1000.0).sum();
+    let reconcile_ms = one_two_five(reconcile_s / (opts.budget_percent / 100.0 * RECONCILE_SHARE) * 1000.0)
+        .max(RECONCILE.default.as_millis() as u64)
+        .min(RECONCILE.kind.1);
+    let reconcile_share = reconcile_s / (reconcile_ms as f64 / 1000.0);
+    let idle_share = runtime.as_ref().map_or(0.0, |m| m.idle_percent / 100.0);
+    // What the refreshes may spend: the budget less the idle cost, and under
+    // commits less the reconciliations too.
+    let left = (opts.budget_percent / 100.0 - idle_share - reconcile_share).max(0.0);
+    let busy_budget = opts.budget_percent - 100.0 * reconcile_share;
+    // Under commits: the default gap first, then each longer one on the
+    // 1-2-5 series, until the mirror fits the budget.
+    let mut busy = None;
+    if runtime.is_some() && wake.on_commit() {
+        if progress {
+            eprint!("\r  measuring the running mirror: {:<24}", "commits (scratch copy)");
+        }
+        if let Some((_dir, copy)) = scratch_copy(path) {
+            let mut gap = COALESCE.default.as_millis() as u64;
+            for _ in 0..6 {
+                let Some(b) =
+                    busy_at(settings, &copy, Duration::from_millis(gap), opts.commit_rate, opts.runtime_window)
+                else {
+                    break;
+                };
+                busy = Some(b);
+                if b.percent <= busy_budget || gap >= 1000 {
+                    break;
+                }
+                gap = one_two_five(gap as f64 + 1.0);
+            }
+        }
+    }
     if progress {
         eprint!("\r{:60}\r", "");
     }
-    let sections = m.reports.into_iter().collect::<Result<Vec<_>, _>>()?;
-    let reconcile_s: f64 = sections.iter().map(|s| s.reconcile_median_ms / 1000.0).sum();
-    let reconcile_ms = (reconcile_s / (RECONCILE_BUDGET_PERCENT / 100.0) * 1000.0 / 1000.0).ceil() * 1000.0;
-    let wake = CommitWatch::start(path, || {}).mode();
+    let runtime = runtime.map(|m| RuntimeCost {
+        idle_percent: m.idle_percent,
+        refresh_ms: m.refresh_ms,
+        fixed_ms: (m.refresh_ms - unchanged_all.iter().sum::<f64>() / count).max(0.0),
+        refreshes: m.refreshes,
+        busy,
+    });
+    let fixed = runtime.map_or(ASSUMED_FIXED_MS, |r| r.fixed_ms);
+    let share = left / count;
+    let mut sections = Vec::new();
+    for (name, rounds) in &m.rounds {
+        let (median, round_medians) = across_rounds(rounds, |r| &r.changed);
+        let (unchanged, _) = across_rounds(rounds, |r| &r.unchanged);
+        let (reconcile, _) = across_rounds(rounds, |r| &r.rebuilds);
+        let mut all: Vec<Duration> = rounds.iter().flat_map(|r| r.changed.iter().copied()).collect();
+        all.sort();
+        let cost = median + fixed;
+        let wanted = if share > 0.0 { cost / 1000.0 / share * 1000.0 } else { f64::INFINITY };
+        let period = settings.refresh.get(*name);
+        sections.push(SectionReport {
+            section: *name,
+            rows: rounds.first().map_or(0, |r| r.rows),
+            samples: all.len(),
+            median_ms: median,
+            round_medians_ms: round_medians,
+            p95_ms: ms(percentile(&all, 0.95)),
+            unchanged_median_ms: unchanged,
+            reconcile_median_ms: reconcile,
+            refresh_cost_ms: cost,
+            current_period_ms: period.as_millis() as u64,
+            cpu_percent_at_current: 100.0 * cost / 1000.0 / period.as_secs_f64().max(1e-9),
+            recommended_period_ms: one_two_five(wanted.max(ms(floor))),
+        });
+    }
     let wake_latency_ms = if wake.on_commit() { scratch_wake_latency() } else { None };
     let slowest = sections.iter().map(|s| s.median_ms).fold(0.0, f64::max);
-    let all_ms: f64 = sections.iter().map(|s| s.median_ms).sum();
-    let coalesce_ms = if opts.budget_percent > 0.0 { all_ms / (opts.budget_percent / 100.0) } else { f64::INFINITY };
+    // Under commits: the gap measured to fit, else the sections' costs added
+    // up as one round per gap.
+    let model_round: f64 = sections.iter().map(|s| s.refresh_cost_ms).sum();
+    let coalesce = match busy {
+        Some(b) => b.coalesce_ms,
+        None => {
+            let wanted = if left > 0.0 { model_round / left } else { f64::INFINITY };
+            one_two_five(wanted.max(COALESCE.default.as_millis() as f64)).min(COALESCE.kind.1)
+        }
+    };
+    let idle_cost: f64 =
+        sections.iter().zip(&unchanged_all).map(|(s, u)| (fixed + u) / s.recommended_period_ms as f64).sum();
+    // Under sustained commits the woken refreshes push the timers back:
+    // every section refreshes once per coalescing gap. Without a watch, the
+    // timers alone, each refresh finding a change.
+    // Reconciliations run only while commits come, so they count there.
+    let busy_percent = 100.0 * reconcile_share
+        + match (busy, wake.on_commit()) {
+            (Some(b), _) => b.percent,
+            (None, true) => 100.0 * (idle_share + model_round / coalesce.max(1) as f64),
+            (None, false) => {
+                100.0
+                    * (idle_share
+                        + sections.iter().map(|s| s.refresh_cost_ms / s.recommended_period_ms as f64).sum::<f64>())
+            }
+        };
     Ok(Report {
         db: path.display().to_string(),
         budget_percent: opts.budget_percent,
         share_percent: share * 100.0,
-        recommended_reconcile_ms: reconcile_ms.clamp(1000.0, 86_400_000.0) as u64,
+        runtime,
+        floor_ms: floor.as_millis() as u64,
+        recommended_reconcile_ms: reconcile_ms,
+        reconcile_percent: 100.0 * reconcile_share,
         commit_to_visible_ms: wake_latency_ms.map(|w| w + slowest),
         wake,
         wake_latency_ms,
-        recommended_coalesce_ms: ((coalesce_ms / 10.0).ceil() * 10.0)
-            .clamp(COALESCE.default.as_millis() as f64, COALESCE.kind.1 as f64) as u64,
+        recommended_coalesce_ms: coalesce,
+        expected_idle_percent: 100.0 * (idle_share + idle_cost),
+        expected_busy_percent: busy_percent,
         sections,
     })
 }
@@ -280,15 +770,38 @@ fn scratch_wake_latency() -> Option<f64> {
 impl std::fmt::Display for Report {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(f, "database: {}", self.db)?;
-        writeln!(
-            f,
-            "budget: {}% of one core for the mirror's refreshes ({:.2}% per section), assuming every refresh finds a change",
-            self.budget_percent, self.share_percent
-        )?;
+        writeln!(f, "budget: {}% of one core for the whole mirror", self.budget_percent)?;
+        match &self.runtime {
+            Some(r) => writeln!(
+                f,
+                "the running mirror here: {:.2}% of one core idle, {:.3} ms per refresh of an unchanged database \
+                 ({:.3} ms of it fixed: scheduling, the blocking pool, the connection), {} refreshes measured",
+                r.idle_percent, r.refresh_ms, r.fixed_ms, r.refreshes
+            )?,
+            None => writeln!(
+                f,
+                "the running mirror could not be measured here: a fixed cost of {ASSUMED_FIXED_MS} ms per refresh is assumed"
+            )?,
+        }
+        match self.runtime.and_then(|r| r.busy) {
+            Some(b) => writeln!(
+                f,
+                "under commits (a scratch copy in the temporary directory, {} commits of the orchestrator's pattern \
+                 at {} a second): {:.2}% of one core at ORCH_COALESCE_MS={} ({:.3} ms per round of refreshes, \
+                 {:.1} rounds a second)",
+                b.commits, b.commits_per_s, b.percent, b.coalesce_ms, b.round_ms, b.rounds_per_s
+            )?,
+            None => writeln!(
+                f,
+                "under commits: not measured (no scratch copy, its writer failed, or commits do not wake the \
+                 sections); a round is taken as the sections' costs added up"
+            )?,
+        }
+        writeln!(f, "each section's share of what is left: {:.2}% of one core", self.share_percent)?;
         writeln!(f)?;
         writeln!(
             f,
-            "{:<8} {:>10} {:>8} {:>10} {:>10} {:>13} {:>13} {:>11} {:>11} {:>13}",
+            "{:<8} {:>10} {:>8} {:>10} {:>10} {:>13} {:>13} {:>10} {:>11} {:>9} {:>11}",
             "section",
             "rows",
             "samples",
@@ -296,14 +809,15 @@ impl std::fmt::Display for Report {
             "p95 ms",
             "unchanged ms",
             "reconcile ms",
+            "cost ms",
             "period ms",
             "cpu %",
-            "shortest ms"
+            "advised ms"
         )?;
         for s in &self.sections {
             writeln!(
                 f,
-                "{:<8} {:>10} {:>8} {:>10.3} {:>10.3} {:>13.3} {:>13.1} {:>11} {:>11.3} {:>13}",
+                "{:<8} {:>10} {:>8} {:>10.3} {:>10.3} {:>13.3} {:>13.1} {:>10.3} {:>11} {:>9.3} {:>11}",
                 s.section.as_str(),
                 s.rows,
                 s.samples,
@@ -311,6 +825,7 @@ impl std::fmt::Display for Report {
                 s.p95_ms,
                 s.unchanged_median_ms,
                 s.reconcile_median_ms,
+                s.refresh_cost_ms,
                 s.current_period_ms,
                 s.cpu_percent_at_current,
                 s.recommended_period_ms
@@ -319,8 +834,22 @@ impl std::fmt::Display for Report {
         writeln!(f)?;
         writeln!(
             f,
-            "median ms: a refresh that finds a commit (incremental, before the changed rows); reconcile ms: deriving \
-             everything again, at most every ORCH_RECONCILE_MS, budgeted at {RECONCILE_BUDGET_PERCENT}% of one core"
+            "median ms: a refresh that finds a commit (incremental, before the changed rows), the median of {} \
+             rounds' medians; cost ms: that plus the fixed cost, what the budget is spent on; cpu %: at the \
+             current period if every refresh finds a change; reconcile ms: deriving everything again, at most \
+             every ORCH_RECONCILE_MS (never more often than the default 5 minutes; a quarter of the budget at most)",
+            self.sections.first().map_or(0, |s| s.round_medians_ms.len())
+        )?;
+        writeln!(
+            f,
+            "advised ms: the shortest period on the 1-2-5 series within the section's share, never below {} ms ({})",
+            self.floor_ms,
+            if self.wake.on_commit() {
+                "commits wake the sections, so the timer only refreshes what no commit announces: a process's \
+                 liveness and CPU ticks, which nobody reads finer than once a second"
+            } else {
+                "only the timers find commits here, and a quarter second is below what a person watching notices"
+            }
         )?;
         writeln!(f)?;
         writeln!(f, "# paste into .env:")?;
@@ -330,6 +859,23 @@ impl std::fmt::Display for Report {
         writeln!(f, "ORCH_RECONCILE_MS={}", self.recommended_reconcile_ms)?;
         writeln!(f, "ORCH_COALESCE_MS={}", self.recommended_coalesce_ms)?;
         writeln!(f)?;
+        let rate = self.runtime.and_then(|r| r.busy).map_or_else(
+            || "under sustained commits (estimated)".to_owned(),
+            |b| format!("with {} commits a second, measured", b.commits_per_s),
+        );
+        writeln!(
+            f,
+            "expected at these settings: {:.2}% of one core with the database idle, {:.2}% {rate} \
+             ({:.2}% of it reconciling; the HTTP server and its readers apart)",
+            self.expected_idle_percent, self.expected_busy_percent, self.reconcile_percent
+        )?;
+        if self.expected_busy_percent > self.budget_percent {
+            writeln!(
+                f,
+                "WARNING: the budget cannot be kept at this commit rate: each commit's rows cost more than a \
+                 longer gap saves; raise --budget, or check --commit-rate against the orchestrator's"
+            )?;
+        }
         match (&self.wake.reason, self.wake_latency_ms, self.commit_to_visible_ms) {
             (None, Some(wake), Some(visible)) => writeln!(
                 f,

@@ -110,3 +110,48 @@ fn the_example_rules_pass_promtool() {
         );
     }
 }
+
+/// `deploy/systemd/orchmirror.service` passes `systemd-analyze verify`
+/// without a warning (its binary path pointed at this build), and the
+/// settings it gives are ones the binary starts with.
+#[test]
+fn the_systemd_unit_verifies_and_its_settings_start_the_mirror() {
+    let unit = std::fs::read_to_string(deploy("systemd/orchmirror.service")).expect("read the unit");
+    assert!(unit.contains("ExecStart=/usr/local/bin/orchmirror\n"), "the unit runs the installed binary");
+    let env: Vec<(String, String)> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("Environment="))
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or_else(|| panic!("KEY=VALUE: {kv}"));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    let keys: Vec<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["ORCH_DB_PATH", "ORCH_BIND", "ORCH_LOG_FORMAT"]);
+    // Its settings, with this test's database and port: the mirror serves.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("orch.sqlite");
+    orchmirror::tools::generate::generate(&db, &orchmirror::tools::generate::Spec::jobs(200)).expect("generate");
+    let db_s = db.display().to_string();
+    let mut given: Vec<(&str, &str)> = env
+        .iter()
+        .filter(|(k, _)| k != "ORCH_DB_PATH" && k != "ORCH_BIND")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
+    given.push(("ORCH_DB_PATH", &db_s));
+    let bin = Binary::start(&given);
+    bin.wait_all_ok();
+
+    let Some(analyze) = support::system_tool("systemd-analyze") else { return };
+    let here = dir.path().join("orchmirror.service");
+    let exe = env!("CARGO_BIN_EXE_orchmirror");
+    std::fs::write(&here, unit.replace("/usr/local/bin/orchmirror", exe)).expect("write the unit");
+    let out = Command::new(&analyze).arg("verify").arg(&here).output().expect("run systemd-analyze");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "systemd-analyze verify: {said}");
+    assert!(said.trim().is_empty(), "systemd-analyze verify warned: {said}");
+    // The check is real: an unknown key is a warning it prints.
+    std::fs::write(&here, unit.replace("/usr/local/bin/orchmirror", exe).replace("UMask=", "UMaskk=")).expect("write");
+    let out = Command::new(&analyze).arg("verify").arg(&here).output().expect("run systemd-analyze");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("UMaskk"), "systemd-analyze did not see the bad key");
+}

@@ -32,6 +32,7 @@ mod soak;
 mod stream;
 mod subscribe;
 mod tls;
+mod tune;
 mod ui;
 mod unix_socket;
 mod wal_ownership;
