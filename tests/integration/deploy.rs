@@ -155,3 +155,123 @@ fn the_systemd_unit_verifies_and_its_settings_start_the_mirror() {
     let out = Command::new(&analyze).arg("verify").arg(&here).output().expect("run systemd-analyze");
     assert!(String::from_utf8_lossy(&out.stderr).contains("UMaskk"), "systemd-analyze did not see the bad key");
 }
+
+/// A child process killed when the test ends, however it ends.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One instant query against Prometheus's HTTP API: the result vector.
+fn prom_query(base: &str, query: &str) -> Vec<serde_json::Value> {
+    let client =
+        reqwest::blocking::Client::builder().timeout(std::time::Duration::from_secs(5)).build().expect("client");
+    let url = reqwest::Url::parse_with_params(&format!("{base}/api/v1/query"), [("query", query)]).expect("url");
+    let Ok(resp) = client.get(url).send() else {
+        return Vec::new();
+    };
+    let body: serde_json::Value = resp.json().unwrap_or_default();
+    assert_ne!(body["status"], "error", "{query}: {body}");
+    body["data"]["result"].as_array().cloned().unwrap_or_default()
+}
+
+/// The value of one sample line of an exposition (`name{labels} value`).
+fn exposed(body: &str, series: &str) -> Option<f64> {
+    body.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Several orchestrator hosts: one mirror each, one Prometheus scraping them
+/// all through `file_sd` with the example rules loaded. Each mirror's series
+/// carry its own `instance` and hold its own values, and every query of the
+/// dashboard (its `$instance` selector on all) returns data.
+#[test]
+fn two_mirrors_scraped_by_one_prometheus_are_told_apart() {
+    let Some(prometheus) = support::system_tool("prometheus") else { return };
+    let dir = tempfile::tempdir().expect("tempdir");
+    // One host in demo mode (running agents with real pids: every family),
+    // one on a generated database.
+    let a = Binary::start(&[]);
+    let db = dir.path().join("b.sqlite");
+    orchmirror::tools::generate::generate(&db, &orchmirror::tools::generate::Spec::jobs(3000)).expect("generate");
+    let b = Binary::start(&[("ORCH_DB_PATH", &db.display().to_string())]);
+    a.wait_all_ok();
+    b.wait_all_ok();
+    let targets: Vec<String> = [&a, &b].iter().map(|m| format!("127.0.0.1:{}", m.port)).collect();
+    std::fs::write(
+        dir.path().join("targets.json"),
+        serde_json::json!([{ "targets": targets, "labels": { "job": "orchmirror" } }]).to_string(),
+    )
+    .expect("write targets");
+    let rules = deploy("prometheus/orchmirror.rules.yml");
+    std::fs::write(
+        dir.path().join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nrule_files:\n  - {}\nscrape_configs:\n  \
+             - job_name: orchmirror\n    file_sd_configs:\n      - files: [{}]\n",
+            rules.display(),
+            dir.path().join("targets.json").display()
+        ),
+    )
+    .expect("write config");
+    let port = support::free_port();
+    let _prom = Killed(
+        Command::new(&prometheus)
+            .arg(format!("--config.file={}", dir.path().join("prometheus.yml").display()))
+            .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start prometheus"),
+    );
+    let base = format!("http://127.0.0.1:{port}");
+    let wait = std::time::Duration::from_secs(60);
+
+    // Two instances, named by their targets.
+    let instances: BTreeSet<String> = support::wait_for(wait, "both mirrors scraped", || {
+        let r = prom_query(&base, "orchmirror_build_info");
+        let set: BTreeSet<String> =
+            r.iter().filter_map(|s| s["metric"]["instance"].as_str().map(str::to_owned)).collect();
+        (set.len() == 2).then_some(set)
+    });
+    assert_eq!(instances, targets.iter().cloned().collect::<BTreeSet<_>>());
+    // Each instance's series hold that mirror's own values (the demo's move,
+    // so compare against the mirror's exposition until a scrape matches it).
+    for (mirror, target) in [(&a, &targets[0]), (&b, &targets[1])] {
+        let series = "orch_jobs{status=\"done\"}";
+        support::wait_for(wait, &format!("{target}'s done jobs in Prometheus"), || {
+            let (_, _, body) = support::get(&mirror.url("/metrics/prometheus"));
+            let own = exposed(&body, series)?;
+            let q = format!("orch_jobs{{status=\"done\",instance=\"{target}\"}}");
+            let r = prom_query(&base, &q);
+            let v: f64 = r.first()?["value"][1].as_str()?.parse().ok()?;
+            (v == own).then_some(())
+        });
+    }
+    let a_done = prom_query(&base, &format!("orch_jobs{{status=\"done\",instance=\"{}\"}}", targets[0]));
+    let b_done = prom_query(&base, &format!("orch_jobs{{status=\"done\",instance=\"{}\"}}", targets[1]));
+    assert_ne!(a_done[0]["value"][1], b_done[0]["value"][1], "the two databases differ, and so do their series");
+
+    // Every dashboard query, over both hosts, returns data (recording rules included).
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(deploy("grafana/orchmirror-dashboard.json")).expect("dashboard"))
+            .expect("JSON");
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("expr");
+            let q = expr.replace("$instance", ".*").replace("$__rate_interval", "30s");
+            // Agent CPU needs pids: only the demo host has them.
+            let min_hosts = if expr.contains("agent_cpu") { 1 } else { 2 };
+            support::wait_for(wait, &format!("data from {min_hosts} hosts for {:?}: {q}", panel["title"]), || {
+                let r = prom_query(&base, &q);
+                let hosts: BTreeSet<String> =
+                    r.iter().filter_map(|s| s["metric"]["instance"].as_str().map(str::to_owned)).collect();
+                (hosts.len() >= min_hosts).then_some(())
+            });
+        }
+    }
+}
