@@ -398,9 +398,22 @@ async fn readyz(handle: web::Data<MirrorHandle>, streams: web::Data<Arc<Streams>
     }
 }
 
-/// The live page (`ORCH_UI_ENABLED`): one self-contained file, built in.
+/// The live page (`ORCH_UI_ENABLED`): one self-contained file, built in;
+/// [`page_html`] is what is served (the version filled in).
 #[doc(hidden)]
 pub const PAGE: &str = include_str!("ui/index.html");
+
+/// The page as served: [`PAGE`] with this build's version and revision in
+/// its header (outside the script, whose hash the policy names).
+#[doc(hidden)]
+pub fn page_html() -> &'static str {
+    static HTML: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HTML.get_or_init(|| {
+        let version = format!("{} ({})", crate::source::build::BUILD.version, crate::source::build::BUILD.revision);
+        let escaped: String = version.chars().filter(|c| c.is_ascii_alphanumeric() || " .()-+_".contains(*c)).collect();
+        PAGE.replace("__ORCHMIRROR_VERSION__", &escaped)
+    })
+}
 
 /// The page's Content-Security-Policy: its one inline script is allowed by
 /// its SHA-256 (it is static), not by `'unsafe-inline'`, so no injected
@@ -430,7 +443,7 @@ async fn page() -> HttpResponse {
         .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
         // Everything it needs is inline or on this origin; nothing else may load.
         .insert_header((header::CONTENT_SECURITY_POLICY, page_policy()))
-        .body(PAGE)
+        .body(page_html())
 }
 
 /// `/livez`: `200` while the process serves.

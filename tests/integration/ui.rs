@@ -174,6 +174,26 @@ fn the_page_shows_what_metrics_serves_and_follows_changes() {
         assert!(agents.contains("no pid"), "a run without a pid says so, not \"gone\": {agents}");
         assert!(text(c, "footer").await.contains("/metrics/prometheus"), "links to the other routes");
         assert_eq!(text(c, "#status-queue").await, "ok");
+        assert!(text(c, "#version").await.starts_with(env!("CARGO_PKG_VERSION")), "the page names its version");
+        // All ok: one line with the ages, the table out of the way.
+        let summary = text(c, "#summary").await;
+        assert!(summary.starts_with("All 4 sections ok; ages stages "), "{summary}");
+        let table = c.find(Locator::Css("#sections-table")).await.expect("sections table");
+        assert!(!table.is_displayed().await.unwrap_or(true), "the sections table is hidden while all are ok");
+        // The depth chart's axes: the largest depth at the top, a start time, now.
+        wait_text(c, "#depth-max", "the chart's top", |t| t == depth).await;
+        assert_eq!(text(c, "#depth-to").await, "now");
+        assert!(!text(c, "#depth-from").await.is_empty(), "the chart's start time");
+        // The spend rate, from the cost total's readings: nothing spent on a
+        // quiet database, then a run's cost makes it positive.
+        wait_text(c, "#cost-rate", "a spend rate", |t| t.starts_with("$0.00 an hour over the last")).await;
+        fx.exec(
+            "INSERT INTO agent_runs (job_id, agent, finished_at, cost_usd) VALUES (3, 'tester', datetime('now'), 5.0);",
+        );
+        wait_text(c, "#cost-rate", "a positive spend rate", |t| {
+            t.ends_with(" s") && t.contains(" an hour") && !t.starts_with("$0.00")
+        })
+        .await;
         let work_items = text(c, "#stages-body").await;
         assert!(["ORCH-1", "ORCH-2", "ORCH-3"].iter().all(|w| work_items.contains(w)), "{work_items}");
 
@@ -195,6 +215,8 @@ fn the_page_shows_what_metrics_serves_and_follows_changes() {
         assert!(line.contains("Stale"), "{line}");
         let summary = text(c, "#summary").await;
         assert!(summary.contains("stages stale"), "{summary}");
+        let table = c.find(Locator::Css("#sections-table")).await.expect("sections table");
+        assert!(table.is_displayed().await.unwrap_or(false), "a section not ok brings the table back");
     });
 }
 
@@ -452,6 +474,15 @@ fn the_demo_page_screenshot() {
             assert!(start.elapsed() < SOON, "no CPU % for the first agent: {cpu:?}");
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+        // And a spend rate (the cost total's readings ten seconds apart).
+        tokio::time::timeout(SOON, async {
+            while !text(c, "#cost-rate").await.contains("an hour") {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+        .await
+        .expect("a spend rate within 15 s");
+        // docs/demo.png, README's picture, is this file.
         let path = screenshot(c, "demo.png").await;
         assert!(std::fs::metadata(path).is_ok_and(|m| m.len() > 10_000));
     });
@@ -471,6 +502,8 @@ fn with_the_page_off_slash_is_the_json_404() {
     let (status, ct, body) = get(&bin.url("/"));
     assert_eq!(status, 200);
     assert!(ct.starts_with("text/html"), "{ct}");
-    assert_eq!(body, orchmirror::test_util::PAGE, "the page is the one built in");
+    assert_eq!(body, orchmirror::test_util::page_html(), "the page is the one built in");
+    let version = format!("<span id=\"version\">{} (", env!("CARGO_PKG_VERSION"));
+    assert!(body.contains(&version) && !body.contains("__ORCHMIRROR_VERSION__"), "the page names its version");
     assert!(get_json(&bin.url("/health"))["status"].is_string());
 }
