@@ -225,6 +225,8 @@ fn main() -> Result<(), Error> {
     commits.lock().unwrap_or_else(|p| p.into_inner()).clear();
     on.store(true, Ordering::Relaxed);
     let c0 = cpu_seconds(pid)?;
+    // For a profiler (scripts/stream-profile.sh): the busy phase starts now.
+    eprintln!("phase C: pid {pid}, {seconds} s");
     let polling = Arc::new(AtomicBool::new(false));
     let p = poller(port, Arc::clone(&polling));
     rt.block_on(async { tokio::time::sleep(phase).await });

@@ -3,10 +3,10 @@
 //! replaced by one `resync` event and a fresh envelope.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::Notify;
+use futures_util::task::AtomicWaker;
 
 use super::frame::Frame;
 
@@ -27,12 +27,32 @@ pub(super) struct Queue {
     pub(super) resync_waiting: bool,
     /// The mirror is stopping: the stream ends.
     pub(super) closed: bool,
+    /// The stream is counted in its broker's `unread`: it was handed events
+    /// by a pass and has not taken them all. Changed under the queue's lock
+    /// with the count itself, so the count never goes below zero.
+    pub(super) counted: bool,
+}
+
+impl Queue {
+    fn count(&mut self, unread: &AtomicUsize) {
+        if !std::mem::replace(&mut self.counted, true) {
+            unread.fetch_add(1, Ordering::AcqRel);
+        }
+    }
+
+    fn uncount(&mut self, unread: &AtomicUsize) {
+        if std::mem::replace(&mut self.counted, false) {
+            unread.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
 }
 
 /// One open stream, as the broker sees it.
 pub(super) struct Client {
     pub(super) queue: Mutex<Queue>,
-    pub(super) notify: Notify,
+    /// The stream's response body, waiting for events (an atomic swap to
+    /// wake it: no lock, no allocation).
+    pub(super) waker: AtomicWaker,
     /// `Last-Event-ID`, if the client sent one.
     pub(super) last_event_id: Option<String>,
     /// The client asked for `refreshed` events.
@@ -56,7 +76,8 @@ impl Client {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(super) fn pop(&self) -> Pop {
+    /// The next waiting event; taking the last uncounts the stream from `unread`.
+    pub(super) fn pop(&self, unread: &AtomicUsize) -> Pop {
         let mut q = self.queue();
         match q.frames.pop_front() {
             Some(f) => {
@@ -65,6 +86,9 @@ impl Client {
                     // The resync itself is going out; only the envelope follows.
                     q.resync_waiting = false;
                 }
+                if q.frames.is_empty() {
+                    q.uncount(unread);
+                }
                 Pop::Frame(f)
             }
             None if q.closed => Pop::Closed,
@@ -72,23 +96,31 @@ impl Client {
         }
     }
 
-    /// The first events of a new stream.
-    pub(super) fn start(&self, frames: Vec<Arc<Frame>>) {
+    /// The first events of a new stream (counted in `unread`).
+    pub(super) fn start(&self, frames: Vec<Arc<Frame>>, unread: &AtomicUsize) {
         let mut q = self.queue();
+        q.count(unread);
         for f in frames {
             q.bytes += f.len;
             q.frames.push_back(f);
         }
         q.joined = true;
         drop(q);
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
     /// Queues `frames` when they fit; otherwise drops what waits and queues a
     /// `resync` and a fresh envelope instead. True when it resynchronised
-    /// (not counting a resync that replaces one still waiting).
-    pub(super) fn push(&self, frames: &[Arc<Frame>], resync: impl FnOnce(usize) -> (Arc<Frame>, Arc<Frame>)) -> bool {
+    /// (not counting a resync that replaces one still waiting). The stream
+    /// is counted in `unread`.
+    pub(super) fn push(
+        &self,
+        frames: &[Arc<Frame>],
+        unread: &AtomicUsize,
+        resync: impl FnOnce(usize) -> (Arc<Frame>, Arc<Frame>),
+    ) -> bool {
         let mut q = self.queue();
+        q.count(unread);
         let add: usize = frames.iter().map(|f| f.len).sum();
         let fits =
             q.frames.is_empty() || (q.bytes + add <= QUEUE_BYTES && q.frames.len() + frames.len() <= QUEUE_EVENTS);
@@ -112,7 +144,7 @@ impl Client {
             counted
         };
         drop(q);
-        self.notify.notify_one();
+        self.waker.wake();
         counted
     }
 
@@ -125,12 +157,23 @@ impl Client {
         q.bytes += frame.len;
         q.frames.push_back(Arc::clone(frame));
         drop(q);
-        self.notify.notify_one();
+        self.waker.wake();
     }
 
     pub(super) fn close(&self) {
         self.queue().closed = true;
-        self.notify.notify_one();
+        self.waker.wake();
+    }
+
+    /// Wakes the stream (its heartbeat is due).
+    pub(super) fn wake(&self) {
+        self.waker.wake();
+    }
+
+    /// The stream is gone: it no longer counts in `unread`.
+    pub(super) fn gone(&self, unread: &AtomicUsize) {
+        self.gone.store(true, Ordering::SeqCst);
+        self.queue().uncount(unread);
     }
 }
 
@@ -147,22 +190,33 @@ mod tests {
     fn a_full_queue_resyncs_once_and_a_waiting_resync_takes_the_newest_envelope() {
         let client = Client {
             queue: Mutex::new(Queue { joined: true, ..Queue::default() }),
-            notify: Notify::new(),
+            waker: AtomicWaker::new(),
             last_event_id: None,
             refreshed: false,
             gone: AtomicBool::new(false),
             last_write_ms: AtomicU64::new(0),
         };
         let resync = |tag: usize| move |_| (frame(1), frame(tag));
+        let unread = AtomicUsize::new(0);
         let big = frame(QUEUE_BYTES / 2 + 1);
-        assert!(!client.push(&[Arc::clone(&big)], resync(10)), "an empty queue takes anything");
-        assert!(client.push(&[Arc::clone(&big)], resync(11)), "past the bound: resync");
+        assert!(!client.push(&[Arc::clone(&big)], &unread, resync(10)), "an empty queue takes anything");
+        assert!(client.push(&[Arc::clone(&big)], &unread, resync(11)), "past the bound: resync");
         assert_eq!(client.queue().frames.iter().map(|f| f.len).collect::<Vec<_>>(), [1, 11]);
-        assert!(!client.push(&[frame(5)], resync(12)), "a waiting resync is not counted again");
+        assert!(!client.push(&[frame(5)], &unread, resync(12)), "a waiting resync is not counted again");
         assert_eq!(client.queue().frames.iter().map(|f| f.len).collect::<Vec<_>>(), [1, 12]);
-        assert!(matches!(client.pop(), Pop::Frame(f) if f.len == 1), "the resync goes first");
-        assert!(!client.push(&[frame(5)], resync(13)), "after the resync went out, events queue again");
+        assert_eq!(unread.load(Ordering::SeqCst), 1, "a stream counts once however much it was handed");
+        assert!(matches!(client.pop(&unread), Pop::Frame(f) if f.len == 1), "the resync goes first");
+        assert_eq!(unread.load(Ordering::SeqCst), 1, "the envelope still waits");
+        assert!(!client.push(&[frame(5)], &unread, resync(13)), "after the resync went out, events queue again");
         assert_eq!(client.queue().frames.iter().map(|f| f.len).collect::<Vec<_>>(), [12, 5]);
         assert!(client.queue().bytes == 17);
+        assert!(matches!(client.pop(&unread), Pop::Frame(f) if f.len == 12));
+        assert!(matches!(client.pop(&unread), Pop::Frame(f) if f.len == 5));
+        assert_eq!(unread.load(Ordering::SeqCst), 0, "taking the last event uncounts the stream");
+        assert!(matches!(client.pop(&unread), Pop::Empty));
+        client.push(&[frame(5)], &unread, resync(14));
+        client.gone(&unread);
+        client.gone(&unread);
+        assert_eq!(unread.load(Ordering::SeqCst), 0, "a stream that goes is uncounted, once");
     }
 }

@@ -1,19 +1,20 @@
 //! `GET /metrics/stream`: the response, its headers and the body that
 //! reads one stream's queue.
 
-use std::collections::VecDeque;
 use std::convert::Infallible;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::task::{Context, Poll};
 
+use actix_web::body::{BodySize, MessageBody};
 use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
-use tokio::time::Instant;
 
 use super::broker::{Refused, Slot, Streams};
 use super::client::Pop;
-use super::frame::HEARTBEAT;
+use super::frame::{Frame, HEARTBEAT};
 use crate::runtime::handle::MirrorHandle;
 use crate::serve::envelope::DISABLED_BODY;
 use crate::serve::pieces;
@@ -21,48 +22,92 @@ use crate::serve::pieces;
 /// What a client refused for too many streams is told to wait, in seconds.
 pub const RETRY_AFTER_S: u64 = 5;
 
-/// What a stream's response body reads from.
+/// A stream's response body: the events its broker hands it, each written
+/// as the shared bytes of its frame (no copy), and a heartbeat when it has
+/// written nothing for a while. Polled by its connection directly: no
+/// future is made per event, and waking it is one atomic swap.
 pub(super) struct Body {
     pub(super) slot: Slot,
-    pub(super) pending: VecDeque<Bytes>,
-    pub(super) last_write: Instant,
+    /// The frame being written, its part and the offset in that part.
+    current: Option<(Arc<Frame>, usize, usize)>,
+    /// It wrote since it last waited: no heartbeat is due.
+    wrote_since_wait: bool,
 }
 
 impl Body {
-    pub(super) async fn next(mut self) -> Option<(Result<Bytes, Infallible>, Body)> {
-        let client = Arc::clone(&self.slot.client);
-        let heartbeat = self.slot.streams.heartbeat;
-        loop {
-            if let Some(b) = self.pending.pop_front() {
-                self.wrote();
-                return Some((Ok(b), self));
+    pub(super) fn new(slot: Slot) -> Self {
+        Body { slot, current: None, wrote_since_wait: false }
+    }
+
+    /// The next slice (at most [`pieces::CHUNK`] bytes) of the frame being written.
+    fn next_piece(&mut self) -> Option<Bytes> {
+        let (frame, part, at) = self.current.as_mut()?;
+        while let Some(bytes) = frame.parts.get(*part) {
+            if *at < bytes.len() {
+                let end = (*at + pieces::CHUNK).min(bytes.len());
+                let piece = bytes.slice(*at..end);
+                *at = end;
+                return Some(piece);
             }
-            match client.pop() {
-                Pop::Frame(f) => {
-                    self.slot.streams.events.fetch_add(1, Ordering::Relaxed);
-                    for part in &f.parts {
-                        self.pending.extend(pieces::slices(part));
-                    }
-                    continue;
-                }
-                Pop::Closed => return None,
-                Pop::Empty => {}
-            }
-            if self.last_write.elapsed() >= heartbeat {
-                self.wrote();
-                return Some((Ok(Bytes::from_static(HEARTBEAT)), self));
-            }
-            // A push between `pop` and here leaves a permit: no wake-up is
-            // lost. The broker wakes the stream when its heartbeat is due
-            // (it looks at least once a second while streams are open), so
-            // an idle stream holds no timer of its own.
-            client.notify.notified().await;
+            (*part, *at) = (*part + 1, 0);
         }
+        self.current = None;
+        None
     }
 
     fn wrote(&mut self) {
-        self.last_write = Instant::now();
+        self.wrote_since_wait = true;
         self.slot.client.last_write_ms.store(self.slot.streams.now_ms(), Ordering::Relaxed);
+    }
+
+    /// Its heartbeat is due: it wrote nothing for `ORCH_STREAM_HEARTBEAT_MS`.
+    fn heartbeat_due(&self) -> bool {
+        let streams = &self.slot.streams;
+        let every = u64::try_from(streams.heartbeat.as_millis()).unwrap_or(u64::MAX);
+        streams.now_ms().saturating_sub(self.slot.client.last_write_ms.load(Ordering::Relaxed)) >= every
+    }
+}
+
+impl MessageBody for Body {
+    type Error = Infallible;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, Infallible>>> {
+        let this = self.get_mut();
+        let mut registered = false;
+        loop {
+            if let Some(piece) = this.next_piece() {
+                this.wrote();
+                return Poll::Ready(Some(Ok(piece)));
+            }
+            match this.slot.client.pop(&this.slot.streams.unread) {
+                Pop::Frame(f) => {
+                    this.slot.streams.events.fetch_add(1, Ordering::Relaxed);
+                    this.current = Some((f, 0, 0));
+                    continue;
+                }
+                Pop::Closed => return Poll::Ready(None),
+                Pop::Empty => {}
+            }
+            if !this.wrote_since_wait && this.heartbeat_due() {
+                this.wrote();
+                return Poll::Ready(Some(Ok(Bytes::from_static(HEARTBEAT))));
+            }
+            if registered {
+                this.wrote_since_wait = false;
+                return Poll::Pending;
+            }
+            // Looks once more after registering: an event pushed between the
+            // look above and the registration is not missed. The broker
+            // wakes the stream when its heartbeat is due (it looks at least
+            // once a second while streams are open), so an idle stream
+            // holds no timer of its own.
+            this.slot.client.waker.register(cx.waker());
+            registered = true;
+        }
     }
 }
 
@@ -117,6 +162,5 @@ pub async fn stream(
             ));
         }
     };
-    let body = Body { slot, pending: VecDeque::new(), last_write: Instant::now() };
-    event_stream(actix_web::http::StatusCode::OK).streaming(futures_util::stream::unfold(body, Body::next))
+    event_stream(actix_web::http::StatusCode::OK).body(Body::new(slot))
 }
