@@ -13,11 +13,9 @@
 
 use std::net::IpAddr;
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::{StatusCode, header};
-use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{HttpResponse, web};
 
 /// The names a request's `Host` may carry.
 #[derive(Debug, Clone)]
@@ -79,18 +77,14 @@ fn own_host_name() -> Option<String> {
     None
 }
 
-/// The middleware: answers `421` with a JSON error when [`AllowedHosts`] (app
-/// data) refuses the request's host.
-pub async fn check(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok()).map(str::to_owned);
+/// The `421` (a JSON error) for a request whose host [`AllowedHosts`] (app
+/// data) refuses; `None` when it may be answered.
+pub(crate) fn refusal(req: &ServiceRequest) -> Option<HttpResponse> {
+    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
     // HTTP/2 carries the host in the request's authority instead.
-    let host = host.or_else(|| req.uri().authority().map(|a| a.as_str().to_owned()));
-    let allowed = req.app_data::<web::Data<AllowedHosts>>().is_none_or(|a| a.allows(host.as_deref()));
-    if allowed {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
+    let host = host.or_else(|| req.uri().authority().map(|a| a.as_str()));
+    if req.app_data::<web::Data<AllowedHosts>>().is_none_or(|a| a.allows(host)) {
+        return None;
     }
     let shown: String = host.unwrap_or_default().chars().take(100).collect();
     tracing::debug!(host = %shown, "request for a host name this server does not answer to");
@@ -100,10 +94,11 @@ pub async fn check(
              address it by IP, as localhost, or add the name to ORCH_ALLOWED_HOSTS"
         )
     });
-    let response = actix_web::HttpResponse::build(StatusCode::MISDIRECTED_REQUEST)
-        .content_type(header::ContentType::json())
-        .body(body.to_string());
-    Ok(req.into_response(response).map_into_right_body())
+    Some(
+        HttpResponse::build(StatusCode::MISDIRECTED_REQUEST)
+            .content_type(header::ContentType::json())
+            .body(body.to_string()),
+    )
 }
 
 #[cfg(test)]

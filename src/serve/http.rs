@@ -87,27 +87,6 @@ fn on_connect(conn: &dyn std::any::Any, _: &mut actix_web::dev::Extensions) {
     }
 }
 
-/// Turns a `406 Not Acceptable` that is not JSON (actix-web's `Compress`
-/// answers one in plain text when `Accept-Encoding` refuses identity and
-/// every encoding it has) into the JSON error every other route gives.
-async fn json_not_acceptable(
-    req: actix_web::dev::ServiceRequest,
-    next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
-    let res = next.call(req).await?;
-    let json = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if res.status() != actix_web::http::StatusCode::NOT_ACCEPTABLE || json {
-        return Ok(res.map_into_left_body());
-    }
-    let (req, _) = res.into_parts();
-    let answer = error(
-        actix_web::http::StatusCode::NOT_ACCEPTABLE,
-        "no acceptable content encoding: Accept-Encoding refuses identity and every encoding this server has \
-         (gzip, br, zstd)",
-    );
-    Ok(actix_web::dev::ServiceResponse::new(req, answer).map_into_right_body())
-}
-
 /// The share of the connection cap kept from streams for the other routes
 /// (`/metrics`, `/health`, the probes), and its least size: streams that took
 /// every connection would starve a liveness probe into restarting a healthy mirror.
@@ -151,10 +130,11 @@ impl Drop for Flying {
     }
 }
 
-/// A body that counts as in flight until it is dropped (all sent, or the connection gone).
+/// A body that counts as in flight until it is dropped (all sent, or the
+/// connection gone), when it counts at all.
 struct Counted {
     body: actix_web::body::BoxBody,
-    _flying: Flying,
+    _flying: Option<Flying>,
 }
 
 impl actix_web::body::MessageBody for Counted {
@@ -172,19 +152,65 @@ impl actix_web::body::MessageBody for Counted {
     }
 }
 
-/// Counts every answer but a stream's as in flight until its body is dropped.
-async fn count_in_flight(
+/// The one middleware every answer passes through, outside compression:
+/// it counts the answer in flight until its body is dropped (a stream's is
+/// not counted), answers `421` for a host name it does not answer to
+/// ([`crate::serve::host`]), requires a user of the web configuration when
+/// there is one ([`crate::serve::web_config`]), turns compression's
+/// plain-text `406` into JSON, and sets the headers every answer carries.
+/// One layer instead of one per concern: each `from_fn` layer cost every
+/// request a boxed future and a pass through its service (five layers took
+/// a tenth of `/metrics`' throughput; BENCHMARKS.md).
+async fn guard(
     req: actix_web::dev::ServiceRequest,
     next: actix_web::middleware::Next<impl actix_web::body::MessageBody + 'static>,
-) -> Result<actix_web::dev::ServiceResponse<impl actix_web::body::MessageBody>, actix_web::Error> {
+) -> Result<actix_web::dev::ServiceResponse<Counted>, actix_web::Error> {
     let flying = req.app_data::<web::Data<InFlight>>().filter(|_| req.path() != "/metrics/stream").map(|f| f.start());
-    let res = next.call(req).await?;
-    Ok(match flying {
-        Some(flying) => res.map_body(|_, body| {
-            actix_web::body::EitherBody::left(Counted { body: actix_web::body::BoxBody::new(body), _flying: flying })
-        }),
-        None => res.map_into_right_body(),
-    })
+    let auth = req.app_data::<web::Data<crate::serve::web_config::WebAuth>>().cloned();
+    let mut res = if let Some(refused) = crate::serve::host::refusal(&req) {
+        req.into_response(refused)
+    } else {
+        let config = auth.as_ref().map(|a| (a, a.config()));
+        let refused = match &config {
+            Some((auth, config)) => crate::serve::web_config::refusal(&req, auth, config).await,
+            None => None,
+        };
+        let mut res = match refused {
+            Some(refused) => req.into_response(refused),
+            None => json_not_acceptable(next.call(req).await?),
+        };
+        if let Some((_, config)) = &config {
+            crate::serve::web_config::add_headers(config, res.headers_mut());
+        }
+        res
+    };
+    // No type sniffing, and no URL of this server in other sites' Referer
+    // (unless the answer or the web configuration set them already).
+    let headers = res.headers_mut();
+    for (name, value) in [(header::X_CONTENT_TYPE_OPTIONS, "nosniff"), (header::REFERRER_POLICY, "no-referrer")] {
+        if !headers.contains_key(&name) {
+            headers.insert(name, header::HeaderValue::from_static(value));
+        }
+    }
+    Ok(res.map_body(|_, body| Counted { body, _flying: flying }))
+}
+
+/// Compression answers `406` in plain text when Accept-Encoding refuses
+/// every encoding; this server's errors are JSON.
+fn json_not_acceptable<B: actix_web::body::MessageBody + 'static>(
+    res: actix_web::dev::ServiceResponse<B>,
+) -> actix_web::dev::ServiceResponse {
+    let json = res.headers().get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if res.status() != actix_web::http::StatusCode::NOT_ACCEPTABLE || json {
+        return res.map_into_boxed_body();
+    }
+    let (req, _) = res.into_parts();
+    let answer = error(
+        actix_web::http::StatusCode::NOT_ACCEPTABLE,
+        "no acceptable content encoding: Accept-Encoding refuses identity and every encoding this server has \
+         (gzip, br, zstd)",
+    );
+    actix_web::dev::ServiceResponse::new(req, answer)
 }
 
 /// The mirror's routes, with the serving settings (`ORCH_UI_ENABLED`,
@@ -658,20 +684,8 @@ pub fn serve_on(
         let app = App::new()
             // gzip, br or zstd when the client's Accept-Encoding asks for it.
             .wrap(actix_web::middleware::Compress::default())
-            // Compress answers 406 in plain text when Accept-Encoding refuses every encoding.
-            .wrap(actix_web::middleware::from_fn(json_not_acceptable))
-            // Users and headers of the web configuration file, when there is one.
-            .wrap(actix_web::middleware::from_fn(crate::serve::web_config::check))
-            // A request for a host name it does not answer to gets nothing else.
-            .wrap(actix_web::middleware::from_fn(crate::serve::host::check))
-            // Outermost, so every answer has them (a 421 or a 401 too): no
-            // type sniffing, and no URL of this server in other sites' Referer.
-            .wrap(
-                actix_web::middleware::DefaultHeaders::new()
-                    .add((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-                    .add((header::REFERRER_POLICY, "no-referrer")),
-            )
-            .wrap(actix_web::middleware::from_fn(count_in_flight))
+            // Outside it, everything else every answer needs.
+            .wrap(actix_web::middleware::from_fn(guard))
             .app_data(hosts.clone())
             .app_data(in_flight.clone());
         let app = match &web_auth {

@@ -34,11 +34,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::dev::ServiceRequest;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::web;
+use actix_web::{HttpResponse, web};
 use serde::Deserialize;
 
 use crate::serve::tls::{Tls, TlsServerConfig, TlsSource};
@@ -238,7 +236,7 @@ impl WebAuth {
     }
 
     /// The configuration in force, after looking at the file again when due.
-    fn config(&self) -> Arc<WebConfig> {
+    pub(crate) fn config(&self) -> Arc<WebConfig> {
         let changed = {
             let mut looked = self.looked.lock().unwrap_or_else(|p| p.into_inner());
             if looked.0.elapsed() < RELOAD_CHECK {
@@ -367,46 +365,48 @@ struct Claim {
     digest: [u8; 32],
 }
 
-/// The middleware: with a web configuration (app data), requires one of its
-/// users on every route (`/livez` only when it says so) and adds its headers.
-pub async fn check(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let Some(auth) = req.app_data::<web::Data<WebAuth>>().cloned() else {
-        return next.call(req).await.map(ServiceResponse::map_into_left_body);
-    };
-    let config = auth.config();
+/// With a web configuration (`auth`'s `config`): the `401` for a request
+/// without one of its users (every route; `/livez` only when it says so);
+/// `None` when it may be answered.
+pub(crate) async fn refusal(
+    req: &ServiceRequest,
+    auth: &web::Data<WebAuth>,
+    config: &WebConfig,
+) -> Option<HttpResponse> {
     let exempt = req.path() == "/livez" && !config.authenticate_livez;
-    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).map(str::to_owned);
-    let ok = exempt
-        || config.users.is_empty()
-        || match WebAuth::claim(&config, authorization.as_deref()) {
-            None => false,
-            Some(claim) if auth.remembered(&claim) => true,
-            Some(claim) => {
-                let auth = auth.clone();
-                // bcrypt takes milliseconds: off the HTTP worker's thread.
-                web::block(move || auth.verify(&claim)).await.unwrap_or(false)
-            }
-        };
-    let mut response = if ok {
-        next.call(req).await?.map_into_left_body()
-    } else {
-        auth.failed(req.peer_addr().map(|a| a.ip()), req.path(), authorization.is_some());
-        let body = serde_json::json!({
-            "error": if authorization.is_some() { "wrong user or password" } else { "authentication required" }
-        });
-        let resp = actix_web::HttpResponse::Unauthorized()
+    if exempt || config.users.is_empty() {
+        return None;
+    }
+    let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let ok = match WebAuth::claim(config, authorization) {
+        None => false,
+        Some(claim) if auth.remembered(&claim) => true,
+        Some(claim) => {
+            let auth = auth.clone();
+            // bcrypt takes milliseconds: off the HTTP worker's thread.
+            web::block(move || auth.verify(&claim)).await.unwrap_or(false)
+        }
+    };
+    if ok {
+        return None;
+    }
+    auth.failed(req.peer_addr().map(|a| a.ip()), req.path(), authorization.is_some());
+    let body = serde_json::json!({
+        "error": if authorization.is_some() { "wrong user or password" } else { "authentication required" }
+    });
+    Some(
+        HttpResponse::Unauthorized()
             .content_type(header::ContentType::json())
             .insert_header((header::WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\", charset=\"UTF-8\"")))
-            .body(body.to_string());
-        req.into_response(resp).map_into_right_body()
-    };
+            .body(body.to_string()),
+    )
+}
+
+/// Sets the configuration's `http_server_config.headers` on an answer.
+pub(crate) fn add_headers(config: &WebConfig, headers: &mut actix_web::http::header::HeaderMap) {
     for (name, value) in &config.headers {
-        response.headers_mut().insert(name.clone(), value.clone());
+        headers.insert(name.clone(), value.clone());
     }
-    Ok(response)
 }
 
 #[cfg(test)]
