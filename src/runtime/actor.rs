@@ -128,23 +128,33 @@ impl<D> Replica<D> {
         self.read_ms.store(self.now_ms(), Ordering::Relaxed);
     }
 
+    /// Milliseconds after `base` at `now` (at least 1: 0 means "never").
+    fn ms_at(&self, now: Instant) -> u64 {
+        u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX).max(1)
+    }
+
     fn read_recently(&self) -> bool {
         let read = self.read_ms.load(Ordering::Relaxed);
         read != 0 && self.now_ms().saturating_sub(read) < HEARTBEAT_IDLE.as_millis() as u64
     }
 
-    /// The section's reply, when the owner beat within `trust`; `None` means
-    /// ask the owner.
-    pub fn read(&self, trust: Duration) -> Option<SectionReply<D>> {
-        self.touch();
+    /// The section's reply at `now`, when the owner beat within `trust`;
+    /// `None` means ask the owner.
+    pub fn read(&self, trust: Duration, now: Now) -> Option<SectionReply<D>> {
+        let now_ms = self.ms_at(now.instant);
+        // Marks it read; written only when the millisecond moved, so that
+        // requests on several threads do not all write one cache line.
+        if self.read_ms.load(Ordering::Relaxed) != now_ms {
+            self.read_ms.store(now_ms, Ordering::Relaxed);
+        }
         let beat = self.beat_ms.load(Ordering::Relaxed);
-        if beat == 0 || self.now_ms().saturating_sub(beat) > trust.as_millis() as u64 {
+        if beat == 0 || now_ms.saturating_sub(beat) > trust.as_millis() as u64 {
             return None;
         }
         let settings = self.settings;
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let state = state.as_ref()?;
-        Some(reply_of(state.good.as_ref(), state.last_error.as_deref(), state.in_flight, settings, state.seq))
+        Some(reply_of(state.good.as_ref(), state.last_error.as_deref(), state.in_flight, settings, state.seq, now))
     }
 }
 
@@ -438,25 +448,50 @@ impl<S: Section> SectionActor<S> {
 
     /// The section's state right now.
     fn reply(&self) -> SectionReply<S::Data> {
-        reply_of(self.good.as_ref(), self.last_error.as_deref(), self.in_flight, self.settings, self.hub.seq())
+        reply_of(
+            self.good.as_ref(),
+            self.last_error.as_deref(),
+            self.in_flight,
+            self.settings,
+            self.hub.seq(),
+            Now::read(),
+        )
     }
 }
 
-/// A section's reply from its state (the actor and its replica alike).
+/// One reading of both clocks, shared by every section a request reads.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    /// For durations (a refresh's running time, a heartbeat's age).
+    pub instant: Instant,
+    /// For ages of data.
+    pub utc: chrono::DateTime<Utc>,
+}
+
+impl Now {
+    /// Both clocks, now.
+    pub fn read() -> Self {
+        Self { instant: Instant::now(), utc: Utc::now() }
+    }
+}
+
+/// A section's reply from its state at `now` (the actor and its replica alike).
 fn reply_of<D>(
     good: Option<&Good<D>>,
     last_error: Option<&str>,
     in_flight: Option<Instant>,
     settings: ActorSettings,
     seq: u64,
+    now: Now,
 ) -> SectionReply<D> {
-    let now = Utc::now();
-    let overdue = in_flight.filter(|started| started.elapsed() > settings.period + refresh_deadline(settings.period));
+    let running = |started: Instant| now.instant.saturating_duration_since(started);
+    let overdue = in_flight.filter(|started| running(*started) > settings.period + refresh_deadline(settings.period));
     let problem = match (last_error, overdue) {
         (Some(e), _) => Some(e.to_owned()),
-        (None, Some(started)) => Some(format!("refresh overdue: running for {} ms", started.elapsed().as_millis())),
+        (None, Some(started)) => Some(format!("refresh overdue: running for {} ms", running(started).as_millis())),
         (None, None) => None,
     };
+    let now = now.utc;
     let Some(good) = good else {
         let status = if problem.is_some() { Status::Error } else { Status::Pending };
         return SectionReply { status, data: None, refreshed_at: None, error: problem, seq };

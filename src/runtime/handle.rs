@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
+use super::actor::Now;
 use super::builder::{MirrorBuilder, StartError};
-use super::supervision::{OwnerControl, Owners};
+use super::supervision::{OwnerControl, Owners, trusted_age};
 use crate::config::Settings;
 use crate::runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 use crate::runtime::messages::{Answer, RenderCache};
@@ -125,7 +126,22 @@ impl MirrorHandle {
     pub(crate) async fn answers(&self) -> Option<Vec<Answer>> {
         let owners = self.inner.owners.as_ref()?;
         let t = self.inner.snapshot_timeout;
-        Some(futures_util::future::join_all(owners.iter().map(|o| o.ask(t))).await)
+        // Every replica read in place, with one reading of the clocks; from
+        // the first that cannot be (its actor is stalled, dead or not read
+        // lately), the rest are asked.
+        let (trust, now) = (trusted_age(t), Now::read());
+        let mut answers = Vec::with_capacity(owners.0.len());
+        for owner in owners.iter() {
+            match owner.read_replica(trust, now) {
+                Some(answer) => answers.push(answer),
+                None => break,
+            }
+        }
+        let read = answers.len();
+        if read < owners.0.len() {
+            answers.extend(futures_util::future::join_all(owners.iter().skip(read).map(|o| o.ask(t))).await);
+        }
+        Some(answers)
     }
 
     /// The registered sections, in envelope order (empty when disabled).

@@ -9,7 +9,12 @@ use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 
 use super::handle::Inner;
-use crate::runtime::actor::{ActorSettings, Replica, SectionActor, TRUSTED_HEARTBEAT_AGE};
+use crate::runtime::actor::{ActorSettings, Now, Replica, SectionActor, TRUSTED_HEARTBEAT_AGE};
+
+/// The oldest heartbeat a request with snapshot timeout `timeout` trusts.
+pub(super) fn trusted_age(timeout: Duration) -> Duration {
+    (timeout / 2).min(TRUSTED_HEARTBEAT_AGE)
+}
 use crate::runtime::hub::{Hub, SubscriptionId, Update};
 use crate::runtime::messages::{Answer, Snapshot, Subscribe, Wake};
 use crate::runtime::stats::{DurationFamily, SectionStats, section_label};
@@ -130,6 +135,9 @@ impl<S: Section> Owner<S> {
 pub(super) trait OwnerControl: Send + Sync {
     fn name(&self) -> SectionName;
     fn ask(&self, timeout: Duration) -> LocalBoxFuture<'static, Answer>;
+    /// The answer from the replica at `now`, without a message or an
+    /// allocation, when the actor is alive and beat within `trust`.
+    fn read_replica(&self, trust: Duration, now: Now) -> Option<Answer>;
     fn stats(&self) -> &SectionStats;
     fn check(&self);
     fn stop(&self);
@@ -149,13 +157,10 @@ impl<S: Section> OwnerControl for Owner<S> {
     /// The section's answer: read from the replica while the actor beats
     /// (no message, no timer), else asked of the actor with `timeout`.
     fn ask(&self, timeout: Duration) -> LocalBoxFuture<'static, Answer> {
-        let addr = self.addr();
-        if addr.connected()
-            && let Some(reply) = self.replica.read((timeout / 2).min(TRUSTED_HEARTBEAT_AGE))
-        {
-            return Box::pin(futures_util::future::ready(Answer::of::<S>(Ok(reply))));
+        if let Some(answer) = self.read_replica(trusted_age(timeout), Now::read()) {
+            return Box::pin(futures_util::future::ready(answer));
         }
-        let request = addr.send(Snapshot::<S::Data>::new()).timeout(timeout);
+        let request = self.addr().send(Snapshot::<S::Data>::new()).timeout(timeout);
         let stats = Arc::clone(&self.stats);
         Box::pin(async move {
             let reply = request.await;
@@ -164,6 +169,14 @@ impl<S: Section> OwnerControl for Owner<S> {
             }
             Answer::of::<S>(reply)
         })
+    }
+
+    fn read_replica(&self, trust: Duration, now: Now) -> Option<Answer> {
+        // Looked at in place: cloning the address costs two atomic counts.
+        if !self.running.read().unwrap_or_else(|p| p.into_inner()).0.connected() {
+            return None;
+        }
+        Some(Answer::of::<S>(Ok(self.replica.read(trust, now)?)))
     }
 
     fn stats(&self) -> &SectionStats {

@@ -326,9 +326,10 @@ pub fn assemble_with(answers: Vec<Answer>, clock: Clock, snapshot_timeout: Durat
     }
 }
 
-/// What one `/metrics` body is made from: the mirror, the millisecond of the
-/// clock reading, and each section's answer (its data by identity, kept alive
-/// so that its address cannot be reused while cached).
+/// What one `/metrics` body and its entity tag are made from: the mirror,
+/// the millisecond of the clock reading, and each section's answer (its
+/// sequence number, and its data by identity, kept alive so that its
+/// address cannot be reused while cached).
 struct BodyKey {
     mirror: u64,
     at_ms: i64,
@@ -338,7 +339,7 @@ struct BodyKey {
 type AnswerKey = (
     SectionName,
     Result<
-        (Status, Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>, Option<DateTime<Utc>>, Option<String>),
+        (Status, u64, Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>, Option<DateTime<Utc>>, Option<String>),
         bool,
     >,
 );
@@ -349,7 +350,7 @@ impl BodyKey {
             .iter()
             .map(|a| {
                 let reply = match &a.reply {
-                    Ok(r) => Ok((r.status, r.data.clone(), r.refreshed_at, r.error.clone())),
+                    Ok(r) => Ok((r.status, r.seq, r.data.clone(), r.refreshed_at, r.error.clone())),
                     Err(e) => Err(matches!(e, MailboxError::Timeout)),
                 };
                 (a.section, reply)
@@ -368,8 +369,8 @@ impl BodyKey {
             && self.answers.iter().zip(&other.answers).all(|((n1, r1), (n2, r2))| {
                 n1 == n2
                     && match (r1, r2) {
-                        (Ok((s1, d1, t1, e1)), Ok((s2, d2, t2, e2))) => {
-                            s1 == s2 && data(d1) == data(d2) && t1 == t2 && e1 == e2
+                        (Ok((s1, q1, d1, t1, e1)), Ok((s2, q2, d2, t2, e2))) => {
+                            s1 == s2 && q1 == q2 && data(d1) == data(d2) && t1 == t2 && e1 == e2
                         }
                         (Err(a), Err(b)) => a == b,
                         _ => false,
@@ -400,8 +401,8 @@ fn entity_tag(instance: u64, answers: &[Answer]) -> String {
 pub const JOINED_BODY_MAX: usize = 64 * 1024;
 
 thread_local! {
-    /// This thread's last `/metrics` body and what it was made from.
-    static LAST_BODY: std::cell::RefCell<Option<(BodyKey, Vec<bytes::Bytes>)>> = const { std::cell::RefCell::new(None) };
+    /// This thread's last `/metrics` body and entity tag, and what they were made from.
+    static LAST_BODY: std::cell::RefCell<Option<(BodyKey, Vec<bytes::Bytes>, String)>> = const { std::cell::RefCell::new(None) };
 }
 
 impl MirrorHandle {
@@ -418,14 +419,15 @@ impl MirrorHandle {
     /// move every second; they are not part of it).
     pub async fn envelope_json_tagged(&self) -> Option<serde_json::Result<(Vec<bytes::Bytes>, String)>> {
         let answers = self.answers().await?;
-        let tag = entity_tag(self.instance(), &answers);
         let clock = Clock::now();
         let key = BodyKey::of(self.id(), clock.now, &answers);
-        let hit =
-            LAST_BODY.with(|last| last.borrow().as_ref().filter(|(k, _)| k.same(&key)).map(|(_, parts)| parts.clone()));
-        if let Some(parts) = hit {
-            return Some(Ok((parts, tag)));
+        let hit = LAST_BODY.with(|last| {
+            last.borrow().as_ref().filter(|(k, _, _)| k.same(&key)).map(|(_, parts, tag)| (parts.clone(), tag.clone()))
+        });
+        if let Some(hit) = hit {
+            return Some(Ok(hit));
         }
+        let tag = entity_tag(self.instance(), &answers);
         let envelope = assemble_with(answers, clock, self.snapshot_timeout(), self.render_cache());
         let parts = match envelope.json_parts() {
             Ok(parts) => parts,
@@ -433,7 +435,7 @@ impl MirrorHandle {
         };
         let len: usize = parts.iter().map(bytes::Bytes::len).sum();
         let parts = if len <= JOINED_BODY_MAX { vec![crate::serve::pieces::join(&parts)] } else { parts };
-        LAST_BODY.with(|last| *last.borrow_mut() = Some((key, parts.clone())));
+        LAST_BODY.with(|last| *last.borrow_mut() = Some((key, parts.clone(), tag.clone())));
         Some(Ok((parts, tag)))
     }
 
