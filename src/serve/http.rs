@@ -244,19 +244,30 @@ impl Routes {
 
     /// Registers the routes on an `App` or a `Scope`.
     pub fn config(&self) -> impl FnOnce(&mut web::ServiceConfig) + use<> {
+        self.some(Which::All)
+    }
+
+    /// Registers `which` routes (the standalone server registers the stream
+    /// outside compression: its events must not be buffered, and compression
+    /// would only add a layer to every event).
+    fn some(&self, which: Which) -> impl FnOnce(&mut web::ServiceConfig) + use<> {
         let routes = self.clone();
         move |cfg| {
+            cfg.app_data(web::Data::new(routes.handle.clone())).app_data(web::Data::new(Arc::clone(&routes.streams)));
+            if which != Which::AllButStream {
+                cfg.service(get_and_head("/metrics/stream", crate::serve::stream::stream));
+            }
+            if which == Which::Stream {
+                return;
+            }
             if routes.ui_enabled {
                 cfg.service(get_and_head("/", page));
             }
-            cfg.app_data(web::Data::new(routes.handle.clone()))
-                .app_data(web::Data::new(Arc::clone(&routes.streams)))
-                .service(get_and_head("/metrics", metrics))
+            cfg.service(get_and_head("/metrics", metrics))
                 .service(get_and_head("/health", health))
                 .service(get_and_head("/readyz", readyz))
                 .service(get_and_head("/livez", livez))
-                .service(get_and_head("/metrics/prometheus", prometheus))
-                .service(get_and_head("/metrics/stream", crate::serve::stream::stream));
+                .service(get_and_head("/metrics/prometheus", prometheus));
         }
     }
 
@@ -269,6 +280,14 @@ impl Routes {
     pub fn handle(&self) -> &MirrorHandle {
         &self.handle
     }
+}
+
+/// Which of the routes [`Routes::some`] registers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Which {
+    All,
+    Stream,
+    AllButStream,
 }
 
 /// A resource answering GET and HEAD with `handler`, and other methods with a JSON 405.
@@ -682,9 +701,7 @@ pub fn serve_on(
     };
     let mut server = HttpServer::new(move || {
         let app = App::new()
-            // gzip, br or zstd when the client's Accept-Encoding asks for it.
-            .wrap(actix_web::middleware::Compress::default())
-            // Outside it, everything else every answer needs.
+            // Everything every answer needs (outermost).
             .wrap(actix_web::middleware::from_fn(guard))
             .app_data(hosts.clone())
             .app_data(in_flight.clone());
@@ -692,7 +709,14 @@ pub fn serve_on(
             Some(auth) => app.app_data(auth.clone()),
             None => app,
         };
-        app.configure(routes.config()).default_service(web::to(not_found))
+        app.configure(routes.some(Which::Stream))
+            .service(
+                web::scope("")
+                    // gzip, br or zstd when the client's Accept-Encoding asks for it.
+                    .wrap(actix_web::middleware::Compress::default())
+                    .configure(routes.some(Which::AllButStream)),
+            )
+            .default_service(web::to(not_found))
     })
     .workers(workers)
     .on_connect(on_connect)

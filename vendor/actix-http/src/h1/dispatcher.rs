@@ -1335,7 +1335,14 @@ where
                     &inner.shutdown_timer,
                 );
 
-                inner.as_mut().poll_graceful_shutdown(cx);
+                // orchmirror patch: not while a response body is being sent. The signal is a
+                // watch shared by every connection, and polling it takes its lock: a long
+                // streaming response paid that on every chunk. It only matters between
+                // responses (it ends keep-alive), and the waker registered by an earlier poll
+                // still wakes this connection when it fires.
+                if !matches!(inner.state, State::SendPayload { .. } | State::SendErrorPayload { .. }) {
+                    inner.as_mut().poll_graceful_shutdown(cx);
+                }
                 inner.as_mut().poll_timers(cx)?;
 
                 let poll = if inner.flags.contains(Flags::LINGER) {
