@@ -4,6 +4,9 @@
 # Usage: scripts/throughput.sh [JOBS] [SECONDS]   (needs wrk: apt-get install wrk)
 #   RUNNING=N generates N running agents (each with a run) instead of 10,
 #   for a large envelope; the report adds wrk's p50/p99 latency and the mirror's RSS.
+#   ROUNDS=N (default 1) runs N interleaved rounds (mirror, then fixed body)
+#   and ends with the median of the rounds' ratios: the machine is shared and
+#   noisy, and one round can be off by 0.1 either way.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 jobs=${1:-1000000}
@@ -24,10 +27,18 @@ target/release/examples/fixed_body "$work/body.json" 127.0.0.1:18802 &
 sleep 1
 run() { wrk -t2 -c16 -d"${secs}s" --latency "$1"; }
 field() { awk -v k="$1" '$1 == k {print $2}'; }
-m=$(run http://127.0.0.1:18801/metrics)
-f=$(run http://127.0.0.1:18802/metrics)
-mirror=$(echo "$m" | awk '/Requests\/sec/ {print $2}')
-fixed=$(echo "$f" | awk '/Requests\/sec/ {print $2}')
-rss=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$mirror_pid/status")
-echo "jobs=$jobs running=${RUNNING:-10} body_bytes=$(wc -c < "$work/body.json") mirror_rps=$mirror fixed_body_rps=$fixed ratio=$(echo "scale=2; $mirror / $fixed" | bc)"
-echo "  latency p50/p99: mirror $(echo "$m" | field 50%)/$(echo "$m" | field 99%) fixed $(echo "$f" | field 50%)/$(echo "$f" | field 99%); mirror RSS ${rss} MB"
+ratios=()
+for round in $(seq "${ROUNDS:-1}"); do
+  m=$(run http://127.0.0.1:18801/metrics)
+  f=$(run http://127.0.0.1:18802/metrics)
+  mirror=$(echo "$m" | awk '/Requests\/sec/ {print $2}')
+  fixed=$(echo "$f" | awk '/Requests\/sec/ {print $2}')
+  rss=$(awk '/VmRSS/ {print int($2 / 1024)}' "/proc/$mirror_pid/status")
+  ratio=$(echo "scale=2; $mirror / $fixed" | bc)
+  ratios+=("$ratio")
+  echo "jobs=$jobs running=${RUNNING:-10} body_bytes=$(wc -c < "$work/body.json") mirror_rps=$mirror fixed_body_rps=$fixed ratio=$ratio"
+  echo "  latency p50/p99: mirror $(echo "$m" | field 50%)/$(echo "$m" | field 99%) fixed $(echo "$f" | field 50%)/$(echo "$f" | field 99%); mirror RSS ${rss} MB"
+done
+if [ "${#ratios[@]}" -gt 1 ]; then
+  echo "median ratio over ${#ratios[@]} rounds: $(printf '%s\n' "${ratios[@]}" | sort -n | awk '{a[NR] = $1} END {print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2}')"
+fi
