@@ -177,8 +177,14 @@ fn refresh(c: &mut Criterion) {
                     black_box(serde_json::to_vec(&assemble(replies, Clock::now(), DEADLINE)).expect("json"))
                 })
             });
-            // A refresh that finds nothing committed: identity + data_version only.
+            // A refresh that finds nothing committed: the file's identity and a
+            // reading of its WAL index or change counter, no connection.
+            let seen = dbs[1].with_conn(DEADLINE, |_, f| Ok(f)).expect("fingerprint");
             g.bench_function(BenchmarkId::new("unchanged_refresh", &id), |b| {
+                b.iter(|| black_box(dbs[1].unchanged_since(&seen)))
+            });
+            // What every refresh that runs queries now pays first: a new connection.
+            g.bench_function(BenchmarkId::new("open_connection", &id), |b| {
                 b.iter(|| black_box(dbs[1].with_conn(DEADLINE, |_, f| Ok(f)).expect("fingerprint")))
             });
             g.finish();

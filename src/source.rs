@@ -3,11 +3,14 @@
 //! about sections, actors or HTTP.
 
 pub mod build;
+mod change;
 pub mod commits;
 pub mod db;
+mod held;
 pub mod probe;
 pub mod procstat;
 pub mod time;
 mod walguard;
 
 pub use walguard::refusals as wal_guard_refusals;
+pub use walguard::wal_left_behind;

@@ -84,7 +84,7 @@ impl<S: Section> Owner<S> {
         settings: ActorSettings,
         durations: &DurationFamily,
     ) -> Self {
-        // Each section has its own connection: `PRAGMA data_version` is per connection.
+        // Each section has its own view of the file (and its own reading of what commits change).
         let db = &Arc::new(Database::new(path));
         let section = Arc::new(section);
         let hub = Arc::new(Hub::new(S::NAME));

@@ -191,6 +191,15 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, streams: Strea
          process's and not the database owner's (the orchestrator could not write them)",
         refusals,
     );
+    let left = Gauge::<i64>::default();
+    left.set(i64::from(crate::source::wal_left_behind()));
+    registry.register(
+        "orchmirror_wal_left_behind",
+        "1 when, after the mirror's last read, a non-empty -wal was beside the database with no connection \
+         open on it: do not rename another file over the database until it is 0 (README, \"Replacing the \
+         database while the mirror runs\")",
+        left,
+    );
     let open = Gauge::<i64>::default();
     open.set(i64::try_from(streams.open).unwrap_or(i64::MAX));
     registry.register("orchmirror_streams", "/metrics/stream clients open now", open);

@@ -7,8 +7,8 @@
 //! `notify` crate) on the database's *directory*, which outlives files that
 //! come and go, therefore hears of every commit made on this host within
 //! microseconds, and costs nothing while nothing is written. What it hears
-//! is only a hint: the section that is woken still compares `PRAGMA
-//! data_version` (and the file's identity) before it runs its queries, so a
+//! is only a hint: the section that is woken still compares a reading of the
+//! WAL index or change counter (and the file's identity) before it runs its queries, so a
 //! spurious wake-up (a checkpoint, a reader opening the file) costs one cheap
 //! check, and exactness never depends on the hint.
 //!
@@ -132,13 +132,26 @@ fn watched_names(db: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// Whether `event` changed one of the database's files: written, created,
-/// removed or renamed. Opens and closes (every reader's, this process's
-/// included) are not changes.
+/// Whether `event` changed one of the database's files: the database file
+/// written, created, removed or renamed, the `-journal` likewise (rollback
+/// mode creates and removes it around each commit), the `-wal` written.
+/// Opens and closes (every reader's, this process's included) are not
+/// changes, nor is a `-wal` created or removed: a connection creates it when
+/// it opens the database and the last one removes it as it closes, with no
+/// commit. A read woken by those would hold SQLite's shared lock just when a
+/// writer that opened, committed and closed wants to remove the `-wal`, and
+/// leave it behind (README, "Replacing the database while the mirror runs").
 fn touches(event: &notify::Event, names: &[PathBuf]) -> bool {
-    let change =
+    use notify::event::ModifyKind;
+    let any_change =
         matches!(event.kind, EventKind::Modify(_) | EventKind::Create(_) | EventKind::Remove(_) | EventKind::Any);
-    change && event.paths.iter().any(|p| p.file_name().is_some_and(|n| names.iter().any(|w| w.as_os_str() == n)))
+    let written = matches!(event.kind, EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Any) | EventKind::Any);
+    // `names` is [database, -wal, -journal] (see `watched_names`).
+    event.paths.iter().filter_map(|p| p.file_name()).any(|n| match names.iter().position(|w| w.as_os_str() == n) {
+        Some(1) => written,
+        Some(_) => any_change,
+        None => false,
+    })
 }
 
 /// The error as an operator can act on it.

@@ -11,6 +11,9 @@ use r2d2_sqlite::SqliteConnectionManager;
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags};
 
+use crate::source::change::FileId;
+use crate::source::change::{self, Reading, ShmHandle};
+use crate::source::held::{Held, LiveConnection};
 use crate::source::time::parse_timestamp;
 use crate::source::walguard;
 
@@ -47,43 +50,22 @@ fn query_message(e: &rusqlite::Error) -> String {
     }
 }
 
-/// A pool of read-only connections to the orchestrator's database.
-pub type Pool = r2d2::Pool<SqliteConnectionManager>;
-
 /// How long a query waits on a lock before the refresh fails (rusqlite's default is 5 s).
 pub const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
-/// How long a refresh waits for a connection before it fails.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Largest integer JSON consumers can hold exactly; larger stored counts are bad data.
 pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
-/// Opens a pool of at most `max_size` read-only connections on `path`. It
-/// never blocks and never fails: connections are made on demand, so a missing
-/// or locked file shows up as a refresh error. `connects` counts connections made.
-pub fn open_pool(path: &Path, max_size: u32, connects: Arc<AtomicU64>) -> Pool {
+/// What makes the mirror's read-only connections to `path`: each refresh
+/// makes one and closes it when it ends (see [`Database`]).
+fn connection_manager(path: &Path) -> SqliteConnectionManager {
     // SQLITE_OPEN_READ_ONLY is what `mode=ro` in a URI sets; query_only is defence in depth.
-    let manager = SqliteConnectionManager::file(path)
+    SqliteConnectionManager::file(path)
         .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
-        .with_init(move |c| {
+        .with_init(|c| {
             c.busy_timeout(BUSY_TIMEOUT)?;
             register_functions(c)?;
-            c.pragma_update(None, "query_only", true)?;
-            connects.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        });
-    // No idle timeout and no maximum lifetime: a section keeps one connection
-    // for as long as the file is the same, which `PRAGMA data_version` needs.
-    r2d2::Pool::builder()
-        .max_size(max_size)
-        .min_idle(Some(0))
-        .idle_timeout(None)
-        .max_lifetime(None)
-        .connection_timeout(CONNECT_TIMEOUT)
-        .test_on_check_out(false)
-        // A failed connect is the refresh's error, logged once per change by
-        // the section's actor; r2d2's own handler would log every attempt.
-        .error_handler(Box::new(r2d2::NopErrorHandler))
-        .build_unchecked(manager)
+            c.pragma_update(None, "query_only", true)
+        })
 }
 
 /// Registers the mirror's SQL functions on a connection (every pooled
@@ -107,90 +89,58 @@ pub fn register_functions(conn: &Connection) -> rusqlite::Result<()> {
     )
 }
 
-/// Which file a path names right now: device and inode.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
-    dev: u64,
-    ino: u64,
-    /// Whether it is a regular file (the only kind that can be a database).
-    regular: bool,
-}
-
-impl FileId {
-    /// The identity of the file at `path`.
-    pub fn of(path: &Path) -> std::io::Result<FileId> {
-        let meta = std::fs::metadata(path)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::MetadataExt;
-            Ok(FileId { dev: meta.dev(), ino: meta.ino(), regular: meta.is_file() })
-        }
-        #[cfg(not(unix))]
-        {
-            Ok(FileId { dev: 0, ino: 0, regular: meta.is_file() })
-        }
-    }
-}
-
-/// What the database looked like at the start of a refresh. Two equal
-/// fingerprints mean nothing was committed in between: same file, same
-/// connection, same `PRAGMA data_version` (which is per connection and moves
-/// whenever any other connection, in any process, commits).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What the database looked like at the start of a refresh: which file,
+/// which schema, and a [`Reading`] of what commits change.
+#[derive(Debug, Clone, Copy)]
 pub struct Fingerprint {
     file: FileId,
     generation: u64,
-    connects: u64,
     schema_version: i64,
-    data_version: i64,
+    reading: Reading,
 }
 
 impl Fingerprint {
-    /// Whether both were read from the same file, connection and schema, so
-    /// that what a section kept from one still describes the other's rows
-    /// (only commits may lie between them).
+    /// Whether both were read from the same file and schema, so that what a
+    /// section kept from one still describes the other's rows (only commits
+    /// may lie between them).
     pub fn same_source(&self, other: &Fingerprint) -> bool {
-        (self.file, self.generation, self.connects, self.schema_version)
-            == (other.file, other.generation, other.connects, other.schema_version)
+        (self.file, self.generation, self.schema_version) == (other.file, other.generation, other.schema_version)
     }
 }
 
+/// The file the path named when last looked at, and this reader's own
+/// descriptors on it (see [`crate::source::held`] for when they close).
 struct Current {
     file: FileId,
     generation: u64,
-    pool: Pool,
-    connects: Arc<AtomicU64>,
-    /// The descriptor the WAL guard read the header with; it lives as long as
-    /// the pool (see [`crate::source::walguard`] for why it is never closed earlier).
-    header: Option<Arc<std::fs::File>>,
-    /// Whether the guard need not look again before a read: a read succeeded
-    /// after it found the files SQLite opens safe for the writer (see
-    /// [`walguard::Cleared::settles`]).
-    settled: Arc<std::sync::atomic::AtomicBool>,
+    /// Read for the WAL guard and for [`Reading`]s; opened with the file.
+    header: Arc<Held>,
+    /// The `-shm` beside it, for [`Reading`]s.
+    shm: ShmHandle,
 }
 
-/// What a refresh reads through: the pool and what the WAL guard holds for it.
-struct Opened {
-    file: FileId,
-    generation: u64,
-    pool: Pool,
-    connects: Arc<AtomicU64>,
-    /// Held until the first read has taken SQLite's own shared lock.
-    gate: Option<walguard::Gate>,
-    /// Set after that read when the guard said it settles the question.
-    settle: Option<Arc<std::sync::atomic::AtomicBool>>,
-}
-
-/// One section's view of the orchestrator's database: the path, and a
-/// one-connection pool bound to the file the path named when it was made.
+/// One section's view of the orchestrator's database: the path, and what
+/// the mirror holds on the file it names.
 ///
-/// An open connection keeps reading a deleted or replaced inode forever, so
-/// every refresh compares the path's identity with the pool's and starts a
-/// new pool when the file was replaced (or reappeared).
+/// **No connection outlives a refresh.** Each refresh opens a read-only
+/// connection and closes it when its read ends. SQLite removes a WAL
+/// database's `-wal` and `-shm` only when the closing connection is the last
+/// one on the file; a reader that kept its connection open would keep them
+/// on disk after the orchestrator's writer closed, and a new file renamed
+/// over the path (a restore, `VACUUM INTO` then `mv`) would then be read
+/// with the old file's `-wal` and `-shm`, which corrupts it. With nothing held
+/// between reads, the writer's last close is the last one, as without the
+/// mirror, except when it falls within one of the mirror's reads (README,
+/// "Replacing the database while the mirror runs", says what is then left
+/// behind and how to tell).
+///
+/// Every refresh also compares the path's identity with the file it held,
+/// so a replaced file (or one that reappeared) is read afresh.
 pub struct Database {
     path: PathBuf,
     current: Mutex<Option<Current>>,
     generations: AtomicU64,
+    manager: SqliteConnectionManager,
 }
 
 impl std::fmt::Debug for Database {
@@ -199,10 +149,24 @@ impl std::fmt::Debug for Database {
     }
 }
 
+/// What one refresh reads through, taken under the lock.
+struct Opened {
+    file: FileId,
+    generation: u64,
+    reading: Reading,
+    /// Held until the first read has taken SQLite's own shared lock.
+    gate: Option<walguard::Gate>,
+}
+
 impl Database {
     /// A database at `path`; nothing is opened until the first refresh.
     pub fn new(path: &Path) -> Self {
-        Self { path: path.to_path_buf(), current: Mutex::new(None), generations: AtomicU64::new(0) }
+        Self {
+            path: path.to_path_buf(),
+            current: Mutex::new(None),
+            generations: AtomicU64::new(0),
+            manager: connection_manager(path),
+        }
     }
 
     #[cfg(any(test, feature = "test-util"))]
@@ -235,8 +199,9 @@ impl Database {
         }
     }
 
-    /// A pool on the file the path names now (and its generation), or why there is none.
-    fn pool(&self) -> Result<Opened, LoadError> {
+    /// The file the path names now, a reading of it, and the WAL guard's
+    /// gate when the guard needs one; or why the file cannot be read.
+    fn open(&self) -> Result<Opened, LoadError> {
         let file = FileId::of(&self.path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => LoadError::Open(format!("the database file {} is gone", self.name())),
             _ => LoadError::Open(format!("cannot stat {}: {e}", self.name())),
@@ -253,95 +218,93 @@ impl Database {
         // A poisoned lock only means another refresh panicked mid-swap; the value is still usable.
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if current.as_ref().is_some_and(|c| c.file != file) {
-            tracing::warn!(db = %self.path.display(), "database file replaced; reopening");
+            tracing::warn!(db = %self.path.display(), "database file replaced; reading the new one");
             *current = None;
         }
-        let c = current.get_or_insert_with(|| {
-            let connects = Arc::new(AtomicU64::new(0));
+        if current.is_none() {
+            let header = std::fs::File::open(&self.path)
+                .map_err(|e| LoadError::Open(format!("cannot open {}: {e}", self.name())))?;
+            // The path may have changed between the stat and the open.
+            let opened = header.metadata().map(|m| FileId::from_metadata(&m)).ok();
+            if opened != Some(file) {
+                return Err(LoadError::Open(format!("{} changed while it was opened; trying again", self.name())));
+            }
             let generation = self.generations.fetch_add(1, Ordering::SeqCst) + 1;
-            let pool = open_pool(&self.path, 1, Arc::clone(&connects));
-            Current { file, generation, pool, connects, header: None, settled: Arc::default() }
-        });
-        // Before a read that could make SQLite open the WAL: would it create
-        // -wal/-shm files the writer cannot write?
-        let (mut gate, mut settle) = (None, None);
-        if !c.settled.load(Ordering::SeqCst) || c.pool.state().connections == 0 {
-            let cleared =
-                walguard::check_before_open(&self.path, &mut c.header).map_err(|e| LoadError::Open(e.to_string()))?;
-            gate = cleared.gate;
-            settle = cleared.settles.then(|| Arc::clone(&c.settled));
+            *current =
+                Some(Current { file, generation, header: Arc::new(Held::new(header)), shm: ShmHandle::default() });
         }
-        Ok(Opened {
-            file: c.file,
-            generation: c.generation,
-            pool: c.pool.clone(),
-            connects: Arc::clone(&c.connects),
-            gate,
-            settle,
-        })
+        let Some(c) = current.as_mut() else { unreachable!("set just above") };
+        // Before the connection's first read, which makes SQLite open the
+        // WAL: the reading (the data read after it is at least as new), then
+        // the guard (would SQLite create -wal/-shm the writer cannot write?).
+        let reading = change::read(&self.path, &c.header, &mut c.shm);
+        let cleared = walguard::check_before_open(&self.path, &c.header).map_err(|e| LoadError::Open(e.to_string()))?;
+        Ok(Opened { file: c.file, generation: c.generation, reading, gate: cleared.gate })
     }
 
-    /// Runs `f` on this section's connection to the file the path names now,
-    /// with the database's current fingerprint, interrupting any statement
-    /// still running at `deadline`.
+    /// Whether nothing was committed since `seen` was read, told without
+    /// opening a connection: the same file, and an equal [`Reading`] of it.
+    /// `false` whenever that cannot be told (the refresh then runs its queries).
+    pub fn unchanged_since(&self, seen: &Fingerprint) -> bool {
+        if FileId::of(&self.path).ok() != Some(seen.file) {
+            return false;
+        }
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = current.as_mut().filter(|c| c.file == seen.file && c.generation == seen.generation) else {
+            return false;
+        };
+        change::read(&self.path, &c.header, &mut c.shm).unchanged_since(&seen.reading)
+    }
+
+    /// Runs `f` on a new read-only connection to the file the path names
+    /// now, with the database's current fingerprint, interrupting any
+    /// statement still running at `deadline`. The connection is closed
+    /// before this returns.
     pub fn with_conn<T>(
         &self,
         deadline: Duration,
         f: impl FnOnce(&Connection, Fingerprint) -> Result<T, LoadError>,
     ) -> Result<T, LoadError> {
-        let Opened { file, generation, pool, connects, gate, settle } = self.pool().map_err(|e| self.redact(e))?;
-        let connects_before = connects.load(Ordering::SeqCst);
-        let out = with_conn(&pool, deadline, |conn| {
-            // One read transaction per refresh: the section's queries see one
-            // consistent snapshot, and it ends with the refresh (an open read
-            // would hold back WAL checkpoints). Reading sqlite_schema first makes
-            // SQLite re-check the schema, so statements are compiled against the
-            // schema as it is now, not as this connection last saw it.
-            let tx = conn.unchecked_transaction()?;
-            tx.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
-            let data_version: i64 = tx.pragma_query_value(None, "data_version", |r| r.get(0))?;
-            let schema_version: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
-            // This connection now holds SQLite's shared lock (a WAL
-            // connection keeps it while open): the gate has done its work.
-            drop(gate);
-            let connects = connects.load(Ordering::SeqCst);
-            if (connects != connects_before || settle.is_some())
-                && let Some(foreign) = walguard::foreign_side_files(&self.path)
-            {
-                tracing::error!(db = %self.path.display(), "{foreign}");
-                return Err(LoadError::Open(foreign));
-            }
-            if let Some(settled) = &settle {
-                settled.store(true, Ordering::SeqCst);
-            }
-            let fingerprint = Fingerprint { file, generation, connects, schema_version, data_version };
-            f(&tx, fingerprint)
+        let Opened { file, generation, reading, gate } = self.open().map_err(|e| self.redact(e))?;
+        // Counted before it opens, uncounted after it closes (declaration order drops `conn` first).
+        let live = LiveConnection::begin();
+        let conn = r2d2::ManageConnection::connect(&self.manager).map_err(|e| LoadError::Open(e.to_string()));
+        let out = conn.and_then(|conn| {
+            with_deadline(&conn, deadline, |conn| {
+                // One read transaction per refresh: the section's queries see one
+                // consistent snapshot. Reading sqlite_schema first takes SQLite's
+                // shared lock and loads the schema as it is now.
+                let tx = conn.unchecked_transaction()?;
+                tx.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+                let schema_version: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
+                // This connection now holds SQLite's shared lock: the gate has done its work.
+                drop(gate);
+                if let Some(foreign) = walguard::foreign_side_files(&self.path) {
+                    tracing::error!(db = %self.path.display(), "{foreign}");
+                    return Err(LoadError::Open(foreign));
+                }
+                f(&tx, Fingerprint { file, generation, schema_version, reading })
+            })
         });
+        drop(live);
+        if let Some(c) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|c| c.file == file) {
+            walguard::look_for_left_behind(&self.path, &c.header);
+        }
         out.map_err(|e| self.redact(e))
     }
 }
 
-/// Runs `f` on a pooled connection, interrupting any statement still running at `deadline`.
-pub fn with_conn<T>(
-    pool: &Pool,
+/// Runs `f` on `conn`, interrupting any statement still running at `deadline`.
+/// A query that outlives it (a huge table, a pathological plan) is abandoned
+/// rather than left to hold the section's only refresh slot.
+fn with_deadline<T>(
+    conn: &Connection,
     deadline: Duration,
     f: impl FnOnce(&Connection) -> Result<T, LoadError>,
 ) -> Result<T, LoadError> {
-    let conn = pool.get().map_err(|e| LoadError::Open(e.to_string()))?;
     let until = Instant::now() + deadline;
-    // A query that outlives the deadline (a huge table, a pathological plan) is
-    // abandoned rather than left to hold the section's only refresh slot.
     conn.progress_handler(10_000, Some(move || Instant::now() > until))?;
-    let out = f(&conn);
-    conn.progress_handler(10_000, None::<fn() -> bool>)?;
-    if out.is_err() {
-        // Reading sqlite_schema at the start of a refresh reloads the schema
-        // for statements compiled from then on, but an already cached
-        // statement that reads no table (a view over a CTE) carries no schema
-        // check and keeps its old plan: after a failure, drop the cache too.
-        conn.flush_prepared_statement_cache();
-    }
-    out
+    f(conn)
 }
 
 /// The longest text value served, in bytes (README, "The envelope"): longer ones

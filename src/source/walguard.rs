@@ -28,6 +28,8 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
+
+use crate::source::held::Held;
 use std::time::{Duration, Instant};
 
 /// The `-wal` and `-shm` files beside a database.
@@ -169,6 +171,8 @@ fn is_wal(header: &File) -> std::io::Result<bool> {
 /// a shared lock is a read lock on the 510 bytes from `PENDING_BYTE + 2`, an
 /// exclusive lock a write lock on all of them.
 const SHARED_FIRST: i64 = 0x4000_0000 + 2;
+/// The length of that range.
+const SHARED_SIZE: i64 = 510;
 
 /// How long the guard waits for a writer that holds the database exclusively
 /// (closing its last connection, which takes milliseconds) before the refresh
@@ -186,13 +190,13 @@ const GATE_WAIT: Duration = Duration::from_millis(250);
 /// releasing it leaves this process's POSIX locks (SQLite's) in place, which
 /// unlocking a POSIX lock on the same byte would not.
 pub(crate) struct Gate {
-    file: Arc<File>,
+    file: Arc<Held>,
 }
 
 impl Gate {
     /// The lock on `file`, waiting up to [`GATE_WAIT`] for a writer that holds it
     /// exclusively; `Ok(None)` when the writer still holds it then.
-    fn take(file: &Arc<File>) -> std::io::Result<Option<Gate>> {
+    fn take(file: &Arc<Held>) -> std::io::Result<Option<Gate>> {
         let until = Instant::now() + GATE_WAIT;
         loop {
             match set_lock(file, true) {
@@ -206,6 +210,13 @@ impl Gate {
                 Err(e) => return Err(e),
             }
         }
+    }
+}
+
+impl Gate {
+    /// The lock on `file` if no writer holds the database exclusively now, without waiting.
+    pub(crate) fn try_take(file: &Arc<Held>) -> Option<Gate> {
+        set_lock(file, true).ok().map(|()| Gate { file: Arc::clone(file) })
     }
 }
 
@@ -308,39 +319,30 @@ pub(crate) struct Cleared {
     /// Held until the new connection's first read has taken SQLite's shared
     /// lock (for a WAL database this process must not create files for).
     pub(crate) gate: Option<Gate>,
-    /// Whether, once a read succeeds, the check need not run again for this
-    /// connection: the files SQLite creates are the owner's anyway, or a WAL
-    /// connection now holds the files open. A rollback-journal database that
-    /// this process must not create files for is checked at every refresh, so
-    /// that a switch to WAL is seen before SQLite opens the WAL.
-    pub(crate) settles: bool,
 }
 
 /// Checks, before this process's new connection to `db` first reads, that the
 /// read cannot create a `-wal` or `-shm` its owner cannot write.
-/// `header` keeps the descriptor used to read the database header and hold
-/// the gate (see [`is_wal`] and [`Gate`]).
-pub(crate) fn check_before_open(db: &Path, header: &mut Option<Arc<File>>) -> Result<Cleared, WouldCreateOrIo> {
+/// `header` is a descriptor on the database file, used to read its header
+/// and hold the gate (see [`is_wal`] and [`Gate`]).
+pub(crate) fn check_before_open(db: &Path, header: &Arc<Held>) -> Result<Cleared, WouldCreateOrIo> {
     let refused = |e: WouldCreateOrIo| {
         if !matches!(e, WouldCreateOrIo::Io(_) | WouldCreateOrIo::Busy(_)) {
             REFUSALS.fetch_add(1, Ordering::Relaxed);
         }
         e
     };
-    let Some(creator) = Creator::this_process() else { return Ok(Cleared { gate: None, settles: true }) };
+    let Some(creator) = Creator::this_process() else { return Ok(Cleared { gate: None }) };
     let meta = std::fs::metadata(db)?;
     let db_owner = owner(&meta);
     let as_owner = creates_as_owner(creator, db, db_owner);
     let may_create = creator.may_create_in(dir_of(db)).unwrap_or(true);
     if as_owner && may_create {
-        return Ok(Cleared { gate: None, settles: true });
+        return Ok(Cleared { gate: None });
     }
-    let file = match header {
-        Some(f) => Arc::clone(f),
-        None => Arc::clone(header.insert(Arc::new(File::open(db)?))),
-    };
+    let file = Arc::clone(header);
     if !is_wal(&file)? {
-        return Ok(Cleared { gate: None, settles: false });
+        return Ok(Cleared { gate: None });
     }
     let Some(gate) = Gate::take(&file)? else { return Err(WouldCreateOrIo::Busy(file_name(db))) };
     let [wal, shm] = side_files(db);
@@ -359,7 +361,7 @@ pub(crate) fn check_before_open(db: &Path, header: &mut Option<Arc<File>>) -> Re
                 owner_uid: db_owner.uid,
             })));
         }
-        return Ok(Cleared { gate: Some(gate), settles: true });
+        return Ok(Cleared { gate: Some(gate) });
     }
     drop(gate);
     if !may_create {
@@ -370,6 +372,71 @@ pub(crate) fn check_before_open(db: &Path, header: &mut Option<Arc<File>>) -> Re
         creator_uid: creator.uid,
         owner_uid: db_owner.uid,
     })))
+}
+
+/// Whether the last look found a `-wal` left behind (see [`left_behind`]).
+static LEFT_BEHIND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether the last look, after one of this process's reads, found a
+/// non-empty `-wal` beside the database with no connection open on it.
+/// Served as `orchmirror_wal_left_behind`.
+pub fn wal_left_behind() -> bool {
+    LEFT_BEHIND.load(Ordering::Relaxed)
+}
+
+/// Looks, after one of this process's connections closed, for a non-empty
+/// `-wal` beside `db` that no connection of any process has open: what a
+/// writer leaves when its last close fell within someone's read (or when it
+/// crashed). Its commits are safe and reach the database when a writer next
+/// opens it, but a file renamed over the path meanwhile would be read with
+/// it and damaged. The first look that finds it logs a warning saying so;
+/// the look that no longer finds it logs that it is gone. `header` is a
+/// descriptor on the database file, used to ask for locks without taking any.
+pub(crate) fn look_for_left_behind(db: &Path, header: &File) {
+    let [wal, _] = side_files(db);
+    let size = std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0);
+    let left = size > 0 && !anyone_has_it_open(header).unwrap_or(true);
+    if left && !LEFT_BEHIND.swap(true, Ordering::Relaxed) {
+        tracing::warn!(
+            db = %db.display(),
+            wal_bytes = size,
+            "{} ({size} bytes) is beside {} and no connection has the database open (a writer closed while \
+             another connection was reading, or crashed). Its commits reach the database when a writer next \
+             opens it; until then a file renamed over {} would be read with it and damaged. Before replacing \
+             the file, run PRAGMA wal_checkpoint(TRUNCATE) on it as its owner (README, \"Replacing the \
+             database while the mirror runs\")",
+            file_name(&wal),
+            file_name(db),
+            file_name(db),
+        );
+    } else if !left && size == 0 && LEFT_BEHIND.swap(false, Ordering::Relaxed) {
+        tracing::info!(db = %db.display(), "the -wal left beside the database is gone");
+    } else if !left && size > 0 && LEFT_BEHIND.swap(false, Ordering::Relaxed) {
+        tracing::info!(db = %db.display(), "a writer has the database open again: it takes in the -wal left behind");
+    }
+}
+
+/// Whether any connection, of any process (this one's included), holds a
+/// lock in SQLite's shared-lock range of the database: every open WAL
+/// connection that has read holds one. Asks without taking a lock.
+#[cfg(target_os = "linux")]
+fn anyone_has_it_open(file: &File) -> std::io::Result<bool> {
+    use nix::fcntl::{FcntlArg, fcntl};
+    use nix::libc;
+    let mut range = libc::flock {
+        l_type: libc::F_WRLCK as libc::c_short,
+        l_whence: libc::SEEK_SET as libc::c_short,
+        l_start: SHARED_FIRST,
+        l_len: SHARED_SIZE,
+        l_pid: 0,
+    };
+    fcntl(file, FcntlArg::F_OFD_GETLK(&mut range)).map_err(std::io::Error::from)?;
+    Ok(i32::from(range.l_type) != libc::F_UNLCK)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn anyone_has_it_open(_file: &File) -> std::io::Result<bool> {
+    Ok(true)
 }
 
 /// After a first read on a new connection: the `-wal`/`-shm` files this
@@ -447,7 +514,7 @@ mod tests {
         drop(writer);
         assert!(!present(), "the last connection removes -wal and -shm");
 
-        let header = Arc::new(File::open(&db)?);
+        let header = Arc::new(Held::new(File::open(&db)?));
         let writer = open_writer()?;
         let gate = Gate::take(&header)?.ok_or("the gate is free")?;
         drop(writer);

@@ -1,6 +1,7 @@
 //! `orchmirror tune`: measures each section's refresh on a real database and
 //! says which refresh period a CPU budget affords. Read-only, like the mirror.
 
+use std::hint::black_box;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -299,18 +300,17 @@ fn measure<S: Section>(section: &S, path: &Path, opts: &Options, progress: bool)
             break;
         }
     }
-    // A refresh that finds nothing committed: the fingerprint, and what moves
-    // without a commit (the agents' CPU ticks from /proc).
+    // A refresh that finds nothing committed: the check that nothing was
+    // (no connection is opened), and what moves without a commit (the
+    // agents' CPU ticks from /proc).
+    let seen = db.with_conn(deadline, |_, fingerprint| Ok(fingerprint)).map_err(fail)?;
     let mut unchanged = Vec::new();
     for _ in 0..20 {
         let t = Instant::now();
-        db.with_conn(deadline, |_, fingerprint| {
-            if let Some(data) = &last {
-                drop(section.resample(data));
-            }
-            Ok(fingerprint)
-        })
-        .map_err(fail)?;
+        black_box(db.unchanged_since(&seen));
+        if let Some(data) = &last {
+            drop(section.resample(data));
+        }
         unchanged.push(t.elapsed());
     }
     Ok(Round { rows, changed, unchanged, rebuilds })

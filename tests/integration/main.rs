@@ -26,6 +26,7 @@ mod layers;
 mod pairing;
 mod prometheus;
 mod reconcile;
+mod replace;
 mod schema;
 mod serving;
 mod soak;

@@ -16,12 +16,12 @@ use std::time::Duration;
 
 use support::{Serves, wait_for};
 
-const WRITER_UID: &str = "4101";
-const MIRROR_UID: &str = "4102";
+pub(super) const WRITER_UID: &str = "4101";
+pub(super) const MIRROR_UID: &str = "4102";
 const HELPER_ENV: &str = "ORCHMIRROR_TEST_WRITER";
 
 /// Whether this machine can run processes as other uids; with `CI=true` it must.
-fn can_switch_uids() -> bool {
+pub(super) fn can_switch_uids() -> bool {
     let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
     let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
     if root && setpriv {
@@ -35,7 +35,7 @@ fn can_switch_uids() -> bool {
     false
 }
 
-fn as_uid(uid: &str, program: &Path) -> Command {
+pub(super) fn as_uid(uid: &str, program: &Path) -> Command {
     let mut cmd = Command::new("setpriv");
     cmd.args([&format!("--reuid={uid}"), &format!("--regid={uid}"), "--clear-groups"]).arg(program);
     cmd
@@ -43,7 +43,7 @@ fn as_uid(uid: &str, program: &Path) -> Command {
 
 /// A directory every uid can write, holding a WAL database created by the
 /// writer's uid whose last connection has closed (so no -wal, no -shm).
-fn shared_wal_database() -> (tempfile::TempDir, PathBuf) {
+pub(super) fn shared_wal_database() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).expect("chmod dir");
     let path = dir.path().join("orch.sqlite");
@@ -60,7 +60,7 @@ fn shared_wal_database() -> (tempfile::TempDir, PathBuf) {
     (dir, path)
 }
 
-fn side(path: &Path, suffix: &str) -> PathBuf {
+pub(super) fn side(path: &Path, suffix: &str) -> PathBuf {
     PathBuf::from(format!("{}{suffix}", path.display()))
 }
 
@@ -127,7 +127,7 @@ fn write_once(path: &Path) {
     Writer::start(path).close();
 }
 
-fn mirror_as(uid: &str, path: &Path) -> support::Binary {
+pub(super) fn mirror_as(uid: &str, path: &Path) -> support::Binary {
     let port = support::free_port();
     let child = as_uid(uid, Path::new(env!("CARGO_BIN_EXE_orchmirror")))
         .env_clear()

@@ -1,0 +1,391 @@
+//! A database replaced by rename while the mirror runs stays intact (issue
+//! 33, item 1). The orchestrator's writer and the mirror run as two uids
+//! (`setpriv`), and the operator's procedures run as the writer's uid:
+//! commit and close, make a new file (`VACUUM INTO`, the backup API, a copy
+//! of an earlier backup), rename it over the path, then `PRAGMA
+//! integrity_check`. A reader that keeps its connection open keeps the old
+//! file's `-wal` on disk, and SQLite then applies it to the new file; the
+//! control shows that with a plain held reader, so the check can fail.
+
+use crate::support;
+use crate::wal_ownership::{MIRROR_UID, WRITER_UID, as_uid, can_switch_uids, shared_wal_database, side};
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use support::{Serves, wait_for};
+
+const HELPER_ENV: &str = "ORCHMIRROR_TEST_REPLACE";
+
+/// The helper below, as the writer's uid, doing `what` (see [`helper`]).
+fn as_writer(what: &str) -> Command {
+    let exe = std::env::current_exe().expect("test binary");
+    let mut cmd = as_uid(WRITER_UID, &exe);
+    cmd.args(["replace::helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"]).env(HELPER_ENV, what);
+    cmd
+}
+
+/// Runs one helper step as the writer and returns its report line.
+fn step(what: &str) -> String {
+    let out = as_writer(what).stdin(Stdio::null()).output().expect("run the helper");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    // The test harness prints "test replace::helper ... " before the helper's own line.
+    let line = stdout.lines().find_map(|l| l.find("helper: ").map(|i| l[i..].to_owned())).unwrap_or_default();
+    assert!(out.status.success() && !line.is_empty(), "{what}: {stdout} {}", String::from_utf8_lossy(&out.stderr));
+    line
+}
+
+/// A directory every uid can write, and a WAL database in it owned by the
+/// writer, with enough history (rows of many sizes, deletions) that a
+/// `VACUUM` lays its pages out differently.
+fn database() -> (tempfile::TempDir, PathBuf) {
+    let (dir, path) = shared_wal_database();
+    for round in 0..20 {
+        step(&format!("write:{round}:{}", path.display()));
+    }
+    (dir, path)
+}
+
+fn mirror(path: &Path, period_ms: &str) -> support::Binary {
+    let port = support::free_port();
+    let child = as_uid(MIRROR_UID, Path::new(env!("CARGO_BIN_EXE_orchmirror")))
+        .env_clear()
+        .env("ORCH_DB_PATH", path)
+        .env("ORCH_BIND", format!("127.0.0.1:{port}"))
+        .env("ORCH_REFRESH_MS", period_ms)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the mirror");
+    let mirror = support::Binary { child, base: format!("http://127.0.0.1:{port}"), port };
+    wait_for(Duration::from_secs(20), "the mirror to listen", || {
+        support::client().get(mirror.url("/health")).send().ok().map(|_| ())
+    });
+    mirror
+}
+
+/// How the operator makes the new file.
+#[derive(Debug, Clone, Copy)]
+enum How {
+    /// `VACUUM INTO` from the database (its own connection closes last).
+    Vacuum,
+    /// The backup API from the database (likewise).
+    BackupApi,
+    /// A copy of an earlier backup: nothing opens the database first.
+    RestoreCopy,
+}
+
+/// The orchestrator's session: the round's rows, small commits for 200 ms,
+/// then, `linger_ms` later, its close.
+fn session(path: &Path, round: usize, linger_ms: u64) {
+    step(&format!("session:{round}:{linger_ms}:{}", path.display()));
+}
+
+/// The operator makes the new file by `how`, renames it over the path and
+/// checks it; returns the check's report.
+fn replace(path: &Path, how: How, backup: &Path) -> String {
+    let new = path.with_file_name("new.sqlite");
+    match how {
+        How::Vacuum => drop(step(&format!("vacuum:{}:{}", path.display(), new.display()))),
+        How::BackupApi => drop(step(&format!("backup:{}:{}", path.display(), new.display()))),
+        How::RestoreCopy => {
+            std::fs::copy(backup, &new).expect("copy the backup");
+            let uid: u32 = WRITER_UID.parse().expect("uid");
+            std::os::unix::fs::chown(&new, Some(uid), Some(uid)).expect("chown");
+        }
+    }
+    std::fs::rename(&new, path).expect("rename over the database");
+    step(&format!("check:{}", path.display()))
+}
+
+fn wal_bytes(path: &Path) -> Option<u64> {
+    std::fs::metadata(side(path, "-wal")).map(|m| m.len()).ok()
+}
+
+/// What failed before: the mirror's idle connections kept the `-wal` after
+/// the orchestrator closed, so every file renamed over the path afterwards
+/// was read with it. Now a close that does not fall within one of the
+/// mirror's reads removes the `-wal` as it would without the mirror, and
+/// each procedure of the issue, as it is, leaves an intact file. (The
+/// sections' periods are long, so the mirror reads only when a commit wakes
+/// it, and the close comes a second after the last commit.)
+#[test]
+fn a_file_renamed_over_the_database_after_the_writer_closed_stays_intact() {
+    if !can_switch_uids() {
+        return;
+    }
+    let (dir, path) = database();
+    let backup = dir.path().join("backup.sqlite");
+    step(&format!("backup:{}:{}", path.display(), backup.display()));
+    let mut mirror = mirror(&path, "60000");
+    let mut round = 100;
+    for how in [How::Vacuum, How::BackupApi, How::RestoreCopy] {
+        for _ in 0..3 {
+            round += 1;
+            // The orchestrator runs (the mirror reads it: the queue shows its rows) and stops.
+            session(&path, round, 1000);
+            assert_eq!(wal_bytes(&path), None, "{how:?}, round {round}: the writer's close removed the -wal");
+            let report = replace(&path, how, &backup);
+            assert!(report.contains("integrity ok;"), "{how:?}, round {round}: {report}");
+        }
+    }
+    let m = mirror.metrics();
+    assert!(m["queue"]["depth"].as_u64().is_some_and(|d| d > 0), "the mirror read the sessions: {m}");
+    let _ = mirror.terminate(Duration::from_secs(5));
+}
+
+/// README's procedure beside a mirror that reads all the time (20 ms
+/// periods, an orchestrator that closes right after its last commit, so its
+/// close often falls within a read): `PRAGMA wal_checkpoint(TRUNCATE)` after
+/// the orchestrator stopped, then any procedure, leaves an intact file.
+#[test]
+fn readme_procedure_keeps_a_renamed_file_intact_beside_a_busy_mirror() {
+    if !can_switch_uids() {
+        return;
+    }
+    let (dir, path) = database();
+    let backup = dir.path().join("backup.sqlite");
+    step(&format!("backup:{}:{}", path.display(), backup.display()));
+    let mut mirror = mirror(&path, "20");
+    let mut round = 200;
+    for how in [How::Vacuum, How::BackupApi, How::RestoreCopy] {
+        for _ in 0..3 {
+            round += 1;
+            session(&path, round, 0);
+            let done = step(&format!("checkpoint:{}", path.display()));
+            assert!(done.contains("checkpointed (0, 0, 0)"), "the checkpoint completes: {done}");
+            let report = replace(&path, how, &backup);
+            assert!(report.contains("integrity ok;"), "{how:?}, round {round}: {report}");
+        }
+    }
+    // The orchestrator starts again on the new file, and the mirror reads that file.
+    session(&path, round + 1, 0);
+    let report = step(&format!("check:{}", path.display()));
+    let queued: u64 = report
+        .split("queued ")
+        .nth(1)
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the check reports the queued jobs: {report}"));
+    let mut orchestrator = as_writer(&format!("serve:{}", path.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the orchestrator");
+    wait_for(Duration::from_secs(20), "the mirror to show the new file's queue", || {
+        (mirror.metrics()["queue"]["depth"].as_u64() == Some(queued)).then_some(())
+    });
+    drop(orchestrator.stdin.take());
+    let _ = orchestrator.wait();
+    let _ = mirror.terminate(Duration::from_secs(5));
+}
+
+/// A `-wal` left with no connection open (here: a reader held it across the
+/// writer's close, then closed) is what makes a rename unsafe: the mirror
+/// says so in its exposition until a writer has the database open again.
+#[test]
+fn a_wal_left_behind_is_reported_until_a_writer_opens_the_database() {
+    if !can_switch_uids() {
+        return;
+    }
+    let (_dir, path) = database();
+    let mut reader = hold(&path);
+    step(&format!("write:1:{}", path.display()));
+    reader.release();
+    let wal = std::fs::metadata(side(&path, "-wal")).map(|m| m.len()).unwrap_or(0);
+    assert!(wal > 0, "the held reader kept the -wal ({wal} bytes)");
+    let mut mirror = mirror(&path, "1000");
+    let gauge = |mirror: &support::Binary| {
+        let (_, _, text) = support::get(&mirror.url("/metrics/prometheus"));
+        text.lines().find_map(|l| l.strip_prefix("orchmirror_wal_left_behind ")).map(|v| v.trim().to_owned())
+    };
+    wait_for(Duration::from_secs(20), "the gauge to say 1", || (gauge(&mirror).as_deref() == Some("1")).then_some(()));
+    let mut orchestrator = as_writer(&format!("serve:{}", path.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn the orchestrator");
+    wait_for(Duration::from_secs(20), "the gauge to say 0", || (gauge(&mirror).as_deref() == Some("0")).then_some(()));
+    drop(orchestrator.stdin.take());
+    let _ = orchestrator.wait();
+    let _ = mirror.terminate(Duration::from_secs(5));
+}
+
+/// A plain read-only reader as the writer's uid that holds its connection
+/// open until released.
+struct Held(Child);
+
+fn hold(path: &Path) -> Held {
+    let mut reader = as_writer(&format!("hold:{}", path.display()))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn the reader");
+    let mut lines = BufReader::new(reader.stdout.take().expect("stdout")).lines();
+    assert!(lines.by_ref().map_while(Result::ok).any(|l| l.contains("helper: holding")), "the reader reads");
+    Held(reader)
+}
+
+impl Held {
+    fn release(&mut self) {
+        if let Some(mut stdin) = self.0.stdin.take() {
+            let _ = stdin.write_all(b"\n");
+        }
+        let _ = self.0.wait();
+    }
+}
+
+/// The control: a read-only reader that keeps its connection open across
+/// the writer's close (what the mirror did before) leaves the old `-wal`,
+/// and the renamed file is damaged, so the test above can fail.
+#[test]
+fn control_a_held_reader_corrupts_a_renamed_file() {
+    if !can_switch_uids() {
+        return;
+    }
+    let (_dir, path) = database();
+    let mut reader = hold(&path);
+    session(&path, 1, 0);
+    let report = replace(&path, How::Vacuum, Path::new("unused"));
+    reader.release();
+    assert!(!report.contains("integrity ok;"), "a held reader damages the renamed file: {report}");
+}
+
+/// The steps the tests above run as the writer's uid, chosen by
+/// `ORCHMIRROR_TEST_REPLACE`: `write:ROUND:DB` (delete some jobs and add
+/// rows of many sizes in one transaction, then close), `session:ROUND:LINGER_MS:DB`
+/// (that, then small commits for 200 ms, then close LINGER_MS later), `serve:DB` (a commit
+/// every 50 ms until stdin ends), `checkpoint:DB` (`PRAGMA
+/// wal_checkpoint(TRUNCATE)`), `vacuum:DB:NEW`
+/// (`VACUUM INTO`, then WAL mode on the new file), `backup:DB:NEW` (the
+/// backup API, then WAL mode), `check:DB` (`PRAGMA integrity_check` and the
+/// queued jobs), `hold:DB` (a read-only reader that holds its connection
+/// until a line on stdin). Each prints one `helper:` line.
+#[test]
+#[ignore = "a helper: run as another uid by the tests in this file"]
+fn helper() {
+    let Some(arg) = std::env::var_os(HELPER_ENV) else {
+        // Run directly: the steps on a database of its own.
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("self.sqlite");
+        let new = dir.path().join("new.sqlite");
+        rusqlite::Connection::open(&db).and_then(|c| c.execute_batch(orchmirror::SCHEMA_SQL)).expect("schema");
+        let run = |what: String| {
+            let out = Command::new(std::env::current_exe().expect("exe"))
+                .args(["replace::helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+                .env(HELPER_ENV, what)
+                .output()
+                .expect("run");
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        };
+        assert!(run(format!("write:3:{}", db.display())).contains("helper: wrote"));
+        assert!(run(format!("vacuum:{}:{}", db.display(), new.display())).contains("helper: made"));
+        assert!(run(format!("check:{}", new.display())).contains("integrity ok; queued 300"));
+        return;
+    };
+    let arg = arg.to_string_lossy().into_owned();
+    let (what, rest) = arg.split_once(':').expect("WHAT:ARGS");
+    match what {
+        "write" => {
+            let (round, db) = rest.split_once(':').expect("ROUND:DB");
+            write(db, round.parse().expect("round"));
+            println!("helper: wrote");
+        }
+        "session" => {
+            // The orchestrator for a while: the round's rows, small commits, then close.
+            let (round, rest) = rest.split_once(':').expect("ROUND:LINGER_MS:DB");
+            let (linger, db) = rest.split_once(':').expect("LINGER_MS:DB");
+            write(db, round.parse().expect("round"));
+            let c = rusqlite::Connection::open(db).expect("open");
+            c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+            for i in 0..20 {
+                c.execute("UPDATE jobs SET attempts = ?1 WHERE id = (SELECT max(id) FROM jobs)", [i]).expect("update");
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(linger.parse().expect("linger")));
+            drop(c);
+            println!("helper: session done");
+        }
+        "serve" => {
+            // The orchestrator until stdin ends: a commit every 50 ms.
+            let c = rusqlite::Connection::open(rest).expect("open");
+            c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+            let (tx, rx) = std::sync::mpsc::channel::<()>();
+            std::thread::spawn(move || {
+                let _ = std::io::stdin().read_line(&mut String::new());
+                let _ = tx.send(());
+            });
+            while rx.recv_timeout(Duration::from_millis(50)).is_err() {
+                c.execute("UPDATE jobs SET attempts = attempts + 1 WHERE id = (SELECT max(id) FROM jobs)", [])
+                    .expect("update");
+            }
+            println!("helper: served");
+        }
+        "checkpoint" => {
+            let c = rusqlite::Connection::open(rest).expect("open");
+            c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+            let r: (i64, i64, i64) = c
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("checkpoint");
+            println!("helper: checkpointed {r:?}");
+        }
+        "vacuum" | "backup" => {
+            let (db, new) = rest.split_once(':').expect("DB:NEW");
+            let _ = std::fs::remove_file(new);
+            let c = rusqlite::Connection::open(db).expect("open");
+            c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+            if what == "vacuum" {
+                c.execute("VACUUM INTO ?1", [new]).expect("vacuum into");
+            } else {
+                let mut dst = rusqlite::Connection::open(new).expect("open the new file");
+                rusqlite::backup::Backup::new(&c, &mut dst)
+                    .and_then(|b| b.run_to_completion(1000, Duration::ZERO, None))
+                    .expect("backup");
+            }
+            drop(c);
+            let n = rusqlite::Connection::open(new).expect("open the new file");
+            n.pragma_update(None, "journal_mode", "WAL").expect("wal");
+            drop(n);
+            println!("helper: made {new}");
+        }
+        "check" => {
+            let c = rusqlite::Connection::open(rest).expect("open");
+            c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+            let integrity: Result<Vec<String>, _> = c
+                .prepare("PRAGMA integrity_check")
+                .and_then(|mut s| s.query_map([], |r| r.get::<_, String>(0))?.collect());
+            let queued: Result<i64, _> =
+                c.query_row("SELECT count(*) FROM jobs WHERE status = 'queued'", [], |r| r.get(0));
+            match (integrity, queued) {
+                (Ok(lines), Ok(q)) if lines == ["ok"] => println!("helper: integrity ok; queued {q}"),
+                (integrity, queued) => println!("helper: integrity {integrity:?}; queued {queued:?}"),
+            }
+        }
+        "hold" => {
+            let c = rusqlite::Connection::open_with_flags(rest, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+                .expect("open read-only");
+            let n: i64 = c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).expect("read");
+            println!("helper: holding ({n} jobs)");
+            let mut line = String::new();
+            let _ = std::io::stdin().read_line(&mut line);
+            drop(c);
+        }
+        other => panic!("unknown helper step {other}"),
+    }
+}
+
+/// Deletes some jobs and adds 300 rows of many sizes in one transaction, then closes.
+fn write(db: &str, round: i64) {
+    let mut c = rusqlite::Connection::open(db).expect("open");
+    c.busy_timeout(Duration::from_secs(10)).expect("busy timeout");
+    let tx = c.transaction().expect("begin");
+    tx.execute("DELETE FROM jobs WHERE id % 7 = ?1", [round % 7]).expect("delete");
+    for i in 0..300 {
+        let size = usize::try_from((i * 37 + round * 11) % 400 + 1).expect("size");
+        tx.execute("INSERT INTO jobs (agent, status, repo) VALUES ('dev', 'queued', ?1)", ["r".repeat(size)])
+            .expect("insert");
+    }
+    tx.commit().expect("commit");
+}
