@@ -158,6 +158,14 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, streams: Strea
     let failures = Counter::<u64>::default();
     failures.inc_by(crate::serve::web_config::auth_failures());
     registry.register("orchmirror_http_auth_failures", "Requests refused for a missing or wrong password", failures);
+    let throttled = Counter::<u64>::default();
+    throttled.inc_by(crate::serve::web_config::auth_throttled());
+    registry.register(
+        "orchmirror_http_auth_throttled",
+        "Requests answered 429 without a password check: every core was checking one, or the address failed too \
+         often lately",
+        throttled,
+    );
     let reloads = Counter::<u64>::default();
     reloads.inc_by(crate::serve::web_config::reload_failures());
     registry.register(

@@ -19,12 +19,18 @@
 //!
 //! A wrong or missing password gets `401` with `WWW-Authenticate` and a JSON
 //! body. Checking costs one bcrypt verification, whose comparison is constant
-//! time; an unknown user is checked against a dummy hash of the same cost, so
+//! time; an unknown user is checked against a hash of the users' highest
+//! cost (made again with every reload), so
 //! the answer's timing does not tell which users exist. Credentials that
 //! verified are remembered (as a SHA-256 digest with the stored hash, never
 //! the password) so a scraper's every request does not pay bcrypt again.
 //! Failures are counted (`orchmirror_http_auth_failures_total`) and logged
 //! once per client address and minute, never with the password.
+//!
+//! Checks are bounded: costs above [`MAX_BCRYPT_COST`] are refused at load;
+//! at most one check per core runs at once, and a request that finds them
+//! all busy is answered `429` at once; an address past [`FREE_FAILURES`]
+//! failures within [`STRIKE_WINDOW`] waits, doubling up to [`MAX_BACKOFF`].
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
@@ -55,6 +61,45 @@ const HEADERS: [&str; 5] = [
 ];
 /// The realm in `WWW-Authenticate`.
 const REALM: &str = "orchmirror";
+
+/// The highest bcrypt cost a user's hash may have: each step doubles the work,
+/// and cost 14 already takes over a second of a core per check.
+pub const MAX_BCRYPT_COST: u32 = 14;
+
+/// After this many failed password checks from one address within
+/// [`STRIKE_WINDOW`], its next check waits (1 s, doubling per further failure, at most [`MAX_BACKOFF`]).
+pub const FREE_FAILURES: u32 = 5;
+/// How long failures from one address are remembered.
+pub const STRIKE_WINDOW: Duration = Duration::from_secs(60);
+/// The longest an address is made to wait between checks.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
+/// Requests answered `429` without a password check: too many checks at
+/// once, or an address that failed too often lately.
+static AUTH_THROTTLED: AtomicU64 = AtomicU64::new(0);
+
+/// How many requests were answered `429` instead of checked.
+pub fn auth_throttled() -> u64 {
+    AUTH_THROTTLED.load(Ordering::Relaxed)
+}
+
+/// A bcrypt hash of `cost` for unknown users: verifying a password against
+/// it takes what a known user's check of that cost takes. Made from one hash
+/// of the lowest cost with its cost field raised (bcrypt's work is in the
+/// check, and the result only has to match no password a client sends).
+fn dummy_hash(cost: u32) -> String {
+    static BASE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    let base = BASE.get_or_init(|| {
+        bcrypt::hash_with_salt("orchmirror: not a user", bcrypt::DEFAULT_COST.min(4), *b"orchmirror-dummy")
+            .ok()
+            .map(|h| h.format_for_version(bcrypt::Version::TwoB))
+    });
+    match base.as_deref().and_then(|b| b.get(7..)) {
+        Some(rest) => format!("$2b${cost:02}${rest}"),
+        // Hashing at the lowest cost cannot fail; should it, no hash verifies, at no cost.
+        None => String::new(),
+    }
+}
 
 static AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
 static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
@@ -102,6 +147,9 @@ pub struct WebConfig {
     authenticate_livez: bool,
     /// `tls_server_config`, loaded.
     tls: Option<Arc<Tls>>,
+    /// What an unknown user is checked against: a hash of the highest cost
+    /// among the users, so that a check costs the same whoever is named.
+    dummy: String,
 }
 
 impl WebConfig {
@@ -168,11 +216,22 @@ impl WebConfig {
             if user.contains(':') || user.is_empty() {
                 return Err(format!("basic_auth_users: {user:?} cannot be a Basic user name (empty, or with ':')"));
             }
-            if hash.parse::<bcrypt::HashParts>().is_err() {
+            let Ok(parts) = hash.parse::<bcrypt::HashParts>() else {
                 return Err(format!("basic_auth_users.{user}: not a bcrypt hash (htpasswd -nBC 10 \"\" makes one)"));
+            };
+            if parts.get_cost() > MAX_BCRYPT_COST {
+                return Err(format!(
+                    "basic_auth_users.{user}: bcrypt cost {} is above {MAX_BCRYPT_COST}, the most the mirror \
+                     checks (each check of cost {} takes about {} s of a core; 10 to 12 is usual)",
+                    parts.get_cost(),
+                    parts.get_cost(),
+                    1u64 << parts.get_cost().saturating_sub(12).min(40) >> 2,
+                ));
             }
         }
-        Ok(WebConfig { users, headers, authenticate_livez: file.authenticate_livez.unwrap_or(false), tls })
+        let cost = users.values().filter_map(|h| h.parse::<bcrypt::HashParts>().ok()).map(|p| p.get_cost()).max();
+        let dummy = dummy_hash(cost.unwrap_or(bcrypt::DEFAULT_COST));
+        Ok(WebConfig { users, headers, authenticate_livez: file.authenticate_livez.unwrap_or(false), tls, dummy })
     }
 }
 
@@ -209,29 +268,47 @@ pub struct WebAuth {
     verified: Mutex<HashSet<[u8; 32]>>,
     /// When each client's failure was last logged.
     logged: Mutex<HashMap<IpAddr, Instant>>,
-    /// A bcrypt hash of the most common cost, for unknown users (same work as a known one).
-    dummy: String,
+    /// Recent failed checks per client address (see [`FREE_FAILURES`]).
+    strikes: Mutex<HashMap<IpAddr, Strikes>>,
+    /// One permit per password check that may run at once (about one per core).
+    slots: Arc<tokio::sync::Semaphore>,
+}
+
+/// One address's recent failed checks.
+#[derive(Debug, Clone, Copy)]
+struct Strikes {
+    count: u32,
+    last: Instant,
+}
+
+impl Strikes {
+    /// How long the address must still wait before its next check, if at all.
+    fn wait(&self) -> Option<Duration> {
+        if self.count < FREE_FAILURES || self.last.elapsed() >= STRIKE_WINDOW {
+            return None;
+        }
+        let backoff = Duration::from_secs(1 << (self.count - FREE_FAILURES).min(6)).min(MAX_BACKOFF);
+        backoff.checked_sub(self.last.elapsed()).filter(|w| !w.is_zero())
+    }
+}
+
+/// How many password checks may run at once: one per core.
+fn verify_slots() -> usize {
+    std::thread::available_parallelism().map_or(2, std::num::NonZero::get)
 }
 
 impl WebAuth {
     /// Loads `path` (at start-up: an invalid file is an error).
     pub fn start(path: &Path) -> Result<WebAuth, String> {
         let config = WebConfig::load(path)?;
-        let cost = config
-            .users
-            .values()
-            .filter_map(|h| h.parse::<bcrypt::HashParts>().ok())
-            .map(|p| p.get_cost())
-            .max()
-            .unwrap_or(10);
-        let dummy = bcrypt::hash("orchmirror: not a user", cost).map_err(|e| e.to_string())?;
         Ok(WebAuth {
             path: path.to_path_buf(),
             current: RwLock::new(Arc::new(config.clone())),
             looked: Mutex::new((Instant::now(), stamp(path, &config))),
             verified: Mutex::new(HashSet::new()),
             logged: Mutex::new(HashMap::new()),
-            dummy,
+            strikes: Mutex::new(HashMap::new()),
+            slots: Arc::new(tokio::sync::Semaphore::new(verify_slots())),
         })
     }
 
@@ -283,8 +360,11 @@ impl WebAuth {
     /// password, and the digest under which a verification is remembered.
     fn claim(config: &WebConfig, authorization: Option<&str>) -> Option<Claim> {
         use base64::Engine;
+        // The scheme is case-insensitive (RFC 9110, 11.1): `BASIC` is `Basic`.
         let decoded = authorization
-            .and_then(|v| v.strip_prefix("Basic ").or_else(|| v.strip_prefix("basic ")))
+            .and_then(|v| v.split_once(' '))
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("basic"))
+            .map(|(_, credentials)| credentials)
             .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
             .and_then(|b| String::from_utf8(b).ok())?;
         let (user, password) = decoded.split_once(':')?;
@@ -307,10 +387,10 @@ impl WebAuth {
 
     /// Verifies the claim with bcrypt (milliseconds: call it off the HTTP
     /// worker), remembering success.
-    fn verify(&self, claim: &Claim) -> bool {
+    fn verify(&self, config: &WebConfig, claim: &Claim) -> bool {
         let Some(hash) = &claim.hash else {
             // The same work as for a known user: timing does not tell who exists.
-            let _ = bcrypt::verify(&claim.password, &self.dummy);
+            let _ = bcrypt::verify(&claim.password, &config.dummy);
             return false;
         };
         let digest = claim.digest;
@@ -325,10 +405,35 @@ impl WebAuth {
         ok
     }
 
+    /// How long `client` must wait before its password is checked again.
+    fn backoff(&self, client: Option<IpAddr>) -> Option<Duration> {
+        let ip = client?;
+        self.strikes.lock().unwrap_or_else(|p| p.into_inner()).get(&ip).and_then(Strikes::wait)
+    }
+
+    /// Forgets `client`'s failures after a check succeeded.
+    fn succeeded(&self, client: Option<IpAddr>) {
+        if let Some(ip) = client {
+            self.strikes.lock().unwrap_or_else(|p| p.into_inner()).remove(&ip);
+        }
+    }
+
     /// Counts a failure, and logs it once per client and minute.
     fn failed(&self, client: Option<IpAddr>, path: &str, user_given: bool) {
         AUTH_FAILURES.fetch_add(1, Ordering::Relaxed);
         let Some(ip) = client else { return };
+        if user_given {
+            let mut strikes = self.strikes.lock().unwrap_or_else(|p| p.into_inner());
+            if strikes.len() >= 10_000 {
+                strikes.retain(|_, s| s.last.elapsed() < STRIKE_WINDOW);
+            }
+            let s = strikes.entry(ip).or_insert(Strikes { count: 0, last: Instant::now() });
+            if s.last.elapsed() >= STRIKE_WINDOW {
+                s.count = 0;
+            }
+            s.count = s.count.saturating_add(1);
+            s.last = Instant::now();
+        }
         let mut logged = self.logged.lock().unwrap_or_else(|p| p.into_inner());
         if logged.get(&ip).is_some_and(|at| at.elapsed() < Duration::from_secs(60)) {
             return;
@@ -378,19 +483,36 @@ pub(crate) async fn refusal(
         return None;
     }
     let authorization = req.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok());
+    let client = req.peer_addr().map(|a| a.ip());
     let ok = match WebAuth::claim(config, authorization) {
         None => false,
         Some(claim) if auth.remembered(&claim) => true,
         Some(claim) => {
-            let auth = auth.clone();
+            // A client that failed often lately waits; so does everyone while
+            // every core is checking a password: answered at once, never queued.
+            if let Some(wait) = auth.backoff(client) {
+                return Some(throttled(wait, "too many failed password checks from this address"));
+            }
+            let Ok(permit) = Arc::clone(&auth.slots).try_acquire_owned() else {
+                return Some(throttled(Duration::from_secs(1), "too many password checks at once"));
+            };
+            let (auth, config) = (auth.clone(), config.clone());
             // bcrypt takes milliseconds: off the HTTP worker's thread.
-            web::block(move || auth.verify(&claim)).await.unwrap_or(false)
+            web::block(move || {
+                let _permit = permit;
+                auth.verify(&config, &claim)
+            })
+            .await
+            .unwrap_or(false)
         }
     };
     if ok {
+        auth.succeeded(client);
+    }
+    if ok {
         return None;
     }
-    auth.failed(req.peer_addr().map(|a| a.ip()), req.path(), authorization.is_some());
+    auth.failed(client, req.path(), authorization.is_some());
     let body = serde_json::json!({
         "error": if authorization.is_some() { "wrong user or password" } else { "authentication required" }
     });
@@ -400,6 +522,16 @@ pub(crate) async fn refusal(
             .insert_header((header::WWW_AUTHENTICATE, format!("Basic realm=\"{REALM}\", charset=\"UTF-8\"")))
             .body(body.to_string()),
     )
+}
+
+/// The `429` for a request whose password is not checked now, with when to try again.
+fn throttled(wait: Duration, why: &str) -> HttpResponse {
+    AUTH_THROTTLED.fetch_add(1, Ordering::Relaxed);
+    let seconds = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    HttpResponse::TooManyRequests()
+        .content_type(header::ContentType::json())
+        .insert_header((header::RETRY_AFTER, seconds.max(1).to_string()))
+        .body(serde_json::json!({ "error": format!("{why}; retry after {} s", seconds.max(1)) }).to_string())
 }
 
 /// Sets the configuration's `http_server_config.headers` on an answer.
@@ -412,6 +544,44 @@ pub(crate) fn add_headers(config: &WebConfig, headers: &mut actix_web::http::hea
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_cost_above_the_maximum_is_an_error_naming_the_user() {
+        let ok = bcrypt::hash("secret", 4).expect("hash");
+        let too_high = format!("$2b$15${}", &ok[7..]);
+        let e = WebConfig::parse(&format!("basic_auth_users:\n  alice: {ok}\n  bob: {too_high}\n"), Path::new("."))
+            .expect_err("cost 15");
+        assert!(e.contains("bob") && e.contains("15") && e.contains("14"), "{e}");
+        let at_max = format!("$2b$14${}", &ok[7..]);
+        assert!(WebConfig::parse(&format!("basic_auth_users:\n  bob: {at_max}\n"), Path::new(".")).is_ok());
+    }
+
+    /// An unknown user is checked against a hash of the users' highest cost.
+    #[test]
+    fn the_dummy_hash_has_the_users_highest_cost_and_matches_nothing() {
+        let low = bcrypt::hash("a", 4).expect("hash");
+        let high = bcrypt::hash("b", 6).expect("hash");
+        let config =
+            WebConfig::parse(&format!("basic_auth_users:\n  a: {low}\n  b: {high}\n"), Path::new(".")).expect("valid");
+        let parts: bcrypt::HashParts = config.dummy.parse().expect("a bcrypt hash");
+        assert_eq!(parts.get_cost(), 6);
+        assert!(!bcrypt::verify("", &config.dummy).expect("verifies"));
+        assert!(!bcrypt::verify("orchmirror: not a user", &config.dummy).expect("verifies"));
+    }
+
+    #[test]
+    fn an_address_waits_after_its_free_failures_and_the_wait_doubles() {
+        let now = Instant::now();
+        let strikes = |count| Strikes { count, last: now };
+        assert_eq!(strikes(FREE_FAILURES - 1).wait(), None);
+        let first = strikes(FREE_FAILURES).wait().expect("waits");
+        assert!(first <= Duration::from_secs(1) && first > Duration::from_millis(500), "{first:?}");
+        let third = strikes(FREE_FAILURES + 2).wait().expect("waits");
+        assert!(third > Duration::from_secs(3) && third <= Duration::from_secs(4), "{third:?}");
+        assert!(strikes(FREE_FAILURES + 30).wait().expect("waits") <= MAX_BACKOFF);
+        let old = Strikes { count: FREE_FAILURES + 3, last: now.checked_sub(STRIKE_WINDOW).unwrap_or(now) };
+        assert_eq!(old.wait(), None, "failures older than the window are forgotten");
+    }
 
     #[test]
     fn the_toolkit_format_is_read_and_what_is_not_supported_is_named() {

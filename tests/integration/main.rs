@@ -9,6 +9,7 @@ mod support;
 
 mod actor;
 mod agents_proc;
+mod auth_flood;
 mod bad_rows;
 mod change_detection;
 #[cfg(target_os = "linux")]
