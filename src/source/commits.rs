@@ -50,11 +50,31 @@ impl WakeMode {
     }
 }
 
-/// A watch on the database's directory that calls `wake` on every change to
-/// the database's files; dropping it ends the watch.
+/// How often a watch that was lost (its directory removed or replaced) tries
+/// to watch the directory again.
+const REWATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// A watch on the database's directory (and, when the path is a symbolic
+/// link, on the directory of the file it names, where SQLite writes the
+/// `-wal`) that calls `wake` on every change to the database's files;
+/// dropping it ends the watch.
 pub struct CommitWatch {
-    _watcher: Option<notify::RecommendedWatcher>,
-    mode: Arc<Mutex<WakeMode>>,
+    shared: Arc<Shared>,
+}
+
+/// What the watch's event handler and its re-watching thread share.
+struct Shared {
+    mode: Mutex<WakeMode>,
+    watcher: Mutex<Option<notify::RecommendedWatcher>>,
+    wake: Box<dyn Fn() + Send + Sync>,
+}
+
+impl Drop for CommitWatch {
+    fn drop(&mut self) {
+        // Ends the watch; its handler (and the sender the re-watching thread
+        // waits on) goes with it, so that thread ends too.
+        drop(self.shared.watcher.lock().unwrap_or_else(|p| p.into_inner()).take());
+    }
 }
 
 impl std::fmt::Debug for CommitWatch {
@@ -63,59 +83,161 @@ impl std::fmt::Debug for CommitWatch {
     }
 }
 
+/// What an event means for the watch.
+#[derive(Debug, PartialEq, Eq)]
+enum Meaning {
+    /// Nothing for the database.
+    Nothing,
+    /// A change to one of the database's files.
+    Change,
+    /// Events were lost (the kernel's queue overflowed): wake everything.
+    Overflow,
+    /// A watched directory itself was removed or moved: no more events come from it.
+    Lost(PathBuf),
+}
+
+fn meaning(event: &notify::Event, names: &[PathBuf], dirs: &[PathBuf]) -> Meaning {
+    use notify::event::ModifyKind;
+    if event.need_rescan() {
+        return Meaning::Overflow;
+    }
+    let gone = matches!(event.kind, EventKind::Remove(_) | EventKind::Modify(ModifyKind::Name(_)));
+    if gone && let Some(dir) = event.paths.iter().find(|p| dirs.contains(p)) {
+        return Meaning::Lost(dir.clone());
+    }
+    if touches(event, names) { Meaning::Change } else { Meaning::Nothing }
+}
+
 impl CommitWatch {
     /// Watches `db`'s directory, calling `wake` (on the watch's own thread)
     /// for each event that touches the database, its `-wal` or its
     /// `-journal`. It never fails: when a watch cannot work it says why in
-    /// [`CommitWatch::mode`] and never calls `wake`.
-    pub fn start(db: &Path, wake: impl Fn() + Send + 'static) -> CommitWatch {
-        let mode = Arc::new(Mutex::new(WakeMode::commit()));
-        let dir = db.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
-        if let Some(fs) = network_file_system(&dir) {
+    /// [`CommitWatch::mode`] and never calls `wake`. A watch that is lost
+    /// later (the directory removed or replaced) says so and is made again
+    /// when the directory is back; an overflowed event queue wakes every
+    /// section and is logged.
+    pub fn start(db: &Path, wake: impl Fn() + Send + Sync + 'static) -> CommitWatch {
+        let parent =
+            |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        // SQLite follows a symbolic link and writes the -wal beside the file it names.
+        let target = std::fs::canonicalize(db).unwrap_or_else(|_| db.to_path_buf());
+        let mut dirs = vec![parent(db)];
+        let mut names = watched_names(db);
+        if target != db {
+            let dir = parent(&target);
+            if !dirs.contains(&dir) {
+                dirs.push(dir);
+            }
+            names.extend(watched_names(&target).into_iter().filter(|n| !names.contains(n)).collect::<Vec<_>>());
+        }
+        let shared =
+            Arc::new(Shared { mode: Mutex::new(WakeMode::commit()), watcher: Mutex::new(None), wake: Box::new(wake) });
+        let watch = CommitWatch { shared: Arc::clone(&shared) };
+        if let Some(fs) = dirs.iter().find_map(|d| network_file_system(d)) {
             let reason = format!(
                 "the database is on a network file system ({fs}): a commit made on another host gives no \
                  file event here, so sections look every period"
             );
-            return Self::timer_only(mode, reason);
+            watch.timer_only(reason);
+            return watch;
         }
-        let names = watched_names(db);
-        let on_error = Arc::clone(&mode);
-        let handler = move |event: notify::Result<notify::Event>| match event {
-            Ok(event) => {
-                if touches(&event, &names) {
-                    wake();
-                }
-            }
-            Err(e) => {
-                // An overflowed event queue lost events; others mean the
-                // watch no longer works. Either way, wake once and say so.
-                wake();
-                let mut m = on_error.lock().unwrap_or_else(|p| p.into_inner());
-                if m.on_commit() {
-                    tracing::warn!(error = %e, "the watch on the database's directory failed; sections look every period");
-                    *m = WakeMode::timer(format!("the watch on the database's directory failed: {e}"));
+        let (lost_tx, lost_rx) = std::sync::mpsc::channel::<PathBuf>();
+        let handler = {
+            let shared = Arc::downgrade(&shared);
+            let dirs = dirs.clone();
+            move |event: notify::Result<notify::Event>| {
+                let Some(shared) = shared.upgrade() else { return };
+                match event.map(|e| meaning(&e, &names, &dirs)) {
+                    Ok(Meaning::Nothing) => {}
+                    Ok(Meaning::Change) => (shared.wake)(),
+                    Ok(Meaning::Overflow) => {
+                        (shared.wake)();
+                        tracing::warn!("the watch's event queue overflowed (events were lost): every section woken");
+                    }
+                    Ok(Meaning::Lost(dir)) => {
+                        (shared.wake)();
+                        shared.set(WakeMode::timer(format!(
+                            "the database's directory {} was removed or replaced; sections look every period \
+                             until it can be watched again",
+                            dir.display()
+                        )));
+                        let _ = lost_tx.send(dir);
+                    }
+                    Err(e) => {
+                        // The watch no longer works: wake once and say so.
+                        (shared.wake)();
+                        shared.set(WakeMode::timer(format!("the watch on the database's directory failed: {e}")));
+                    }
                 }
             }
         };
         let mut watcher = match notify::recommended_watcher(handler) {
             Ok(w) => w,
-            Err(e) => return Self::timer_only(mode, format!("cannot watch the database's files: {}", explain(&e))),
+            Err(e) => {
+                watch.timer_only(format!("cannot watch the database's files: {}", explain(&e)));
+                return watch;
+            }
         };
-        if let Err(e) = watcher.watch(&dir, RecursiveMode::NonRecursive) {
-            return Self::timer_only(mode, format!("cannot watch the database's directory: {}", explain(&e)));
+        for dir in &dirs {
+            if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+                watch.timer_only(format!("cannot watch the database's directory: {}", explain(&e)));
+                return watch;
+            }
         }
-        CommitWatch { _watcher: Some(watcher), mode }
+        *shared.watcher.lock().unwrap_or_else(|p| p.into_inner()) = Some(watcher);
+        let weak = Arc::downgrade(&shared);
+        let spawned =
+            std::thread::Builder::new().name("orchmirror-rewatch".into()).spawn(move || rewatch(&weak, &lost_rx));
+        if let Err(e) = spawned {
+            tracing::warn!(error = %e, "cannot start the thread that watches a lost directory again");
+        }
+        watch
     }
 
-    fn timer_only(mode: Arc<Mutex<WakeMode>>, reason: String) -> CommitWatch {
+    fn timer_only(&self, reason: String) {
         tracing::warn!(%reason, "sections are not woken by commits");
-        *mode.lock().unwrap_or_else(|p| p.into_inner()) = WakeMode::timer(reason);
-        CommitWatch { _watcher: None, mode }
+        *self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()) = WakeMode::timer(reason);
     }
 
     /// How sections are woken now.
     pub fn mode(&self) -> WakeMode {
-        self.mode.lock().unwrap_or_else(|p| p.into_inner()).clone()
+        self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+impl Shared {
+    /// Sets the mode, logging a change from `commit` to `timer` and back.
+    fn set(&self, mode: WakeMode) {
+        let mut m = self.mode.lock().unwrap_or_else(|p| p.into_inner());
+        match (m.on_commit(), mode.on_commit()) {
+            (true, false) => tracing::warn!(reason = ?mode.reason, "sections are no longer woken by commits"),
+            (false, true) => tracing::info!("sections are woken by commits again"),
+            _ => {}
+        }
+        *m = mode;
+    }
+}
+
+/// Watches a lost directory again once it is back, until the watch ends.
+fn rewatch(shared: &std::sync::Weak<Shared>, lost: &std::sync::mpsc::Receiver<PathBuf>) {
+    while let Ok(dir) = lost.recv() {
+        loop {
+            std::thread::sleep(REWATCH_EVERY);
+            let Some(shared) = shared.upgrade() else { return };
+            let mut guard = shared.watcher.lock().unwrap_or_else(|p| p.into_inner());
+            let Some(watcher) = guard.as_mut() else { return };
+            if !dir.is_dir() {
+                continue;
+            }
+            let _ = watcher.unwatch(&dir);
+            if watcher.watch(&dir, RecursiveMode::NonRecursive).is_ok() {
+                drop(guard);
+                shared.set(WakeMode::commit());
+                // A commit may have come while nothing watched.
+                (shared.wake)();
+                break;
+            }
+        }
     }
 }
 
@@ -262,6 +384,71 @@ mod tests {
         let before = wakes.load(Ordering::SeqCst);
         std::fs::rename(&next, &db)?;
         wait("a wake-up for the new file", || wakes.load(Ordering::SeqCst) > before);
+        Ok(())
+    }
+
+    #[test]
+    fn an_overflow_wakes_everything_and_a_removed_directory_is_a_lost_watch() {
+        use notify::event::{Flag, RemoveKind};
+        let dir = PathBuf::from("/x");
+        let names = watched_names(Path::new("/x/o.db"));
+        let overflow = notify::Event::new(EventKind::Other).set_flag(Flag::Rescan);
+        assert_eq!(meaning(&overflow, &names, std::slice::from_ref(&dir)), Meaning::Overflow);
+        let removed = notify::Event::new(EventKind::Remove(RemoveKind::Folder)).add_path(dir.clone());
+        assert_eq!(meaning(&removed, &names, std::slice::from_ref(&dir)), Meaning::Lost(dir.clone()));
+        let wal = notify::Event::new(EventKind::Create(notify::event::CreateKind::File)).add_path("/x/o.db-wal".into());
+        assert_eq!(meaning(&wal, &names, std::slice::from_ref(&dir)), Meaning::Nothing, "a -wal created is no commit");
+    }
+
+    /// The directory deleted and made again: the watch says `timer` and why,
+    /// then watches the new directory, and its commits wake again.
+    #[test]
+    fn a_replaced_directory_is_watched_again() -> Result<(), Box<dyn std::error::Error>> {
+        let top = tempfile::tempdir()?;
+        let dir = top.path().join("data");
+        std::fs::create_dir(&dir)?;
+        let db = dir.join("d.db");
+        rusqlite::Connection::open(&db)?.execute_batch("CREATE TABLE t(x);")?;
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&wakes);
+        let watch = CommitWatch::start(&db, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(watch.mode().on_commit());
+        std::fs::remove_dir_all(&dir)?;
+        wait("the watch to say it is lost", || !watch.mode().on_commit());
+        assert!(watch.mode().reason.is_some_and(|r| r.contains("removed or replaced")));
+        std::fs::create_dir(&dir)?;
+        let writer = rusqlite::Connection::open(&db)?;
+        writer.execute_batch("CREATE TABLE t(x);")?;
+        wait("the new directory to be watched", || watch.mode().on_commit());
+        let before = wakes.load(Ordering::SeqCst);
+        writer.execute_batch("INSERT INTO t VALUES (1);")?;
+        wait("a commit in the new directory to wake", || wakes.load(Ordering::SeqCst) > before);
+        Ok(())
+    }
+
+    /// A path that is a symbolic link into another directory: SQLite writes
+    /// the `-wal` beside the file it names, and that is watched too.
+    #[test]
+    fn commits_through_a_symbolic_link_wake() -> Result<(), Box<dyn std::error::Error>> {
+        let (real, links) = (tempfile::tempdir()?, tempfile::tempdir()?);
+        let db = real.path().join("real.db");
+        let link = links.path().join("link.db");
+        std::os::unix::fs::symlink(&db, &link)?;
+        let writer = rusqlite::Connection::open(&db)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.execute_batch("CREATE TABLE t(x);")?;
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&wakes);
+        let watch = CommitWatch::start(&link, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(watch.mode().on_commit());
+        std::thread::sleep(Duration::from_millis(50));
+        let before = wakes.load(Ordering::SeqCst);
+        writer.execute_batch("INSERT INTO t VALUES (1);")?;
+        wait("a commit to the link's target to wake", || wakes.load(Ordering::SeqCst) > before);
         Ok(())
     }
 

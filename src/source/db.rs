@@ -203,7 +203,13 @@ impl Database {
     /// gate when the guard needs one; or why the file cannot be read.
     fn open(&self) -> Result<Opened, LoadError> {
         let file = FileId::of(&self.path).map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => LoadError::Open(format!("the database file {} is gone", self.name())),
+            std::io::ErrorKind::NotFound => {
+                // Nothing is kept on a file that is gone: a descriptor on it would
+                // keep its directory's entry alive, and a watch on that directory
+                // would not hear that it was removed.
+                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                LoadError::Open(format!("the database file {} is gone", self.name()))
+            }
             _ => LoadError::Open(format!("cannot stat {}: {e}", self.name())),
         })?;
         // Only a regular file can be a database: opening a FIFO blocks the

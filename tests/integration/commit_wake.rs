@@ -203,3 +203,59 @@ fn inotify_hog_helper() {
         }
     }
 }
+
+/// `ORCH_DB_PATH` a symbolic link into another directory (issue 33, item 2):
+/// SQLite writes the `-wal` beside the file the link names, and commits there
+/// wake the sections (they used to show only at the period).
+#[test]
+fn commits_through_a_symbolic_link_wake_the_sections() {
+    let fx = Fixture::one_of_each();
+    fx.conn().pragma_update(None, "journal_mode", "WAL").expect("wal");
+    let links = tempfile::tempdir().expect("tempdir");
+    let link = links.path().join("orch-link.db");
+    std::os::unix::fs::symlink(&fx.path, &link).expect("symlink");
+    let bin = Binary::start(&[("ORCH_DB_PATH", &link.display().to_string()), ("ORCH_REFRESH_MS", PERIOD_MS)]);
+    let depth = bin.wait_all_ok()["queue"]["depth"].as_u64().expect("depth");
+    assert_eq!(wake_modes(&bin)["queue"]["mode"], "commit");
+    let writer = fx.conn();
+    writer.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');").expect("commit");
+    wait_for(SOON, "the commit through the link", || {
+        (bin.metrics()["queue"]["depth"].as_u64() == Some(depth + 1)).then_some(())
+    });
+}
+
+/// The database's directory deleted and made again while the mirror runs
+/// (issue 33, item 2): `/health` says `timer` and why while nothing is
+/// watched, then `commit` again, and commits in the new directory wake the
+/// sections (they used to show only at the period while `/health` said `commit`).
+#[test]
+fn a_replaced_directory_is_watched_again_and_health_says_so_meanwhile() {
+    let top = tempfile::tempdir().expect("tempdir");
+    let dir = top.path().join("data");
+    let db = dir.join("orch.db");
+    let make = || {
+        std::fs::create_dir_all(&dir).expect("mkdir");
+        let c = rusqlite::Connection::open(&db).expect("open");
+        c.execute_batch(orchmirror::SCHEMA_SQL).expect("schema");
+        c.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');").expect("row");
+        c
+    };
+    drop(make());
+    let bin = Binary::start(&[("ORCH_DB_PATH", &db.display().to_string()), ("ORCH_REFRESH_MS", PERIOD_MS)]);
+    bin.wait_all_ok();
+    assert_eq!(wake_modes(&bin)["queue"]["mode"], "commit");
+    std::fs::remove_dir_all(&dir).expect("remove the directory");
+    let wake = wait_for(SOON, "/health to say timer", || {
+        let w = wake_modes(&bin);
+        (w["queue"]["mode"] == "timer").then_some(w)
+    });
+    let reason = wake["queue"]["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("removed or replaced"), "{reason}");
+    let writer = make();
+    wait_for(SOON, "/health to say commit again", || (wake_modes(&bin)["queue"]["mode"] == "commit").then_some(()));
+    wait_for(SOON, "the new file", || (bin.metrics()["queue"]["depth"].as_u64() == Some(1)).then_some(()));
+    writer.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');").expect("commit");
+    wait_for(SOON, "the commit in the new directory", || {
+        (bin.metrics()["queue"]["depth"].as_u64() == Some(2)).then_some(())
+    });
+}
