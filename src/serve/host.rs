@@ -37,10 +37,13 @@ impl AllowedHosts {
         Self { any: extra.iter().any(|n| n == "*"), names }
     }
 
-    /// Whether a request with this `Host` (header value or authority) may be answered.
+    /// Whether a request with this `Host` (header value or authority) may be
+    /// answered. A value that is not a well-formed host (bytes outside
+    /// ASCII, characters no host name has, anything after an IPv6 literal
+    /// but a port) is refused: no client that means this server sends one.
     pub fn allows(&self, host: Option<&str>) -> bool {
         let Some(host) = host else { return true };
-        let name = strip_port(host.trim());
+        let Some(name) = host_of(host.trim()) else { return false };
         if name.parse::<IpAddr>().is_ok() {
             return true;
         }
@@ -49,20 +52,29 @@ impl AllowedHosts {
     }
 }
 
+/// The host in a `Host` value or authority (`host[:port]`, `[IPv6][:port]`),
+/// or `None` when it is not well formed.
+fn host_of(value: &str) -> Option<&str> {
+    let port_ok = |p: &str| p.bytes().all(|b| b.is_ascii_digit());
+    if let Some(rest) = value.strip_prefix('[') {
+        let (ip, after) = rest.split_once(']')?;
+        if !(after.is_empty() || after.strip_prefix(':').is_some_and(port_ok)) {
+            return None;
+        }
+        return ip.parse::<std::net::Ipv6Addr>().is_ok().then_some(ip);
+    }
+    let name = match value.rsplit_once(':') {
+        Some((name, port)) if port_ok(port) => name,
+        Some(_) => return None,
+        None => value,
+    };
+    let allowed = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-' || b == b'_';
+    (!name.is_empty() && name.bytes().all(allowed)).then_some(name)
+}
+
 /// A name as compared: lower case, without the trailing dot of a fully qualified name.
 fn normalise(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
-}
-
-/// `host` without its `:port`; an IPv6 literal without its brackets.
-fn strip_port(host: &str) -> &str {
-    if let Some(rest) = host.strip_prefix('[') {
-        return rest.split_once(']').map_or(rest, |(ip, _)| ip);
-    }
-    match host.rsplit_once(':') {
-        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
-        _ => host,
-    }
 }
 
 /// This machine's host name (lower case), when it can be read.
@@ -80,9 +92,12 @@ fn own_host_name() -> Option<String> {
 /// The `421` (a JSON error) for a request whose host [`AllowedHosts`] (app
 /// data) refuses; `None` when it may be answered.
 pub(crate) fn refusal(req: &ServiceRequest) -> Option<HttpResponse> {
-    let host = req.headers().get(header::HOST).and_then(|v| v.to_str().ok());
-    // HTTP/2 carries the host in the request's authority instead.
-    let host = host.or_else(|| req.uri().authority().map(|a| a.as_str()));
+    // An absolute-form request (`GET http://name/…`) names its host in its
+    // target, and the `Host` header is then ignored (RFC 9112, 3.2.2); so
+    // does HTTP/2, in its authority. Otherwise the `Host` header, whose
+    // bytes outside ASCII make it no host at all (refused, not taken as absent).
+    let header = req.headers().get(header::HOST).map(|v| v.to_str().unwrap_or("\u{fffd}"));
+    let host = req.uri().authority().map(|a| a.as_str()).or(header);
     if req.app_data::<web::Data<AllowedHosts>>().is_none_or(|a| a.allows(host)) {
         return None;
     }
@@ -123,9 +138,21 @@ mod tests {
             assert!(a.allows(Some(ok)), "{ok}");
         }
         assert!(a.allows(None), "no Host (HTTP/1.0)");
-        for refused in
-            ["evil.example:8787", "evil.example", "localhost.evil.example", "example.org", "127.0.0.1.nip.io"]
-        {
+        for refused in [
+            "evil.example:8787",
+            "evil.example",
+            "localhost.evil.example",
+            "example.org",
+            "127.0.0.1.nip.io",
+            "[::1]evil.com",
+            "[::1]:80evil",
+            "evil.com#.localhost",
+            "evil.com/.localhost",
+            "evil.com?.localhost",
+            "evil.com:x",
+            "\u{fffd}",
+            "",
+        ] {
             assert!(!a.allows(Some(refused)), "{refused}");
         }
         assert!(AllowedHosts::new(&["*".into()]).allows(Some("evil.example")), "* lets every name pass");

@@ -99,6 +99,14 @@ fn a_request_for_a_foreign_host_name_is_refused_on_every_route() {
         assert_eq!(with_host(port, "/metrics", Some(&format!("{own}:{port}"))).0, 200, "this machine's name {own}");
     }
 
+    // Malformed hosts are refused, not taken as absent or as the name they end in (issue 33, item 7).
+    for host in ["évil.example", "[::1]evil.com", "evil.com#.localhost", "evil.com/.localhost", "localhost:80x"] {
+        assert_eq!(with_host(port, "/metrics", Some(host)).0, 421, "{host}");
+    }
+    // An absolute-form request is judged by the host in its target, not its Host header.
+    assert_eq!(with_host(port, "http://evil.example/metrics", Some("localhost")).0, 421, "absolute form, foreign");
+    assert_eq!(with_host(port, &format!("http://localhost:{port}/metrics"), Some("evil.example")).0, 200);
+
     let listed = fx.serve(&[("ORCH_ALLOWED_HOSTS", "metrics.example.org, Evil.Example")]);
     listed.wait_all_ok();
     for host in ["evil.example", "metrics.example.org:443"] {
