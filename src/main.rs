@@ -448,6 +448,33 @@ fn tune(settings: &Settings, budget: f64, samples: u16, commit_rate: f64, json: 
         eprintln!("orchmirror: tune needs a database: --db PATH or ORCH_DB_PATH");
         return ExitCode::from(2);
     };
+    // The measurements start actix systems, whose runtime takes SIGINT from
+    // the default action: a Ctrl-C would be ignored. Here SIGINT, SIGTERM and
+    // SIGHUP remove the scratch copies and end the process, as a person expects.
+    let spawned = std::thread::Builder::new().name("orchmirror-tune-signals".into()).spawn(|| {
+        let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+        let code = rt.block_on(async {
+            use tokio::signal::unix::{SignalKind, signal};
+            let (Ok(mut int), Ok(mut term), Ok(mut hup)) =
+                (signal(SignalKind::interrupt()), signal(SignalKind::terminate()), signal(SignalKind::hangup()))
+            else {
+                return None;
+            };
+            tokio::select! {
+                _ = int.recv() => Some(130),
+                _ = term.recv() => Some(143),
+                _ = hup.recv() => Some(129),
+            }
+        });
+        if let Some(code) = code {
+            orchmirror::tools::tune::remove_scratch();
+            eprintln!("\norchmirror: tune interrupted; its scratch copies are removed");
+            std::process::exit(code);
+        }
+    });
+    if let Err(e) = spawned {
+        eprintln!("orchmirror: cannot watch for signals ({e}); an interrupted tune may leave scratch copies");
+    }
     let mut opts = orchmirror::tools::tune::Options::default();
     opts.budget_percent = budget;
     opts.samples = usize::from(samples);

@@ -212,6 +212,55 @@ pub enum TuneError {
         /// The error.
         source: LoadError,
     },
+    /// The scratch copy that commits are measured on could not be made, so
+    /// no setting for commits can be advised.
+    #[error(
+        "cannot make the scratch copy that commits are measured on, in {dir}: {reason}; no setting is advised \
+         without that measurement. Point TMPDIR at a writable directory with room for a copy of the database"
+    )]
+    Scratch {
+        /// The temporary directory.
+        dir: String,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// How long tune waits for a database it cannot read yet (its writer holds
+/// it exclusively, or closed and took its WAL files away) before it fails.
+pub const WAIT_FOR_READABLE: Duration = Duration::from_secs(15);
+
+/// The scratch directories tune has made and not yet removed, so that a
+/// signal can remove them before the process exits ([`remove_scratch`]).
+static SCRATCH: std::sync::Mutex<Vec<std::path::PathBuf>> = std::sync::Mutex::new(Vec::new());
+
+/// A scratch directory: removed when dropped, or by [`remove_scratch`].
+struct Scratch(tempfile::TempDir);
+
+impl Scratch {
+    fn new() -> std::io::Result<Scratch> {
+        let dir = tempfile::Builder::new().prefix("orchmirror-tune-").tempdir()?;
+        SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).push(dir.path().to_path_buf());
+        Ok(Scratch(dir))
+    }
+
+    fn path(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| p != self.0.path());
+    }
+}
+
+/// Removes every scratch directory tune has made: for a signal handler that
+/// then exits (the directories' own clean-up runs only on a normal return).
+pub fn remove_scratch() {
+    for dir in SCRATCH.lock().unwrap_or_else(|p| p.into_inner()).drain(..) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
@@ -527,8 +576,9 @@ fn pattern_writer(path: &Path, rate: f64, stop: &std::sync::atomic::AtomicBool) 
 /// A copy of the database in the system's temporary directory (the
 /// orchestrator's is only read: one read transaction, SQLite's backup of
 /// every page in one step), in WAL mode like the orchestrator's.
-fn scratch_copy(path: &Path) -> Option<(tempfile::TempDir, std::path::PathBuf)> {
-    let dir = tempfile::tempdir().ok()?;
+fn scratch_copy(path: &Path) -> Result<(Scratch, std::path::PathBuf), TuneError> {
+    let failed = |reason: String| TuneError::Scratch { dir: std::env::temp_dir().display().to_string(), reason };
+    let dir = Scratch::new().map_err(|e| failed(e.to_string()))?;
     let copy = dir.path().join("copy.sqlite");
     let db = Database::new(path);
     db.with_conn(Duration::from_secs(600), |conn, _| {
@@ -536,10 +586,10 @@ fn scratch_copy(path: &Path) -> Option<(tempfile::TempDir, std::path::PathBuf)> 
         rusqlite::backup::Backup::new(conn, &mut dst)?.step(-1)?;
         Ok(())
     })
-    .ok()?;
-    let conn = rusqlite::Connection::open(&copy).ok()?;
-    conn.pragma_update(None, "journal_mode", "WAL").ok()?;
-    Some((dir, copy))
+    .map_err(|e| failed(e.to_string()))?;
+    let conn = rusqlite::Connection::open(&copy).map_err(|e| failed(e.to_string()))?;
+    conn.pragma_update(None, "journal_mode", "WAL").map_err(|e| failed(e.to_string()))?;
+    Ok((dir, copy))
 }
 
 /// The running mirror's costs: idle (periods of an hour), per refresh of an
@@ -604,10 +654,36 @@ struct Measured {
     refreshes: u64,
 }
 
+/// Waits up to [`WAIT_FOR_READABLE`] while the database cannot be read for a
+/// passing reason (a writer holds it exclusively, is closing, or has just
+/// closed and removed the WAL files this process may not make); any other
+/// failure, or one that lasts, is left for the measurements to report.
+fn wait_until_readable(path: &Path, progress: bool) {
+    let db = Database::new(path);
+    let started = Instant::now();
+    loop {
+        let passing = match db.with_conn(Duration::from_secs(10), |_, _| Ok(())) {
+            Ok(()) => return,
+            Err(e) => {
+                let text = e.to_string();
+                ["locked", "busy", "held exclusively", "waits until the writer"].iter().any(|w| text.contains(w))
+            }
+        };
+        if !passing || started.elapsed() >= WAIT_FOR_READABLE {
+            return;
+        }
+        if progress {
+            eprint!("\r  waiting for the database to be readable (its writer holds it or just closed it)");
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// Measures every built-in section of the database at `path`.
 pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, TuneError> {
     let tolerance = settings.pid_start_tolerance;
     let progress = std::io::stderr().is_terminal();
+    wait_until_readable(path, progress);
     let mut m = Measure { path, opts, progress, rounds: Vec::new(), failed: None };
     for _ in 0..opts.rounds.max(1) {
         section::built_in(tolerance, None, &mut m);
@@ -639,7 +715,8 @@ pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, T
         if progress {
             eprint!("\r  measuring the running mirror: {:<24}", "commits (scratch copy)");
         }
-        if let Some((_dir, copy)) = scratch_copy(path) {
+        let (_dir, copy) = scratch_copy(path)?;
+        {
             let mut gap = COALESCE.default.as_millis() as u64;
             for _ in 0..6 {
                 let Some(b) =
@@ -742,7 +819,7 @@ pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, T
 /// WAL database in the temporary directory (20 commits); `None` when that
 /// cannot be set up.
 fn scratch_wake_latency() -> Option<f64> {
-    let dir = tempfile::tempdir().ok()?;
+    let dir = Scratch::new().ok()?;
     let path = dir.path().join("wake.sqlite");
     let writer = rusqlite::Connection::open(&path).ok()?;
     writer.pragma_update(None, "journal_mode", "WAL").ok()?;

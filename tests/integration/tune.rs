@@ -189,3 +189,80 @@ fn tune_on_a_database_lacking_a_table_names_it() {
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert_eq!(std::fs::read(&db).expect("read"), before, "tune changed the database");
 }
+
+/// The scratch directories tune leaves in `tmp`.
+fn scratch_dirs(tmp: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(tmp)
+        .map(|d| {
+            d.filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| n.starts_with("orchmirror-tune-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Ctrl-C (SIGINT) ends tune at once and its scratch copy goes with it
+/// (issue 33, item 7: it was ignored, and a kill left the copy behind).
+#[test]
+fn sigint_ends_tune_and_removes_its_scratch_copy() {
+    let (_dir, db) = generated(20_000);
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let mut child = Binary::command(&[])
+        .env("TMPDIR", tmp.path())
+        .arg("tune")
+        .arg("--db")
+        .arg(&db)
+        .args(["--samples", "3"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("tune");
+    support::wait_for(std::time::Duration::from_secs(120), "a scratch copy", || {
+        (!scratch_dirs(tmp.path()).is_empty()).then_some(())
+    });
+    let sent = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().expect("kill");
+    assert!(sent.success());
+    let status = support::wait_for(std::time::Duration::from_secs(10), "tune to exit", || child.try_wait().ok()?);
+    assert_eq!(status.code(), Some(130), "exits as interrupted");
+    assert_eq!(scratch_dirs(tmp.path()), Vec::<String>::new(), "the scratch copy is removed");
+}
+
+/// No scratch copy can be made (TMPDIR is not a directory): tune says so and
+/// advises nothing, rather than printing settings under "paste into .env"
+/// that a failed measurement could not support.
+#[test]
+fn without_a_scratch_copy_tune_fails_and_advises_nothing() {
+    let (dir, db) = generated(1_000);
+    let not_a_dir = dir.path().join("a-file");
+    std::fs::write(&not_a_dir, "x").expect("write");
+    let out = Binary::command(&[])
+        .env("TMPDIR", &not_a_dir)
+        .arg("tune")
+        .arg("--db")
+        .arg(&db)
+        .args(["--samples", "3"])
+        .output()
+        .expect("tune");
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(!out.status.success(), "{stdout}");
+    assert!(!stdout.contains("paste into .env"), "{stdout}");
+    assert!(stderr.contains("scratch copy") && stderr.contains("TMPDIR"), "{stderr}");
+}
+
+/// A writer that holds the database exclusively when tune starts (rollback
+/// mode, `BEGIN EXCLUSIVE` for 2 s): tune waits for it instead of failing at once.
+#[test]
+fn tune_waits_for_a_database_held_by_its_writer() {
+    let (_dir, db) = generated(1_000);
+    let writer = rusqlite::Connection::open(&db).expect("open");
+    writer.pragma_update(None, "journal_mode", "DELETE").expect("rollback mode");
+    writer.execute_batch("BEGIN EXCLUSIVE; INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');").expect("lock");
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_secs(2));
+        writer.execute_batch("COMMIT;").expect("commit");
+    });
+    let out = tune(&db, &["--json"]);
+    release.join().expect("writer");
+    assert!(out.status.success(), "tune waited for the writer: {}", String::from_utf8_lossy(&out.stderr));
+}
