@@ -8,7 +8,9 @@
 //! control shows that with a plain held reader, so the check can fail.
 
 use crate::support;
-use crate::wal_ownership::{MIRROR_UID, WRITER_UID, as_uid, can_switch_uids, shared_wal_database, side};
+use crate::wal_ownership::{
+    MIRROR_UID, WRITER_UID, as_uid, can_switch_uids, mirror_as_with_period, shared_wal_database, side,
+};
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -49,22 +51,7 @@ fn database() -> (tempfile::TempDir, PathBuf) {
 }
 
 fn mirror(path: &Path, period_ms: &str) -> support::Binary {
-    let port = support::free_port();
-    let child = as_uid(MIRROR_UID, Path::new(env!("CARGO_BIN_EXE_orchmirror")))
-        .env_clear()
-        .env("ORCH_DB_PATH", path)
-        .env("ORCH_BIND", format!("127.0.0.1:{port}"))
-        .env("ORCH_REFRESH_MS", period_ms)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the mirror");
-    let mirror = support::Binary { child, base: format!("http://127.0.0.1:{port}"), port };
-    wait_for(Duration::from_secs(20), "the mirror to listen", || {
-        support::client().get(mirror.url("/health")).send().ok().map(|_| ())
-    });
-    mirror
+    mirror_as_with_period(MIRROR_UID, path, period_ms)
 }
 
 /// How the operator makes the new file.

@@ -128,12 +128,17 @@ fn write_once(path: &Path) {
 }
 
 pub(super) fn mirror_as(uid: &str, path: &Path) -> support::Binary {
+    mirror_as_with_period(uid, path, "100")
+}
+
+/// The mirror as `uid` on `path`, every section refreshing each `period_ms`.
+pub(super) fn mirror_as_with_period(uid: &str, path: &Path, period_ms: &str) -> support::Binary {
     let port = support::free_port();
     let child = as_uid(uid, Path::new(env!("CARGO_BIN_EXE_orchmirror")))
         .env_clear()
         .env("ORCH_DB_PATH", path)
         .env("ORCH_BIND", format!("127.0.0.1:{port}"))
-        .env("ORCH_REFRESH_MS", "100")
+        .env("ORCH_REFRESH_MS", period_ms)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
