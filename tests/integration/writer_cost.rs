@@ -67,3 +67,38 @@ fn in_rollback_mode_a_writer_without_a_busy_timeout_sometimes_fails() {
     let failed = busy_failures(&fx, false, Duration::ZERO, 1000);
     println!("rollback journal, busy timeout 0: {failed} of 1000 commits failed with SQLITE_BUSY");
 }
+
+/// A writer's checkpoints beside the mirror (issue 33, item 6; README,
+/// "Running beside the orchestrator"): with a busy timeout of 100 ms every
+/// `TRUNCATE` checkpoint completes (it waits for the read in progress, a few
+/// milliseconds), and each leaves an empty `-wal`, while the mirror refreshes
+/// every 20 ms and commits wake it. (Without a busy timeout some answer busy
+/// while a read is open; `scripts/checkpoint-beside-mirror.py` measures how
+/// many. That is a rate, not checked here.)
+#[test]
+fn with_a_busy_timeout_every_truncate_checkpoint_completes_beside_the_mirror() {
+    let fx = Fixture::one_of_each();
+    let writer = fx.conn();
+    writer.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    writer.pragma_update(None, "wal_autocheckpoint", 0).expect("no automatic checkpoints");
+    writer.busy_timeout(Duration::from_millis(100)).expect("busy timeout");
+    let bin = fx.serve(&[("ORCH_REFRESH_MS", "20")]);
+    bin.wait_all_ok();
+    let wal = fx.path.with_file_name(format!("{}-wal", fx.path.file_name().and_then(|n| n.to_str()).unwrap_or("")));
+    let mut checkpoints = 0;
+    for i in 0..600 {
+        writer.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');").expect("commit");
+        if i % 50 == 49 {
+            let (busy, log, done): (i64, i64, i64) = writer
+                .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .expect("checkpoint");
+            assert_eq!((busy, log, done), (0, 0, 0), "checkpoint {checkpoints} completed");
+            assert_eq!(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0), 0, "and emptied the -wal");
+            checkpoints += 1;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert_eq!(checkpoints, 12);
+    let m = bin.metrics();
+    assert!(support::all_ok(&m), "the mirror read along: {}", m["sections"]);
+}
