@@ -27,12 +27,14 @@ pub fn refresh_deadline(period: Duration) -> Duration {
     (period * 2).clamp(MIN_REFRESH_TIME, MAX_REFRESH_TIME)
 }
 
-/// After a commit woke a section and its refresh found nothing new, it looks
-/// again after each of these delays (until one finds the commit). A WAL
-/// commit writes the `-wal` (the event) before it publishes the new frames
-/// in the `-shm` (no event): a refresh that runs within those microseconds
-/// sees the database as it was. The checks read the WAL index header and
-/// open no connection (see `crate::source::change`).
+/// After a commit woke a section, it looks again after each of these delays,
+/// whatever the woken refresh found. A WAL commit writes the `-wal` (the
+/// event) before it publishes the new frames in the `-shm` (no event): a
+/// refresh that runs before that, on a busy machine even milliseconds later,
+/// sees the database as it was, and may still have run its queries (when
+/// an earlier commit, or no reading of the WAL index, made it look). The
+/// looks read the WAL index header and open no connection when nothing
+/// changed (see `crate::source::change`); they do not re-sample `/proc`.
 pub const RECHECKS: [Duration; 4] =
     [Duration::from_millis(1), Duration::from_millis(4), Duration::from_millis(16), Duration::from_millis(64)];
 
@@ -202,8 +204,10 @@ pub struct SectionActor<S: Section> {
     /// A commit woke the section while a refresh was running: look again
     /// when it ends (after the coalescing gap), not a period later.
     woken: bool,
-    /// Looks left after a wake-up whose refresh found nothing new ([`RECHECKS`]).
+    /// Looks left after a wake-up ([`RECHECKS`]).
     rechecks: usize,
+    /// Whether the next refresh is one of those looks (it re-samples nothing).
+    next_is_recheck: bool,
 }
 
 /// Whether a refresh derived everything from the database again.
@@ -259,6 +263,7 @@ impl<S: Section> SectionActor<S> {
             next: None,
             woken: false,
             rechecks: 0,
+            next_is_recheck: false,
         }
     }
 
@@ -325,6 +330,7 @@ impl<S: Section> SectionActor<S> {
         let seen = self.fingerprint;
         let last = self.fingerprint.zip(self.good.as_ref().map(|g| Arc::clone(&g.data)));
         let reconcile_due = self.folded && self.reconciled.is_some_and(|at| at.elapsed() >= self.settings.reconcile);
+        let resample = !std::mem::take(&mut self.next_is_recheck);
         let work = actix_web::rt::task::spawn_blocking(move || {
             // Nothing was committed since the last load: skip the connection and
             // the queries (unless a reconciliation is due: a history edit may hide
@@ -333,7 +339,7 @@ impl<S: Section> SectionActor<S> {
                 && !reconcile_due
                 && db.unchanged_since(seen)
             {
-                return Ok(Refreshed::Unchanged(section.resample(data), *seen));
+                return Ok(Refreshed::Unchanged(resample.then(|| section.resample(data)).flatten(), *seen));
             }
             db.with_conn(deadline, |conn, fingerprint| {
                 let (data, rebuild) = load(&*section, conn, seen, fingerprint, reconcile_due)?;
@@ -347,7 +353,6 @@ impl<S: Section> SectionActor<S> {
                 act.section.forget();
                 Err(LoadError::Other(panic_message(e)))
             });
-            let unchanged = matches!(result, Ok(Refreshed::Unchanged(..)));
             if matches!(result, Ok(Refreshed::Loaded(..))) {
                 act.last_load = started;
             }
@@ -359,9 +364,10 @@ impl<S: Section> SectionActor<S> {
             let delay = if std::mem::take(&mut act.woken) {
                 let due = act.last_load.map_or_else(Instant::now, |at| at + act.settings.coalesce);
                 due.saturating_duration_since(Instant::now()).max(WAKE_GRACE)
-            } else if unchanged && act.rechecks > 0 {
+            } else if act.rechecks > 0 {
                 let delay = RECHECKS[RECHECKS.len() - act.rechecks];
                 act.rechecks -= 1;
+                act.next_is_recheck = true;
                 delay
             } else {
                 act.rechecks = 0;
