@@ -141,7 +141,7 @@ pub mod test_util {
     pub use crate::serve::envelope::{Clock, assemble, json_schema};
     pub use crate::serve::http::{PAGE, WRITE_TIMEOUT, connections_per_worker, page_html, streams_within};
     pub use crate::serve::web_config::WebConfig;
-    pub use crate::source::db::{Database, MAX_SAFE_INTEGER, register_functions};
+    pub use crate::source::db::{Database, Fingerprint, MAX_SAFE_INTEGER, register_functions};
     pub use crate::source::procstat::{clk_tck, sample};
 }
 

@@ -24,6 +24,7 @@ mod queue;
 mod stages;
 
 pub use crate::source::db::LoadError;
+pub use crate::source::walframes::{ChangedRows, Changes};
 pub use agents::{AgentEntry, Agents};
 pub use cost::{Cost, CostAggregate, CostRunning, CostView};
 pub use queue::{Queue, QueueCounts, QueueView, Retries};
@@ -200,6 +201,16 @@ pub trait Section: Send + Sync + 'static {
         self.load(conn)
     }
 
+    /// [`Section::refresh`], told which rows the commits since the last
+    /// refresh can have touched (a superset; [`Changes::Unknown`] when that
+    /// cannot be told), so that a refresh reads what changed, not every row
+    /// its state follows. Must equal [`Section::load`] likewise. Default:
+    /// `refresh`.
+    fn refresh_since(&self, conn: &Connection, changes: &Changes) -> Result<Self::Data, LoadError> {
+        let _ = changes;
+        self.refresh(conn)
+    }
+
     /// Drops the incremental state, so the next [`Section::refresh`] derives
     /// everything from the database again (a reconciliation, or a detector
     /// that saw a history edit). Default: nothing to drop.
@@ -223,14 +234,15 @@ pub trait Section: Send + Sync + 'static {
 }
 
 /// What a section keeps between refreshes to fold in changes (README, "Freshness and exactness").
-pub(crate) trait Incremental: Clone + Send + Sized {
+pub(crate) trait Incremental: Send + Sized {
     /// What a refresh derives from the state.
     type Out;
     /// The state of the database as it is, from every row.
     fn build(conn: &Connection) -> Result<Self, LoadError>;
-    /// Folds in what changed since the state was taken and gives the value
-    /// now; `None` when a row the state relies on is gone (a history edit).
-    fn advance(&mut self, conn: &Connection) -> Result<Option<Self::Out>, LoadError>;
+    /// Folds in what changed since the state was taken (`changes`: which
+    /// rows the commits since can have touched) and gives the value now;
+    /// `None` when a row the state relies on is gone (a history edit).
+    fn advance(&mut self, conn: &Connection, changes: &Changes) -> Result<Option<Self::Out>, LoadError>;
 }
 
 /// A section's kept state: absent until the first refresh and after `forget`.
@@ -239,20 +251,25 @@ pub(crate) struct Kept<T>(std::sync::Mutex<Option<T>>);
 
 impl<T: Incremental> Kept<T> {
     /// Advances the state (building it first when there is none, rebuilding
-    /// it when `advance` finds a history edit). A failed query leaves the kept
-    /// state as it was: the work is done on a copy.
-    pub(crate) fn refresh(&self, conn: &Connection, table: &str) -> Result<T::Out, LoadError> {
+    /// it when `advance` finds a history edit). The state is taken out while
+    /// it advances: a failed query leaves none, and the next refresh builds
+    /// it again (a copy to fall back on would cost every refresh a copy of
+    /// everything kept).
+    pub(crate) fn refresh(&self, conn: &Connection, table: &str, changes: &Changes) -> Result<T::Out, LoadError> {
         let mut guard = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        let mut state = match guard.clone() {
-            Some(state) => state,
-            None => T::build(conn)?,
+        let (mut state, changes) = match guard.take() {
+            Some(state) => (state, changes),
+            // Built on this snapshot: every row it follows is read as it is now.
+            None => (T::build(conn)?, &Changes::Unknown),
         };
-        let out = match state.advance(conn)? {
+        let out = match state.advance(conn, changes)? {
             Some(out) => out,
             None => {
                 state = T::build(conn)?;
                 // Built and advanced on one read snapshot: nothing can be gone.
-                state.advance(conn)?.ok_or_else(|| LoadError::Other(format!("{table} changed while it was read")))?
+                state
+                    .advance(conn, &Changes::Unknown)?
+                    .ok_or_else(|| LoadError::Other(format!("{table} changed while it was read")))?
             }
         };
         *guard = Some(state);

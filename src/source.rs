@@ -10,6 +10,7 @@ mod held;
 pub mod probe;
 pub mod procstat;
 pub mod time;
+pub mod walframes;
 mod walguard;
 
 pub use walguard::refusals as wal_guard_refusals;

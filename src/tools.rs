@@ -5,4 +5,5 @@
 
 pub mod demo;
 pub mod generate;
+pub mod pattern;
 pub mod tune;

@@ -12,7 +12,7 @@ use crate::runtime::hub::{Hub, SubscriptionId, Update};
 use crate::runtime::messages::{SectionReply, Snapshot, Subscribe, Wake};
 use crate::runtime::stats::SectionStats;
 use crate::section::Status;
-use crate::section::{LoadError, Section, SectionData};
+use crate::section::{Changes, LoadError, Section, SectionData};
 use crate::source::db::{Database, Fingerprint};
 
 /// The longest a single refresh may run before its statement is interrupted.
@@ -342,7 +342,8 @@ impl<S: Section> SectionActor<S> {
                 return Ok(Refreshed::Unchanged(resample.then(|| section.resample(data)).flatten(), *seen));
             }
             db.with_conn(deadline, |conn, fingerprint| {
-                let (data, rebuild) = load(&*section, conn, seen, fingerprint, reconcile_due)?;
+                let changes = seen.map_or(Changes::Unknown, |seen| db.changes_since(&seen, &fingerprint));
+                let (data, rebuild) = load(&*section, conn, seen, fingerprint, &changes, reconcile_due)?;
                 Ok(Refreshed::Loaded(data, fingerprint, rebuild))
             })
         });
@@ -572,7 +573,8 @@ impl<S: Section> Handler<Snapshot<S::Data>> for SectionActor<S> {
     }
 }
 
-/// One loading refresh: the section's incremental path, or everything again
+/// One loading refresh: the section's incremental path (told which rows the
+/// commits since the last load can have touched), or everything again
 /// when the source changed under it (`seen` is the fingerprint of the last
 /// load) or a reconciliation is due. A reconciliation runs both on this one
 /// read snapshot and compares them.
@@ -581,6 +583,7 @@ fn load<S: Section>(
     conn: &rusqlite::Connection,
     seen: Option<Fingerprint>,
     now: Fingerprint,
+    changes: &Changes,
     reconcile_due: bool,
 ) -> Result<(S::Data, Rebuild), LoadError> {
     if !seen.is_some_and(|s| s.same_source(&now)) {
@@ -588,9 +591,9 @@ fn load<S: Section>(
         return Ok((section.refresh(conn)?, Rebuild::Detected));
     }
     if !reconcile_due {
-        return Ok((section.refresh(conn)?, Rebuild::No));
+        return Ok((section.refresh_since(conn, changes)?, Rebuild::No));
     }
-    let fast = section.refresh(conn)?;
+    let fast = section.refresh_since(conn, changes)?;
     section.forget();
     let full = section.refresh(conn)?;
     let drift = (fast != full).then(|| first_difference(&format!("{fast:?}"), &format!("{full:?}")));

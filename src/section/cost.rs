@@ -6,7 +6,7 @@ use rusqlite::types::ValueRef;
 use serde::Serialize;
 
 use crate::section::metric::{Family, Labels, Registry, count_total, counter, labels};
-use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
+use crate::section::{Changes, Incremental, Kept, LoadError, Section, SectionName};
 use crate::source::db::{MAX_SAFE_INTEGER, RunCost, RunningJob, count, running_jobs};
 
 /// The cost section; it keeps totals of finished runs between refreshes.
@@ -208,18 +208,45 @@ impl Totals {
 
 /// What the cost section keeps between refreshes: totals over the runs that
 /// had finished (a finished run never changes under the write pattern), the
-/// runs that had not, and the highest rowid seen.
-#[derive(Debug, Clone, Default)]
+/// runs that had not with what each adds to the totals (under the pattern
+/// nothing but its count, until it finishes), and the highest rowid seen.
+#[derive(Debug, Default)]
 struct RunsState {
     max_id: i64,
     finished: Totals,
+    /// The unfinished runs' ids, sorted.
     open: Vec<i64>,
+    /// What each of them adds (by position in `open`).
+    open_each: Vec<Totals>,
+    /// Their sum.
+    open_sum: Totals,
+}
+
+impl Totals {
+    /// `self` less `other`, which it includes (exact integers: the order of adding does not matter).
+    fn minus(mut self, other: &Totals) -> Totals {
+        self.runs = self.runs.saturating_sub(other.runs);
+        self.dollars = self.dollars.saturating_sub(other.dollars);
+        self.nanos = self.nanos.saturating_sub(other.nanos);
+        for (t, o) in self.tokens.iter_mut().zip(other.tokens) {
+            *t = t.saturating_sub(o);
+        }
+        self
+    }
+
+    /// One run's values (a row of `NEW_SQL`/`KNOWN_SQL`).
+    fn of_row(row: &rusqlite::Row<'_>) -> Result<Totals, rusqlite::Error> {
+        let mut t = Totals::default();
+        t.add_row(row, 2)?;
+        Ok(t)
+    }
 }
 
 impl Incremental for RunsState {
     type Out = Totals;
 
-    /// Derives the state from every row.
+    /// Derives the state from every row (the unfinished runs' values are
+    /// read by the first advance).
     fn build(conn: &Connection) -> Result<RunsState, LoadError> {
         let max_id: i64 = conn.query_row("SELECT COALESCE(MAX(id), 0) FROM agent_runs", [], |r| r.get(0))?;
         let finished = conn.prepare_cached(FINISHED_SQL)?.query_row((MAX_SAFE_INTEGER, max_id), Totals::from_sql)?;
@@ -229,43 +256,66 @@ impl Incremental for RunsState {
         while let Some(row) = rows.next()? {
             open.push(row.get(0)?);
         }
-        Ok(RunsState { max_id, finished, open })
+        let open_each = vec![Totals::default(); open.len()];
+        Ok(RunsState { max_id, finished, open, open_each, open_sum: Totals::default() })
     }
 
-    /// Folds in what changed since the state was taken; returns the totals
-    /// over every run now, or `None` when a row the state counts on is gone.
-    fn advance(&mut self, conn: &Connection) -> Result<Option<Totals>, LoadError> {
-        let mut open_now = Totals::default();
-        let mut still_open = Vec::with_capacity(self.open.len());
-        let mut fold = |row: &rusqlite::Row<'_>, finished: &mut Totals| -> Result<(), rusqlite::Error> {
-            let id: i64 = row.get(0)?;
-            if row.get::<_, bool>(1)? {
-                finished.add_row(row, 2)
-            } else {
-                still_open.push(id);
-                open_now.add_row(row, 2)
-            }
-        };
-        let mut finished = self.finished;
-        if !self.open.is_empty() {
-            let ids = serde_json::to_string(&self.open).map_err(|e| LoadError::Other(e.to_string()))?;
+    /// Folds in what changed since the state was taken: the unfinished runs
+    /// the commits can have touched, read by key, and the runs inserted
+    /// since; returns the totals over every run now, or `None` when a row the
+    /// state counts on is gone.
+    fn advance(&mut self, conn: &Connection, changes: &Changes) -> Result<Option<Totals>, LoadError> {
+        if matches!(changes, Changes::Unknown) {
+            // Every unfinished run is read again: their sum is made afresh.
+            self.open_each.iter_mut().for_each(|t| *t = Totals::default());
+            self.open_sum = Totals::default();
+        }
+        let look = changes.among(&self.open);
+        let mut done = Vec::new();
+        if !look.is_empty() {
+            let ids = serde_json::to_string(&look).map_err(|e| LoadError::Other(e.to_string()))?;
             let mut stmt = conn.prepare_cached(KNOWN_SQL)?;
             let mut rows = stmt.query([ids])?;
             let mut seen = 0;
             while let Some(row) = rows.next()? {
-                fold(row, &mut finished)?;
+                let id: i64 = row.get(0)?;
+                let Ok(at) = self.open.binary_search(&id) else { return Ok(None) };
+                let now = Totals::of_row(row)?;
+                self.open_sum = self.open_sum.minus(&self.open_each[at]);
+                if row.get::<_, bool>(1)? {
+                    self.finished = self.finished.plus(&now);
+                    done.push(at);
+                } else {
+                    self.open_sum = self.open_sum.plus(&now);
+                    self.open_each[at] = now;
+                }
                 seen += 1;
             }
-            if seen != self.open.len() {
+            if seen != look.len() {
                 return Ok(None); // an unfinished run was deleted
             }
+        }
+        if !done.is_empty() {
+            let mut keep = vec![true; self.open.len()];
+            done.iter().for_each(|at| keep[*at] = false);
+            let mut i = 0;
+            self.open.retain(|_| (keep[i], i += 1).0);
+            let mut i = 0;
+            self.open_each.retain(|_| (keep[i], i += 1).0);
         }
         let mut stmt = conn.prepare_cached(NEW_SQL)?;
         let mut rows = stmt.query([self.max_id])?;
         let mut max_id = self.max_id;
         while let Some(row) = rows.next()? {
             max_id = row.get(0)?;
-            fold(row, &mut finished)?;
+            let now = Totals::of_row(row)?;
+            if row.get::<_, bool>(1)? {
+                self.finished = self.finished.plus(&now);
+            } else {
+                self.open.push(max_id);
+                self.open_each.push(now);
+                self.open_sum = self.open_sum.plus(&now);
+            }
         }
         drop(rows);
         if max_id == self.max_id {
@@ -275,8 +325,8 @@ impl Incremental for RunsState {
                 return Ok(None);
             }
         }
-        *self = RunsState { max_id, finished, open: still_open };
-        Ok(Some(self.finished.plus(&open_now)))
+        self.max_id = max_id;
+        Ok(Some(self.finished.plus(&self.open_sum)))
     }
 }
 
@@ -294,8 +344,12 @@ impl Section for Cost {
     }
 
     fn refresh(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
+        self.refresh_since(conn, &Changes::Unknown)
+    }
+
+    fn refresh_since(&self, conn: &Connection, changes: &Changes) -> Result<Self::Data, LoadError> {
         let running = Self::running(conn)?;
-        let totals = self.state.refresh(conn, "agent_runs")?;
+        let totals = self.state.refresh(conn, "agent_runs", changes)?;
         Ok(CostView { running, aggregate: totals.aggregate() })
     }
 

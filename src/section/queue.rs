@@ -10,7 +10,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::section::metric::{Family, Gauge, Labels, Registry, count_gauge, gauge, labels};
-use crate::section::{Incremental, Kept, LoadError, Section, SectionName};
+use crate::section::{Changes, Incremental, Kept, LoadError, Section, SectionName};
 use crate::source::db::{MAX_SAFE_INTEGER, UNDECODABLE, count, integer, text};
 use crate::source::probe::WorkerLive;
 use crate::source::time::age_seconds;
@@ -242,7 +242,7 @@ const MAX_RUN_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM agent_runs";
 /// What the queue section keeps between refreshes: counts and retries of the
 /// terminal jobs (done, cancelled), the failed jobs with their attempts, the
 /// ids of the live ones, and the highest job and run rowids seen.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Default)]
 struct JobsState {
     max_id: i64,
     /// The highest `agent_runs` rowid seen; `None` when there is no readable
@@ -419,7 +419,7 @@ impl Incremental for JobsState {
 
     /// Folds in what changed; the tally of every job now, or `None` when a
     /// job the state relies on is gone (a history edit: rebuild).
-    fn advance(&mut self, conn: &Connection) -> Result<Option<Tally>, LoadError> {
+    fn advance(&mut self, conn: &Connection, changes: &Changes) -> Result<Option<Tally>, LoadError> {
         let mut live_now = Tally::default();
         let mut live = Vec::new();
         let mut max_id = self.max_id;
@@ -458,7 +458,17 @@ impl Incremental for JobsState {
                 }
             }
         }
-        if !self.check_failed(conn)? {
+        // Failed jobs that left without showing in the live set or starting
+        // a run (failed -> queued -> cancelled between two refreshes): the
+        // ones the commits can have touched, or all of them by count.
+        let failed_ok = match changes {
+            Changes::Unknown => self.check_failed(conn)?,
+            Changes::Rows(rows) => {
+                let ids: Vec<i64> = self.failed.iter().map(|(id, _)| *id).collect();
+                self.settle_by_key(conn, &rows.within(&ids))?
+            }
+        };
+        if !failed_ok {
             return Ok(None);
         }
         let top: i64 = conn.query_row(MAX_JOB_SQL, [], |r| r.get(0))?;
@@ -514,7 +524,11 @@ impl Section for Queue {
     }
 
     fn refresh(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
-        let (counts, retries) = self.state.refresh(conn, "jobs")?.finish();
+        self.refresh_since(conn, &Changes::Unknown)
+    }
+
+    fn refresh_since(&self, conn: &Connection, changes: &Changes) -> Result<Self::Data, LoadError> {
+        let (counts, retries) = self.state.refresh(conn, "jobs", changes)?.finish();
         Ok(QueueData { counts, oldest_queued: Self::oldest_queued(conn)?, retries, worker: self.worker() })
     }
 

@@ -34,6 +34,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::source::held::Held;
+use crate::source::walframes::IndexHeader;
 use crate::source::walguard::{Gate, side_files};
 
 /// Which file a path names right now: device and inode.
@@ -85,6 +86,14 @@ pub(crate) enum Reading {
 }
 
 impl Reading {
+    /// The WAL-index header of a WAL reading, when it is whole (not torn by a writer).
+    pub(crate) fn wal_header(&self) -> Option<IndexHeader> {
+        match self {
+            Reading::Wal { header, .. } => IndexHeader::parse(header),
+            _ => None,
+        }
+    }
+
     /// Whether nothing was committed between `earlier` and this reading.
     pub(crate) fn unchanged_since(&self, earlier: &Reading) -> bool {
         !matches!(self, Reading::Unknown) && self == earlier
@@ -94,6 +103,16 @@ impl Reading {
 /// The `-shm` this reader keeps a descriptor on, and which file it is.
 #[derive(Debug, Default)]
 pub(crate) struct ShmHandle(Option<(FileId, Held)>);
+
+impl ShmHandle {
+    /// The WAL-index header as it is now, when whole.
+    pub(crate) fn header(&self) -> Option<IndexHeader> {
+        let (_, file) = self.0.as_ref()?;
+        let mut header = [0u8; WAL_INDEX_HEADER];
+        file.read_exact_at(&mut header, 0).ok()?;
+        IndexHeader::parse(&header)
+    }
+}
 
 /// Reads the database's state through `header` (a descriptor on the
 /// database file) and the `-shm` beside it, reopening `shm` when the file

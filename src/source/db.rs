@@ -15,6 +15,7 @@ use crate::source::change::FileId;
 use crate::source::change::{self, Reading, ShmHandle};
 use crate::source::held::{Held, LiveConnection};
 use crate::source::time::parse_timestamp;
+use crate::source::walframes::{self, Changes};
 use crate::source::walguard;
 
 /// Why a refresh produced no data.
@@ -260,6 +261,29 @@ impl Database {
             return false;
         };
         change::read(&self.path, &c.header, &mut c.shm).unchanged_since(&seen.reading)
+    }
+
+    /// Which rows the commits between the read that gave `seen` and the one
+    /// that gave `now` can have touched (see [`walframes`]). Call it within
+    /// the later read's `with_conn`: its open transaction keeps the WAL from
+    /// restarting under the frames being read.
+    pub fn changes_since(&self, seen: &Fingerprint, now: &Fingerprint) -> Changes {
+        if !seen.same_source(now) {
+            return Changes::Unknown;
+        }
+        let (Some(earlier), Some(later)) = (seen.reading.wal_header(), now.reading.wal_header()) else {
+            return Changes::Unknown;
+        };
+        let current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(c) = current.as_ref().filter(|c| c.file == now.file && c.generation == now.generation) else {
+            return Changes::Unknown;
+        };
+        let Some(present) = c.shm.header() else { return Changes::Unknown };
+        // Closed only when no connection is open (see `held`).
+        let wal = (present.max_frame != earlier.max_frame)
+            .then(|| std::fs::File::open(&walguard::side_files(&self.path)[0]).ok().map(Held::new))
+            .flatten();
+        walframes::changes(&earlier, &later, &present, wal.as_deref())
     }
 
     /// Runs `f` on a new read-only connection to the file the path names

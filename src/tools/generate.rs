@@ -79,17 +79,35 @@ const JOBS_SQL: &str = "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 
                  ELSE datetime('2026-11-01 00:00:00', '+' || (i * 2 + 60) || ' seconds') END
        FROM n";
 
-/// One run per started job; costs of finished runs (a few never parsed: NULL).
-const RUNS_SQL: &str = "INSERT INTO agent_runs (id, job_id, agent, pid, model, effort, started_at, finished_at,
+/// One run per started job, and an earlier failed one for every other retried
+/// job (about 1.1 runs per job); costs of finished runs (a few never parsed:
+/// NULL). One ended job in 199 kept the run of an agent that crashed or was
+/// killed: it never recorded its end (`finished_at` and cost NULL), as a
+/// production history has.
+const RUNS_SQL: &str = "WITH attempt(n) AS (SELECT 1 UNION ALL SELECT 2),
+     runs AS (
+       SELECT j.id AS job_id, j.agent, j.status, j.started_at, j.finished_at, a.n,
+              (a.n = 2 OR NOT (j.attempts >= 2 AND j.id % 2 = 0)) AS latest
+         FROM jobs AS j JOIN attempt AS a
+        WHERE j.started_at IS NOT NULL AND (a.n = 2 OR (j.attempts >= 2 AND j.id % 2 = 0))),
+     shaped AS (
+       SELECT job_id, n, agent,
+              CASE WHEN latest THEN started_at ELSE datetime(started_at, '-30 seconds') END AS started_at,
+              CASE WHEN NOT latest THEN datetime(started_at, '-10 seconds')
+                   WHEN finished_at IS NULL OR job_id % 199 = 0 THEN NULL
+                   ELSE finished_at END AS finished_at
+         FROM runs)
+     INSERT INTO agent_runs (job_id, agent, pid, model, effort, started_at, finished_at,
                              cost_usd, input_tokens, output_tokens, cache_read_tokens, cache_creation_tokens)
-     SELECT id, id, agent, NULL, 'model-' || (id % 3), CASE id % 3 WHEN 0 THEN 'low' WHEN 1 THEN 'medium' ELSE 'high' END,
+     SELECT job_id, agent, NULL, 'model-' || (job_id % 3),
+            CASE job_id % 3 WHEN 0 THEN 'low' WHEN 1 THEN 'medium' ELSE 'high' END,
             started_at, finished_at,
-            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE (id % 1000) / 100.0 END,
-            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE 1000 + id % 50000 END,
-            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE 100 + id % 5000 END,
-            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE id % 20000 END,
-            CASE WHEN finished_at IS NULL OR id % 23 = 0 THEN NULL ELSE id % 700 END
-       FROM jobs WHERE started_at IS NOT NULL";
+            CASE WHEN finished_at IS NULL OR job_id % 23 = 0 THEN NULL ELSE (job_id % 1000) / 100.0 END,
+            CASE WHEN finished_at IS NULL OR job_id % 23 = 0 THEN NULL ELSE 1000 + job_id % 50000 END,
+            CASE WHEN finished_at IS NULL OR job_id % 23 = 0 THEN NULL ELSE 100 + job_id % 5000 END,
+            CASE WHEN finished_at IS NULL OR job_id % 23 = 0 THEN NULL ELSE job_id % 20000 END,
+            CASE WHEN finished_at IS NULL OR job_id % 23 = 0 THEN NULL ELSE job_id % 700 END
+       FROM shaped ORDER BY job_id, n";
 
 /// Creates the database at `path` (which must not exist) as `spec` says.
 pub fn generate(path: &Path, spec: &Spec) -> rusqlite::Result<()> {
@@ -125,7 +143,27 @@ mod tests {
         assert_eq!(n("SELECT COUNT(*) FROM jobs WHERE status = 'running'"), 10);
         assert_eq!(n("SELECT COUNT(*) FROM jobs WHERE status = 'queued'"), 100);
         assert_eq!(n("SELECT COUNT(*) FROM tasks WHERE stage NOT IN ('done', 'cancelled')"), 50);
-        assert_eq!(n("SELECT COUNT(*) FROM agent_runs"), 900);
+        // 900 started jobs, 110 of them retried with an earlier run too.
+        assert_eq!(
+            n("SELECT COUNT(*) FROM agent_runs"),
+            900 + n("SELECT COUNT(*) FROM jobs WHERE started_at IS NOT NULL AND attempts >= 2 AND id % 2 = 0")
+        );
+        // Every running job's latest run is unfinished, and so are the crashed runs of ended jobs.
+        assert_eq!(
+            n("SELECT COUNT(*) FROM agent_runs AS r JOIN jobs AS j ON j.id = r.job_id
+                WHERE r.finished_at IS NULL AND j.status IN ('done', 'failed', 'cancelled')"),
+            n("SELECT COUNT(*) FROM jobs WHERE status IN ('done', 'failed', 'cancelled') AND id % 199 = 0")
+        );
+        assert_eq!(
+            n("SELECT COUNT(*) FROM jobs AS j WHERE status = 'running'
+                AND (SELECT finished_at FROM agent_runs WHERE job_id = j.id ORDER BY id DESC LIMIT 1) IS NULL"),
+            10
+        );
+        // Runs are numbered in the order they started.
+        assert_eq!(
+            n("SELECT COUNT(*) FROM agent_runs AS a JOIN agent_runs AS b ON b.id = a.id + 1 WHERE b.job_id < a.job_id"),
+            0
+        );
         assert_eq!(n("SELECT COUNT(*) FROM sqlite_schema WHERE type = 'index'"), 0);
     }
 }

@@ -495,77 +495,20 @@ fn run_mirror(
     })
 }
 
-/// Commits the orchestrator's pattern to the scratch copy at `path`, `rate`
-/// times a second, until `stop`: each commit three changes among a job
-/// queued, a job started with its run, a run finished with its cost, a failed
-/// job queued again, a task touched. Returns the writer's own CPU time and
+/// Commits the orchestrator's pattern ([`crate::tools::pattern`]: statement
+/// groups touching rows anywhere in history) to the scratch copy at `path`,
+/// `rate` times a second, until `stop`. Returns the writer's own CPU time and
 /// its commits.
 fn pattern_writer(path: &Path, rate: f64, stop: &std::sync::atomic::AtomicBool) -> rusqlite::Result<(Duration, u64)> {
-    use rusqlite::params;
     let cpu0 = cpu_time(true).unwrap_or_default();
-    let mut conn = rusqlite::Connection::open(path)?;
+    let conn = rusqlite::Connection::open(path)?;
     conn.busy_timeout(Duration::from_secs(1))?;
-    let mut rng = fastrand::Rng::with_seed(7);
+    let mut writer = crate::tools::pattern::PatternWriter::new(conn, 7);
     let gap = Duration::from_secs_f64(1.0 / rate.max(0.1));
     let mut next = Instant::now();
     let mut commits = 0;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-        let tx = conn.transaction()?;
-        for _ in 0..3 {
-            match rng.u8(..5) {
-                0 => {
-                    tx.execute("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", [])?;
-                }
-                1 => {
-                    let job: Option<i64> =
-                        tx.query_row("SELECT MAX(id) FROM jobs WHERE status = 'queued'", [], |r| r.get(0))?;
-                    if let Some(job) = job {
-                        tx.execute(
-                            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = datetime('now') \
-                             WHERE id = ?1",
-                            [job],
-                        )?;
-                        tx.execute("INSERT INTO agent_runs (job_id, agent) VALUES (?1, 'dev')", [job])?;
-                    }
-                }
-                2 => {
-                    let run: Option<(i64, i64)> = tx
-                        .query_row(
-                            "SELECT id, job_id FROM agent_runs WHERE finished_at IS NULL \
-                             AND id > (SELECT MAX(id) - 1000 FROM agent_runs) ORDER BY id LIMIT 1",
-                            [],
-                            |r| Ok((r.get(0)?, r.get(1)?)),
-                        )
-                        .ok();
-                    if let Some((run, job)) = run {
-                        let tokens = rng.i64(1_000..100_000);
-                        tx.execute(
-                            "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = ?2, input_tokens = ?3, \
-                             output_tokens = ?4 WHERE id = ?1",
-                            params![run, tokens as f64 * 0.000_015, tokens, tokens / 8],
-                        )?;
-                        let status = if rng.u8(..5) == 0 { "failed" } else { "done" };
-                        tx.execute(
-                            "UPDATE jobs SET status = ?2 WHERE id = ?1 AND status = 'running'",
-                            params![job, status],
-                        )?;
-                    }
-                }
-                3 => {
-                    tx.execute(
-                        "UPDATE jobs SET status = 'queued' WHERE id = (SELECT MAX(id) FROM jobs WHERE status = 'failed')",
-                        [],
-                    )?;
-                }
-                _ => {
-                    tx.execute(
-                        "UPDATE tasks SET updated_at = datetime('now') WHERE id = (SELECT MAX(id) FROM tasks)",
-                        [],
-                    )?;
-                }
-            }
-        }
-        tx.commit()?;
+        writer.commit()?;
         commits += 1;
         next += gap;
         std::thread::sleep(next.saturating_duration_since(Instant::now()));

@@ -271,3 +271,136 @@ fn queue_is_exact_without_agent_runs() {
     let data = check(&db, &queue, "after a retry with no run to show it");
     assert!(format!("{data:?}").contains("retried_jobs: 2"), "both failed jobs are retried now: {data:?}");
 }
+
+/// What the fast path of one journal mode was told over a run.
+#[derive(Debug, Default)]
+struct Told {
+    rows: usize,
+    unknown: usize,
+}
+
+/// The fast path (each refresh told which rows the commits since can have
+/// touched, from the `-wal`'s frames) equals the full queries after every
+/// refresh, beside a production-like history (failures over the whole of it,
+/// unfinished runs of ended jobs) and a writer that touches rows anywhere in
+/// it: the orchestrator's statement groups, and the random workload above
+/// with its bad values.
+fn fast_path_is_exact<S: Section>(make: impl Fn() -> S, wal: bool) -> Told {
+    use orchmirror::section::Changes;
+    use orchmirror::tools::generate::{Spec, generate};
+    use orchmirror::tools::pattern::PatternWriter;
+    let mut told = Told::default();
+    for seed in seeds() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("history.sqlite");
+        generate(&path, &Spec::jobs(3000)).expect("generate");
+        let conn = Connection::open(&path).expect("open");
+        conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+        let mode: String = conn
+            .query_row(&format!("PRAGMA journal_mode = {}", if wal { "WAL" } else { "DELETE" }), [], |r| r.get(0))
+            .expect("journal mode");
+        assert_eq!(mode, if wal { "wal" } else { "delete" });
+        let mut writer = PatternWriter::new(conn, seed);
+        let mut orch =
+            Orchestrator { conn: Connection::open(&path).expect("open"), rng: fastrand::Rng::with_seed(seed) };
+        orch.conn.busy_timeout(Duration::from_secs(5)).expect("busy timeout");
+        let db = Database::new(&path);
+        let section = make();
+        let mut seen: Option<orchmirror::test_util::Fingerprint> = None;
+        for step in 0..300 {
+            for _ in 0..orch.rng.usize(0..6) {
+                if orch.rng.u8(..4) == 0 {
+                    orch.step();
+                } else {
+                    writer.commit().expect("pattern commit");
+                }
+            }
+            let (fast, full, fingerprint, rows) = db
+                .with_conn(Duration::from_secs(30), |conn, now| {
+                    let changes = seen.map_or(Changes::Unknown, |seen| db.changes_since(&seen, &now));
+                    let rows = matches!(changes, Changes::Rows(_));
+                    Ok((section.refresh_since(conn, &changes)?, section.load(conn)?, now, rows))
+                })
+                .unwrap_or_else(|e| panic!("seed {seed}, step {step}: refresh failed: {e}"));
+            if seen.is_some() {
+                if rows { told.rows += 1 } else { told.unknown += 1 }
+            }
+            seen = Some(fingerprint);
+            assert!(
+                fast == full,
+                "seed {seed}, step {step}, wal {wal}: the fast {} differs from the full one\nfast: {fast:?}\nfull: {full:?}",
+                S::NAME
+            );
+        }
+    }
+    told
+}
+
+#[test]
+fn cost_fast_path_is_exact_in_wal_mode() {
+    let told = fast_path_is_exact(Cost::new, true);
+    // Told which rows, except after the WAL restarted (a checkpoint reached its end).
+    assert!(told.rows > 10 * told.unknown, "{told:?}");
+}
+
+#[test]
+fn queue_fast_path_is_exact_in_wal_mode() {
+    let told = fast_path_is_exact(Queue::new, true);
+    assert!(told.rows > 10 * told.unknown, "{told:?}");
+}
+
+#[test]
+fn fast_paths_are_exact_in_rollback_mode() {
+    for told in [fast_path_is_exact(Cost::new, false), fast_path_is_exact(Queue::new, false)] {
+        // No frames to read: every followed row is read again.
+        assert_eq!(told.rows, 0, "{told:?}");
+        assert!(told.unknown > 0);
+    }
+}
+
+/// The moves that nothing but the changed rows show, each between two
+/// refreshes of the fast path in WAL mode: an old failed job retried and
+/// cancelled before it started, and an old run of an ended job finished
+/// long after (and one deleted: a history edit noticed by key).
+#[test]
+fn the_fast_path_sees_old_rows_move() {
+    use orchmirror::section::Changes;
+    use orchmirror::tools::generate::{Spec, generate};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("history.sqlite");
+    generate(&path, &Spec::jobs(3000)).expect("generate");
+    let w = Connection::open(&path).expect("open");
+    w.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    // A WAL with frames: an empty one's header changes salts at the first commit.
+    w.execute("INSERT INTO tasks (work_item_id, stage) VALUES ('W', 'develop')", []).expect("insert");
+    let db = Database::new(&path);
+    let (cost, queue) = (Cost::new(), Queue::new());
+    let refresh = |seen: Option<orchmirror::test_util::Fingerprint>, what: &str| {
+        db.with_conn(Duration::from_secs(30), |conn, now| {
+            let changes = seen.map_or(Changes::Unknown, |seen| db.changes_since(&seen, &now));
+            assert_eq!(seen.is_some(), matches!(changes, Changes::Rows(_)), "{what}: {changes:?}");
+            assert_eq!(cost.refresh_since(conn, &changes)?, cost.load(conn)?, "{what}: cost");
+            assert_eq!(queue.refresh_since(conn, &changes)?, queue.load(conn)?, "{what}: queue");
+            Ok(now)
+        })
+        .unwrap_or_else(|e| panic!("{what}: {e}"))
+    };
+    let mut seen = refresh(None, "first");
+    let one = |sql: &str| w.query_row(sql, [], |r| r.get::<_, i64>(0)).expect(sql);
+    let old_failed = one("SELECT MIN(id) FROM jobs WHERE status = 'failed'");
+    w.execute("UPDATE jobs SET status = 'queued' WHERE id = ?1", [old_failed]).expect("retry");
+    w.execute("UPDATE jobs SET status = 'cancelled' WHERE id = ?1", [old_failed]).expect("cancel");
+    seen = refresh(Some(seen), "a failed job retried and cancelled");
+    let late = one("SELECT MIN(r.id) FROM agent_runs AS r JOIN jobs AS j ON j.id = r.job_id
+          WHERE r.finished_at IS NULL AND j.status = 'done'");
+    w.execute(
+        "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = 2.5, input_tokens = 7 WHERE id = ?1",
+        [late],
+    )
+    .expect("finish late");
+    seen = refresh(Some(seen), "a run finished long after its job");
+    let gone = one("SELECT MAX(r.id) FROM agent_runs AS r JOIN jobs AS j ON j.id = r.job_id
+          WHERE r.finished_at IS NULL AND j.status = 'done'");
+    w.execute("DELETE FROM agent_runs WHERE id = ?1", [gone]).expect("delete");
+    refresh(Some(seen), "an unfinished run deleted");
+}

@@ -1,0 +1,286 @@
+//! The orchestrator's write pattern (README, "Freshness and exactness"), as a
+//! busy orchestrator with a long history commits it: one statement group per
+//! commit, touching rows anywhere in history, not only the newest ones. A
+//! failed job retried may be years old; a run whose agent crashed is
+//! finished long after its job ended; an ended job gets a further run.
+//!
+//! `tune` measures with it, `examples/pattern_writer.rs` drives the
+//! benchmarks' writer (`scripts/commit-cost.py`) with it.
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+/// One statement group of the pattern.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Op {
+    /// A new task in its first stage.
+    NewTask,
+    /// An active task's stage moves forward (the last step is `done`).
+    Advance,
+    /// A new job, queued.
+    Enqueue,
+    /// `queued → running` with `attempts + 1` and `started_at`; its run is inserted.
+    Start,
+    /// A running job's latest run finishes with its cost; the job is done or failed.
+    Finish,
+    /// A running job fails and its run never records an end (an agent that
+    /// crashed or was killed): an unfinished run of an ended job.
+    Crash,
+    /// `failed → queued` for a failed job picked anywhere in history.
+    Retry,
+    /// `queued ↔ paused`.
+    Pause,
+    /// `queued | paused → cancelled`.
+    Cancel,
+    /// An ended job anywhere in history gets a further run (unfinished).
+    Rerun,
+    /// An unfinished run of an ended job, anywhere in history, finishes with its cost.
+    FinishLate,
+}
+
+/// Out of 40: how often each group is chosen (the live state stays about
+/// the same size: as many jobs start as end, as many are queued as leave).
+const WEIGHTS: [(Op, u32); 11] = [
+    (Op::NewTask, 2),
+    (Op::Advance, 4),
+    (Op::Enqueue, 7),
+    (Op::Start, 7),
+    (Op::Finish, 6),
+    (Op::Crash, 1),
+    (Op::Retry, 3),
+    (Op::Pause, 3),
+    (Op::Cancel, 2),
+    (Op::Rerun, 2),
+    (Op::FinishLate, 3),
+];
+
+const STAGES: [&str; 4] = ["analysis", "develop", "review", "test"];
+
+/// A writer of the pattern on one connection.
+#[derive(Debug)]
+pub struct PatternWriter {
+    conn: Connection,
+    rng: fastrand::Rng,
+    /// Probes written so far (see [`PatternWriter::probe`]).
+    probes: u64,
+}
+
+impl PatternWriter {
+    /// A writer on `conn` (which must be writable), its choices drawn from `seed`.
+    pub fn new(conn: Connection, seed: u64) -> Self {
+        Self { conn, rng: fastrand::Rng::with_seed(seed), probes: 0 }
+    }
+
+    /// The writer's connection.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// A row id from `sql` (one `?1`: a random rowid to start from), or the
+    /// first one when none lies above the random start.
+    fn anywhere(&mut self, sql: &str, max_sql: &str) -> rusqlite::Result<Option<i64>> {
+        let max: i64 = self.conn.query_row(max_sql, [], |r| r.get(0))?;
+        let from = self.rng.i64(1..=max.max(1));
+        if let Some(id) = self.conn.query_row(sql, [from], |r| r.get(0)).optional()? {
+            return Ok(Some(id));
+        }
+        self.conn.query_row(sql, [0], |r| r.get(0)).optional()
+    }
+
+    /// One of the few live rows `sql` lists, at random.
+    fn one_of(&mut self, sql: &str) -> rusqlite::Result<Option<i64>> {
+        let mut stmt = self.conn.prepare_cached(sql)?;
+        let ids: Vec<i64> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        Ok((!ids.is_empty()).then(|| ids[self.rng.usize(..ids.len())]))
+    }
+
+    /// The cost and token columns of a run that ends: usually all set,
+    /// sometimes never parsed (NULL).
+    fn cost(&mut self) -> (Option<f64>, [Option<i64>; 4]) {
+        if self.rng.u8(..25) == 0 {
+            return (None, [None; 4]);
+        }
+        let input = self.rng.i64(1_000..200_000);
+        let tokens = [input, input / 8, self.rng.i64(0..100_000), self.rng.i64(0..5_000)];
+        (Some(f64::from(self.rng.u32(1..5_000_000)) / 1e6), tokens.map(Some))
+    }
+
+    fn finish_run(&mut self, run: i64) -> rusqlite::Result<()> {
+        let (cost, [input, output, cache_read, cache_creation]) = self.cost();
+        self.conn.execute(
+            "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = ?2, input_tokens = ?3, output_tokens = ?4,
+                    cache_read_tokens = ?5, cache_creation_tokens = ?6
+              WHERE id = ?1",
+            params![run, cost, input, output, cache_read, cache_creation],
+        )?;
+        Ok(())
+    }
+
+    /// Commits one statement group chosen at random; returns which (a group
+    /// with nothing to act on commits an empty transaction).
+    pub fn commit(&mut self) -> rusqlite::Result<Op> {
+        let total: u32 = WEIGHTS.iter().map(|(_, w)| w).sum();
+        let mut pick = self.rng.u32(..total);
+        let op = WEIGHTS
+            .iter()
+            .find(|(_, w)| {
+                if pick < *w {
+                    return true;
+                }
+                pick -= w;
+                false
+            })
+            .map_or(Op::Enqueue, |(op, _)| *op);
+        self.conn.execute_batch("BEGIN IMMEDIATE")?;
+        match self.apply(op) {
+            Ok(()) => {
+                self.conn.execute_batch("COMMIT")?;
+                Ok(op)
+            }
+            Err(e) => {
+                let _ = self.conn.execute_batch("ROLLBACK");
+                Err(e)
+            }
+        }
+    }
+
+    fn apply(&mut self, op: Op) -> rusqlite::Result<()> {
+        const ACTIVE_TASKS: &str = "SELECT id FROM tasks WHERE stage IN ('analysis', 'develop', 'review', 'test')";
+        match op {
+            Op::NewTask => {
+                self.conn.execute(
+                    "INSERT INTO tasks (work_item_id, repo, stage) VALUES ('ORCH-' || abs(random() % 100000), 'repo-1', 'analysis')",
+                    [],
+                )?;
+            }
+            Op::Advance => {
+                if let Some(task) = self.one_of(ACTIVE_TASKS)? {
+                    let stage: String =
+                        self.conn.query_row("SELECT stage FROM tasks WHERE id = ?1", [task], |r| r.get(0))?;
+                    let next =
+                        STAGES.iter().position(|s| *s == stage).and_then(|i| STAGES.get(i + 1)).unwrap_or(&"done");
+                    self.conn.execute(
+                        "UPDATE tasks SET stage = ?2, updated_at = datetime('now') WHERE id = ?1",
+                        params![task, next],
+                    )?;
+                }
+            }
+            Op::Enqueue => {
+                let task = self.one_of(ACTIVE_TASKS)?;
+                let agent = ["analyst", "developer", "reviewer", "tester"][self.rng.usize(..4)];
+                self.conn.execute(
+                    "INSERT INTO jobs (task_id, repo, agent, status) VALUES (?1, 'repo-1', ?2, 'queued')",
+                    params![task, agent],
+                )?;
+            }
+            Op::Start => {
+                if let Some(job) = self.one_of("SELECT id FROM jobs WHERE status = 'queued'")? {
+                    self.conn.execute(
+                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = datetime('now')
+                          WHERE id = ?1",
+                        [job],
+                    )?;
+                    self.conn.execute(
+                        "INSERT INTO agent_runs (job_id, agent, model, effort)
+                         SELECT id, agent, 'model-1', 'medium' FROM jobs WHERE id = ?1",
+                        [job],
+                    )?;
+                }
+            }
+            Op::Finish | Op::Crash => {
+                if let Some(job) = self.one_of("SELECT id FROM jobs WHERE status = 'running'")? {
+                    let run: Option<i64> =
+                        self.conn.query_row("SELECT MAX(id) FROM agent_runs WHERE job_id = ?1", [job], |r| r.get(0))?;
+                    let status = if op == Op::Crash || self.rng.u8(..5) == 0 { "failed" } else { "done" };
+                    if let (Some(run), Op::Finish) = (run, op) {
+                        self.finish_run(run)?;
+                    }
+                    self.conn.execute(
+                        "UPDATE jobs SET status = ?2, finished_at = datetime('now') WHERE id = ?1",
+                        params![job, status],
+                    )?;
+                }
+            }
+            Op::Retry => {
+                let failed = "SELECT id FROM jobs WHERE status = 'failed' AND id >= ?1 ORDER BY id LIMIT 1";
+                if let Some(job) = self.anywhere(failed, "SELECT COALESCE(MAX(id), 0) FROM jobs")? {
+                    self.conn.execute("UPDATE jobs SET status = 'queued' WHERE id = ?1", [job])?;
+                }
+            }
+            Op::Pause => {
+                if let Some(job) = self.one_of("SELECT id FROM jobs WHERE status IN ('queued', 'paused')")? {
+                    self.conn.execute(
+                        "UPDATE jobs SET status = CASE status WHEN 'queued' THEN 'paused' ELSE 'queued' END WHERE id = ?1",
+                        [job],
+                    )?;
+                }
+            }
+            Op::Cancel => {
+                if let Some(job) = self.one_of("SELECT id FROM jobs WHERE status IN ('queued', 'paused')")? {
+                    self.conn.execute(
+                        "UPDATE jobs SET status = 'cancelled', finished_at = datetime('now') WHERE id = ?1",
+                        [job],
+                    )?;
+                }
+            }
+            Op::Rerun => {
+                let ended = "SELECT id FROM jobs WHERE status = 'done' AND id >= ?1 ORDER BY id LIMIT 1";
+                if let Some(job) = self.anywhere(ended, "SELECT COALESCE(MAX(id), 0) FROM jobs")? {
+                    self.conn.execute(
+                        "INSERT INTO agent_runs (job_id, agent, model, effort)
+                         SELECT id, agent, 'model-2', 'high' FROM jobs WHERE id = ?1",
+                        [job],
+                    )?;
+                }
+            }
+            Op::FinishLate => {
+                let late = "SELECT r.id FROM agent_runs AS r JOIN jobs AS j ON j.id = r.job_id
+                     WHERE r.id >= ?1 AND r.finished_at IS NULL AND j.status IN ('done', 'failed', 'cancelled')
+                     ORDER BY r.id LIMIT 1";
+                if let Some(run) = self.anywhere(late, "SELECT COALESCE(MAX(id), 0) FROM agent_runs")? {
+                    self.finish_run(run)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Commits a new task named `PROBE-<n>` (n counts from 1) and returns
+    /// `n`: a commit whose arrival a reader can tell apart (it appears in
+    /// `stages`), for timing commit to visible.
+    pub fn probe(&mut self) -> rusqlite::Result<u64> {
+        self.probes += 1;
+        self.conn.execute(
+            "INSERT INTO tasks (work_item_id, repo, stage) VALUES (?1, 'probe', 'analysis')",
+            [format!("PROBE-{}", self.probes)],
+        )?;
+        Ok(self.probes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pattern_touches_history_and_keeps_the_live_state_small() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.sqlite");
+        crate::tools::generate::generate(&path, &crate::tools::generate::Spec::jobs(5000)).expect("generate");
+        let mut w = PatternWriter::new(Connection::open(&path).expect("open"), 3);
+        let n = |w: &PatternWriter, sql: &str| w.conn().query_row(sql, [], |r| r.get::<_, i64>(0)).expect(sql);
+        let late_before = n(&w, "SELECT COUNT(*) FROM agent_runs WHERE finished_at IS NULL AND id < 4000");
+        let mut ops = std::collections::HashSet::new();
+        for _ in 0..2000 {
+            ops.insert(format!("{:?}", w.commit().expect("commit")));
+        }
+        assert_eq!(ops.len(), WEIGHTS.len(), "every group was chosen: {ops:?}");
+        // Old rows were touched: retries and late finishes far from the newest rows.
+        assert!(n(&w, "SELECT COUNT(*) FROM jobs WHERE id < 4000 AND status IN ('queued', 'running', 'paused')") > 0);
+        assert_ne!(n(&w, "SELECT COUNT(*) FROM agent_runs WHERE finished_at IS NULL AND id < 4000"), late_before);
+        assert!(n(&w, "SELECT COUNT(*) FROM jobs WHERE status = 'running'") < 100);
+        assert!(n(&w, "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'paused')") < 400);
+        assert_eq!(w.probe().expect("probe"), 1);
+        assert_eq!(n(&w, "SELECT COUNT(*) FROM tasks WHERE work_item_id = 'PROBE-1'"), 1);
+    }
+}
