@@ -167,6 +167,10 @@ pub struct Settings {
     /// `ORCH_COALESCE_MS`: the shortest time between two refreshes of one
     /// section when commits keep waking it.
     pub coalesce: Duration,
+    /// `ORCH_CPU_BUDGET_PERCENT`: the share of one core (in percent) the
+    /// mirror may spend when commits keep waking it; past it the gap between
+    /// refreshes widens (up to each section's period).
+    pub cpu_budget_percent: f64,
     /// `ORCH_ALLOWED_HOSTS`: `Host` names answered besides IP literals,
     /// `localhost` and this machine's name (`*`: every name).
     pub allowed_hosts: Vec<String>,
@@ -207,6 +211,7 @@ impl Default for Settings {
             max_streams: MAX_STREAMS.default,
             stream_heartbeat: STREAM_HEARTBEAT.default,
             coalesce: COALESCE.default,
+            cpu_budget_percent: CPU_BUDGET.default,
             allowed_hosts: ALLOWED_HOSTS.default.clone(),
             socket_mode: SOCKET_MODE.default,
             socket_group: SOCKET_GROUP.default.clone(),
@@ -412,6 +417,7 @@ impl Layers<'_> {
             max_streams: self.get(&MAX_STREAMS)?,
             stream_heartbeat: self.get(&STREAM_HEARTBEAT)?,
             coalesce: self.get(&COALESCE)?,
+            cpu_budget_percent: self.get(&CPU_BUDGET)?,
             allowed_hosts: self.get(&ALLOWED_HOSTS)?,
             socket_mode: self.get(&SOCKET_MODE)?,
             socket_group: self.get(&SOCKET_GROUP)?,

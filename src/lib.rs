@@ -118,7 +118,7 @@ pub mod tools;
 
 pub use config::{CliOverrides, ConfigError, LogFormat, RefreshPeriods, Settings};
 pub use runtime::builder::{MirrorBuilder, StartError};
-pub use runtime::handle::MirrorHandle;
+pub use runtime::handle::{BudgetState, MirrorHandle};
 pub use runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 pub use runtime::stats::{PerSection, Reconciliation, RefreshCounters, Restarts};
 pub use section::{Section, SectionData, SectionName, Status};
@@ -137,6 +137,7 @@ pub use source::probe::{ProbeResult, WorkerProbe};
 #[doc(hidden)]
 pub mod test_util {
     pub use crate::runtime::actor::{ActorSettings, SectionActor};
+    pub use crate::runtime::budget::Budget;
     pub use crate::runtime::messages::{Answer, SectionReply, Snapshot};
     pub use crate::serve::envelope::{Clock, assemble, json_schema};
     pub use crate::serve::http::{PAGE, WRITE_TIMEOUT, connections_per_worker, page_html, streams_within};

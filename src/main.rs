@@ -306,6 +306,7 @@ fn log_start(s: &Settings) {
         max_streams = %s.max_streams.map_or("derived from the open-files limit".into(), |n| n.to_string()),
         stream_heartbeat_ms = s.stream_heartbeat.as_millis() as u64,
         coalesce_ms = s.coalesce.as_millis() as u64,
+        cpu_budget_percent = s.cpu_budget_percent,
         allowed_hosts = %s.allowed_hosts.join(","),
         socket_mode = %format!("{:04o}", s.socket_mode),
         socket_group = %s.socket_group.as_deref().unwrap_or("-"),

@@ -3,6 +3,7 @@
 //! refresh statistics, and the cheap handle the serving layer reads through.
 
 pub mod actor;
+pub mod budget;
 pub mod builder;
 pub mod handle;
 pub mod hub;

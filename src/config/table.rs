@@ -172,6 +172,27 @@ impl Kind for Count {
     }
 }
 
+/// A share of one core in percent, a decimal number within bounds.
+#[derive(Debug)]
+pub(crate) struct Percent(pub f64, pub f64);
+
+impl Kind for Percent {
+    type Value = f64;
+    fn parse(&self, text: &str) -> Result<f64, String> {
+        let Percent(lo, hi) = *self;
+        text.parse::<f64>()
+            .ok()
+            .filter(|p| p.is_finite() && (lo..=hi).contains(p))
+            .ok_or_else(|| format!("expected a percentage of one core from {lo} to {hi}"))
+    }
+    fn range(&self) -> Option<String> {
+        Some(format!("{} .. {}", self.0, self.1))
+    }
+    fn show(&self, value: &f64) -> Option<String> {
+        Some(value.to_string())
+    }
+}
+
 /// A whole number within bounds, or by default one derived when the server starts.
 #[derive(Debug)]
 pub(crate) struct Derived(pub Count, pub &'static str);
@@ -484,6 +505,17 @@ pub(crate) static COALESCE: Spec<Millis> = Spec {
     kind: Millis(1, 3_600_000),
     default: Duration::from_millis(20),
 };
+/// `ORCH_CPU_BUDGET_PERCENT`: what the mirror may spend on refreshes that
+/// commits wake, at any commit rate (README, "Commit to visible").
+pub(crate) static CPU_BUDGET: Spec<Percent> = Spec {
+    key: "cpu_budget_percent",
+    var: "ORCH_CPU_BUDGET_PERCENT",
+    flag: "cpu-budget-percent",
+    value_name: "PERCENT",
+    meaning: "Share of one core the mirror may spend when commits keep coming; past it the gap between refreshes widens",
+    kind: Percent(0.1, 100.0),
+    default: 5.0,
+};
 /// `ORCH_ALLOWED_HOSTS`.
 pub(crate) static ALLOWED_HOSTS: Spec<HostNames> = Spec {
     key: "allowed_hosts",
@@ -527,7 +559,7 @@ pub(crate) static WEB_CONFIG_FILE: Spec<FilePath> = Spec {
 };
 
 /// Every setting, in the order `--help` lists them.
-pub static SETTINGS: [&dyn Row; 17] = [
+pub static SETTINGS: [&dyn Row; 18] = [
     &DB_PATH,
     &BIND,
     &METRICS_ENABLED,
@@ -541,6 +573,7 @@ pub static SETTINGS: [&dyn Row; 17] = [
     &MAX_STREAMS,
     &STREAM_HEARTBEAT,
     &COALESCE,
+    &CPU_BUDGET,
     &ALLOWED_HOSTS,
     &SOCKET_MODE,
     &SOCKET_GROUP,

@@ -50,7 +50,7 @@ pub const RECHECKS: [Duration; 4] =
 pub const WAKE_GRACE: Duration = Duration::from_millis(3);
 
 /// Timing and staleness parameters of one section actor.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ActorSettings {
     /// Time between the end of one refresh and the start of the next.
     pub period: Duration,
@@ -62,6 +62,9 @@ pub struct ActorSettings {
     /// The shortest time between the starts of two refreshes that commits
     /// woke (`ORCH_COALESCE_MS`).
     pub coalesce: Duration,
+    /// The mirror's CPU budget, shared with its other sections: while it is
+    /// overdrawn a woken refresh waits (at most `period`).
+    pub budget: Arc<crate::runtime::budget::Budget>,
 }
 
 struct Good<D> {
@@ -165,7 +168,7 @@ impl<D> Replica<D> {
         if beat == 0 || now_ms.saturating_sub(beat) > trust.as_millis() as u64 {
             return None;
         }
-        let settings = self.settings;
+        let settings = &self.settings;
         let state = self.state.read().unwrap_or_else(|p| p.into_inner());
         let state = state.as_ref()?;
         Some(reply_of(state.good.as_ref(), state.last_error.as_deref(), state.in_flight, settings, state.seq, now))
@@ -233,7 +236,7 @@ impl<S: Section> SectionActor<S> {
     /// A new actor for `section` reading `db`.
     #[cfg(any(test, feature = "test-util"))]
     pub fn new(section: Arc<S>, db: Arc<Database>, settings: ActorSettings) -> Self {
-        let replica = Arc::new(Replica::new(settings));
+        let replica = Arc::new(Replica::new(settings.clone()));
         Self::with_shared(section, db, settings, Arc::new(Hub::new(S::NAME)), Arc::default(), replica)
     }
 
@@ -279,6 +282,14 @@ impl<S: Section> SectionActor<S> {
         self.next = Some((handle, Instant::now() + delay));
     }
 
+    /// When a refresh that a commit woke may start: after [`WAKE_GRACE`],
+    /// the coalescing gap since the last load, and whatever the CPU budget
+    /// asks (never more than the period).
+    fn woken_due(&self, now: Instant) -> Instant {
+        let gap = self.last_load.map_or(now, |at| at + self.settings.coalesce).max(now + WAKE_GRACE);
+        gap.max(now + self.settings.budget.wait(self.settings.period))
+    }
+
     /// A commit: refresh after [`WAKE_GRACE`], or when the coalescing gap
     /// since the last refresh's start has passed, or after the running one
     /// (never more than one refresh per gap, however many commits come).
@@ -289,7 +300,7 @@ impl<S: Section> SectionActor<S> {
             return;
         }
         let now = Instant::now();
-        let due = self.last_load.map_or(now, |at| at + self.settings.coalesce).max(now + WAKE_GRACE);
+        let due = self.woken_due(now);
         if self.next.is_none_or(|(_, at)| at > due) {
             self.schedule(ctx, due - now);
         }
@@ -363,13 +374,13 @@ impl<S: Section> SectionActor<S> {
             // refresh stretches the cadence instead of piling up ticks; a
             // commit seen meanwhile is looked at once the gap allows.
             let delay = if std::mem::take(&mut act.woken) {
-                let due = act.last_load.map_or_else(Instant::now, |at| at + act.settings.coalesce);
-                due.saturating_duration_since(Instant::now()).max(WAKE_GRACE)
+                act.woken_due(Instant::now()).saturating_duration_since(Instant::now())
             } else if act.rechecks > 0 {
                 let delay = RECHECKS[RECHECKS.len() - act.rechecks];
                 act.rechecks -= 1;
                 act.next_is_recheck = true;
-                delay
+                // A look that finds a commit reads it: the budget holds here too.
+                delay.max(act.settings.budget.wait(act.settings.period))
             } else {
                 act.rechecks = 0;
                 act.settings.period
@@ -468,7 +479,7 @@ impl<S: Section> SectionActor<S> {
             self.good.as_ref(),
             self.last_error.as_deref(),
             self.in_flight,
-            self.settings,
+            &self.settings,
             self.hub.seq(),
             Now::read(),
         )
@@ -496,7 +507,7 @@ fn reply_of<D>(
     good: Option<&Good<D>>,
     last_error: Option<&str>,
     in_flight: Option<Instant>,
-    settings: ActorSettings,
+    settings: &ActorSettings,
     seq: u64,
     now: Now,
 ) -> SectionReply<D> {

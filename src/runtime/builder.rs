@@ -2,6 +2,7 @@
 //! names and periods checked, an owner started for each, the commit watch,
 //! the watchdog and the worker probe.
 
+use crate::runtime::budget::Budget;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -37,15 +38,17 @@ pub enum StartError {
 }
 
 /// How to start one registered section's owner once the mirror knows its path and period.
-pub(super) type Registration = Box<dyn FnOnce(&std::path::Path, &Settings, &DurationFamily) -> Box<dyn OwnerControl>>;
+pub(super) type Registration =
+    Box<dyn FnOnce(&std::path::Path, &Settings, &DurationFamily, &Arc<Budget>) -> Box<dyn OwnerControl>>;
 
 pub(super) fn registration<S: Section>(section: S) -> (SectionName, Registration) {
-    let start: Registration = Box::new(move |path, settings, durations| {
+    let start: Registration = Box::new(move |path, settings, durations, budget| {
         let actor = ActorSettings {
             period: settings.refresh.get(S::NAME),
             max_stale: settings.max_stale,
             reconcile: settings.reconcile,
             coalesce: settings.coalesce,
+            budget: Arc::clone(budget),
         };
         Box::new(Owner::start(section, path, actor, durations))
     });
@@ -102,6 +105,7 @@ impl MirrorBuilder {
     pub fn start(self) -> Result<MirrorHandle, StartError> {
         let settings = &self.settings;
         let durations = duration_family();
+        let budget = Arc::new(Budget::new(settings.cpu_budget_percent));
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let inner = |owners: Option<Owners>, commits: Option<CommitWatch>, shortest_period| Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -112,6 +116,7 @@ impl MirrorBuilder {
             owners,
             commits,
             durations: durations.clone(),
+            budget: Arc::clone(&budget),
             stopping: AtomicBool::new(false),
             stopped: tokio::sync::watch::Sender::new(false),
             next_subscription: AtomicU64::new(1),
@@ -131,7 +136,8 @@ impl MirrorBuilder {
         check_names(&names, settings)?;
         let shortest_period =
             names.iter().map(|n| settings.refresh.get(*n)).min().unwrap_or(settings.refresh.default_period());
-        let owners = Owners(registered.into_iter().map(|(_, start)| start(path, settings, &durations)).collect());
+        let owners =
+            Owners(registered.into_iter().map(|(_, start)| start(path, settings, &durations, &budget)).collect());
         let targets: Vec<Arc<WakeTarget>> = owners.iter().map(|o| o.wake_target()).collect();
         let commits = CommitWatch::start(path, move || targets.iter().for_each(|t| t.wake()));
         let inner = Arc::new(inner(Some(owners), Some(commits), shortest_period));

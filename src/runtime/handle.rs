@@ -11,6 +11,7 @@ use super::actor::Now;
 use super::builder::{MirrorBuilder, StartError};
 use super::supervision::{OwnerControl, Owners, trusted_age};
 use crate::config::Settings;
+use crate::runtime::budget::Budget;
 use crate::runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 use crate::runtime::messages::{Answer, RenderCache};
 use crate::runtime::stats::{DurationFamily, PerSection, Reconciliation, RefreshCounters, Restarts};
@@ -31,6 +32,8 @@ pub(super) struct Inner {
     /// The watch on the database's files that wakes the sections on a commit.
     pub(super) commits: Option<CommitWatch>,
     pub(super) durations: DurationFamily,
+    /// The CPU budget the section actors share.
+    pub(super) budget: Arc<Budget>,
     pub(super) stopping: AtomicBool,
     /// Tells whoever serves from this mirror (the stream broker) that it stopped.
     pub(super) stopped: tokio::sync::watch::Sender<bool>,
@@ -169,6 +172,13 @@ impl MirrorHandle {
         self.per_section(|o| o.stats().timeouts.load(Ordering::Relaxed))
     }
 
+    /// The CPU budget: its share of one core, whether it sets the gap
+    /// between refreshes now, and how many refreshes it delayed.
+    pub fn budget(&self) -> BudgetState {
+        let b = &self.inner.budget;
+        BudgetState { percent: b.percent(), limiting: b.limiting(), delays: b.delays() }
+    }
+
     /// Refresh durations per section (a `section`-labelled histogram family); `None` when disabled.
     pub(crate) fn refresh_durations(&self) -> Option<DurationFamily> {
         self.inner.owners.as_ref().map(|_| self.inner.durations.clone())
@@ -269,4 +279,18 @@ impl WeakMirrorHandle {
     pub fn upgrade(&self) -> Option<MirrorHandle> {
         self.0.upgrade().map(|inner| MirrorHandle { inner })
     }
+}
+
+/// The CPU budget as `/health` shows it (README, "Commit to visible").
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+#[non_exhaustive]
+pub struct BudgetState {
+    /// `ORCH_CPU_BUDGET_PERCENT`: the share of one core the mirror may spend when commits keep coming.
+    pub percent: f64,
+    /// Whether the budget delayed a refresh in the last two seconds: it, not
+    /// `ORCH_COALESCE_MS`, sets the gap between refreshes (freshness gives,
+    /// values stay exact).
+    pub limiting: bool,
+    /// Refreshes the budget delayed since the start.
+    pub delays: u64,
 }

@@ -89,9 +89,9 @@ impl<S: Section> Owner<S> {
         let section = Arc::new(section);
         let hub = Arc::new(Hub::new(S::NAME));
         let stats = Arc::new(SectionStats::new(durations.get_or_create(&section_label(S::NAME)).clone()));
-        let replica = Arc::new(Replica::new(settings));
+        let replica = Arc::new(Replica::new(settings.clone()));
         let wake = Arc::new(WakeTarget::new());
-        let running = Self::spawn(&section, db, settings, &hub, &stats, &replica);
+        let running = Self::spawn(&section, db, settings.clone(), &hub, &stats, &replica);
         wake.set(running.0.clone().recipient());
         Self {
             section,
@@ -193,7 +193,8 @@ impl<S: Section> OwnerControl for Owner<S> {
             (_, true) => *dead_since = None,
             (None, false) => *dead_since = Some(Instant::now()),
             (Some(since), false) if since.elapsed() >= self.settings.period.min(MAX_RESTART_DELAY) => {
-                let fresh = Self::spawn(&self.section, &self.db, self.settings, &self.hub, &self.stats, &self.replica);
+                let fresh =
+                    Self::spawn(&self.section, &self.db, self.settings.clone(), &self.hub, &self.stats, &self.replica);
                 self.wake.set(fresh.0.clone().recipient());
                 let old = std::mem::replace(&mut *self.running.write().unwrap_or_else(|p| p.into_inner()), fresh);
                 old.1.stop();

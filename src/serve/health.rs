@@ -2,7 +2,7 @@
 
 use serde::Serialize;
 
-use crate::runtime::handle::MirrorHandle;
+use crate::runtime::handle::{BudgetState, MirrorHandle};
 use crate::runtime::hub::SubscriberTotals;
 use crate::runtime::stats::{PerSection, Reconciliation, Restarts};
 use crate::section::Status;
@@ -29,6 +29,9 @@ pub struct Health {
     /// How each section is woken: by commits (`commit`) or its timer alone
     /// (`timer`, with the reason) (README, "Commit to visible").
     pub wake: PerSection<WakeMode>,
+    /// The CPU budget, and whether it sets the gap between refreshes now
+    /// (README, "Commit to visible").
+    pub budget: BudgetState,
 }
 
 impl Health {
@@ -40,6 +43,7 @@ impl Health {
         reconciliation: PerSection<Reconciliation>,
         streams: StreamTotals,
         wake: PerSection<WakeMode>,
+        budget: BudgetState,
     ) -> Self {
         let ok = envelope.sections.iter().all(|(_, s)| s.status == Status::Ok);
         Health {
@@ -50,6 +54,7 @@ impl Health {
             reconciliation,
             streams,
             wake,
+            budget,
         }
     }
 }
@@ -66,6 +71,7 @@ impl Health {
             handle.reconciliations(),
             streams,
             handle.wake_modes(),
+            handle.budget(),
         ))
     }
 }

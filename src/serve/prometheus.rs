@@ -155,6 +155,18 @@ fn self_telemetry(registry: &mut Registry, handle: &MirrorHandle, streams: Strea
         "1 when commits wake the section (a watch on the database's files), 0 when only its timer does (see /health)",
         woken,
     );
+    let budget = handle.budget();
+    let limiting = Gauge::<i64>::default();
+    limiting.set(i64::from(budget.limiting));
+    registry.register(
+        "orchmirror_cpu_budget_limiting",
+        "1 when the CPU budget (ORCH_CPU_BUDGET_PERCENT) delayed a refresh in the last two seconds: it, not \
+         ORCH_COALESCE_MS, sets the gap between refreshes",
+        limiting,
+    );
+    let delays = Counter::<u64>::default();
+    delays.inc_by(budget.delays);
+    registry.register("orchmirror_cpu_budget_delays", "Refreshes the CPU budget delayed", delays);
     let failures = Counter::<u64>::default();
     failures.inc_by(crate::serve::web_config::auth_failures());
     registry.register("orchmirror_http_auth_failures", "Requests refused for a missing or wrong password", failures);

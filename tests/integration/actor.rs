@@ -49,6 +49,7 @@ fn a_panicking_refresh_is_an_error_not_a_dead_actor() {
         period: Duration::from_millis(50),
         max_stale: Duration::from_secs(30),
         reconcile: Duration::from_secs(300),
+        budget: Arc::new(orchmirror::test_util::Budget::new(100.0)),
     };
 
     actix_web::rt::System::new().block_on(async move {

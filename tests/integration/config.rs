@@ -33,6 +33,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.max_streams, None, "derived from the open-files limit when the server starts");
     assert_eq!(s.stream_heartbeat, ms(15_000));
     assert_eq!(s.coalesce, ms(20));
+    assert_eq!(s.cpu_budget_percent, 5.0);
 }
 
 #[test]
@@ -59,6 +60,7 @@ fn every_variable_changes_its_setting() {
     assert_eq!(load(&[("ORCH_MAX_STREAMS", "0")]).expect("no streams").max_streams, Some(0));
     assert_eq!(load(&[("ORCH_STREAM_HEARTBEAT_MS", "2500")]).expect("heartbeat").stream_heartbeat, ms(2500));
     assert_eq!(load(&[("ORCH_COALESCE_MS", "75")]).expect("coalesce").coalesce, ms(75));
+    assert_eq!(load(&[("ORCH_CPU_BUDGET_PERCENT", "2.5")]).expect("budget").cpu_budget_percent, 2.5);
     assert_eq!(
         load(&[("ORCH_ALLOWED_HOSTS", " a.example , b ")]).expect("hosts").allowed_hosts,
         vec!["a.example".to_owned(), "b".to_owned()]
@@ -145,6 +147,10 @@ fn bad_values_are_rejected_naming_the_variable_and_value() {
         ("ORCH_COALESCE_MS", "0"),
         ("ORCH_COALESCE_MS", "3600001"),
         ("ORCH_COALESCE_MS", "soon"),
+        ("ORCH_CPU_BUDGET_PERCENT", "0"),
+        ("ORCH_CPU_BUDGET_PERCENT", "100.5"),
+        ("ORCH_CPU_BUDGET_PERCENT", "NaN"),
+        ("ORCH_CPU_BUDGET_PERCENT", "5%"),
     ];
     for (var, value) in cases {
         let err = load(&[(var, value)]).err().unwrap_or_else(|| panic!("{var}={value:?} was accepted"));
@@ -174,6 +180,7 @@ fn the_binary_exits_non_zero_on_each_bad_value() {
         ("ORCH_MAX_STREAMS", "lots"),
         ("ORCH_STREAM_HEARTBEAT_MS", "10"),
         ("ORCH_COALESCE_MS", "0"),
+        ("ORCH_CPU_BUDGET_PERCENT", "0.01"),
         ("ORCH_ALLOWED_HOSTS", "good.example,bad name"),
         ("ORCH_SOCKET_MODE", "0999"),
         ("ORCH_SOCKET_GROUP", "no/slash"),
@@ -562,6 +569,7 @@ fn help_lists_every_setting_with_its_variable_and_version_names_the_build() {
         "ORCH_MAX_STREAMS",
         "ORCH_STREAM_HEARTBEAT_MS",
         "ORCH_COALESCE_MS",
+        "ORCH_CPU_BUDGET_PERCENT",
         "ORCH_ALLOWED_HOSTS",
         "ORCH_SOCKET_MODE",
         "ORCH_SOCKET_GROUP",

@@ -11,6 +11,7 @@ mod actor;
 mod agents_proc;
 mod auth_flood;
 mod bad_rows;
+mod budget;
 mod change_detection;
 #[cfg(target_os = "linux")]
 mod commit_wake;
