@@ -514,7 +514,7 @@ pub(crate) static CPU_BUDGET: Spec<Percent> = Spec {
     value_name: "PERCENT",
     meaning: "Share of one core the mirror may spend when commits keep coming; past it the gap between refreshes widens",
     kind: Percent(0.1, 100.0),
-    default: 5.0,
+    default: 10.0,
 };
 /// `ORCH_ALLOWED_HOSTS`.
 pub(crate) static ALLOWED_HOSTS: Spec<HostNames> = Spec {

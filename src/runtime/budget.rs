@@ -3,7 +3,8 @@
 //!
 //! An account in CPU seconds, credited at the budget's rate as wall time
 //! passes (at most one second's worth is saved up, so a quiet minute does
-//! not pay for a long burst) and charged with the process's own CPU time
+//! not pay for a long burst, and at most one second's worth is owed, so a
+//! spike such as the first full load does not hold refreshes back for long) and charged with the process's own CPU time
 //! (`CLOCK_PROCESS_CPUTIME_ID`: everything the mirror spends, the refreshes'
 //! queries, the looks at the files, the wake-ups, serving). While it is
 //! overdrawn, a section that a commit woke waits until it is not, but never
@@ -77,7 +78,10 @@ impl Budget {
             _ => 0.0,
         };
         let credit = now.duration_since(a.at).as_secs_f64() * self.share;
-        a.balance = (a.balance + credit - spent).min(self.share);
+        // At most a second's worth saved up, and at most a second's worth
+        // owed: a burst that ended (the first full load of a big database
+        // included) does not hold back the refreshes after it for long.
+        a.balance = (a.balance + credit - spent).clamp(-self.share, self.share);
         a.at = now;
         a.cpu = cpu;
         a
