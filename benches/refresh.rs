@@ -30,7 +30,8 @@ fn sizes() -> Vec<u64> {
 fn database(jobs: u64, indexes: bool) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench-data");
     let _ = std::fs::create_dir_all(&dir);
-    let path = dir.join(format!("jobs-{jobs}-{}.sqlite", if indexes { "indexed" } else { "bare" }));
+    // "history2": a production-like history (unfinished runs of ended jobs, earlier runs of retried jobs).
+    let path = dir.join(format!("history2-{jobs}-{}.sqlite", if indexes { "indexed" } else { "bare" }));
     if !path.exists() {
         generate(&path, &Spec::jobs(jobs).indexes(indexes)).expect("generate bench database");
     }
@@ -122,6 +123,47 @@ fn changed_bench<S: Section>(c: &mut Criterion, section: &S, path: &std::path::P
     g.finish();
 }
 
+/// A changed refresh in WAL mode, told which rows the commit can have
+/// touched (the `-wal`'s frames since the last refresh), after one statement
+/// group of the orchestrator's pattern touching rows anywhere in history
+/// (`tools::pattern`), on a copy of the database.
+fn wal_frames_bench<S: Section>(c: &mut Criterion, section: &S, path: &std::path::Path, id: &str) {
+    use orchmirror::section::Changes;
+    use orchmirror::tools::pattern::PatternWriter;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let copy = dir.path().join("wal.sqlite");
+    std::fs::copy(path, &copy).expect("copy");
+    let conn = rusqlite::Connection::open(&copy).expect("writer");
+    conn.pragma_update(None, "journal_mode", "WAL").expect("wal");
+    let mut writer = PatternWriter::new(conn, 5);
+    writer.commit().expect("a first commit: a WAL with frames");
+    let db = Database::new(&copy);
+    let seen = std::cell::Cell::new(
+        db.with_conn(DEADLINE, |c, f| section.refresh_since(c, &Changes::Unknown).map(|_| f)).expect("first refresh"),
+    );
+    let mut g = c.benchmark_group(format!("changed/{}", S::NAME));
+    g.sample_size(30).warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(3));
+    g.bench_function(BenchmarkId::new("wal_frames", id), |b| {
+        b.iter_batched(
+            || {
+                writer.commit().expect("pattern commit");
+            },
+            |()| {
+                let now = db
+                    .with_conn(DEADLINE, |c, now| {
+                        let changes = db.changes_since(&seen.get(), &now);
+                        black_box(section.refresh_since(c, &changes)?);
+                        Ok(now)
+                    })
+                    .expect("refresh");
+                seen.set(now);
+            },
+            criterion::BatchSize::PerIteration,
+        )
+    });
+    g.finish();
+}
+
 fn changed(c: &mut Criterion) {
     for jobs in sizes() {
         let path = database(jobs, true);
@@ -130,6 +172,10 @@ fn changed(c: &mut Criterion) {
         changed_bench(c, &Queue::new(), &path, &id);
         changed_bench(c, &Agents::new(Duration::from_secs(10)), &path, &id);
         changed_bench(c, &Cost::new(), &path, &id);
+        wal_frames_bench(c, &Stages, &path, &id);
+        wal_frames_bench(c, &Queue::new(), &path, &id);
+        wal_frames_bench(c, &Agents::new(Duration::from_secs(10)), &path, &id);
+        wal_frames_bench(c, &Cost::new(), &path, &id);
     }
 }
 

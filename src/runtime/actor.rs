@@ -332,6 +332,22 @@ impl<S: Section> SectionActor<S> {
         if self.in_flight.is_some() {
             return;
         }
+        let recheck = std::mem::take(&mut self.next_is_recheck);
+        let reconcile_due = self.folded && self.reconciled.is_some_and(|at| at.elapsed() >= self.settings.reconcile);
+        // A look after a wake-up samples nothing of its own: when nothing was
+        // committed it is answered here, on the actor's thread (a `stat` and
+        // two small reads of the files), without a blocking thread's round trip.
+        if recheck
+            && !reconcile_due
+            && self.good.is_some()
+            && let Some(seen) = self.fingerprint
+            && self.db.unchanged_since(&seen)
+        {
+            self.finish(Ok(Refreshed::Unchanged(None, seen)), Some(Instant::now()));
+            self.publish_state();
+            self.schedule_next(ctx);
+            return;
+        }
         self.in_flight = Some(Instant::now());
         self.publish_state();
         self.hub.prune();
@@ -340,8 +356,7 @@ impl<S: Section> SectionActor<S> {
         let deadline = refresh_deadline(self.settings.period);
         let seen = self.fingerprint;
         let last = self.fingerprint.zip(self.good.as_ref().map(|g| Arc::clone(&g.data)));
-        let reconcile_due = self.folded && self.reconciled.is_some_and(|at| at.elapsed() >= self.settings.reconcile);
-        let resample = !std::mem::take(&mut self.next_is_recheck);
+        let resample = !recheck;
         let work = actix_web::rt::task::spawn_blocking(move || {
             // Nothing was committed since the last load: skip the connection and
             // the queries (unless a reconciliation is due: a history edit may hide
@@ -370,23 +385,28 @@ impl<S: Section> SectionActor<S> {
             }
             act.finish(result, started);
             act.publish_state();
-            // The next refresh is scheduled from the end of this one, so a slow
-            // refresh stretches the cadence instead of piling up ticks; a
-            // commit seen meanwhile is looked at once the gap allows.
-            let delay = if std::mem::take(&mut act.woken) {
-                act.woken_due(Instant::now()).saturating_duration_since(Instant::now())
-            } else if act.rechecks > 0 {
-                let delay = RECHECKS[RECHECKS.len() - act.rechecks];
-                act.rechecks -= 1;
-                act.next_is_recheck = true;
-                // A look that finds a commit reads it: the budget holds here too.
-                delay.max(act.settings.budget.wait(act.settings.period))
-            } else {
-                act.rechecks = 0;
-                act.settings.period
-            };
-            act.schedule(ctx, delay);
+            act.schedule_next(ctx);
         }));
+    }
+
+    /// Schedules the refresh after the one that just ended. It is scheduled
+    /// from the end of this one, so a slow refresh stretches the cadence
+    /// instead of piling up ticks; a commit seen meanwhile is looked at once
+    /// the gap allows.
+    fn schedule_next(&mut self, ctx: &mut Context<Self>) {
+        let delay = if std::mem::take(&mut self.woken) {
+            self.woken_due(Instant::now()).saturating_duration_since(Instant::now())
+        } else if self.rechecks > 0 {
+            let delay = RECHECKS[RECHECKS.len() - self.rechecks];
+            self.rechecks -= 1;
+            self.next_is_recheck = true;
+            // A look that finds a commit reads it: the budget holds here too.
+            delay.max(self.settings.budget.wait(self.settings.period))
+        } else {
+            self.rechecks = 0;
+            self.settings.period
+        };
+        self.schedule(ctx, delay);
     }
 
     fn finish(&mut self, result: Result<Refreshed<S::Data>, LoadError>, started: Option<Instant>) {

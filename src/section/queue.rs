@@ -10,7 +10,7 @@ use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
 use crate::section::metric::{Family, Gauge, Labels, Registry, count_gauge, gauge, labels};
-use crate::section::{Changes, Incremental, Kept, LoadError, Section, SectionName};
+use crate::section::{ChangedRows, Changes, Incremental, Kept, LoadError, Section, SectionName};
 use crate::source::db::{MAX_SAFE_INTEGER, UNDECODABLE, count, integer, text};
 use crate::source::probe::WorkerLive;
 use crate::source::time::age_seconds;
@@ -239,6 +239,72 @@ const MAX_JOB_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM jobs";
 const NEW_RUNS_SQL: &str = "SELECT id, job_id FROM agent_runs WHERE id > ?1";
 const MAX_RUN_SQL: &str = "SELECT COALESCE(MAX(id), 0) FROM agent_runs";
 
+/// The failed jobs the queue keeps (a failed job changes only by a retry),
+/// with their attempts (`None`: not a valid count), and how many have each
+/// attempts count, so that their tally costs what changed, not how many there are.
+#[derive(Debug, Default)]
+struct FailedJobs {
+    by_id: std::collections::BTreeMap<i64, Option<u64>>,
+    by_attempts: std::collections::BTreeMap<u64, u64>,
+}
+
+impl FailedJobs {
+    fn contains(&self, id: i64) -> bool {
+        self.by_id.contains_key(&id)
+    }
+
+    fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    fn ids(&self) -> impl Iterator<Item = i64> + '_ {
+        self.by_id.keys().copied()
+    }
+
+    fn forget_attempts(&mut self, attempts: Option<u64>) {
+        if let Some(a) = attempts
+            && let Some(n) = self.by_attempts.get_mut(&a)
+        {
+            *n -= 1;
+            if *n == 0 {
+                self.by_attempts.remove(&a);
+            }
+        }
+    }
+
+    /// Files job `id` as failed with `attempts` (replacing what was kept of it).
+    fn insert(&mut self, id: i64, attempts: Option<u64>) {
+        if let Some(before) = self.by_id.insert(id, attempts) {
+            self.forget_attempts(before);
+        }
+        if let Some(a) = attempts {
+            *self.by_attempts.entry(a).or_default() += 1;
+        }
+    }
+
+    fn remove(&mut self, id: i64) {
+        if let Some(before) = self.by_id.remove(&id) {
+            self.forget_attempts(before);
+        }
+    }
+
+    /// The failed jobs on pages the commits wrote.
+    fn within(&self, rows: &ChangedRows) -> Vec<i64> {
+        rows.ranges().iter().flat_map(|&(lo, hi)| self.by_id.range(lo..=hi).map(|(id, _)| *id)).collect()
+    }
+
+    /// Their tally.
+    fn tally(&self) -> Tally {
+        let mut t = Tally { counts: vec![("failed".to_owned(), self.len() as u64)], ..Tally::default() };
+        t.max_attempts = self.by_attempts.keys().next_back().copied().unwrap_or(0);
+        for (&a, &n) in self.by_attempts.range(2..) {
+            t.retried_jobs += n;
+            t.total_retries += (a - 1) * n;
+        }
+        t
+    }
+}
+
 /// What the queue section keeps between refreshes: counts and retries of the
 /// terminal jobs (done, cancelled), the failed jobs with their attempts, the
 /// ids of the live ones, and the highest job and run rowids seen.
@@ -249,8 +315,8 @@ struct JobsState {
     /// `agent_runs` (every failed job is then read again at each refresh).
     max_run: Option<i64>,
     terminal: Tally,
-    /// Failed jobs by id (sorted) with their attempts (`None`: not a valid count).
-    failed: Vec<(i64, Option<u64>)>,
+    /// Failed jobs by id with their attempts.
+    failed: FailedJobs,
     live: Vec<i64>,
 }
 
@@ -262,10 +328,6 @@ enum Settled {
 }
 
 impl JobsState {
-    fn failed_at(&self, id: i64) -> Result<usize, usize> {
-        self.failed.binary_search_by_key(&id, |(k, _)| *k)
-    }
-
     /// Files a job read by key or by rowid range under what it is now: a
     /// terminal one in the terminal tally, a failed one in the failed list.
     fn settle(&mut self, row: &rusqlite::Row<'_>) -> Result<Settled, LoadError> {
@@ -274,10 +336,7 @@ impl JobsState {
         let attempts = count(row.get_ref(2)?);
         match status.as_deref() {
             Some(done @ ("done" | "cancelled")) => self.terminal.add(done.to_owned(), attempts, 1),
-            Some("failed") => match self.failed_at(id) {
-                Ok(i) => self.failed[i].1 = attempts,
-                Err(i) => self.failed.insert(i, (id, attempts)),
-            },
+            Some("failed") => self.failed.insert(id, attempts),
             _ => return Ok(Settled::Edited),
         }
         Ok(Settled::Yes)
@@ -290,7 +349,7 @@ impl JobsState {
             return Ok(true);
         }
         // Whatever they are now, they are re-filed below.
-        self.failed.retain(|(id, _)| ids.binary_search(id).is_err());
+        ids.iter().for_each(|id| self.failed.remove(*id));
         let json = serde_json::to_string(ids).map_err(|e| LoadError::Other(e.to_string()))?;
         let mut stmt = conn.prepare_cached(KNOWN_JOBS_SQL)?;
         let mut rows = stmt.query([json])?;
@@ -308,7 +367,7 @@ impl JobsState {
     /// those with a new run, or every one when runs cannot be read.
     fn restarted(&mut self, conn: &Connection) -> Result<Option<Vec<i64>>, LoadError> {
         let Some(seen) = self.max_run else {
-            return Ok(Some(self.failed.iter().map(|(id, _)| *id).collect()));
+            return Ok(Some(self.failed.ids().collect()));
         };
         let mut jobs = Vec::new();
         let mut top = seen;
@@ -317,7 +376,7 @@ impl JobsState {
             let mut rows = stmt.query([seen])?;
             while let Some(r) = rows.next()? {
                 top = top.max(r.get(0)?);
-                if let Some(job) = integer(r.get_ref(1)?).filter(|job| self.failed_at(*job).is_ok()) {
+                if let Some(job) = integer(r.get_ref(1)?).filter(|job| self.failed.contains(*job)) {
                     jobs.push(job);
                 }
             }
@@ -349,24 +408,10 @@ impl JobsState {
             }
         }
         now.sort_unstable();
-        let mut differ: Vec<i64> =
-            self.failed.iter().map(|(id, _)| *id).filter(|id| now.binary_search(id).is_err()).collect();
-        differ.extend(now.iter().copied().filter(|id| self.failed_at(*id).is_err()));
+        let mut differ: Vec<i64> = self.failed.ids().filter(|id| now.binary_search(id).is_err()).collect();
+        differ.extend(now.iter().copied().filter(|id| !self.failed.contains(*id)));
         differ.sort_unstable();
         self.settle_by_key(conn, &differ)
-    }
-
-    /// The tally of the failed jobs.
-    fn failed_tally(&self) -> Tally {
-        let mut t = Tally { counts: vec![("failed".to_owned(), self.failed.len() as u64)], ..Tally::default() };
-        for a in self.failed.iter().filter_map(|(_, a)| *a) {
-            t.max_attempts = t.max_attempts.max(a);
-            if a > 1 {
-                t.retried_jobs += 1;
-                t.total_retries += a - 1;
-            }
-        }
-        t
     }
 }
 
@@ -388,13 +433,12 @@ impl Incremental for JobsState {
             };
             terminal.max_attempts = terminal.max_attempts.max(count(r.get_ref(4)?).unwrap_or(0));
         }
-        let mut failed = Vec::new();
+        let mut failed = FailedJobs::default();
         let mut stmt = conn.prepare_cached(FAILED_SQL)?;
         let mut rows = stmt.query([max_id])?;
         while let Some(r) = rows.next()? {
-            failed.push((r.get(0)?, count(r.get_ref(1)?)));
+            failed.insert(r.get(0)?, count(r.get_ref(1)?));
         }
-        failed.sort_unstable_by_key(|(id, _)| *id);
         // The live ids as of this snapshot: the first advance finds them all still live.
         let mut live = Vec::new();
         let mut stmt = conn.prepare_cached(LIVE_SQL)?;
@@ -435,7 +479,7 @@ impl Incremental for JobsState {
         }
         live.sort_unstable();
         // Failed at the last refresh, live now: retried.
-        self.failed.retain(|(id, _)| live.binary_search(id).is_err());
+        live.iter().for_each(|id| self.failed.remove(*id));
         // Live at the last refresh, not now: they settled since.
         let left: Vec<i64> = self.live.iter().copied().filter(|id| live.binary_search(id).is_err()).collect();
         if !self.settle_by_key(conn, &left)? {
@@ -464,8 +508,8 @@ impl Incremental for JobsState {
         let failed_ok = match changes {
             Changes::Unknown => self.check_failed(conn)?,
             Changes::Rows(rows) => {
-                let ids: Vec<i64> = self.failed.iter().map(|(id, _)| *id).collect();
-                self.settle_by_key(conn, &rows.within(&ids))?
+                let touched = self.failed.within(rows);
+                self.settle_by_key(conn, &touched)?
             }
         };
         if !failed_ok {
@@ -477,7 +521,7 @@ impl Incremental for JobsState {
         }
         self.max_id = max_id.max(top);
         self.live = live;
-        Ok(Some(self.terminal.clone().plus(&self.failed_tally()).plus(&live_now)))
+        Ok(Some(self.terminal.clone().plus(&self.failed.tally()).plus(&live_now)))
     }
 }
 

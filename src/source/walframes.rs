@@ -111,6 +111,11 @@ impl ChangedRows {
         ChangedRows { ranges: merged }
     }
 
+    /// The written pages' rowid ranges, sorted and merged.
+    pub fn ranges(&self) -> &[(i64, i64)] {
+        &self.ranges
+    }
+
     /// Of the sorted `ids`, those within a written page's rowid range.
     pub fn within(&self, ids: &[i64]) -> Vec<i64> {
         let mut out = Vec::new();

@@ -193,6 +193,13 @@ pub struct Report {
     /// measured at [`Options::commit_rate`] ([`Busy::percent`]), else
     /// estimated as one round of the sections' costs per gap, percent.
     pub expected_busy_percent: f64,
+    /// `ORCH_CPU_BUDGET_PERCENT`: the budget asked for (`--budget`), so that
+    /// the mirror keeps to it at any commit rate, the measured one included.
+    pub recommended_cpu_budget_percent: f64,
+    /// Whether, at the measured commit rate and the recommended gap, the
+    /// mirror would spend more than that budget: it then widens the gap
+    /// itself (freshness gives, values stay exact).
+    pub budget_sets_the_gap: bool,
     /// One entry per section.
     pub sections: Vec<SectionReport>,
 }
@@ -754,6 +761,8 @@ pub fn run(settings: &Settings, path: &Path, opts: &Options) -> Result<Report, T
         recommended_coalesce_ms: coalesce,
         expected_idle_percent: 100.0 * (idle_share + idle_cost),
         expected_busy_percent: busy_percent,
+        recommended_cpu_budget_percent: opts.budget_percent.clamp(0.1, 100.0),
+        budget_sets_the_gap: busy_percent > opts.budget_percent,
         sections,
     })
 }
@@ -878,6 +887,7 @@ impl std::fmt::Display for Report {
         }
         writeln!(f, "ORCH_RECONCILE_MS={}", self.recommended_reconcile_ms)?;
         writeln!(f, "ORCH_COALESCE_MS={}", self.recommended_coalesce_ms)?;
+        writeln!(f, "ORCH_CPU_BUDGET_PERCENT={}", self.recommended_cpu_budget_percent)?;
         writeln!(f)?;
         let rate = self.runtime.and_then(|r| r.busy).map_or_else(
             || "under sustained commits (estimated)".to_owned(),
@@ -889,11 +899,12 @@ impl std::fmt::Display for Report {
              ({:.2}% of it reconciling; the HTTP server and its readers apart)",
             self.expected_idle_percent, self.expected_busy_percent, self.reconcile_percent
         )?;
-        if self.expected_busy_percent > self.budget_percent {
+        if self.budget_sets_the_gap {
             writeln!(
                 f,
-                "WARNING: the budget cannot be kept at this commit rate: each commit's rows cost more than a \
-                 longer gap saves; raise --budget, or check --commit-rate against the orchestrator's"
+                "at this commit rate the gap alone cannot keep the budget (each commit's rows cost more than a \
+                 longer gap saves): with ORCH_CPU_BUDGET_PERCENT the mirror widens the gap itself, up to each \
+                 section's period, so commits become visible later; raise --budget for fresher values"
             )?;
         }
         match (&self.wake.reason, self.wake_latency_ms, self.commit_to_visible_ms) {

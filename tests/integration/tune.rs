@@ -119,7 +119,8 @@ fn tune_paste_lines_are_settings_the_mirror_accepts() {
             "ORCH_AGENTS_REFRESH_MS",
             "ORCH_COST_REFRESH_MS",
             "ORCH_RECONCILE_MS",
-            "ORCH_COALESCE_MS"
+            "ORCH_COALESCE_MS",
+            "ORCH_CPU_BUDGET_PERCENT"
         ]
     );
     // As a dotenv file, the way the report says to use them: the start-up
@@ -153,6 +154,7 @@ fn tune_paste_lines_are_settings_the_mirror_accepts() {
     assert!(line.contains(&periods), "{periods} in {line}");
     assert!(line.contains(&format!("reconcile_ms={}", value("ORCH_RECONCILE_MS"))), "{line}");
     assert!(line.contains(&format!("coalesce_ms={}", value("ORCH_COALESCE_MS"))), "{line}");
+    assert!(line.contains(&format!("cpu_budget_percent={}", value("ORCH_CPU_BUDGET_PERCENT"))), "{line}");
 }
 
 /// A database that is not there is one clear line, and no file is made.
