@@ -9,6 +9,7 @@ pub mod db;
 mod held;
 pub mod probe;
 pub mod procstat;
+pub(crate) mod round;
 pub mod time;
 pub mod walframes;
 mod walguard;

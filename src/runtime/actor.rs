@@ -341,11 +341,17 @@ impl<S: Section> SectionActor<S> {
             && !reconcile_due
             && self.good.is_some()
             && let Some(seen) = self.fingerprint
-            && self.db.unchanged_since(&seen)
         {
-            self.finish(Ok(Refreshed::Unchanged(None, seen)), Some(Instant::now()));
-            self.publish_state();
-            self.schedule_next(ctx);
+            if self.db.unchanged_since(&seen) {
+                self.finish(Ok(Refreshed::Unchanged(None, seen)), Some(Instant::now()));
+                self.publish_state();
+                self.schedule_next(ctx);
+                return;
+            }
+            // A commit the wake-up did not announce: read it as a wake-up
+            // would, once the coalescing gap (and the budget) allow.
+            let now = Instant::now();
+            self.schedule(ctx, self.woken_due(now).saturating_duration_since(now));
             return;
         }
         self.in_flight = Some(Instant::now());

@@ -3,6 +3,7 @@
 //! the watchdog and the worker probe.
 
 use crate::runtime::budget::Budget;
+use crate::source::round::Rounds;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,10 +40,10 @@ pub enum StartError {
 
 /// How to start one registered section's owner once the mirror knows its path and period.
 pub(super) type Registration =
-    Box<dyn FnOnce(&std::path::Path, &Settings, &DurationFamily, &Arc<Budget>) -> Box<dyn OwnerControl>>;
+    Box<dyn FnOnce(&std::path::Path, &Settings, &DurationFamily, &Arc<Budget>, &Arc<Rounds>) -> Box<dyn OwnerControl>>;
 
 pub(super) fn registration<S: Section>(section: S) -> (SectionName, Registration) {
-    let start: Registration = Box::new(move |path, settings, durations, budget| {
+    let start: Registration = Box::new(move |path, settings, durations, budget, rounds| {
         let actor = ActorSettings {
             period: settings.refresh.get(S::NAME),
             max_stale: settings.max_stale,
@@ -50,7 +51,7 @@ pub(super) fn registration<S: Section>(section: S) -> (SectionName, Registration
             coalesce: settings.coalesce,
             budget: Arc::clone(budget),
         };
-        Box::new(Owner::start(section, path, actor, durations))
+        Box::new(Owner::start(section, path, actor, durations, rounds))
     });
     (S::NAME, start)
 }
@@ -106,6 +107,7 @@ impl MirrorBuilder {
         let settings = &self.settings;
         let durations = duration_family();
         let budget = Arc::new(Budget::new(settings.cpu_budget_percent));
+        let rounds = Arc::new(Rounds::default());
         static NEXT_ID: AtomicU64 = AtomicU64::new(1);
         let inner = |owners: Option<Owners>, commits: Option<CommitWatch>, shortest_period| Inner {
             id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -136,8 +138,9 @@ impl MirrorBuilder {
         check_names(&names, settings)?;
         let shortest_period =
             names.iter().map(|n| settings.refresh.get(*n)).min().unwrap_or(settings.refresh.default_period());
-        let owners =
-            Owners(registered.into_iter().map(|(_, start)| start(path, settings, &durations, &budget)).collect());
+        let owners = Owners(
+            registered.into_iter().map(|(_, start)| start(path, settings, &durations, &budget, &rounds)).collect(),
+        );
         let targets: Vec<Arc<WakeTarget>> = owners.iter().map(|o| o.wake_target()).collect();
         let commits = CommitWatch::start(path, move || targets.iter().for_each(|t| t.wake()));
         let inner = Arc::new(inner(Some(owners), Some(commits), shortest_period));

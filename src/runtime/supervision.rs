@@ -83,9 +83,11 @@ impl<S: Section> Owner<S> {
         path: &std::path::Path,
         settings: ActorSettings,
         durations: &DurationFamily,
+        rounds: &Arc<crate::source::round::Rounds>,
     ) -> Self {
-        // Each section has its own view of the file (and its own reading of what commits change).
-        let db = &Arc::new(Database::new(path));
+        // Each section has its own view of the file (and its own reading of
+        // what commits change); the sections of a round share a connection.
+        let db = &Arc::new(Database::sharing(path, Arc::clone(rounds)));
         let section = Arc::new(section);
         let hub = Arc::new(Hub::new(S::NAME));
         let stats = Arc::new(SectionStats::new(durations.get_or_create(&section_label(S::NAME)).clone()));

@@ -14,6 +14,7 @@ use rusqlite::{Connection, OpenFlags};
 use crate::source::change::FileId;
 use crate::source::change::{self, Reading, ShmHandle};
 use crate::source::held::{Held, LiveConnection};
+use crate::source::round::{Lease, Pooled, Rounds};
 use crate::source::time::parse_timestamp;
 use crate::source::walframes::{self, Changes};
 use crate::source::walguard;
@@ -64,6 +65,8 @@ fn connection_manager(path: &Path) -> SqliteConnectionManager {
         .with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)
         .with_init(|c| {
             c.busy_timeout(BUSY_TIMEOUT)?;
+            // The four built-in sections' statements together, kept while the round's connection lives.
+            c.set_prepared_statement_cache_capacity(64);
             register_functions(c)?;
             c.pragma_update(None, "query_only", true)
         })
@@ -142,6 +145,9 @@ pub struct Database {
     current: Mutex<Option<Current>>,
     generations: AtomicU64,
     manager: SqliteConnectionManager,
+    /// The connection this database's refreshes share with the other
+    /// sections' of the same round (see [`crate::source::round`]).
+    rounds: Arc<Rounds>,
 }
 
 impl std::fmt::Debug for Database {
@@ -162,11 +168,18 @@ struct Opened {
 impl Database {
     /// A database at `path`; nothing is opened until the first refresh.
     pub fn new(path: &Path) -> Self {
+        Self::sharing(path, Arc::default())
+    }
+
+    /// A database at `path` whose refreshes share their round's connection
+    /// with the other databases given the same `rounds`.
+    pub(crate) fn sharing(path: &Path, rounds: Arc<Rounds>) -> Self {
         Self {
             path: path.to_path_buf(),
             current: Mutex::new(None),
             generations: AtomicU64::new(0),
             manager: connection_manager(path),
+            rounds,
         }
     }
 
@@ -296,11 +309,26 @@ impl Database {
         f: impl FnOnce(&Connection, Fingerprint) -> Result<T, LoadError>,
     ) -> Result<T, LoadError> {
         let Opened { file, generation, reading, gate } = self.open().map_err(|e| self.redact(e))?;
-        // Counted before it opens, uncounted after it closes (declaration order drops `conn` first).
-        let live = LiveConnection::begin();
-        let conn = r2d2::ManageConnection::connect(&self.manager).map_err(|e| LoadError::Open(e.to_string()));
-        let out = conn.and_then(|conn| {
-            with_deadline(&conn, deadline, |conn| {
+        // The round's connection when another section just used it; else a
+        // new one, counted before it opens (see `held`) and shared in turn.
+        let pooled = match self.rounds.take(file) {
+            Some(pooled) => Ok(pooled),
+            None => {
+                let live = LiveConnection::begin();
+                let header =
+                    self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref().map(|c| Arc::clone(&c.header));
+                match (r2d2::ManageConnection::connect(&self.manager), header) {
+                    (Ok(conn), Some(header)) => Ok(Pooled::new(conn, live, file, self.path.clone(), header)),
+                    (Err(e), _) => Err(LoadError::Open(e.to_string())),
+                    (Ok(_), None) => Err(LoadError::Open(format!("{} changed while it was opened", self.name()))),
+                }
+                .inspect_err(|_| self.rounds.not_opened())
+            }
+        };
+        let lease = pooled.map(|p| Lease::new(&self.rounds, p));
+        let out = lease.as_ref().map_err(|e| LoadError::Open(e.to_string())).and_then(|lease| {
+            let conn = lease.conn().ok_or_else(|| LoadError::Other("no connection".into()))?;
+            with_deadline(conn, deadline, |conn| {
                 // One read transaction per refresh: the section's queries see one
                 // consistent snapshot. Reading sqlite_schema first takes SQLite's
                 // shared lock and loads the schema as it is now.
@@ -316,10 +344,9 @@ impl Database {
                 f(&tx, Fingerprint { file, generation, schema_version, reading })
             })
         });
-        drop(live);
-        if let Some(c) = self.current.lock().unwrap_or_else(|p| p.into_inner()).as_ref().filter(|c| c.file == file) {
-            walguard::look_for_left_behind(&self.path, &c.header);
-        }
+        // Given back for the next section of the round; it closes soon after
+        // (then the look for a `-wal` left behind is made).
+        drop(lease);
         out.map_err(|e| self.redact(e))
     }
 }
@@ -516,4 +543,46 @@ pub(crate) fn test_db(rows: &str) -> Result<(tempfile::TempDir, Connection), Box
     conn.execute_batch(include_str!("../schema.sql"))?;
     conn.execute_batch(rows)?;
     Ok((dir, conn))
+}
+
+#[cfg(test)]
+mod round_tests {
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+
+    use super::Database;
+    use crate::source::round::Rounds;
+
+    /// Two sections of a round: the second waits for the first's connection
+    /// and reads through it (a per-connection setting the first made shows),
+    /// and once both are done nothing is kept open.
+    #[test]
+    fn a_round_shares_one_connection_and_keeps_none() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("r.db");
+        rusqlite::Connection::open(&path)?.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
+        // A generous wait: the second section's thread may start late on a busy machine.
+        let rounds = Arc::new(Rounds::waiting(Duration::from_secs(10)));
+        let first = Database::sharing(&path, Arc::clone(&rounds));
+        let second = Arc::new(Database::sharing(&path, Arc::clone(&rounds)));
+        let waiter = first.with_conn(Duration::from_secs(10), |conn, _| {
+            conn.pragma_update(None, "cache_size", -1234)?;
+            let second = Arc::clone(&second);
+            let waiter = std::thread::spawn(move || {
+                second.with_conn(Duration::from_secs(10), |conn, _| {
+                    Ok(conn.pragma_query_value(None, "cache_size", |r| r.get::<_, i64>(0))?)
+                })
+            });
+            // The second section waits for this connection while it is in use.
+            let until = Instant::now() + Duration::from_secs(10);
+            while rounds.waiting_now() == 0 && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            Ok(waiter)
+        })?;
+        let size = waiter.join().map_err(|_| "the second section panicked")??;
+        assert_eq!(size, -1234, "the second section read through the first one's connection");
+        assert!(rounds.is_empty(), "a connection nobody waits for is closed at once");
+        Ok(())
+    }
 }
