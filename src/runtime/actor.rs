@@ -35,8 +35,19 @@ pub fn refresh_deadline(period: Duration) -> Duration {
 /// an earlier commit, or no reading of the WAL index, made it look). The
 /// looks read the WAL index header and open no connection when nothing
 /// changed (see `crate::source::change`); they do not re-sample `/proc`.
-pub const RECHECKS: [Duration; 4] =
-    [Duration::from_millis(1), Duration::from_millis(4), Duration::from_millis(16), Duration::from_millis(64)];
+/// The writer publishes only after its `fsync` of the `-wal`, which on a busy
+/// disk takes tens or hundreds of milliseconds (a commit was seen missed for
+/// the whole period after looks that ended at 64 ms), hence looks up to a
+/// second. A look that finds a commit reads it once the coalescing gap
+/// allows, as a wake-up would.
+pub const RECHECKS: [Duration; 6] = [
+    Duration::from_millis(1),
+    Duration::from_millis(4),
+    Duration::from_millis(16),
+    Duration::from_millis(64),
+    Duration::from_millis(256),
+    Duration::from_millis(1024),
+];
 
 /// How long a section waits after a commit woke it before it reads. A
 /// writer that commits and then closes (a short-lived process, an
@@ -230,6 +241,8 @@ enum Refreshed<D> {
     Loaded(D, Fingerprint, Rebuild),
     /// The database was unchanged; `Some` when the section re-sampled what moves on its own.
     Unchanged(Option<D>, Fingerprint),
+    /// A look after a wake-up found a commit (nothing was read yet).
+    Committed,
 }
 
 impl<S: Section> SectionActor<S> {
@@ -334,26 +347,6 @@ impl<S: Section> SectionActor<S> {
         }
         let recheck = std::mem::take(&mut self.next_is_recheck);
         let reconcile_due = self.folded && self.reconciled.is_some_and(|at| at.elapsed() >= self.settings.reconcile);
-        // A look after a wake-up samples nothing of its own: when nothing was
-        // committed it is answered here, on the actor's thread (a `stat` and
-        // two small reads of the files), without a blocking thread's round trip.
-        if recheck
-            && !reconcile_due
-            && self.good.is_some()
-            && let Some(seen) = self.fingerprint
-        {
-            if self.db.unchanged_since(&seen) {
-                self.finish(Ok(Refreshed::Unchanged(None, seen)), Some(Instant::now()));
-                self.publish_state();
-                self.schedule_next(ctx);
-                return;
-            }
-            // A commit the wake-up did not announce: read it as a wake-up
-            // would, once the coalescing gap (and the budget) allow.
-            let now = Instant::now();
-            self.schedule(ctx, self.woken_due(now).saturating_duration_since(now));
-            return;
-        }
         self.in_flight = Some(Instant::now());
         self.publish_state();
         self.hub.prune();
@@ -369,9 +362,15 @@ impl<S: Section> SectionActor<S> {
             // behind the last load).
             if let Some((seen, data)) = &last
                 && !reconcile_due
-                && db.unchanged_since(seen)
             {
-                return Ok(Refreshed::Unchanged(resample.then(|| section.resample(data)).flatten(), *seen));
+                if db.unchanged_since(seen) {
+                    return Ok(Refreshed::Unchanged(resample.then(|| section.resample(data)).flatten(), *seen));
+                }
+                // A look after a wake-up found a commit: it is read as a
+                // wake-up's would be, once the coalescing gap allows.
+                if recheck {
+                    return Ok(Refreshed::Committed);
+                }
             }
             db.with_conn(deadline, |conn, fingerprint| {
                 let changes = seen.map_or(Changes::Unknown, |seen| db.changes_since(&seen, &fingerprint));
@@ -388,6 +387,9 @@ impl<S: Section> SectionActor<S> {
             });
             if matches!(result, Ok(Refreshed::Loaded(..))) {
                 act.last_load = started;
+            }
+            if matches!(result, Ok(Refreshed::Committed)) {
+                act.woken = true;
             }
             act.finish(result, started);
             act.publish_state();
@@ -430,6 +432,10 @@ impl<S: Section> SectionActor<S> {
                 self.fingerprint = Some(fingerprint);
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 self.accept(resampled, elapsed_ms);
+            }
+            // No query ran: the read follows once the gap allows.
+            Ok(Refreshed::Committed) => {
+                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -175,8 +175,10 @@ impl Rounds {
         // Kept only for a section that waits for it: a connection nobody
         // waits for closes at once, so that a round keeps the database open no
         // longer than its refreshes.
+        // A connection still inside a transaction (its rollback failed) is
+        // not handed on: the next section's BEGIN would fail.
         let extra = match slot.idle {
-            None if slot.waiting > 0 => {
+            None if slot.waiting > 0 && pooled.conn.is_autocommit() => {
                 slot.idle = Some((pooled, Instant::now()));
                 None
             }
