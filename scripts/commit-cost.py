@@ -91,17 +91,22 @@ def start_mirror(mirror, db, port):
     return proc
 
 
-def reader(port, seen, stop):
-    """Records when each PROBE-n first appears on the stream."""
-    s = socket.create_connection(("127.0.0.1", port))
-    s.sendall(b"GET /metrics/stream HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
-    s.settimeout(0.5)
+def reader(port, seen, stop, held):
+    """Records when each PROBE-n first appears on the stream. The body is
+    read through http.client, which undoes the chunked framing (a chunk
+    boundary can fall inside an event's data line, or inside a probe's name).
+    No read timeout (a timed-out response cannot be read again): the caller
+    shuts the socket down (`held["conn"]`) to end it."""
+    c = http.client.HTTPConnection("127.0.0.1", port)
+    c.request("GET", "/metrics/stream", headers={"Accept": "text/event-stream"})
+    held["conn"] = c
+    r = c.getresponse()
     buf = b""
     while not stop.is_set():
         try:
-            chunk = s.recv(1 << 20)
-        except socket.timeout:
-            continue
+            chunk = r.read1(1 << 20)
+        except (OSError, http.client.HTTPException):
+            break
         if not chunk:
             break
         now = time.time_ns()
@@ -112,7 +117,7 @@ def reader(port, seen, stop):
             if line.startswith(b"data:"):
                 for n in PROBE.findall(line):
                     seen.setdefault(int(n), now)
-    s.close()
+    c.close()
 
 
 def percentile(values, p):
@@ -148,8 +153,8 @@ def point(mirror, writer, src, mode, rate, window, work):
         out["cpu_percent"] = round(100 * (t1 - t0) / hz / (s1 - s0), 2)
         out["commits_per_s"] = round(commits, 1)
         # 2. One reader, probes timed.
-        seen, stop = {}, threading.Event()
-        th = threading.Thread(target=reader, args=(port, seen, stop), daemon=True)
+        seen, stop, held = {}, threading.Event(), {}
+        th = threading.Thread(target=reader, args=(port, seen, stop, held), daemon=True)
         th.start()
         time.sleep(0.5)
         probe_hz = 5 if rate == "max" else min(5, float(rate) / 2)
@@ -164,6 +169,8 @@ def point(mirror, writer, src, mode, rate, window, work):
         w.wait()
         time.sleep(1.0)
         stop.set()
+        if "conn" in held and held["conn"].sock is not None:
+            held["conn"].sock.shutdown(socket.SHUT_RDWR)
         th.join()
         lat = [(seen[n] - t) / 1e6 for n, t in committed.items() if n in seen]
         out["probes"] = len(committed)

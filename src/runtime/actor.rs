@@ -27,28 +27,6 @@ pub fn refresh_deadline(period: Duration) -> Duration {
     (period * 2).clamp(MIN_REFRESH_TIME, MAX_REFRESH_TIME)
 }
 
-/// After a commit woke a section, it looks again after each of these delays,
-/// whatever the woken refresh found. A WAL commit writes the `-wal` (the
-/// event) before it publishes the new frames in the `-shm` (no event): a
-/// refresh that runs before that, on a busy machine even milliseconds later,
-/// sees the database as it was, and may still have run its queries (when
-/// an earlier commit, or no reading of the WAL index, made it look). The
-/// looks read the WAL index header and open no connection when nothing
-/// changed (see `crate::source::change`); they do not re-sample `/proc`.
-/// The writer publishes only after its `fsync` of the `-wal`, which on a busy
-/// disk takes tens or hundreds of milliseconds (a commit was seen missed for
-/// the whole period after looks that ended at 64 ms), hence looks up to a
-/// second. A look that finds a commit reads it once the coalescing gap
-/// allows, as a wake-up would.
-pub const RECHECKS: [Duration; 6] = [
-    Duration::from_millis(1),
-    Duration::from_millis(4),
-    Duration::from_millis(16),
-    Duration::from_millis(64),
-    Duration::from_millis(256),
-    Duration::from_millis(1024),
-];
-
 /// How long a section waits after a commit woke it before it reads. A
 /// writer that commits and then closes (a short-lived process, an
 /// orchestrator shutting down) removes the `-wal` and `-shm` as it closes
@@ -218,10 +196,6 @@ pub struct SectionActor<S: Section> {
     /// A commit woke the section while a refresh was running: look again
     /// when it ends (after the coalescing gap), not a period later.
     woken: bool,
-    /// Looks left after a wake-up ([`RECHECKS`]).
-    rechecks: usize,
-    /// Whether the next refresh is one of those looks (it re-samples nothing).
-    next_is_recheck: bool,
 }
 
 /// Whether a refresh derived everything from the database again.
@@ -241,8 +215,6 @@ enum Refreshed<D> {
     Loaded(D, Fingerprint, Rebuild),
     /// The database was unchanged; `Some` when the section re-sampled what moves on its own.
     Unchanged(Option<D>, Fingerprint),
-    /// A look after a wake-up found a commit (nothing was read yet).
-    Committed,
 }
 
 impl<S: Section> SectionActor<S> {
@@ -278,8 +250,6 @@ impl<S: Section> SectionActor<S> {
             last_load: None,
             next: None,
             woken: false,
-            rechecks: 0,
-            next_is_recheck: false,
         }
     }
 
@@ -307,7 +277,6 @@ impl<S: Section> SectionActor<S> {
     /// since the last refresh's start has passed, or after the running one
     /// (never more than one refresh per gap, however many commits come).
     fn woken(&mut self, ctx: &mut Context<Self>) {
-        self.rechecks = RECHECKS.len();
         if self.in_flight.is_some() {
             self.woken = true;
             return;
@@ -345,7 +314,6 @@ impl<S: Section> SectionActor<S> {
         if self.in_flight.is_some() {
             return;
         }
-        let recheck = std::mem::take(&mut self.next_is_recheck);
         let reconcile_due = self.folded && self.reconciled.is_some_and(|at| at.elapsed() >= self.settings.reconcile);
         self.in_flight = Some(Instant::now());
         self.publish_state();
@@ -355,22 +323,15 @@ impl<S: Section> SectionActor<S> {
         let deadline = refresh_deadline(self.settings.period);
         let seen = self.fingerprint;
         let last = self.fingerprint.zip(self.good.as_ref().map(|g| Arc::clone(&g.data)));
-        let resample = !recheck;
         let work = actix_web::rt::task::spawn_blocking(move || {
             // Nothing was committed since the last load: skip the connection and
             // the queries (unless a reconciliation is due: a history edit may hide
             // behind the last load).
             if let Some((seen, data)) = &last
                 && !reconcile_due
+                && db.unchanged_since(seen)
             {
-                if db.unchanged_since(seen) {
-                    return Ok(Refreshed::Unchanged(resample.then(|| section.resample(data)).flatten(), *seen));
-                }
-                // A look after a wake-up found a commit: it is read as a
-                // wake-up's would be, once the coalescing gap allows.
-                if recheck {
-                    return Ok(Refreshed::Committed);
-                }
+                return Ok(Refreshed::Unchanged(section.resample(data), *seen));
             }
             db.with_conn(deadline, |conn, fingerprint| {
                 let changes = seen.map_or(Changes::Unknown, |seen| db.changes_since(&seen, &fingerprint));
@@ -388,9 +349,6 @@ impl<S: Section> SectionActor<S> {
             if matches!(result, Ok(Refreshed::Loaded(..))) {
                 act.last_load = started;
             }
-            if matches!(result, Ok(Refreshed::Committed)) {
-                act.woken = true;
-            }
             act.finish(result, started);
             act.publish_state();
             act.schedule_next(ctx);
@@ -404,14 +362,7 @@ impl<S: Section> SectionActor<S> {
     fn schedule_next(&mut self, ctx: &mut Context<Self>) {
         let delay = if std::mem::take(&mut self.woken) {
             self.woken_due(Instant::now()).saturating_duration_since(Instant::now())
-        } else if self.rechecks > 0 {
-            let delay = RECHECKS[RECHECKS.len() - self.rechecks];
-            self.rechecks -= 1;
-            self.next_is_recheck = true;
-            // A look that finds a commit reads it: the budget holds here too.
-            delay.max(self.settings.budget.wait(self.settings.period))
         } else {
-            self.rechecks = 0;
             self.settings.period
         };
         self.schedule(ctx, delay);
@@ -432,10 +383,6 @@ impl<S: Section> SectionActor<S> {
                 self.fingerprint = Some(fingerprint);
                 self.stats.skipped.fetch_add(1, Ordering::Relaxed);
                 self.accept(resampled, elapsed_ms);
-            }
-            // No query ran: the read follows once the gap allows.
-            Ok(Refreshed::Committed) => {
-                self.stats.skipped.fetch_add(1, Ordering::Relaxed);
             }
             Err(e) => {
                 self.stats.failed.fetch_add(1, Ordering::Relaxed);

@@ -100,6 +100,17 @@ impl Budget {
         wait
     }
 
+    /// How long until the account is no longer overdrawn, at most `longest`;
+    /// zero while it is not. Unlike [`Budget::wait`] it delays nothing
+    /// itself, so it counts no delay.
+    pub fn owed(&self, longest: Duration) -> Duration {
+        let a = self.settle();
+        if a.balance >= 0.0 {
+            return Duration::ZERO;
+        }
+        Duration::from_secs_f64((-a.balance / self.share).min(longest.as_secs_f64()))
+    }
+
     /// Whether the budget delayed a refresh lately (it is what sets the gap
     /// between refreshes, not `ORCH_COALESCE_MS`).
     pub fn limiting(&self) -> bool {

@@ -142,7 +142,13 @@ impl MirrorBuilder {
             registered.into_iter().map(|(_, start)| start(path, settings, &durations, &budget, &rounds)).collect(),
         );
         let targets: Vec<Arc<WakeTarget>> = owners.iter().map(|o| o.wake_target()).collect();
-        let commits = CommitWatch::start(path, move || targets.iter().for_each(|t| t.wake()));
+        // Waking a section sooner than its coalescing gap, or while the CPU
+        // budget makes it wait, only costs the wake-up.
+        let pace = {
+            let (budget, coalesce) = (Arc::clone(&budget), settings.coalesce);
+            move || coalesce.max(budget.owed(shortest_period))
+        };
+        let commits = CommitWatch::paced(path, pace, move || targets.iter().for_each(|t| t.wake()));
         let inner = Arc::new(inner(Some(owners), Some(commits), shortest_period));
         let interval = (shortest_period / 2).clamp(WATCHDOG_INTERVAL.0, WATCHDOG_INTERVAL.1);
         actix::spawn(watchdog(Arc::downgrade(&inner), interval));

@@ -175,6 +175,62 @@ fn wal_reading(db: &Path, handle: &mut ShmHandle) -> Option<Reading> {
     age.is_some_and(|age| age >= RACY).then_some(Reading::Wal { header, empty: Some((id, changed)) })
 }
 
+/// What one look at the path finds: which file it names now, and a
+/// [`Reading`] of that file; `None` when nothing readable is there.
+pub(crate) type Seen = Option<(FileId, Reading)>;
+
+/// Looks at the database without a connection, keeping its own descriptors
+/// (see [`crate::source::held`] for when they close): the watch's looks
+/// after a commit's event (see [`crate::source::commits`]).
+#[derive(Debug)]
+pub(crate) struct Looker {
+    path: std::path::PathBuf,
+    file: Option<(FileId, Arc<Held>)>,
+    shm: ShmHandle,
+}
+
+impl Looker {
+    /// A looker at `path`; nothing is opened until the first look.
+    pub(crate) fn new(path: &Path) -> Self {
+        Looker { path: path.to_path_buf(), file: None, shm: ShmHandle::default() }
+    }
+
+    /// The file at the path and a reading of it, reopening the descriptors
+    /// when the path names another file than at the last look.
+    pub(crate) fn look(&mut self) -> Seen {
+        let Ok(id) = FileId::of(&self.path) else {
+            // Nothing is kept on a file that is gone (its directory's watch must hear of it).
+            self.file = None;
+            self.shm = ShmHandle::default();
+            return None;
+        };
+        if !id.regular {
+            return None;
+        }
+        if self.file.as_ref().is_none_or(|(held, _)| *held != id) {
+            self.shm = ShmHandle::default();
+            let file = std::fs::File::open(&self.path).ok()?;
+            if FileId::from_metadata(&file.metadata().ok()?) != id {
+                self.file = None;
+                return None;
+            }
+            self.file = Some((id, Arc::new(Held::new(file))));
+        }
+        let (_, header) = self.file.as_ref()?;
+        Some((id, read(&self.path, header, &mut self.shm)))
+    }
+}
+
+/// Whether a look that found `now`, after one that found `before`, may have
+/// seen a commit: the file changed, or its reading did, or nothing can be
+/// said (a [`Reading::Unknown`] is never the same as anything).
+pub(crate) fn differs(before: Option<&Seen>, now: &Seen) -> bool {
+    match (before, now) {
+        (_, Some((_, Reading::Unknown))) | (None, _) => true,
+        (Some(before), now) => before != now,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

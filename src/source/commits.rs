@@ -22,6 +22,10 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use notify::{EventKind, RecursiveMode, Watcher};
+
+#[cfg(test)]
+use crate::source::change::RACY;
+use crate::source::change::{Looker, Seen, differs};
 use serde::Serialize;
 
 /// How a section learns that it should look at the database.
@@ -67,6 +71,8 @@ struct Shared {
     mode: Mutex<WakeMode>,
     watcher: Mutex<Option<notify::RecommendedWatcher>>,
     wake: Box<dyn Fn() + Send + Sync>,
+    /// The least time between two wake-ups from the looks (see [`CommitWatch::paced`]).
+    pace: Box<dyn Fn() -> std::time::Duration + Send + Sync>,
 }
 
 impl Drop for CommitWatch {
@@ -117,6 +123,21 @@ impl CommitWatch {
     /// when the directory is back; an overflowed event queue wakes every
     /// section and is logged.
     pub fn start(db: &Path, wake: impl Fn() + Send + Sync + 'static) -> CommitWatch {
+        Self::paced(db, || std::time::Duration::ZERO, wake)
+    }
+
+    /// As [`CommitWatch::start`], with at least `pace()` between two
+    /// wake-ups from the looks: a commit that a look finds sooner wakes the
+    /// sections when that time has passed, and the looks rest until then.
+    /// A writer committing thousands of times a second then costs the
+    /// looks and the sections' wake-ups no more than `1 / pace()` a second
+    /// (the mirror passes its coalescing gap, or longer while its CPU budget
+    /// is overdrawn: waking a section sooner would only make it wait).
+    pub fn paced(
+        db: &Path,
+        pace: impl Fn() -> std::time::Duration + Send + Sync + 'static,
+        wake: impl Fn() + Send + Sync + 'static,
+    ) -> CommitWatch {
         let parent =
             |p: &Path| p.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
         // SQLite follows a symbolic link and writes the -wal beside the file it names.
@@ -130,8 +151,12 @@ impl CommitWatch {
             }
             names.extend(watched_names(&target).into_iter().filter(|n| !names.contains(n)).collect::<Vec<_>>());
         }
-        let shared =
-            Arc::new(Shared { mode: Mutex::new(WakeMode::commit()), watcher: Mutex::new(None), wake: Box::new(wake) });
+        let shared = Arc::new(Shared {
+            mode: Mutex::new(WakeMode::commit()),
+            watcher: Mutex::new(None),
+            wake: Box::new(wake),
+            pace: Box::new(pace),
+        });
         let watch = CommitWatch { shared: Arc::clone(&shared) };
         if let Some(fs) = dirs.iter().find_map(|d| network_file_system(d)) {
             let reason = format!(
@@ -142,6 +167,7 @@ impl CommitWatch {
             return watch;
         }
         let (lost_tx, lost_rx) = std::sync::mpsc::channel::<PathBuf>();
+        let looks = start_looks(db, Arc::downgrade(&shared));
         let handler = {
             let shared = Arc::downgrade(&shared);
             let dirs = dirs.clone();
@@ -149,7 +175,13 @@ impl CommitWatch {
                 let Some(shared) = shared.upgrade() else { return };
                 match event.map(|e| meaning(&e, &names, &dirs)) {
                     Ok(Meaning::Nothing) => {}
-                    Ok(Meaning::Change) => (shared.wake)(),
+                    // Looked at on the looks' thread, which wakes the sections
+                    // when it sees the commit (or at once, without that thread).
+                    Ok(Meaning::Change) => {
+                        if looks.as_ref().is_none_or(|l| l.send(()).is_err()) {
+                            (shared.wake)();
+                        }
+                    }
                     Ok(Meaning::Overflow) => {
                         (shared.wake)();
                         tracing::warn!("the watch's event queue overflowed (events were lost): every section woken");
@@ -215,6 +247,108 @@ impl Shared {
             _ => {}
         }
         *m = mode;
+    }
+}
+
+/// After an event on the database's files, when the watch looks at the
+/// database (from the event), and wakes the sections if a look finds a
+/// commit. A WAL commit writes the `-wal` (the event) before it publishes the
+/// new frames in the `-shm` (no event), and publishes only after its `fsync`
+/// of the `-wal`, which on a busy disk takes tens or hundreds of milliseconds
+/// (a commit was seen missed for a whole period after looks that ended at
+/// 64 ms): hence looks up to a second. A look reads the WAL-index header or
+/// the change counter and the file's identity (see [`crate::source::change`]);
+/// it opens no connection. Made once for all the sections, on one thread,
+/// a look costs a few system calls; a section is woken only for what a look
+/// found, and reads it once its coalescing gap allows.
+pub const LOOKS: [std::time::Duration; 7] = [
+    std::time::Duration::ZERO,
+    std::time::Duration::from_millis(1),
+    std::time::Duration::from_millis(4),
+    std::time::Duration::from_millis(16),
+    std::time::Duration::from_millis(64),
+    std::time::Duration::from_millis(256),
+    std::time::Duration::from_millis(1024),
+];
+
+/// Starts the thread that makes the [`LOOKS`] after each event it is sent;
+/// `None` (the events then wake the sections themselves) when it cannot start.
+fn start_looks(db: &Path, shared: std::sync::Weak<Shared>) -> Option<std::sync::mpsc::Sender<()>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let looker = Looker::new(db);
+    let spawned =
+        std::thread::Builder::new().name("orchmirror-looks".into()).spawn(move || looks(looker, &rx, &shared));
+    match spawned {
+        Ok(_) => Some(tx),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the thread that looks for commits; every event wakes the sections");
+            None
+        }
+    }
+}
+
+/// The looks' thread: after each event, a look at each of [`LOOKS`] (a new
+/// event starts them again); a look that finds a commit (or cannot tell)
+/// wakes the sections, or, within the pace of the last wake-up, owes them
+/// one, made when the pace has passed (the looks rest meanwhile: the
+/// wake-up covers whatever is committed until then). Ends with the watch.
+fn looks(mut looker: Looker, events: &std::sync::mpsc::Receiver<()>, shared: &std::sync::Weak<Shared>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    use std::time::Instant;
+    let mut last: Option<Seen> = None;
+    // The last event (or owed wake-up), and how many of its looks were made.
+    let mut event: Option<(Instant, usize)> = None;
+    let mut woke: Option<Instant> = None;
+    // When a wake-up that a look found is owed.
+    let mut owed: Option<Instant> = None;
+    loop {
+        let look = event.and_then(|(at, made)| LOOKS.get(made).map(|d| at + *d));
+        let due = owed.or(look);
+        let got = match due {
+            Some(due) => events.recv_timeout(due.saturating_duration_since(Instant::now())),
+            None => events.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        match got {
+            Ok(()) => {
+                while events.try_recv().is_ok() {}
+                if owed.is_none() {
+                    event = Some((Instant::now(), 0));
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let now = Instant::now();
+        let Some(shared) = shared.upgrade() else { return };
+        if let Some(at) = owed {
+            if at <= now {
+                owed = None;
+                // The baseline for the next looks: what the woken sections will read.
+                last = Some(looker.look());
+                (shared.wake)();
+                woke = Some(now);
+                event = Some((now, 1));
+            }
+            continue;
+        }
+        let Some((at, made)) = event.as_mut() else { continue };
+        if LOOKS.get(*made).is_none_or(|d| *at + *d > now) {
+            continue;
+        }
+        *made += 1;
+        let seen = looker.look();
+        let changed = differs(last.as_ref(), &seen);
+        last = Some(seen);
+        if !changed {
+            continue;
+        }
+        match woke.map(|w| w + (shared.pace)()).filter(|next| *next > now) {
+            Some(next) => owed = Some(next),
+            None => {
+                (shared.wake)();
+                woke = Some(now);
+            }
+        }
     }
 }
 
@@ -365,6 +499,81 @@ mod tests {
             writer.execute_batch("INSERT INTO t VALUES (1);")?;
             wait("a wake-up for the commit", || wakes.load(Ordering::SeqCst) > 0);
         }
+        Ok(())
+    }
+
+    /// The looks wake the sections for what they find: a WAL commit wakes
+    /// them (once, or twice when the WAL restarts, though its event is
+    /// followed by seven looks), a
+    /// checkpoint (it writes the database file) wakes nothing.
+    #[test]
+    fn a_commit_wakes_once_and_a_checkpoint_not_at_all() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("k.db");
+        let writer = rusqlite::Connection::open(&db)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (1);")?;
+        // An empty WAL's reading is trusted only once its -shm is older than RACY.
+        std::thread::sleep(RACY + Duration::from_millis(100));
+        let wakes = Arc::new(AtomicUsize::new(0));
+        let counted = Arc::clone(&wakes);
+        let watch = CommitWatch::start(&db, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(watch.mode().on_commit());
+        let after_looks = || std::thread::sleep(LOOKS[LOOKS.len() - 1] + Duration::from_millis(300));
+        // The first look has nothing to compare with: it may wake.
+        writer.execute_batch("INSERT INTO t VALUES (2);")?;
+        wait("a wake-up for the first commit", || wakes.load(Ordering::SeqCst) > 0);
+        after_looks();
+        for round in 0..3 {
+            let before = wakes.load(Ordering::SeqCst);
+            writer.execute_batch("INSERT INTO t VALUES (3);")?;
+            after_looks();
+            // A commit after a full checkpoint restarts the WAL, and a look
+            // may see the restarted, empty WAL before the commit: two readings.
+            let woken = wakes.load(Ordering::SeqCst) - before;
+            assert!((1..=2).contains(&woken), "round {round}: one commit, {woken} wake-ups");
+            writer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(()))?;
+            after_looks();
+            assert_eq!(wakes.load(Ordering::SeqCst), before + woken, "round {round}: a checkpoint is no commit");
+        }
+        Ok(())
+    }
+
+    /// Paced: a burst of commits wakes the sections at most once per pace,
+    /// and the last wake-up comes after the last commit (none is left unread).
+    #[test]
+    fn a_burst_wakes_once_per_pace_and_last_after_its_end() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let db = dir.path().join("p.db");
+        let writer = rusqlite::Connection::open(&db)?;
+        writer.pragma_update(None, "journal_mode", "WAL")?;
+        writer.execute_batch("CREATE TABLE t(x); INSERT INTO t VALUES (0);")?;
+        let wakes = Arc::new(Mutex::new(Vec::new()));
+        let noted = Arc::clone(&wakes);
+        let pace = Duration::from_millis(300);
+        let watch = CommitWatch::paced(
+            &db,
+            move || pace,
+            move || noted.lock().unwrap_or_else(|p| p.into_inner()).push(Instant::now()),
+        );
+        assert!(watch.mode().on_commit());
+        let start = Instant::now();
+        let mut last_commit = start;
+        while start.elapsed() < Duration::from_millis(1500) {
+            writer.execute_batch("INSERT INTO t VALUES (1);")?;
+            last_commit = Instant::now();
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        std::thread::sleep(pace + Duration::from_millis(500));
+        let wakes = wakes.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // 1.5 s of commits at one wake-up per 300 ms: at most 6 (and the first may have nothing to compare with).
+        assert!((2..=7).contains(&wakes.len()), "{} wake-ups", wakes.len());
+        for pair in wakes.windows(2) {
+            assert!(pair[1] - pair[0] >= pace - Duration::from_millis(5), "wake-ups {:?} apart", pair[1] - pair[0]);
+        }
+        assert!(wakes.last().is_some_and(|w| *w > last_commit), "a wake-up after the last commit");
         Ok(())
     }
 

@@ -333,8 +333,9 @@ impl Database {
                 // consistent snapshot. Reading sqlite_schema first takes SQLite's
                 // shared lock and loads the schema as it is now.
                 let tx = conn.unchecked_transaction()?;
-                tx.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
-                let schema_version: i64 = tx.pragma_query_value(None, "schema_version", |r| r.get(0))?;
+                // Cached: the sections of a round prepare them once on its connection.
+                tx.prepare_cached("SELECT count(*) FROM sqlite_schema")?.query_row([], |_| Ok(()))?;
+                let schema_version: i64 = tx.prepare_cached("PRAGMA schema_version")?.query_row([], |r| r.get(0))?;
                 // This connection now holds SQLite's shared lock: the gate has done its work.
                 drop(gate);
                 if let Some(foreign) = walguard::foreign_side_files(&self.path) {

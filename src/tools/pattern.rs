@@ -146,6 +146,9 @@ impl PatternWriter {
 
     fn apply(&mut self, op: Op) -> rusqlite::Result<()> {
         const ACTIVE_TASKS: &str = "SELECT id FROM tasks WHERE stage IN ('analysis', 'develop', 'review', 'test')";
+        // A probe stays in its first stage, so a reader timing it can always see it.
+        const ADVANCEABLE: &str =
+            "SELECT id FROM tasks WHERE stage IN ('analysis', 'develop', 'review', 'test') AND repo IS NOT 'probe'";
         match op {
             Op::NewTask => {
                 self.conn.execute(
@@ -154,7 +157,7 @@ impl PatternWriter {
                 )?;
             }
             Op::Advance => {
-                if let Some(task) = self.one_of(ACTIVE_TASKS)? {
+                if let Some(task) = self.one_of(ADVANCEABLE)? {
                     let stage: String =
                         self.conn.query_row("SELECT stage FROM tasks WHERE id = ?1", [task], |r| r.get(0))?;
                     let next =
