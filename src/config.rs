@@ -5,7 +5,6 @@
 //! the variable, the value and where it came from.
 
 use std::collections::HashMap;
-use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -14,6 +13,12 @@ use config::{Config, Environment, File, FileFormat};
 use crate::section::SectionName;
 
 pub mod table;
+mod values;
+
+pub(crate) use values::resolve_bind;
+#[cfg(test)]
+pub(crate) use values::valid_host_name;
+pub use values::{LogFormat, unix_socket_path};
 
 use table::Spec;
 
@@ -182,16 +187,6 @@ pub struct Settings {
     /// `ORCH_WEB_CONFIG_FILE`: the web configuration file (exporter-toolkit
     /// format: basic-auth users, response headers), re-read when it changes.
     pub web_config_file: Option<PathBuf>,
-}
-
-/// `ORCH_LOG_FORMAT`: human-readable lines, or one JSON object per line (for log shippers).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum LogFormat {
-    /// `text` (the default).
-    #[default]
-    Text,
-    /// `json`.
-    Json,
 }
 
 impl Default for Settings {
@@ -474,23 +469,6 @@ impl Layers<'_> {
     }
 }
 
-/// Whether `name` may be listed in `ORCH_ALLOWED_HOSTS`: `*`, or a DNS name
-/// (letters, digits, `-` and `.`; labels of 1 to 63; 253 at most).
-pub(crate) fn valid_host_name(name: &str) -> bool {
-    if name == "*" {
-        return true;
-    }
-    let name = name.trim_end_matches('.');
-    !name.is_empty()
-        && name.len() <= 253
-        && name.split('.').all(|label| {
-            (1..=63).contains(&label.len())
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-        })
-}
-
 /// The most bytes a settings file (the TOML file, a dotenv file) may hold.
 pub const MAX_SETTINGS_FILE_BYTES: u64 = 1024 * 1024;
 
@@ -529,29 +507,4 @@ pub fn read_settings_file(path: &Path) -> Result<Option<Vec<u8>>, String> {
         return Err(format!("{shown} is larger than {MAX_SETTINGS_FILE_BYTES} bytes; it cannot be a settings file"));
     }
     Ok(Some(bytes))
-}
-
-/// The Unix socket's path when `bind` is `unix:/path`.
-pub fn unix_socket_path(bind: &str) -> Option<&std::path::Path> {
-    bind.trim().strip_prefix("unix:").map(std::path::Path::new)
-}
-
-/// Resolves a listen address (`host:port`); the error says why it is not one.
-pub(crate) fn resolve_bind(raw: &str) -> Result<Vec<SocketAddr>, String> {
-    let expected = "expected host:port, for example 127.0.0.1:8787 (or :8787 for every interface)";
-    if raw.trim().is_empty() {
-        return Err(format!("empty address; {expected}"));
-    }
-    // `:8787`, the Go exporters' habit: every interface.
-    let raw = match raw.trim().strip_prefix(':') {
-        Some(port) if !port.is_empty() && port.bytes().all(|b| b.is_ascii_digit()) => format!("0.0.0.0:{port}"),
-        _ => raw.to_owned(),
-    };
-    match raw.as_str().to_socket_addrs() {
-        Ok(addrs) => {
-            let addrs: Vec<SocketAddr> = addrs.collect();
-            if addrs.is_empty() { Err(format!("resolves to no address; {expected}")) } else { Ok(addrs) }
-        }
-        Err(e) => Err(format!("{e}; {expected}")),
-    }
 }

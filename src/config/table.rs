@@ -12,7 +12,7 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{LogFormat, resolve_bind, unix_socket_path, valid_host_name};
+use crate::config::values::{LogFormat, resolve_bind, unix_socket_path, valid_host_name};
 
 /// How a setting's text is read: what it becomes, what is accepted, how a
 /// value is written back.

@@ -5,13 +5,13 @@
 use crate::runtime::budget::Budget;
 use crate::source::round::Rounds;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use actix::prelude::*;
 
 use super::handle::{Inner, MirrorHandle};
-use super::supervision::{Owner, OwnerControl, Owners, WATCHDOG_INTERVAL, WakeTarget, watchdog};
+use super::supervision::{Owner, OwnerControl, Owners, WATCHDOG_INTERVAL, WakeTarget};
 use crate::config::Settings;
 use crate::runtime::actor::ActorSettings;
 use crate::runtime::messages::RenderCache;
@@ -181,4 +181,32 @@ pub(super) fn check_names(names: &[SectionName], settings: &Settings) -> Result<
         }
     }
     Ok(settings.refresh.check(names)?)
+}
+
+// Starting is the builder's: the handle's own module never names it (no import loop).
+impl MirrorHandle {
+    /// Starts a mirror with `settings` and nothing else (see [`MirrorBuilder::start`]).
+    pub fn start(settings: &Settings) -> Result<Self, StartError> {
+        Self::builder(settings.clone()).start()
+    }
+
+    /// A builder, to add a worker probe before starting.
+    pub fn builder(settings: Settings) -> MirrorBuilder {
+        MirrorBuilder::new(settings)
+    }
+}
+
+/// Looks for dead section actors until the mirror is stopped or dropped.
+async fn watchdog(inner: Weak<Inner>, interval: Duration) {
+    loop {
+        // A sleep per round, not an interval: missed rounds are not replayed.
+        actix_web::rt::time::sleep(interval).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if inner.stopping.load(Ordering::SeqCst) {
+            return;
+        }
+        if let Some(owners) = &inner.owners {
+            owners.iter().for_each(|o| o.check());
+        }
+    }
 }

@@ -8,9 +8,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use super::actor::Now;
-use super::builder::{MirrorBuilder, StartError};
 use super::supervision::{OwnerControl, Owners, trusted_age};
-use crate::config::Settings;
 use crate::runtime::budget::Budget;
 use crate::runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 use crate::runtime::messages::{Answer, RenderCache};
@@ -63,16 +61,6 @@ impl std::fmt::Debug for MirrorHandle {
 }
 
 impl MirrorHandle {
-    /// Starts a mirror with `settings` and nothing else (see [`MirrorBuilder::start`]).
-    pub fn start(settings: &Settings) -> Result<Self, StartError> {
-        Self::builder(settings.clone()).start()
-    }
-
-    /// A builder, to add a worker probe before starting.
-    pub fn builder(settings: Settings) -> MirrorBuilder {
-        MirrorBuilder::new(settings)
-    }
-
     /// False when the kill switch is off: no actors, no database.
     pub fn enabled(&self) -> bool {
         self.inner.owners.is_some()

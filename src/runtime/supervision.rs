@@ -1,14 +1,14 @@
 //! Supervision: each section's actor on its own arbiter (its owner), the
-//! watchdog that re-spawns a dead one, and where commits wake each section.
+//! check that re-spawns a dead one (the watchdog in `builder` runs it), and
+//! where commits wake each section.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 
-use super::handle::Inner;
 use crate::runtime::actor::{ActorSettings, Now, Replica, SectionActor, TRUSTED_HEARTBEAT_AGE};
 
 /// The oldest heartbeat a request with snapshot timeout `timeout` trusts.
@@ -251,20 +251,5 @@ impl Owners {
 
     pub(super) fn get(&self, section: SectionName) -> Option<&dyn OwnerControl> {
         self.iter().find(|o| o.name() == section)
-    }
-}
-
-/// Looks for dead section actors until the mirror is stopped or dropped.
-pub(super) async fn watchdog(inner: Weak<Inner>, interval: Duration) {
-    loop {
-        // A sleep per round, not an interval: missed rounds are not replayed.
-        actix_web::rt::time::sleep(interval).await;
-        let Some(inner) = inner.upgrade() else { return };
-        if inner.stopping.load(Ordering::SeqCst) {
-            return;
-        }
-        if let Some(owners) = &inner.owners {
-            owners.iter().for_each(|o| o.check());
-        }
     }
 }

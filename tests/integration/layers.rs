@@ -25,19 +25,70 @@ fn module_of(src: &Path, file: &Path) -> String {
     rel.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("::")
 }
 
-/// Every `crate::a::b` path in the file's code (not its comments), as `a::b`.
-fn crate_paths(code: &str) -> Vec<String> {
+/// Every path the file's code (not its comments, not its `#[cfg(test)]`
+/// module) names through `crate::`, `super::` or `self::`, as a path from
+/// the crate root (`a::b`), for the file of module `module`. A group
+/// (`super::{a::X, b}`) gives one path per member.
+fn crate_paths_in(code: &str, module: &str) -> Vec<String> {
+    let parts: Vec<&str> = if module.is_empty() { Vec::new() } else { module.split("::").collect() };
+    // A file's module; `super::` is its parent, `self::` itself. In `src/a.rs`
+    // and `src/a/b.rs` alike, the file is the module named by its path.
+    let parent = parts[..parts.len().saturating_sub(1)].join("::");
+    let this = parts.join("::");
+    let join = |base: &str, rest: &str| if base.is_empty() { rest.to_owned() } else { format!("{base}::{rest}") };
     let mut out = Vec::new();
+    let code = code.split("#[cfg(test)]\nmod tests").next().unwrap_or(code);
     for line in code.lines().map(str::trim_start).filter(|l| !l.starts_with("//")) {
         let mut rest = line;
-        while let Some(i) = rest.find("crate::") {
-            rest = &rest[i + "crate::".len()..];
+        loop {
+            let found = ["crate::", "super::", "self::"]
+                .iter()
+                .filter_map(|k| rest.find(k).map(|i| (i, *k)))
+                // `self::` inside `super::self::`-like words is not a path start.
+                .filter(|(i, _)| {
+                    *i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric() && rest.as_bytes()[i - 1] != b'_'
+                })
+                .min();
+            let Some((i, keyword)) = found else { break };
+            rest = &rest[i + keyword.len()..];
+            let base = match keyword {
+                "crate::" => String::new(),
+                "super::" => parent.clone(),
+                _ => this.clone(),
+            };
             let path: String =
                 rest.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':').collect();
-            out.push(path.trim_end_matches(':').to_owned());
+            let path = path.trim_end_matches(':');
+            let after = &rest[path.len()..].trim_start_matches(':');
+            if after.starts_with('{') {
+                // One level of grouping: each member's leading path.
+                let group = &after[1..after.find('}').unwrap_or(after.len())];
+                for member in group.split(',') {
+                    let member: String = member
+                        .trim()
+                        .chars()
+                        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_' || *c == ':')
+                        .collect();
+                    let member = member.trim_end_matches(':');
+                    let full = [path, member]
+                        .iter()
+                        .filter(|p| !p.is_empty() && **p != "self")
+                        .copied()
+                        .collect::<Vec<_>>()
+                        .join("::");
+                    out.push(join(&base, &full));
+                }
+            } else {
+                out.push(join(&base, path));
+            }
         }
     }
     out
+}
+
+/// Every `crate::a::b` path in code at the crate root, as `a::b`.
+fn crate_paths(code: &str) -> Vec<String> {
+    crate_paths_in(code, "")
 }
 
 fn graph() -> BTreeMap<String, BTreeSet<String>> {
@@ -53,7 +104,7 @@ fn graph() -> BTreeMap<String, BTreeSet<String>> {
         }
         let code = std::fs::read_to_string(file).expect("read");
         let targets: &mut BTreeSet<String> = edges.entry(from.clone()).or_default();
-        for path in crate_paths(&code) {
+        for path in crate_paths_in(&code, &from) {
             // The longest prefix that is a module file; a root item (SCHEMA_SQL) is `lib`.
             let parts: Vec<&str> = path.split("::").collect();
             let target = (1..=parts.len())
@@ -134,6 +185,15 @@ fn the_checks_see_a_cycle_and_an_upward_import() {
     // The parser finds paths in code and skips comments.
     let code = "use crate::runtime::mirror::X;\n/// [`crate::serve::http`]\nlet a = crate::source::db::open();";
     assert_eq!(crate_paths(code), ["runtime::mirror::X", "source::db::open"]);
+    // `super::` and `self::` resolve from the file's module, groups give each member,
+    // and the file's test module is not part of the graph.
+    let code = "use super::{handle::MirrorHandle, budget};\nuse self::inner::Y;\nlet a = myself::z();\n\
+                #[cfg(test)]\nmod tests { use super::*; }";
+    assert_eq!(
+        crate_paths_in(code, "runtime::builder"),
+        ["runtime::handle::MirrorHandle", "runtime::budget", "runtime::builder::inner::Y"]
+    );
+    assert_eq!(crate_paths_in("use super::table::SETTINGS;", "config"), ["table::SETTINGS"]);
     assert!(layer("serve::envelope") > layer("runtime::mirror"));
     assert!(layer("section") < layer("runtime::actor"));
     // The search finds the kind of cycle this crate used to have (envelope <-> mirror).
