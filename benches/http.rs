@@ -47,7 +47,7 @@ fn mirror(path: PathBuf) -> (String, actix_web::dev::ServerHandle) {
         settings.bind = "127.0.0.1:0".into();
         settings.refresh = RefreshPeriods::uniform(Duration::from_millis(1000));
         let mirror = MirrorHandle::start(&settings).map_err(std::io::Error::other)?;
-        let (server, addrs) = orchmirror::serve::http::server(&settings, mirror)?;
+        let (server, addrs) = orchmirror::serve::http::server(&settings, mirror, std::future::pending())?;
         Ok((server, addrs[0]))
     })
 }

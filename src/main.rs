@@ -1,5 +1,5 @@
 //! The `orchmirror` binary: parse flags, load the configuration, start logging,
-//! then run the mirror (or the demo) until SIGTERM or Ctrl-C.
+//! then run the mirror (or the demo) until SIGTERM, SIGHUP or Ctrl-C.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -371,7 +371,7 @@ fn start_demo(settings: &mut Settings) -> Result<Option<Demo>, orchmirror::tools
     Ok(Some(demo))
 }
 
-/// Starts the mirror and serves it until SIGTERM or SIGINT.
+/// Starts the mirror and serves it until SIGTERM, SIGINT or SIGHUP.
 async fn serve(settings: Settings) -> ExitCode {
     // The web configuration first: nothing is served on a half-valid configuration.
     if let Some(path) = &settings.web_config_file
@@ -395,7 +395,7 @@ async fn serve(settings: Settings) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let server = match orchmirror::serve::http::serve_on(listeners, handle.clone(), &settings) {
+    let server = match orchmirror::serve::http::serve_on(listeners, handle.clone(), &settings, shutdown_signal()) {
         Ok((s, _)) => s,
         Err(e) => {
             eprintln!("orchmirror: cannot serve on {}: {e}", settings.bind);
@@ -419,6 +419,31 @@ async fn serve(settings: Settings) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Completes on SIGTERM, SIGINT or SIGHUP (a closed terminal, `kill -HUP`):
+/// each stops the server cleanly, so answers in flight finish, demo mode
+/// removes its database and a Unix socket file is removed. The signals are
+/// taken here, not by the library: a host application keeps its own.
+async fn shutdown_signal() {
+    use actix_web::rt::signal::unix::{SignalKind, signal};
+    let (term, hup) = (signal(SignalKind::terminate()), signal(SignalKind::hangup()));
+    let (mut term, mut hup) = match (term, hup) {
+        (Ok(t), Ok(h)) => (t, h),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM and SIGHUP; only Ctrl-C stops the server");
+            let _ = actix_web::rt::signal::ctrl_c().await;
+            tracing::info!(signal = "SIGINT", "signal received");
+            return;
+        }
+    };
+    tracing::debug!("listening for SIGTERM, SIGINT and SIGHUP");
+    let name = tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = hup.recv() => "SIGHUP",
+        _ = actix_web::rt::signal::ctrl_c() => "SIGINT",
+    };
+    tracing::info!(signal = name, "signal received");
 }
 
 fn generate(path: &std::path::Path, jobs: u64, running: u64, indexes: bool) -> ExitCode {

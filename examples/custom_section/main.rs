@@ -42,7 +42,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 actix_web::rt::time::sleep(Duration::from_millis(500)).await;
             }
         });
-        let (server, addrs) = orchmirror::serve::http::server(&settings, mirror.clone())?;
+        // The library takes no signal: the host says when to stop (here Ctrl-C).
+        let ctrl_c = async {
+            let _ = actix_web::rt::signal::ctrl_c().await;
+        };
+        let (server, addrs) = orchmirror::serve::http::server(&settings, mirror.clone(), ctrl_c)?;
         for addr in addrs {
             println!("listening on http://{addr}/metrics");
         }

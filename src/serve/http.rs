@@ -653,18 +653,28 @@ pub fn check_web_config(path: &std::path::Path) -> Result<(), String> {
 }
 
 /// Binds the standalone server on `settings.bind` with explicit limits (see
-/// [`listen`] and [`serve_on`]).
-pub fn server(settings: &Settings, handle: MirrorHandle) -> io::Result<(Server, Vec<SocketAddr>)> {
-    serve_on(listen(settings)?, handle, settings)
+/// [`listen`] and [`serve_on`]); it stops when `shutdown` completes.
+pub fn server(
+    settings: &Settings,
+    handle: MirrorHandle,
+    shutdown: impl Future<Output = ()> + 'static,
+) -> io::Result<(Server, Vec<SocketAddr>)> {
+    serve_on(listen(settings)?, handle, settings, shutdown)
 }
 
 /// The standalone server on bound listeners, with explicit limits. The
-/// returned server (run it by awaiting it) stops gracefully on SIGTERM or
-/// SIGINT; the addresses are where it listens (useful with port 0).
+/// returned server (run it by awaiting it) stops gracefully when `shutdown`
+/// completes: open streams end, answers in flight finish (within the
+/// graceful-stop bound), then every connection closes. The library takes
+/// no signal of the process; the binary passes one that completes on
+/// SIGTERM, SIGINT or SIGHUP, a host application whatever stops it
+/// (`std::future::pending()` for never: the returned [`Server`]'s handle
+/// still stops it). The addresses are where it listens (useful with port 0).
 pub fn serve_on(
     listeners: Vec<Listener>,
     handle: MirrorHandle,
     settings: &Settings,
+    shutdown: impl Future<Output = ()> + 'static,
 ) -> io::Result<(Server, Vec<SocketAddr>)> {
     let workers = workers();
     let per_worker = connections_per_worker(open_files_limit(), workers);
@@ -730,7 +740,8 @@ pub fn serve_on(
     .h1_allow_half_closed(false)
     .max_connections(per_worker)
     .shutdown_timeout(SHUTDOWN_TIMEOUT_S)
-    // Signals are handled below: open streams must end before a graceful stop can finish.
+    // The process's signals are the binary's; `shutdown` stops it (below):
+    // open streams must end before a graceful stop can finish.
     .disable_signals();
     for listener in listeners {
         server = match listener {
@@ -751,9 +762,8 @@ pub fn serve_on(
     let server = server.run();
     let stopper = server.handle();
     actix_web::rt::spawn(async move {
-        tracing::debug!("listening for SIGTERM and SIGINT");
-        let signal = shutdown_signal().await;
-        tracing::info!(signal, "stopping: ending open streams, finishing requests in flight");
+        shutdown.await;
+        tracing::info!("stopping: ending open streams, finishing requests in flight");
         streams.stop();
         // In-flight answers finish (at most the graceful timeout); then every
         // connection closes, a stream's whose reader stopped reading included.
@@ -764,32 +774,6 @@ pub fn serve_on(
         stopper.stop(false).await;
     });
     Ok((server, addrs))
-}
-
-/// Waits for SIGTERM or SIGINT; names the one that came.
-async fn shutdown_signal() -> &'static str {
-    #[cfg(unix)]
-    {
-        use actix_web::rt::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = actix_web::rt::signal::ctrl_c() => "SIGINT",
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the server");
-                let _ = actix_web::rt::signal::ctrl_c().await;
-                "SIGINT"
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = actix_web::rt::signal::ctrl_c().await;
-        "Ctrl-C"
-    }
 }
 
 #[cfg(test)]

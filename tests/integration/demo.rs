@@ -55,3 +55,19 @@ fn demo_serves_live_data_and_cleans_up_on_sigterm() {
     assert!(!std::path::Path::new(&db).exists(), "{db} removed on exit");
     wait_for(Duration::from_secs(5), "agent processes gone", || pids.iter().all(|p| !alive(*p)).then_some(()));
 }
+
+/// SIGHUP ends demo mode cleanly: exit 0, and its directory (database,
+/// `-wal`, `-shm`) removed, as on SIGTERM.
+#[test]
+fn sighup_ends_the_demo_and_removes_its_directory() {
+    let mut bin = Binary::start(&[]);
+    bin.wait_all_ok();
+    let _ = std::process::Command::new("kill").arg("-HUP").arg(bin.child.id().to_string()).status();
+    let status = wait_for(Duration::from_secs(10), "exit after SIGHUP", || bin.child.try_wait().ok().flatten());
+    assert!(status.success(), "clean exit: {status}");
+    let stderr = bin.stderr();
+    let db = demo_db_from(&stderr).unwrap_or_else(|| panic!("demo mode announces its file: {stderr}"));
+    let dir = std::path::Path::new(&db).parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    assert!(dir.file_name().is_some_and(|n| n.to_string_lossy().starts_with("orchmirror-demo-")), "{db}");
+    assert!(!dir.exists(), "{} removed on SIGHUP", dir.display());
+}

@@ -119,6 +119,13 @@ fn sigint_stops_cleanly() {
     shutdown_on("INT");
 }
 
+/// A closed terminal (or `kill -HUP`) stops the server as SIGTERM does,
+/// instead of killing the process by the signal.
+#[test]
+fn sighup_stops_cleanly() {
+    shutdown_on("HUP");
+}
+
 fn rss_mb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status

@@ -104,3 +104,20 @@ fn a_stale_socket_is_replaced_a_live_one_refused_and_a_file_left_alone() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a socket"), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(std::fs::read_to_string(&file).expect("still there"), "keep me");
 }
+
+/// SIGHUP (a closed terminal) stops the mirror as SIGTERM does: it exits 0
+/// and the socket file is removed (it used to be killed by the signal and
+/// leave the file).
+#[test]
+fn sighup_stops_the_mirror_and_removes_its_socket() {
+    let fx = Fixture::one_of_each();
+    let socket = fx.dir.path().join("hup.sock");
+    let child = start(&fx, &socket, &[]);
+    wait_for(Duration::from_secs(20), "the socket to answer", || {
+        get(&socket, "/health").ok().filter(|(s, _)| *s == 200)
+    });
+    let _ = std::process::Command::new("kill").arg("-HUP").arg(child.id().to_string()).status();
+    let out = child.wait_with_output().expect("wait");
+    assert!(out.status.success(), "exit after SIGHUP: {:?}", out.status);
+    assert!(!socket.exists(), "the socket is removed on SIGHUP");
+}

@@ -316,7 +316,8 @@ impl InProcess {
             sys.block_on(async move {
                 let builder = orchmirror::MirrorHandle::builder(settings.clone());
                 let handle = build(builder).start().expect("start mirror");
-                let (server, addrs) = orchmirror::serve::http::server(&settings, handle.clone()).expect("bind");
+                let (server, addrs) =
+                    orchmirror::serve::http::server(&settings, handle.clone(), std::future::pending()).expect("bind");
                 let _ = tx.send((handle, addrs[0], actix_web::rt::System::current(), server.handle()));
                 let _ = server.await;
             });
