@@ -49,6 +49,20 @@ fn with_host_and(port: u16, path: &str, header: &str) -> (u16, String) {
     (status, text.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
 }
 
+/// One raw HTTP request with one more header line: the answer's head only
+/// (its body may be compressed).
+fn head_with(port: u16, path: &str, header: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\n{header}\r\nConnection: close\r\n\r\n");
+    s.write_all(request.as_bytes()).expect("send");
+    let mut bytes = Vec::new();
+    let _ = s.read_to_end(&mut bytes);
+    let end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(bytes.len());
+    String::from_utf8_lossy(&bytes[..end]).into_owned()
+}
+
 /// One raw HTTP request with `host` as its `Host` header (none when `None`,
 /// as HTTP/1.0): the status and the body.
 fn with_host(port: u16, path: &str, host: Option<&str>) -> (u16, String) {
@@ -304,6 +318,18 @@ fn etag_and_if_none_match() {
         assert_eq!(status, 406, "{refuse}");
         let body: Value = serde_json::from_str(&body).unwrap_or_else(|e| panic!("{refuse}: not JSON ({e}): {body}"));
         assert!(body["error"].as_str().is_some_and(|e| e.contains("Accept-Encoding")), "{body}");
+    }
+    // Issue 35: a q-value above 1 is invalid, and an invalid member is ignored
+    // (as if absent), never taken at face value.
+    for (accept_encoding, expected) in
+        [("gzip;q=1.5", None), ("gzip;q=1.5, br", Some("br")), ("gzip;q=1.0", Some("gzip")), ("gzip;q=1.001", None)]
+    {
+        let head = head_with(bin.port, "/metrics", &format!("Accept-Encoding: {accept_encoding}"));
+        assert!(head.starts_with("HTTP/1.1 200"), "{accept_encoding}: {head}");
+        let encoding = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-encoding:").map(|v| v.trim().to_owned()));
+        assert_eq!(encoding.as_deref(), expected, "{accept_encoding}: {head}");
     }
     // q-values choose the format: OpenMetrics refused with q=0 gives the 0.0.4 text.
     let refused = client

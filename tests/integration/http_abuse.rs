@@ -295,3 +295,31 @@ fn a_client_that_stops_reading_is_dropped_after_the_write_timeout() {
     }
     assert!(got < size, "the whole {size}-byte body still came ({got} bytes): the connection was not dropped");
 }
+
+/// Malformed requests from any client are answered (400, or 431 for a head
+/// over the limit) and logged below ERROR, counted at most every 10 s: a
+/// flood of them writes one line, not one per request (issue 35).
+#[test]
+fn malformed_requests_get_400_or_431_and_do_not_flood_the_log() {
+    let (_fx, mut bin) = start();
+    for _ in 0..100 {
+        assert!(raw(&bin, b"GET / HTTP/1.1\r\nHo st: x\r\n\r\n").starts_with("HTTP/1.1 400"));
+    }
+    let mut big = b"GET /metrics HTTP/1.1\r\nHost: localhost\r\nX-Big: ".to_vec();
+    big.extend(std::iter::repeat_n(b'a', 300_000));
+    big.extend_from_slice(b"\r\n\r\n");
+    for _ in 0..5 {
+        let line = raw(&bin, &big);
+        assert!(line.starts_with("HTTP/1.1 431"), "an oversized head: {line:?}");
+    }
+    still_serves(&bin);
+    let status = bin.terminate(Duration::from_secs(10)).expect("exits");
+    assert!(status.success());
+    let log = bin.stderr();
+    assert!(!log.contains("ERROR"), "no ERROR for a client's malformed request:\n{log}");
+    let counted: Vec<&str> = log.lines().filter(|l| l.contains("malformed requests answered")).collect();
+    assert!(
+        (1..=2).contains(&counted.len()),
+        "105 malformed requests within seconds: one or two counted lines, not one each:\n{log}"
+    );
+}

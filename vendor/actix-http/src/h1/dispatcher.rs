@@ -1474,7 +1474,16 @@ where
                     // keep-alive and stream errors
                     if state_is_none && inner_p.write_buf.is_empty() {
                         if let Some(err) = inner_p.error.take() {
-                            error!("stream error: {}", &err);
+                            // orchmirror patch: a malformed request (a bad header, a head
+                            // over the limit: answered 400 or 431 above) is the client's
+                            // doing, and any client can send one; logged at ERROR, it let
+                            // an unauthenticated client flood the log. It is logged
+                            // below ERROR: each at DEBUG, a count at WARN at most every 10 s.
+                            if matches!(err, DispatchError::Parse(_)) {
+                                client_error(&err);
+                            } else {
+                                error!("stream error: {}", &err);
+                            }
                             return Poll::Ready(Err(err));
                         }
 
@@ -1554,3 +1563,32 @@ mod dispatcher_tests;
 #[cfg(test)]
 #[path = "dispatcher_buffer_tests.rs"]
 mod buffer_tests;
+
+// orchmirror patch (with `client_error`): see where it is called.
+/// How often, at most, malformed requests are counted in the log.
+const CLIENT_ERRORS_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
+
+// orchmirror patch: see where it is called.
+/// Logs a malformed request: each at DEBUG, and at WARN how many there were,
+/// at most every [`CLIENT_ERRORS_EVERY`] (the first at once).
+fn client_error(err: &DispatchError) {
+    use std::sync::{
+        atomic::{AtomicU64, Ordering},
+        Mutex,
+    };
+    static SINCE_LOGGED: AtomicU64 = AtomicU64::new(0);
+    static LOGGED_AT: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+    tracing::debug!("malformed request: {err}");
+    SINCE_LOGGED.fetch_add(1, Ordering::Relaxed);
+    let mut at = LOGGED_AT.lock().unwrap_or_else(|p| p.into_inner());
+    if at.is_some_and(|at| at.elapsed() < CLIENT_ERRORS_EVERY) {
+        return;
+    }
+    *at = Some(std::time::Instant::now());
+    let count = SINCE_LOGGED.swap(0, Ordering::Relaxed);
+    tracing::warn!(
+        count,
+        last = %err,
+        "malformed requests answered 400 or 431 (counted at most every 10 s; each at DEBUG)"
+    );
+}
