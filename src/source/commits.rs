@@ -122,6 +122,7 @@ impl CommitWatch {
     /// later (the directory removed or replaced) says so and is made again
     /// when the directory is back; an overflowed event queue wakes every
     /// section and is logged.
+    #[cfg(any(test, feature = "tools", feature = "test-util"))]
     pub fn start(db: &Path, wake: impl Fn() + Send + Sync + 'static) -> CommitWatch {
         Self::paced(db, || std::time::Duration::ZERO, wake)
     }

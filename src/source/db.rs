@@ -167,6 +167,7 @@ struct Opened {
 
 impl Database {
     /// A database at `path`; nothing is opened until the first refresh.
+    #[cfg(any(test, feature = "tools", feature = "test-util"))]
     pub fn new(path: &Path) -> Self {
         Self::sharing(path, Arc::default())
     }
