@@ -136,9 +136,10 @@ pub use source::probe::{ProbeResult, WorkerProbe};
 #[cfg(feature = "test-util")]
 #[doc(hidden)]
 pub mod test_util {
-    pub use crate::runtime::actor::{ActorSettings, SectionActor};
+    pub use crate::runtime::actor::SectionActor;
     pub use crate::runtime::budget::Budget;
     pub use crate::runtime::messages::{Answer, SectionReply, Snapshot};
+    pub use crate::runtime::timing::ActorSettings;
     pub use crate::serve::envelope::{Clock, assemble, json_schema};
     pub use crate::serve::http::{PAGE, WRITE_TIMEOUT, connections_per_worker, page_html, streams_within};
     pub use crate::serve::web_config::WebConfig;

@@ -8,5 +8,8 @@ pub mod builder;
 pub mod handle;
 pub mod hub;
 pub mod messages;
+mod reconcile;
+pub mod replica;
 pub mod stats;
 mod supervision;
+pub mod timing;

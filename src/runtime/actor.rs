@@ -10,22 +10,12 @@ use chrono::{DateTime, Utc};
 
 use crate::runtime::hub::{Hub, SubscriptionId, Update};
 use crate::runtime::messages::{SectionReply, Snapshot, Subscribe, Wake};
+use crate::runtime::reconcile::{Rebuild, load};
+use crate::runtime::replica::{Good, HEARTBEAT, Now, Replica, ReplyState, reply_of};
 use crate::runtime::stats::SectionStats;
-use crate::section::Status;
+use crate::runtime::timing::{ActorSettings, refresh_deadline};
 use crate::section::{Changes, LoadError, Section, SectionData};
 use crate::source::db::{Database, Fingerprint};
-
-/// The longest a single refresh may run before its statement is interrupted.
-pub const MAX_REFRESH_TIME: Duration = Duration::from_secs(60);
-/// The shortest such bound, so a short period does not starve a slow database.
-pub const MIN_REFRESH_TIME: Duration = Duration::from_secs(5);
-
-/// How long one refresh may take: twice the period, within
-/// [`MIN_REFRESH_TIME`] ..= [`MAX_REFRESH_TIME`]. A refresh still running
-/// after its period plus this bound makes the section `stale`.
-pub fn refresh_deadline(period: Duration) -> Duration {
-    (period * 2).clamp(MIN_REFRESH_TIME, MAX_REFRESH_TIME)
-}
 
 /// How long a section waits after a commit woke it before it reads. A
 /// writer that commits and then closes (a short-lived process, an
@@ -37,132 +27,6 @@ pub fn refresh_deadline(period: Duration) -> Duration {
 /// period: reading at once left the `-wal` after 35 % of the closes, after
 /// 1 ms 29 %, after 3 ms 1 % (what remains is the timer's reads).
 pub const WAKE_GRACE: Duration = Duration::from_millis(3);
-
-/// Timing and staleness parameters of one section actor.
-#[derive(Debug, Clone)]
-pub struct ActorSettings {
-    /// Time between the end of one refresh and the start of the next.
-    pub period: Duration,
-    /// How old last-good data may be and still be served.
-    pub max_stale: Duration,
-    /// The longest the section goes without deriving everything from the
-    /// database again (`ORCH_RECONCILE_MS`).
-    pub reconcile: Duration,
-    /// The shortest time between the starts of two refreshes that commits
-    /// woke (`ORCH_COALESCE_MS`).
-    pub coalesce: Duration,
-    /// The mirror's CPU budget, shared with its other sections: while it is
-    /// overdrawn a woken refresh waits (at most `period`).
-    pub budget: Arc<crate::runtime::budget::Budget>,
-}
-
-struct Good<D> {
-    data: Arc<D>,
-    at: DateTime<Utc>,
-}
-
-impl<D> Clone for Good<D> {
-    fn clone(&self) -> Self {
-        Self { data: Arc::clone(&self.data), at: self.at }
-    }
-}
-
-/// How often an owner that is being read tells its replica it is alive.
-pub const HEARTBEAT: Duration = Duration::from_millis(20);
-/// The oldest heartbeat a replica trusts (at most half the snapshot timeout):
-/// past it the owner may be stalled, and a request asks the owner itself.
-pub const TRUSTED_HEARTBEAT_AGE: Duration = Duration::from_millis(50);
-/// An owner stops its heartbeat when no request read its replica for this long.
-pub const HEARTBEAT_IDLE: Duration = Duration::from_secs(5);
-
-/// What a section's state is computed from, as its owner last published it.
-struct ReplyState<D> {
-    good: Option<Good<D>>,
-    last_error: Option<String>,
-    in_flight: Option<Instant>,
-    seq: u64,
-}
-
-impl<D> Clone for ReplyState<D> {
-    fn clone(&self) -> Self {
-        Self { good: self.good.clone(), last_error: self.last_error.clone(), in_flight: self.in_flight, seq: self.seq }
-    }
-}
-
-/// A copy of a section actor's reply state that requests read without
-/// sending it a message, while the actor shows it is alive (README,
-/// "The envelope": the statuses are computed from it exactly as the actor computes
-/// them). The actor publishes to it whenever its state changes and beats a
-/// heartbeat while requests read it; a request that finds the heartbeat
-/// older than [`TRUSTED_HEARTBEAT_AGE`] asks the actor with a `Snapshot` and
-/// the snapshot timeout instead, so a stalled actor still shows `timeout`.
-pub struct Replica<D> {
-    state: std::sync::RwLock<Option<ReplyState<D>>>,
-    settings: ActorSettings,
-    base: Instant,
-    /// Milliseconds after `base` of the owner's last heartbeat (0: none yet).
-    beat_ms: std::sync::atomic::AtomicU64,
-    /// Milliseconds after `base` of the last read.
-    read_ms: std::sync::atomic::AtomicU64,
-}
-
-impl<D> Replica<D> {
-    /// An empty replica of an actor with `settings`.
-    pub fn new(settings: ActorSettings) -> Self {
-        Self {
-            state: std::sync::RwLock::new(None),
-            settings,
-            base: Instant::now(),
-            beat_ms: Default::default(),
-            read_ms: Default::default(),
-        }
-    }
-
-    fn now_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
-    }
-
-    fn publish(&self, state: ReplyState<D>) {
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = Some(state);
-    }
-
-    fn beat(&self) {
-        self.beat_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    fn touch(&self) {
-        self.read_ms.store(self.now_ms(), Ordering::Relaxed);
-    }
-
-    /// Milliseconds after `base` at `now` (at least 1: 0 means "never").
-    fn ms_at(&self, now: Instant) -> u64 {
-        u64::try_from(now.saturating_duration_since(self.base).as_millis()).unwrap_or(u64::MAX).max(1)
-    }
-
-    fn read_recently(&self) -> bool {
-        let read = self.read_ms.load(Ordering::Relaxed);
-        read != 0 && self.now_ms().saturating_sub(read) < HEARTBEAT_IDLE.as_millis() as u64
-    }
-
-    /// The section's reply at `now`, when the owner beat within `trust`;
-    /// `None` means ask the owner.
-    pub fn read(&self, trust: Duration, now: Now) -> Option<SectionReply<D>> {
-        let now_ms = self.ms_at(now.instant);
-        // Marks it read; written only when the millisecond moved, so that
-        // requests on several threads do not all write one cache line.
-        if self.read_ms.load(Ordering::Relaxed) != now_ms {
-            self.read_ms.store(now_ms, Ordering::Relaxed);
-        }
-        let beat = self.beat_ms.load(Ordering::Relaxed);
-        if beat == 0 || now_ms.saturating_sub(beat) > trust.as_millis() as u64 {
-            return None;
-        }
-        let settings = &self.settings;
-        let state = self.state.read().unwrap_or_else(|p| p.into_inner());
-        let state = state.as_ref()?;
-        Some(reply_of(state.good.as_ref(), state.last_error.as_deref(), state.in_flight, settings, state.seq, now))
-    }
-}
 
 /// The actor that owns one section.
 pub struct SectionActor<S: Section> {
@@ -196,17 +60,6 @@ pub struct SectionActor<S: Section> {
     /// A commit woke the section while a refresh was running: look again
     /// when it ends (after the coalescing gap), not a period later.
     woken: bool,
-}
-
-/// Whether a refresh derived everything from the database again.
-enum Rebuild {
-    /// No: the section folded in what changed.
-    No,
-    /// Yes, because the file, connection or schema changed (or it was the first).
-    Detected,
-    /// Yes, because `ORCH_RECONCILE_MS` had passed; `Some` says how the
-    /// incremental value differed from the full one.
-    Reconciled(Option<String>),
 }
 
 /// What a refresh produced.
@@ -465,62 +318,6 @@ impl<S: Section> SectionActor<S> {
     }
 }
 
-/// One reading of both clocks, shared by every section a request reads.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    /// For durations (a refresh's running time, a heartbeat's age).
-    pub instant: Instant,
-    /// For ages of data.
-    pub utc: chrono::DateTime<Utc>,
-}
-
-impl Now {
-    /// Both clocks, now.
-    pub fn read() -> Self {
-        Self { instant: Instant::now(), utc: Utc::now() }
-    }
-}
-
-/// A section's reply from its state at `now` (the actor and its replica alike).
-fn reply_of<D>(
-    good: Option<&Good<D>>,
-    last_error: Option<&str>,
-    in_flight: Option<Instant>,
-    settings: &ActorSettings,
-    seq: u64,
-    now: Now,
-) -> SectionReply<D> {
-    let running = |started: Instant| now.instant.saturating_duration_since(started);
-    let overdue = in_flight.filter(|started| running(*started) > settings.period + refresh_deadline(settings.period));
-    let problem = match (last_error, overdue) {
-        (Some(e), _) => Some(e.to_owned()),
-        (None, Some(started)) => Some(format!("refresh overdue: running for {} ms", running(started).as_millis())),
-        (None, None) => None,
-    };
-    let now = now.utc;
-    let Some(good) = good else {
-        let status = if problem.is_some() { Status::Error } else { Status::Pending };
-        return SectionReply { status, data: None, refreshed_at: None, error: problem, seq };
-    };
-    let (status, data, error) = match problem {
-        None => (Status::Ok, Some(Arc::clone(&good.data)), None),
-        Some(e) => {
-            let age = (now - good.at).to_std().unwrap_or_default();
-            if age <= settings.max_stale {
-                (Status::Stale, Some(Arc::clone(&good.data)), Some(e))
-            } else {
-                let e = format!(
-                    "{e}; last good data is {} ms old, beyond ORCH_MAX_STALE_MS ({} ms)",
-                    age.as_millis(),
-                    settings.max_stale.as_millis()
-                );
-                (Status::Error, None, Some(e))
-            }
-        }
-    };
-    SectionReply { status, data, refreshed_at: Some(good.at), error, seq }
-}
-
 impl<S: Section> Actor for SectionActor<S> {
     type Context = Context<Self>;
 
@@ -561,44 +358,6 @@ impl<S: Section> Handler<Snapshot<S::Data>> for SectionActor<S> {
         }
         MessageResult(self.reply())
     }
-}
-
-/// One loading refresh: the section's incremental path (told which rows the
-/// commits since the last load can have touched), or everything again
-/// when the source changed under it (`seen` is the fingerprint of the last
-/// load) or a reconciliation is due. A reconciliation runs both on this one
-/// read snapshot and compares them.
-fn load<S: Section>(
-    section: &S,
-    conn: &rusqlite::Connection,
-    seen: Option<Fingerprint>,
-    now: Fingerprint,
-    changes: &Changes,
-    reconcile_due: bool,
-) -> Result<(S::Data, Rebuild), LoadError> {
-    if !seen.is_some_and(|s| s.same_source(&now)) {
-        section.forget();
-        return Ok((section.refresh(conn)?, Rebuild::Detected));
-    }
-    if !reconcile_due {
-        return Ok((section.refresh_since(conn, changes)?, Rebuild::No));
-    }
-    let fast = section.refresh_since(conn, changes)?;
-    section.forget();
-    let full = section.refresh(conn)?;
-    let drift = (fast != full).then(|| first_difference(&format!("{fast:?}"), &format!("{full:?}")));
-    Ok((full, Rebuild::Reconciled(drift)))
-}
-
-/// Where two debug renderings first differ, with a little context from each.
-fn first_difference(served: &str, full: &str) -> String {
-    let at = served.bytes().zip(full.bytes()).take_while(|(a, b)| a == b).count();
-    let around = |s: &str| {
-        let start = s.floor_char_boundary(at.saturating_sub(40));
-        let end = s.ceil_char_boundary((at + 80).min(s.len()));
-        s[start..end].to_owned()
-    };
-    format!("served …{}… but the database gives …{}…", around(served), around(full))
 }
 
 /// A stable description of a refresh that panicked (the join error's own text

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::actor::Now;
+use super::replica::Now;
 use super::supervision::{OwnerControl, Owners, trusted_age};
 use crate::runtime::budget::Budget;
 use crate::runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};

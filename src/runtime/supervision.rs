@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 
-use crate::runtime::actor::{ActorSettings, Now, Replica, SectionActor, TRUSTED_HEARTBEAT_AGE};
+use crate::runtime::actor::SectionActor;
+use crate::runtime::replica::{Now, Replica, TRUSTED_HEARTBEAT_AGE};
+use crate::runtime::timing::ActorSettings;
 
 /// The oldest heartbeat a request with snapshot timeout `timeout` trusts.
 pub(super) fn trusted_age(timeout: Duration) -> Duration {
