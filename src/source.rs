@@ -10,6 +10,7 @@ mod held;
 pub mod probe;
 pub mod procstat;
 pub(crate) mod round;
+pub mod rows;
 pub mod time;
 pub mod walframes;
 mod walguard;
