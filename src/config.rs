@@ -10,8 +10,7 @@ use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 
-use crate::section::SectionName;
-
+mod kinds;
 pub mod table;
 mod values;
 
@@ -20,123 +19,13 @@ pub(crate) use values::resolve_bind;
 pub(crate) use values::valid_host_name;
 pub use values::{LogFormat, unix_socket_path};
 
+mod error;
+mod periods;
+
+pub use error::ConfigError;
+pub use periods::RefreshPeriods;
+use periods::section_period_key;
 use table::Spec;
-
-/// A configuration that cannot be used; the message names the variable and the value.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A value that does not parse or is out of range.
-    #[error("invalid {var}={value:?}{origin}: {expected}")]
-    Invalid {
-        /// The environment variable (or flag) the value belongs to.
-        var: String,
-        /// The offending value, as given.
-        value: String,
-        /// Where it came from (file, environment, command line), pre-formatted.
-        origin: String,
-        /// What would have been accepted.
-        expected: String,
-    },
-    /// The configuration file is missing, unreadable or not TOML.
-    #[error("cannot read the configuration file {path} (from {source_name}): {reason}")]
-    File {
-        /// The file's path.
-        path: String,
-        /// `ORCH_CONFIG_FILE` or `--config`.
-        source_name: &'static str,
-        /// What went wrong.
-        reason: String,
-    },
-    /// A refresh period for a section that does not exist.
-    #[error("{var} names no section (the sections are: {known})")]
-    UnknownSection {
-        /// The variable, for example `ORCH_STAGE_REFRESH_MS`.
-        var: String,
-        /// The sections there are.
-        known: String,
-    },
-    /// A key in the configuration file that the mirror does not know.
-    #[error("unknown key {key:?} in the configuration file {path} (known keys: {known})")]
-    UnknownKey {
-        /// The unknown key.
-        key: String,
-        /// The file's path.
-        path: String,
-        /// The keys that are accepted.
-        known: String,
-    },
-}
-
-/// Refresh periods: one for every section (`ORCH_REFRESH_MS`), and any
-/// section's own (`ORCH_<NAME>_REFRESH_MS`, host sections included).
-#[derive(Debug, Clone)]
-pub struct RefreshPeriods {
-    default: Duration,
-    sections: Vec<(String, Duration)>,
-}
-
-impl RefreshPeriods {
-    /// The same period for every section.
-    pub fn uniform(period: Duration) -> Self {
-        Self { default: period, sections: Vec::new() }
-    }
-
-    /// This with `section`'s own period set to `period`.
-    pub fn with(mut self, section: SectionName, period: Duration) -> Self {
-        self.set(section.as_str(), period);
-        self
-    }
-
-    fn set(&mut self, section: &str, period: Duration) {
-        self.sections.retain(|(n, _)| n != section);
-        self.sections.push((section.to_owned(), period));
-    }
-
-    /// The period of one section.
-    pub fn get(&self, section: SectionName) -> Duration {
-        self.sections.iter().find(|(n, _)| n == section.as_str()).map_or(self.default, |(_, p)| *p)
-    }
-
-    /// The period of sections without one of their own.
-    pub fn default_period(&self) -> Duration {
-        self.default
-    }
-
-    /// Fails on the first section given a period of its own that is not in `known`.
-    pub fn check(&self, known: &[SectionName]) -> Result<(), ConfigError> {
-        match self.sections().find(|s| !known.iter().any(|k| k.as_str() == *s)) {
-            None => Ok(()),
-            Some(unknown) => Err(ConfigError::UnknownSection {
-                var: table::section_period_var(unknown),
-                known: known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
-            }),
-        }
-    }
-
-    /// The sections given a period of their own, by name.
-    pub fn sections(&self) -> impl Iterator<Item = &str> {
-        self.sections.iter().map(|(n, _)| n.as_str())
-    }
-}
-
-/// Equal when every section gets the same period from both.
-impl PartialEq for RefreshPeriods {
-    fn eq(&self, other: &Self) -> bool {
-        let period = |p: &Self, name: &str| p.sections.iter().find(|(n, _)| n == name).map_or(p.default, |(_, d)| *d);
-        self.default == other.default
-            && self.sections().chain(other.sections()).all(|n| period(self, n) == period(other, n))
-    }
-}
-
-impl Eq for RefreshPeriods {}
-
-/// Whether `key` (a configuration key: a variable without `ORCH_`, lower
-/// case) is a section's own refresh period; gives the section's name.
-fn section_period_key(key: &str) -> Option<&str> {
-    let name = key.strip_suffix("_refresh_ms")?;
-    let plain = name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
-    (plain && name.starts_with(|c: char| c.is_ascii_lowercase())).then_some(name)
-}
 
 /// The mirror's validated settings. Build one with [`Settings::default`] and
 /// adjust fields, or load the layered configuration with [`Settings::load`].
@@ -421,13 +310,13 @@ impl Layers<'_> {
     }
 
     /// The setting's value: as a layer gave it, else its default.
-    fn get<K: table::Kind>(&self, spec: &Spec<K>) -> Result<K::Value, ConfigError> {
+    fn get<K: kinds::Kind>(&self, spec: &Spec<K>) -> Result<K::Value, ConfigError> {
         Ok(self.given(spec.key, &spec.kind)?.unwrap_or_else(|| spec.default.clone()))
     }
 
     /// The value of `key` read as `kind`, if a layer set it; an error names
     /// the variable, the value, where it came from and what was expected.
-    fn given<K: table::Kind>(&self, key: &str, kind: &K) -> Result<Option<K::Value>, ConfigError> {
+    fn given<K: kinds::Kind>(&self, key: &str, kind: &K) -> Result<Option<K::Value>, ConfigError> {
         match self.raw(key)? {
             None => Ok(None),
             Some(raw) => match kind.parse(raw.trim()) {
