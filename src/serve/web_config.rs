@@ -36,16 +36,24 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::io::Read;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use actix_web::dev::ServiceRequest;
 use actix_web::http::header::{self, HeaderName, HeaderValue};
 use actix_web::{HttpResponse, web};
-use serde::Deserialize;
 
-use crate::serve::tls::{Tls, TlsServerConfig, TlsSource};
+use crate::serve::tls::{Tls, TlsSource};
+
+mod counters;
+mod dummy;
+mod format;
+
+use counters::{AUTH_FAILURES, AUTH_THROTTLED, LAST_RELOAD_OK, RELOAD_FAILURES};
+pub use counters::{auth_failures, auth_throttled, last_reload_successful, reload_failures};
+use dummy::dummy_hash;
+use format::FileFormat;
 
 /// The largest web configuration file read (it holds a few users and paths).
 pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
@@ -73,70 +81,6 @@ pub const FREE_FAILURES: u32 = 5;
 pub const STRIKE_WINDOW: Duration = Duration::from_secs(60);
 /// The longest an address is made to wait between checks.
 pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
-
-/// Requests answered `429` without a password check: too many checks at
-/// once, or an address that failed too often lately.
-static AUTH_THROTTLED: AtomicU64 = AtomicU64::new(0);
-
-/// How many requests were answered `429` instead of checked.
-pub fn auth_throttled() -> u64 {
-    AUTH_THROTTLED.load(Ordering::Relaxed)
-}
-
-/// A bcrypt hash of `cost` for unknown users: verifying a password against
-/// it takes what a known user's check of that cost takes. Made from one hash
-/// of the lowest cost with its cost field raised (bcrypt's work is in the
-/// check, and the result only has to match no password a client sends).
-fn dummy_hash(cost: u32) -> String {
-    static BASE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
-    let base = BASE.get_or_init(|| {
-        bcrypt::hash_with_salt("orchmirror: not a user", bcrypt::DEFAULT_COST.min(4), *b"orchmirror-dummy")
-            .ok()
-            .map(|h| h.format_for_version(bcrypt::Version::TwoB))
-    });
-    match base.as_deref().and_then(|b| b.get(7..)) {
-        Some(rest) => format!("$2b${cost:02}${rest}"),
-        // Hashing at the lowest cost cannot fail; should it, no hash verifies, at no cost.
-        None => String::new(),
-    }
-}
-
-static AUTH_FAILURES: AtomicU64 = AtomicU64::new(0);
-static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
-static LAST_RELOAD_OK: AtomicBool = AtomicBool::new(true);
-
-/// Requests refused for a missing or wrong password, since start-up.
-pub fn auth_failures() -> u64 {
-    AUTH_FAILURES.load(Ordering::Relaxed)
-}
-
-/// Reloads of a changed web configuration file that failed (the last good one stayed).
-pub fn reload_failures() -> u64 {
-    RELOAD_FAILURES.load(Ordering::Relaxed)
-}
-
-/// Whether the latest look at the web configuration file found it valid.
-pub fn last_reload_successful() -> bool {
-    LAST_RELOAD_OK.load(Ordering::Relaxed)
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct FileFormat {
-    tls_server_config: Option<TlsServerConfig>,
-    http_server_config: Option<HttpServerConfig>,
-    basic_auth_users: Option<BTreeMap<String, String>>,
-    rate_limit: Option<serde_yaml_ng::Value>,
-    /// This server's addition: whether `/livez` requires a user too.
-    authenticate_livez: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HttpServerConfig {
-    http2: Option<serde_yaml_ng::Value>,
-    headers: Option<BTreeMap<String, String>>,
-}
 
 /// A valid web configuration.
 #[derive(Debug, Clone, Default)]
@@ -542,68 +486,4 @@ pub(crate) fn add_headers(config: &WebConfig, headers: &mut actix_web::http::hea
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_cost_above_the_maximum_is_an_error_naming_the_user() {
-        let ok = bcrypt::hash("secret", 4).expect("hash");
-        let too_high = format!("$2b$15${}", &ok[7..]);
-        let e = WebConfig::parse(&format!("basic_auth_users:\n  alice: {ok}\n  bob: {too_high}\n"), Path::new("."))
-            .expect_err("cost 15");
-        assert!(e.contains("bob") && e.contains("15") && e.contains("14"), "{e}");
-        let at_max = format!("$2b$14${}", &ok[7..]);
-        assert!(WebConfig::parse(&format!("basic_auth_users:\n  bob: {at_max}\n"), Path::new(".")).is_ok());
-    }
-
-    /// An unknown user is checked against a hash of the users' highest cost.
-    #[test]
-    fn the_dummy_hash_has_the_users_highest_cost_and_matches_nothing() {
-        let low = bcrypt::hash("a", 4).expect("hash");
-        let high = bcrypt::hash("b", 6).expect("hash");
-        let config =
-            WebConfig::parse(&format!("basic_auth_users:\n  a: {low}\n  b: {high}\n"), Path::new(".")).expect("valid");
-        let parts: bcrypt::HashParts = config.dummy.parse().expect("a bcrypt hash");
-        assert_eq!(parts.get_cost(), 6);
-        assert!(!bcrypt::verify("", &config.dummy).expect("verifies"));
-        assert!(!bcrypt::verify("orchmirror: not a user", &config.dummy).expect("verifies"));
-    }
-
-    #[test]
-    fn an_address_waits_after_its_free_failures_and_the_wait_doubles() {
-        let now = Instant::now();
-        let strikes = |count| Strikes { count, last: now };
-        assert_eq!(strikes(FREE_FAILURES - 1).wait(), None);
-        let first = strikes(FREE_FAILURES).wait().expect("waits");
-        assert!(first <= Duration::from_secs(1) && first > Duration::from_millis(500), "{first:?}");
-        let third = strikes(FREE_FAILURES + 2).wait().expect("waits");
-        assert!(third > Duration::from_secs(3) && third <= Duration::from_secs(4), "{third:?}");
-        assert!(strikes(FREE_FAILURES + 30).wait().expect("waits") <= MAX_BACKOFF);
-        let old = Strikes { count: FREE_FAILURES + 3, last: now.checked_sub(STRIKE_WINDOW).unwrap_or(now) };
-        assert_eq!(old.wait(), None, "failures older than the window are forgotten");
-    }
-
-    #[test]
-    fn the_toolkit_format_is_read_and_what_is_not_supported_is_named() {
-        let hash = bcrypt::hash("secret", 4).expect("hash");
-        let ok = WebConfig::parse(&format!(
-            "basic_auth_users:\n  alice: {hash}\nhttp_server_config:\n  headers:\n    X-Frame-Options: deny\n    Content-Security-Policy: \"\"\n"
-        ), Path::new("."))
-        .expect("valid");
-        assert_eq!(ok.users.len(), 1);
-        assert_eq!(ok.headers.len(), 1, "a blank header is unset");
-        assert!(WebConfig::parse("", Path::new(".")).expect("empty").users.is_empty());
-        for (text, key) in [
-            ("tls_server_config:\n  cert_file: /nonexistent/a.crt\n  key_file: a.key\n", "cert_file"),
-            ("tls_server_config:\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n", "cipher_suites"),
-            ("rate_limit:\n  interval: 1s\n  burst: 2\n", "rate_limit"),
-            ("http_server_config:\n  http2: false\n", "http2"),
-            ("basic_auth_user:\n  a: b\n", "basic_auth_user"),
-            ("basic_auth_users:\n  bob: plaintext\n", "bob"),
-            ("http_server_config:\n  headers:\n    X-Powered-By: me\n", "X-Powered-By"),
-        ] {
-            let e = WebConfig::parse(text, Path::new(".")).expect_err(text);
-            assert!(e.contains(key), "{text}: {e}");
-        }
-    }
-}
+mod tests;
