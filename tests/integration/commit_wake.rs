@@ -109,11 +109,7 @@ const HOG_ENV: &str = "ORCHMIRROR_TEST_INOTIFY_HOG";
 
 #[test]
 fn without_a_watch_the_sections_keep_their_timers_and_health_says_why() {
-    let root = Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false);
-    let setpriv = Command::new("setpriv").arg("--version").output().is_ok();
-    if !(root && setpriv) {
-        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: this test needs root and setpriv");
-        eprintln!("skipped: needs root and setpriv (a uid whose inotify instances are all taken)");
+    if !support::privileged("a uid whose inotify instances are all taken") {
         return;
     }
     let fx = Fixture::one_of_each();

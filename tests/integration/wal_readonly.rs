@@ -11,10 +11,6 @@ use std::time::Duration;
 
 use support::{Serves, wait_for};
 
-fn is_root() -> bool {
-    Command::new("id").arg("-u").output().map(|o| o.stdout.starts_with(b"0\n")).unwrap_or(false)
-}
-
 struct AsNobody(support::Binary);
 
 impl AsNobody {
@@ -43,8 +39,7 @@ impl Serves for AsNobody {
 
 #[test]
 fn wal_without_shm_in_a_read_only_directory_errors_clearly_then_recovers() {
-    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and setpriv to run the mirror as nobody");
+    if !support::privileged("to run the mirror as nobody") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -90,8 +85,7 @@ fn wal_without_shm_in_a_read_only_directory_errors_clearly_then_recovers() {
 /// what to do; reading starts once a writer has the files in place.
 #[test]
 fn wal_owned_by_the_mirror_in_a_directory_it_cannot_write_says_why_then_recovers() {
-    if !is_root() || Command::new("setpriv").arg("--version").output().is_err() {
-        eprintln!("skipped: needs root and setpriv to run the mirror as nobody");
+    if !support::privileged("to run the mirror as nobody") {
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -94,6 +94,22 @@ pub async fn wait_until(what: &str, within: Duration, mut f: impl AsyncFnMut() -
     }
 }
 
+/// Whether this process can run another process as another user (root, and
+/// `setpriv`), as the tests of file ownership need. When it cannot, the
+/// test is skipped with a message saying what it needs (`why`), except under
+/// `CI=true`, where that is a failure: CI runs as root, so such a test never
+/// passes there without running.
+pub fn privileged(why: &str) -> bool {
+    let root = std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+    let setpriv = std::process::Command::new("setpriv").arg("--version").output().is_ok_and(|o| o.status.success());
+    if root && setpriv {
+        return true;
+    }
+    assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: this test needs root and setpriv ({why})");
+    eprintln!("skipped: needs root and setpriv ({why}); run the tests as root to include it");
+    false
+}
+
 /// The path of a system tool a test needs. Missing, the test is skipped
 /// with a message saying how to enable it, except under `CI=true`, where a
 /// missing tool is a failure (`.ci/run` installs it).
