@@ -38,6 +38,7 @@ mod tls;
 mod tune;
 mod ui;
 mod unix_socket;
+mod vendor;
 mod wal_ownership;
 mod wal_readonly;
 mod web_config;

@@ -74,6 +74,7 @@ impl Codec {
             version: Version::HTTP_11,
             conn_type: ConnectionType::Close,
             encoder: encoder::MessageEncoder::default(),
+            // orchmirror patch: see `pending`.
             pending: std::collections::VecDeque::new(),
         }
     }
@@ -140,6 +141,7 @@ impl Decoder for Codec {
                 self.conn_type = ConnectionType::Close
             }
 
+            // orchmirror patch: remembered for the response that answers this request.
             self.pending.push_back((
                 self.flags.contains(Flags::HEAD),
                 self.version,
