@@ -105,6 +105,36 @@ impl WebConfig {
 }
 
 impl WebConfig {
+    /// What this configuration protects the server with, a few words each
+    /// (for the start-up line): TLS and how it treats client certificates,
+    /// basic auth and its number of users.
+    pub(crate) fn protection(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(tls) = &self.tls {
+            out.push(
+                if tls.verifier.client_auth_mandatory() {
+                    "TLS with client certificates required (mTLS)"
+                } else if tls.verifier.offer_client_auth() {
+                    "TLS, client certificates verified when given"
+                } else {
+                    "TLS"
+                }
+                .to_owned(),
+            );
+        }
+        match self.users.len() {
+            0 => {}
+            1 => out.push("basic auth (1 user)".to_owned()),
+            n => out.push(format!("basic auth ({n} users)")),
+        }
+        out
+    }
+
+    /// Whether a client must prove who it is: a user, or a verified client certificate.
+    pub(crate) fn authenticates(&self) -> bool {
+        !self.users.is_empty() || self.tls.as_ref().is_some_and(|t| t.verifier.client_auth_mandatory())
+    }
+
     /// Reads and checks the file at `path`; the error names the key (or the
     /// problem) and the file.
     pub fn load(path: &Path) -> Result<WebConfig, String> {

@@ -380,7 +380,13 @@ fn a_bare_port_listens_everywhere_with_a_warning() {
     });
     let _ = bin.terminate(Duration::from_secs(5));
     let stderr = bin.stderr();
-    assert!(stderr.contains("0.0.0.0") && stderr.contains("no authentication"), "{stderr}");
+    // Issue 34: one line with the URL to open and what protects it; the warning says there is no authentication.
+    assert!(
+        stderr.contains(&format!("serving: open http://127.0.0.1:{port}/ (and every other interface)")),
+        "{stderr}"
+    );
+    assert!(stderr.contains("protection=Host check, no authentication"), "{stderr}");
+    assert!(stderr.contains("beyond loopback with no authentication"), "{stderr}");
 }
 
 /// Issue 24, item 6: an IPv4-mapped loopback address is loopback, not "beyond
@@ -405,7 +411,8 @@ fn a_mapped_loopback_address_is_not_warned_about() {
     });
     let _ = bin.terminate(Duration::from_secs(5));
     let stderr = bin.stderr();
-    assert!(stderr.contains("listening") && !stderr.contains("beyond loopback"), "{stderr}");
+    assert!(stderr.contains(&format!("serving: open http://127.0.0.1:{port}/")), "{stderr}");
+    assert!(!stderr.contains("beyond loopback"), "{stderr}");
 }
 
 /// The binary's start-up line (`ORCH_LOG_FORMAT=json`): version and effective settings.

@@ -120,4 +120,8 @@ fn sighup_stops_the_mirror_and_removes_its_socket() {
     let out = child.wait_with_output().expect("wait");
     assert!(out.status.success(), "exit after SIGHUP: {:?}", out.status);
     assert!(!socket.exists(), "the socket is removed on SIGHUP");
+    // Issue 34: the start-up line names the socket, and no TCP address that nothing listens on.
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(log.contains(&format!("serving: open unix:{}", socket.display())), "{log}");
+    assert!(!log.contains("127.0.0.1:8080") && !log.contains("addr="), "{log}");
 }

@@ -143,3 +143,33 @@ fn what_this_server_does_not_support_is_a_start_up_error_naming_the_key() {
         assert!(err.contains("ORCH_WEB_CONFIG_FILE") && err.contains(key), "{text}: {err}");
     }
 }
+
+/// Issue 34: with basic auth configured, the start-up line says so (and how
+/// many users) and no warning says there is no authentication, even on
+/// every interface.
+#[test]
+fn the_start_up_line_names_basic_auth_and_no_warning_says_otherwise() {
+    let fx = Fixture::one_of_each();
+    let config = fx.dir.path().join("web.yml");
+    write_config(&config, &[("alice", "s3cret"), ("bob", "hunter2")], "");
+    let port = support::free_port();
+    let bind = format!(":{port}");
+    let child = Binary::command(&[
+        ("ORCH_DB_PATH", &fx.path.display().to_string()),
+        ("ORCH_BIND", &bind),
+        ("ORCH_WEB_CONFIG_FILE", &config.display().to_string()),
+    ])
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::piped())
+    .spawn()
+    .expect("spawn orchmirror");
+    let mut bin = Binary { child, base: format!("http://127.0.0.1:{port}"), port };
+    wait_for(Duration::from_secs(20), "the server", || {
+        support::client().get(bin.url("/livez")).send().ok().filter(|r| r.status().as_u16() == 200)
+    });
+    assert!(bin.terminate(Duration::from_secs(10)).is_some_and(|s| s.success()));
+    let log = bin.stderr();
+    assert!(log.contains(&format!("serving: open http://127.0.0.1:{port}/")), "{log}");
+    assert!(log.contains("protection=basic auth (2 users), Host check"), "{log}");
+    assert!(!log.contains("no authentication"), "{log}");
+}

@@ -9,8 +9,8 @@ pub(crate) const BACKLOG: i32 = 2048;
 
 /// Binds `settings.bind` (every address it resolves to). Done before anything
 /// else starts, so that a port in use is a start-up error, not a mirror that
-/// started and then could not serve. A non-loopback address is logged as a
-/// warning: the orchestrator's state is served without authentication.
+/// started and then could not serve. (The server says where it listens and
+/// what protects it once it knows: [`super::server::serve_on`].)
 pub fn listen(settings: &Settings) -> io::Result<Vec<Listener>> {
     if let Some(path) = crate::config::unix_socket_path(&settings.bind) {
         return Ok(vec![listen_unix(path, settings)?]);
@@ -23,14 +23,6 @@ pub fn listen(settings: &Settings) -> io::Result<Vec<Listener>> {
         socket.set_reuse_address(true)?;
         socket.bind(&addr.into()).map_err(|e| io::Error::new(e.kind(), format!("{addr}: {e}")))?;
         socket.listen(BACKLOG)?;
-        // An IPv4-mapped IPv6 loopback (`[::ffff:127.0.0.1]`) is loopback too.
-        if !addr.ip().to_canonical().is_loopback() {
-            tracing::warn!(
-                %addr,
-                "listening beyond loopback: anyone who can reach this address reads the orchestrator's state \
-                 (no authentication); put it behind a proxy or a firewall"
-            );
-        }
         listeners.push(Listener::Tcp(socket.into()));
     }
     Ok(listeners)
@@ -119,4 +111,31 @@ pub(super) fn group_id(group: &str) -> io::Result<u32> {
     }
     #[cfg(not(target_os = "linux"))]
     Err(unknown())
+}
+
+impl Listener {
+    /// Where a client reaches it: `http://` or `https://` with the address
+    /// (an unspecified address as its loopback, with "every interface"
+    /// noted by the caller), or `unix:` and the socket's path.
+    pub(super) fn url(&self, tls: bool) -> Option<(String, bool)> {
+        match self {
+            Listener::Unix(_, path) => Some((format!("unix:{}", path.display()), false)),
+            Listener::Tcp(l) => {
+                let addr = l.local_addr().ok()?;
+                let scheme = if tls { "https" } else { "http" };
+                let every = addr.ip().is_unspecified();
+                let ip = match addr.ip() {
+                    ip if !every => ip.to_canonical(),
+                    std::net::IpAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+                    std::net::IpAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+                };
+                let host = match ip {
+                    std::net::IpAddr::V6(v6) => format!("[{v6}]"),
+                    v4 => v4.to_string(),
+                };
+                // An IPv4-mapped IPv6 loopback (`[::ffff:127.0.0.1]`) is loopback too.
+                Some((format!("{scheme}://{host}:{}/", addr.port()), every || !ip.is_loopback()))
+            }
+        }
+    }
 }

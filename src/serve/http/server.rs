@@ -75,6 +75,10 @@ pub fn serve_on(
         Some(auth) => auth.clone().into_inner().server_config().map_err(invalid)?,
         None => None,
     };
+    let (protection, authenticates) = match &web_auth {
+        Some(auth) => (auth.config().protection(), auth.config().authenticates()),
+        None => (Vec::new(), false),
+    };
     let mut server = HttpServer::new(move || {
         let app = App::new()
             // Everything every answer needs (outermost).
@@ -109,22 +113,18 @@ pub fn serve_on(
     // The process's signals are the binary's; `shutdown` stops it (below):
     // open streams must end before a graceful stop can finish.
     .disable_signals();
+    let urls: Vec<(String, bool)> = listeners.iter().filter_map(|l| l.url(tls.is_some())).collect();
     for listener in listeners {
         server = match listener {
             Listener::Tcp(l) => match &tls {
                 Some(config) => server.listen_rustls_0_23(l, config.clone())?,
                 None => server.listen(l)?,
             },
-            Listener::Unix(l, path) => {
-                tracing::info!(path = %path.display(), "listening on a Unix socket");
-                server.listen_uds(l)?
-            }
+            Listener::Unix(l, _) => server.listen_uds(l)?,
         };
     }
     let addrs = server.addrs();
-    for addr in &addrs {
-        tracing::info!(%addr, "listening");
-    }
+    announce(&urls, protection, authenticates, settings);
     let server = server.run();
     let stopper = server.handle();
     actix_web::rt::spawn(async move {
@@ -140,4 +140,32 @@ pub fn serve_on(
         stopper.stop(false).await;
     });
     Ok((server, addrs))
+}
+
+/// The start-up line a person reads: where to open the mirror and what
+/// protects it; and a warning when it is reachable beyond loopback by
+/// clients it does not authenticate.
+fn announce(urls: &[(String, bool)], mut protection: Vec<String>, authenticates: bool, settings: &Settings) {
+    let beyond = urls.iter().any(|(_, beyond)| *beyond);
+    let every =
+        settings.bind.trim().starts_with(':') || settings.bind.contains("0.0.0.0") || settings.bind.contains("[::]");
+    if settings.allowed_hosts.iter().any(|h| h == "*") {
+        protection.push("any Host".to_owned());
+    } else {
+        protection.push("Host check".to_owned());
+    }
+    if !authenticates {
+        protection.push("no authentication".to_owned());
+    }
+    let open = urls.iter().map(|(u, _)| u.as_str()).collect::<Vec<_>>().join(" ");
+    let note = if every { " (and every other interface)" } else { "" };
+    tracing::info!(protection = %protection.join(", "), "serving: open {open}{note}");
+    if beyond && !authenticates {
+        tracing::warn!(
+            bind = %settings.bind,
+            "listening beyond loopback with no authentication: anyone who can reach this address reads the \
+             orchestrator's state; set basic_auth_users or client certificates in ORCH_WEB_CONFIG_FILE, or put \
+             it behind a proxy or a firewall"
+        );
+    }
 }
