@@ -64,6 +64,18 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // The web configuration with the other settings, before any start-up
+    // line: nothing is served on a half-valid configuration.
+    if cli.command.is_none()
+        && let Some(path) = &settings.web_config_file
+        && let Err(e) = orchmirror::serve::http::check_web_config(path)
+    {
+        eprintln!(
+            "orchmirror: configuration error: invalid ORCH_WEB_CONFIG_FILE={:?}: {e}",
+            path.display().to_string()
+        );
+        return ExitCode::from(2);
+    }
     // tune runs the section actors to measure them; their start-up lines are not its output.
     init_logging(settings.log_format, if cli.command.is_some() { "warn" } else { "info" });
     if let Some(Command::Tune { budget, samples, commit_rate, json, .. }) = cli.command {
@@ -231,13 +243,6 @@ fn start_demo(settings: &mut Settings) -> Result<Option<Demo>, orchmirror::tools
 
 /// Starts the mirror and serves it until SIGTERM, SIGINT or SIGHUP.
 async fn serve(settings: Settings) -> ExitCode {
-    // The web configuration first: nothing is served on a half-valid configuration.
-    if let Some(path) = &settings.web_config_file
-        && let Err(e) = orchmirror::serve::http::check_web_config(path)
-    {
-        eprintln!("orchmirror: invalid ORCH_WEB_CONFIG_FILE={:?}: {e}", path.display().to_string());
-        return ExitCode::from(2);
-    }
     // The address first: a port in use stops the program before anything starts.
     let listeners = match orchmirror::serve::http::listen(&settings) {
         Ok(l) => l,

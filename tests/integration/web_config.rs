@@ -141,6 +141,9 @@ fn what_this_server_does_not_support_is_a_start_up_error_naming_the_key() {
         assert_eq!(out.status.code(), Some(2), "{text}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("ORCH_WEB_CONFIG_FILE") && err.contains(key), "{text}: {err}");
+        // Issue 34: said as every configuration error is, before any start-up line.
+        assert!(err.starts_with("orchmirror: configuration error: invalid ORCH_WEB_CONFIG_FILE="), "{text}: {err}");
+        assert!(!err.contains("starting"), "{text}: {err}");
     }
 }
 
