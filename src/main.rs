@@ -56,6 +56,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let read = settings_files(&files.env_file, from_dotenv.len(), files.config.as_deref(), &env);
     let overrides = overrides.with_dotenv(files.env_file.display().to_string(), from_dotenv);
     let mut settings = match load_settings(env, overrides) {
         Ok(s) => s,
@@ -88,7 +89,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    log_start(&settings);
+    log_start(&settings, &read);
     raise_fd_limit();
     let code = actix_web::rt::System::new().block_on(serve(settings));
     if let Some(demo) = demo {
@@ -156,14 +157,35 @@ fn environment(env_file: &std::path::Path, named: bool) -> Result<Environment, S
     Ok((vars.into_iter().collect(), from_file.into_iter().collect()))
 }
 
-/// One line with the version and the effective settings.
-fn log_start(s: &Settings) {
+/// Which settings files were read, for the start-up line: the dotenv file
+/// (with how many of its settings took effect: the environment wins) and the
+/// TOML file (`--config` or `ORCH_CONFIG_FILE`), or `none`.
+fn settings_files(
+    env_file: &std::path::Path,
+    from_dotenv: usize,
+    config: Option<&std::path::Path>,
+    env: &[(String, String)],
+) -> String {
+    let mut read = Vec::new();
+    if env_file.is_file() {
+        read.push(format!("{} ({from_dotenv} settings)", env_file.display()));
+    }
+    let toml = config.map(|p| p.display().to_string()).or_else(|| {
+        env.iter().find(|(k, _)| k == "ORCH_CONFIG_FILE").map(|(_, v)| v.clone()).filter(|v| !v.is_empty())
+    });
+    read.extend(toml);
+    if read.is_empty() { "none".to_owned() } else { read.join(", ") }
+}
+
+/// One line with the version, the settings files read and the effective settings.
+fn log_start(s: &Settings, settings_files: &str) {
     let periods: Vec<String> =
         orchmirror::SectionName::BUILT_IN.iter().map(|n| format!("{n}={}", s.refresh.get(*n).as_millis())).collect();
     tracing::info!(
         version = orchmirror::BUILD.version,
         revision = orchmirror::BUILD.revision,
         rustc = orchmirror::BUILD.rustc_version,
+        settings_files,
         db = %s.db_path.as_deref().map_or("-".into(), |p| p.display().to_string()),
         bind = %s.bind,
         metrics_enabled = s.metrics_enabled,

@@ -461,6 +461,9 @@ fn dot_env_sits_between_the_file_and_the_environment_and_flags_win() {
     assert_eq!(line["snapshot_timeout_ms"], 44, "a flag over the file: {line}");
     assert_eq!(line["bind"], format!("127.0.0.1:{port}"));
     assert_eq!(line["version"], env!("CARGO_PKG_VERSION"));
+    // Issue 34: the start-up line says which settings files were read.
+    let files = line["settings_files"].as_str().unwrap_or_default();
+    assert!(files.starts_with(".env (") && files.ends_with("settings), orch.toml"), "{line}");
 
     // --env-file names another file; the default ./.env is then not read.
     let other = dir.path().join("other.env");
@@ -471,6 +474,7 @@ fn dot_env_sits_between_the_file_and_the_environment_and_flags_win() {
     let line = start_line(&mut cmd);
     assert_eq!(line["refresh_ms"], "stages=555,queue=555,agents=555,cost=555", "{line}");
     assert_eq!(line["max_stale_ms"], 30000, "nothing from ./.env or orch.toml: {line}");
+    assert_eq!(line["settings_files"], "other.env (3 settings)", "{line}");
 }
 
 #[test]
