@@ -715,3 +715,41 @@ fn sigterm_with_stalled_stream_readers_exits_at_once() {
     assert_eq!(envelope["agents"].as_array().map(Vec::len), Some(10_000));
     drop(stalled);
 }
+
+/// Issue 35: a section whose data did not change is not sent again. With
+/// one running agent whose CPU ticks move and nothing written, the agents
+/// section changes at every sample; `cost` (served with the agents, its
+/// running rows paired with theirs, but carrying no ticks) is not resent.
+#[test]
+fn cost_is_not_resent_when_only_the_agents_ticks_move() {
+    let mut busy = std::process::Command::new("sh")
+        .arg("-c")
+        .arg("while :; do :; done")
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn a busy child");
+    let now = support::sqlite_ts(chrono::Utc::now());
+    let fx = Fixture::new();
+    fx.exec(&format!(
+        "INSERT INTO jobs (id, agent, status, started_at) VALUES (1, 'developer', 'running', '{now}');
+         INSERT INTO agent_runs (id, job_id, agent, pid, started_at) VALUES (1, 1, 'developer', {pid}, '{now}');",
+        pid = busy.id()
+    ));
+    let bin = fx.serve(&[("ORCH_REFRESH_MS", "200")]);
+    bin.wait_all_ok();
+    let mut stream = Stream::open(bin.port, None);
+    first_envelope(&mut stream);
+    let events = stream.collect(Duration::from_secs(4));
+    let _ = busy.kill();
+    let _ = busy.wait();
+    let of = |name: &str| events.iter().filter(|e| e.event == "section" && e.json()["section"] == name).count();
+    assert!(of("agents") >= 3, "the ticks move, so the agents section changes: {} events", of("agents"));
+    assert_eq!(of("cost"), 0, "cost's data did not change: {events:?}");
+    // And every agents event carries data that differs from the one before.
+    let data: Vec<Value> = events
+        .iter()
+        .filter(|e| e.event == "section" && e.json()["section"] == "agents")
+        .map(|e| e.json()["data"].clone())
+        .collect();
+    assert!(data.windows(2).all(|w| w[0] != w[1]), "no agents event repeats the one before");
+}

@@ -257,6 +257,8 @@ async fn broker_loop(
     let relay = Relay(Arc::clone(&wake)).start();
     let mut subscriptions: Vec<SubscriptionId> = Vec::new();
     let mut keys: Vec<Key> = Vec::new();
+    // Each section's data as the streams at `keys` last got it.
+    let mut sent: Vec<Option<Bytes>> = Vec::new();
     let mut freshness = Freshness::default();
     let mut stopped = std::pin::pin!(stopped);
     loop {
@@ -288,8 +290,9 @@ async fn broker_loop(
                 if keys.len() != reading.keys.len() {
                     keys = reading.keys.clone();
                 }
-                pass(&open, &clients, &keys, &mut reading).await;
+                pass(&open, &clients, &keys, &sent, &mut reading).await;
                 freshness.pass(&clients, &reading);
+                sent = reading.data_json();
                 keys = reading.keys;
             }
             open.wake_for_heartbeats(&clients);
@@ -326,9 +329,15 @@ async fn paced(unread: &AtomicUsize, before: usize) {
 
 /// One pass: each joined stream gets what changed since `before`; each new
 /// one its first events.
-pub(super) async fn pass(streams: &Streams, clients: &[Arc<Client>], before: &[Key], reading: &mut Reading) {
+pub(super) async fn pass(
+    streams: &Streams,
+    clients: &[Arc<Client>],
+    before: &[Key],
+    sent: &[Option<Bytes>],
+    reading: &mut Reading,
+) {
     let instance = streams.instance.as_str();
-    let frames = reading.section_frames(instance, before);
+    let frames = reading.section_frames(instance, before, Some(sent));
     let mut unread_before = streams.unread.load(Ordering::Acquire);
     for (i, client) in clients.iter().enumerate() {
         if i > 0 && i % PACE.batch == 0 {
@@ -342,7 +351,7 @@ pub(super) async fn pass(streams: &Streams, clients: &[Arc<Client>], before: &[K
                 .last_event_id
                 .as_deref()
                 .and_then(|id| parse_cursor(instance, id, &reading.keys))
-                .map(|from| reading.section_frames(instance, &from));
+                .map(|from| reading.section_frames(instance, &from, None));
             let first = resumed.unwrap_or_else(|| vec![reading.envelope_frame(instance)]);
             client.start(first, &streams.unread);
         } else if !frames.is_empty() {

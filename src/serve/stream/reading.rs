@@ -70,13 +70,36 @@ impl Reading {
         frame
     }
 
+    /// Every section's data as served in this reading (its JSON), in order;
+    /// `None` for a section without data.
+    pub(super) fn data_json(&self) -> Vec<Option<Bytes>> {
+        self.sections.iter().map(|name| self.envelope.data[*name].as_ref().and_then(|d| d.json().ok())).collect()
+    }
+
     /// One `section` event per section whose served value changed since
-    /// `from`, each with the cursor as of that event.
-    pub(super) fn section_frames(&self, instance: &str, from: &[Key]) -> Vec<Arc<Frame>> {
+    /// `from`, each with the cursor as of that event. `sent` is the data each
+    /// section had when `from` was read, when the caller knows it (the live
+    /// streams, all at the last pass's cursor): a section whose own key did
+    /// not move and whose data is byte for byte what was sent is not sent
+    /// again, though a section it is served with moved (`cost` when only the
+    /// agents' CPU ticks did).
+    pub(super) fn section_frames(
+        &self,
+        instance: &str,
+        from: &[Key],
+        sent: Option<&[Option<Bytes>]>,
+    ) -> Vec<Arc<Frame>> {
         let mut at = from.to_vec();
         let mut frames = Vec::new();
         for (i, name) in self.sections.iter().enumerate() {
             if !changed(&self.sections, i, from, &self.keys) {
+                continue;
+            }
+            if let Some(sent) = sent
+                && from[i] == self.keys[i]
+                && let Some(Some(before)) = sent.get(i)
+                && self.envelope.data[*name].as_ref().and_then(|d| d.json().ok()).as_ref() == Some(before)
+            {
                 continue;
             }
             at[i] = self.keys[i];
