@@ -1,6 +1,7 @@
 //! A host actix-web application embedding orchmirror:
 //! its own route, the mirror's routes beside it, a worker probe with a fake
-//! breaker, and a subscriber actor that logs queue depth changes.
+//! breaker, and a subscriber actor that logs queue depth changes (its own
+//! small database, when it makes one, changes every second or two).
 //!
 //! `cargo run --example embed` (a small database of its own unless
 //! `ORCH_DB_PATH` is set; listens on `ORCH_BIND`, default 127.0.0.1:8787).
@@ -82,6 +83,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                  INSERT INTO jobs (agent, status) VALUES ('developer', 'queued'), ('reviewer', 'queued');",
             )?;
             println!("a small database at {}", path.display());
+            // The host's "orchestrator": a job queued every 2 s, the oldest
+            // queued one started every 3 s, so the subscriber has changes to print.
+            let writer = rusqlite::Connection::open(&path)?;
+            std::thread::spawn(move || {
+                for tick in 1u64.. {
+                    std::thread::sleep(std::time::Duration::from_secs(1));
+                    let sql = match (tick % 2, tick % 3) {
+                        (0, _) => "INSERT INTO jobs (agent, status) VALUES ('developer', 'queued')",
+                        (_, 0) => {
+                            "UPDATE jobs SET status = 'running', started_at = datetime('now') \
+                             WHERE id = (SELECT MIN(id) FROM jobs WHERE status = 'queued')"
+                        }
+                        _ => continue,
+                    };
+                    if let Err(e) = writer.execute(sql, []) {
+                        eprintln!("the example's writer stopped: {e}");
+                        return;
+                    }
+                }
+            });
             settings.db_path = Some(path);
             Some(dir)
         }

@@ -191,3 +191,46 @@ fn the_example_serves_its_section() {
     assert_eq!(m["workers"]["size"], 4);
     assert!(support::all_ok(&m), "{}", m["sections"]);
 }
+
+/// The embed example, as README describes it: on the database it makes, its
+/// subscriber prints queue depth changes (issue 34: the database never
+/// changed, so it printed one line and nothing after).
+#[test]
+fn the_embed_example_prints_queue_depth_changes() {
+    let exe = std::env::current_exe().ok().and_then(|t| Some(t.parent()?.parent()?.join("examples/embed")));
+    let Some(exe) = exe.filter(|e| e.exists()) else {
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true: the embed example was not built");
+        eprintln!("skipped: build the example first (cargo test builds it; or cargo build --example embed)");
+        return;
+    };
+    let port = support::free_port();
+    let mut child = std::process::Command::new(exe)
+        .env("ORCH_BIND", format!("127.0.0.1:{port}"))
+        .env_remove("ORCH_DB_PATH")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run the example");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // The first line of depth is from "?"; a change after it needs the writer.
+    let mut depths = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while depths.len() < 3 && std::time::Instant::now() < deadline {
+        if let Ok(line) = rx.recv_timeout(Duration::from_millis(200))
+            && line.starts_with("queue depth ")
+        {
+            depths.push(line);
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(depths.len() >= 3, "the subscriber printed changes: {depths:?}");
+    assert!(depths[0].starts_with("queue depth ? -> 2"), "{depths:?}");
+}
