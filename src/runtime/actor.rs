@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
-use crate::runtime::hub::{Hub, SubscriptionId, Update};
+use crate::runtime::hub::{Hub, SubscriptionId};
 use crate::runtime::messages::{SectionReply, Snapshot, Subscribe, Wake};
 use crate::runtime::reconcile::{Rebuild, load};
 use crate::runtime::replica::{Good, HEARTBEAT, Now, Replica, ReplyState, reply_of};
@@ -299,9 +299,7 @@ impl<S: Section> SectionActor<S> {
     /// Sends the current data (as sequence `seq`) to every subscriber, or to one.
     fn publish(&self, seq: u64, only: Option<SubscriptionId>) {
         if let Some(good) = &self.good {
-            let data = SectionData::render::<S>(&good.data, good.at);
-            let update = Update { section: S::NAME, seq, refreshed_at: good.at, data };
-            self.hub.publish(&update, only);
+            self.hub.publish(seq, good.at, || SectionData::render::<S>(&good.data, good.at), only);
         }
     }
 
@@ -330,7 +328,7 @@ impl<S: Section> Handler<Subscribe> for SectionActor<S> {
     type Result = ();
 
     fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
-        self.hub.add(msg.id, msg.recipient);
+        self.hub.add(msg.id, msg.listener);
         // Sent from the actor's own thread, so it cannot overtake a later update.
         self.publish(self.hub.seq(), Some(msg.id));
     }

@@ -10,7 +10,7 @@ use actix::prelude::*;
 use super::replica::Now;
 use super::supervision::{OwnerControl, Owners, trusted_age};
 use crate::runtime::budget::Budget;
-use crate::runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
+use crate::runtime::hub::{Listener, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 use crate::runtime::messages::{Answer, RenderCache};
 use crate::runtime::stats::{DurationFamily, PerSection, Reconciliation, RefreshCounters, Restarts};
 use crate::section::SectionName;
@@ -195,10 +195,20 @@ impl MirrorHandle {
     /// once (when there is one), then one [`Update`] per refresh that changed
     /// the data. `None` when the mirror is disabled or has no such section.
     pub fn subscribe(&self, section: SectionName, recipient: Recipient<Update>) -> Option<SubscriptionId> {
+        self.listen(section, Listener::Actor(recipient))
+    }
+
+    fn listen(&self, section: SectionName, listener: Listener) -> Option<SubscriptionId> {
         let owner = self.inner.owners.as_ref()?.get(section)?;
         let id = SubscriptionId(self.inner.next_subscription.fetch_add(1, Ordering::Relaxed));
-        owner.subscribe(id, recipient);
+        owner.subscribe(id, listener);
         Some(id)
+    }
+
+    /// Has `notice` woken on every change of every section (one subscription
+    /// each), with nothing rendered for it: the listener reads what it needs.
+    pub(crate) fn notify_all(&self, notice: &Arc<tokio::sync::Notify>) -> Vec<SubscriptionId> {
+        self.sections().into_iter().filter_map(|s| self.listen(s, Listener::Notice(Arc::downgrade(notice)))).collect()
     }
 
     /// Subscribes `recipient` to every section (one subscription each).

@@ -1,17 +1,24 @@
 //! The subscription hub: other actors in the process receive a section's value at
 //! once, then one [`Update`] per refresh that changed it.
 //!
+//! A subscriber is another actor (a [`Recipient<Update>`], which gets the
+//! section's rendered value) or, inside the crate, a plain change notice (a
+//! [`Notify`], which the stream's broker waits on before it reads what it
+//! needs itself): the value is rendered only when some actor receives it.
+//!
 //! Delivery never waits: `try_send` to each subscriber; a full mailbox drops
 //! that update for that subscriber (counted; the gap shows in `seq`), a closed
 //! one is removed. The hub outlives its actor, so a re-spawned actor keeps its
 //! subscribers and its sequence numbers.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, Weak};
 
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+
+use tokio::sync::Notify;
 
 use crate::section::{SectionData, SectionName};
 
@@ -58,9 +65,27 @@ pub struct SubscriberTotals {
     pub dropped: u64,
 }
 
+/// Who hears of a section's changes.
+pub(crate) enum Listener {
+    /// An actor, sent each new value.
+    Actor(Recipient<Update>),
+    /// A change notice only (the value is not rendered for it); the
+    /// subscription ends when the [`Notify`] is dropped.
+    Notice(Weak<Notify>),
+}
+
+impl Listener {
+    fn connected(&self) -> bool {
+        match self {
+            Listener::Actor(r) => r.connected(),
+            Listener::Notice(n) => n.strong_count() > 0,
+        }
+    }
+}
+
 struct Entry {
     id: SubscriptionId,
-    recipient: Recipient<Update>,
+    listener: Listener,
     delivered: u64,
     dropped: u64,
 }
@@ -96,8 +121,8 @@ impl Hub {
         !self.entries().is_empty()
     }
 
-    pub(crate) fn add(&self, id: SubscriptionId, recipient: Recipient<Update>) {
-        self.entries().push(Entry { id, recipient, delivered: 0, dropped: 0 });
+    pub(crate) fn add(&self, id: SubscriptionId, listener: Listener) {
+        self.entries().push(Entry { id, listener, delivered: 0, dropped: 0 });
     }
 
     pub(crate) fn remove(&self, id: SubscriptionId) -> bool {
@@ -107,14 +132,37 @@ impl Hub {
         entries.len() != before
     }
 
-    /// Sends `update` to every subscriber (or only `only`) without waiting.
-    pub(crate) fn publish(&self, update: &Update, only: Option<SubscriptionId>) {
+    /// Tells every subscriber (or only `only`) of the value `seq` read at
+    /// `refreshed_at`, without waiting: actors get it rendered by `render`
+    /// (called once, and only when an actor listens), notices a wake-up.
+    pub(crate) fn publish(
+        &self,
+        seq: u64,
+        refreshed_at: DateTime<Utc>,
+        render: impl FnOnce() -> SectionData,
+        only: Option<SubscriptionId>,
+    ) {
         let mut entries = self.entries();
+        let mut render = Some(render);
+        let mut update: Option<Update> = None;
         entries.retain_mut(|e| {
             if only.is_some_and(|id| id != e.id) {
                 return true;
             }
-            match e.recipient.try_send(update.clone()) {
+            let recipient = match &e.listener {
+                Listener::Notice(notify) => {
+                    let Some(notify) = notify.upgrade() else { return false };
+                    notify.notify_one();
+                    e.delivered += 1;
+                    return true;
+                }
+                Listener::Actor(recipient) => recipient,
+            };
+            if update.is_none() {
+                update = render.take().map(|r| Update { section: self.section, seq, refreshed_at, data: r() });
+            }
+            let Some(update) = &update else { return true };
+            match recipient.try_send(update.clone()) {
                 Ok(()) => {
                     e.delivered += 1;
                     true
@@ -134,7 +182,7 @@ impl Hub {
 
     /// Removes subscribers whose mailbox is closed (a stopped actor).
     pub(crate) fn prune(&self) {
-        self.entries().retain(|e| e.recipient.connected());
+        self.entries().retain(|e| e.listener.connected());
     }
 
     pub(crate) fn stats(&self) -> Vec<SubscriptionStats> {

@@ -77,7 +77,7 @@ impl<D: ?Sized> Clone for SectionReply<D> {
 /// Adds a subscriber to a section actor, which sends it the current value at once.
 pub(crate) struct Subscribe {
     pub(crate) id: crate::runtime::hub::SubscriptionId,
-    pub(crate) recipient: actix::Recipient<crate::runtime::hub::Update>,
+    pub(crate) listener: crate::runtime::hub::Listener,
 }
 
 impl Message for Subscribe {

@@ -17,7 +17,7 @@ use crate::runtime::timing::ActorSettings;
 pub(super) fn trusted_age(timeout: Duration) -> Duration {
     (timeout / 2).min(TRUSTED_HEARTBEAT_AGE)
 }
-use crate::runtime::hub::{Hub, SubscriptionId, Update};
+use crate::runtime::hub::{Hub, Listener, SubscriptionId};
 use crate::runtime::messages::{Answer, Snapshot, Subscribe, Wake};
 use crate::runtime::stats::{DurationFamily, SectionStats, section_label};
 use crate::section::{Section, SectionName};
@@ -147,7 +147,7 @@ pub(super) trait OwnerControl: Send + Sync {
     fn stop(&self);
     fn restarts(&self) -> u64;
     fn hub(&self) -> &Hub;
-    fn subscribe(&self, id: SubscriptionId, recipient: Recipient<Update>);
+    fn subscribe(&self, id: SubscriptionId, listener: Listener);
     #[cfg(any(test, feature = "test-util"))]
     fn arbiter_spawn(&self, f: Box<dyn FnOnce() + Send>);
     fn wake_target(&self) -> Arc<WakeTarget>;
@@ -222,14 +222,14 @@ impl<S: Section> OwnerControl for Owner<S> {
         &self.hub
     }
 
-    fn subscribe(&self, id: SubscriptionId, recipient: Recipient<Update>) {
+    fn subscribe(&self, id: SubscriptionId, listener: Listener) {
         let addr = self.addr();
         if addr.connected() {
             // Through the actor, so the initial value is ordered before later updates.
-            addr.do_send(Subscribe { id, recipient });
+            addr.do_send(Subscribe { id, listener });
         } else {
             // A dead actor's successor publishes its first refresh to the hub.
-            self.hub.add(id, recipient);
+            self.hub.add(id, listener);
         }
     }
 

@@ -16,7 +16,7 @@ use super::frame::Frame;
 use super::reading::Reading;
 use super::refreshed::Freshness;
 use crate::runtime::handle::{MirrorHandle, WeakMirrorHandle};
-use crate::runtime::hub::{SubscriptionId, Update};
+use crate::runtime::hub::SubscriptionId;
 
 /// How one broker pass hands a change to many streams: a batch at a time,
 /// the next when all but a few of the streams it woke (and any woken
@@ -226,26 +226,6 @@ impl Streams {
     }
 }
 
-/// The broker's hub subscriber: every section's update wakes the broker.
-pub(super) struct Relay(Arc<Notify>);
-
-impl Actor for Relay {
-    type Context = Context<Self>;
-
-    fn started(&mut self, ctx: &mut Self::Context) {
-        // Wakes coalesce; a deep mailbox only keeps the hub from counting drops.
-        ctx.set_mailbox_capacity(1024);
-    }
-}
-
-impl Handler<Update> for Relay {
-    type Result = ();
-
-    fn handle(&mut self, _: Update, _: &mut Self::Context) {
-        self.0.notify_one();
-    }
-}
-
 /// The broker: runs on its own thread until the streams stop or the mirror
 /// stops (which ends every open stream).
 async fn broker_loop(
@@ -254,7 +234,6 @@ async fn broker_loop(
     wake: Arc<Notify>,
     stopped: impl std::future::Future<Output = ()>,
 ) {
-    let relay = Relay(Arc::clone(&wake)).start();
     let mut subscriptions: Vec<SubscriptionId> = Vec::new();
     let mut keys: Vec<Key> = Vec::new();
     // Each section's data as the streams at `keys` last got it.
@@ -282,7 +261,7 @@ async fn broker_loop(
             }
         } else {
             if subscriptions.is_empty() {
-                subscriptions = handle.subscribe_all(relay.clone().recipient());
+                subscriptions = handle.notify_all(&wake);
             }
             period = Some(handle.shortest_period().clamp(STATUS_CHECK.0, STATUS_CHECK.1));
             if let Some(answers) = handle.answers().await {
