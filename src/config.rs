@@ -6,7 +6,6 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use config::{Config, Environment, File, FileFormat};
 
@@ -25,84 +24,8 @@ mod periods;
 pub use error::ConfigError;
 pub use periods::RefreshPeriods;
 use periods::section_period_key;
+pub use table::Settings;
 use table::Spec;
-
-/// The mirror's validated settings. Build one with [`Settings::default`] and
-/// adjust fields, or load the layered configuration with [`Settings::load`].
-#[derive(Debug, Clone, PartialEq)]
-#[non_exhaustive]
-pub struct Settings {
-    /// `ORCH_DB_PATH`: the orchestrator's database; `None` means demo mode.
-    pub db_path: Option<PathBuf>,
-    /// `ORCH_BIND`: the listen address, as given.
-    pub bind: String,
-    /// `ORCH_METRICS_ENABLED`: the kill switch.
-    pub metrics_enabled: bool,
-    /// `ORCH_REFRESH_MS` and the per-section overrides.
-    pub refresh: RefreshPeriods,
-    /// `ORCH_SNAPSHOT_TIMEOUT_MS`.
-    pub snapshot_timeout: Duration,
-    /// `ORCH_MAX_STALE_MS`.
-    pub max_stale: Duration,
-    /// `ORCH_PID_START_TOLERANCE_S`.
-    pub pid_start_tolerance: Duration,
-    /// `ORCH_RECONCILE_MS`: every section derives everything from the database at least this often.
-    pub reconcile: Duration,
-    /// `ORCH_LOG_FORMAT`: how the binary writes its log.
-    pub log_format: LogFormat,
-    /// `ORCH_UI_ENABLED`: serve the live page at `/`.
-    pub ui_enabled: bool,
-    /// `ORCH_MAX_STREAMS`: concurrent `/metrics/stream` clients; one more
-    /// gets `503`. `None`: what the open-files limit leaves once the other
-    /// routes' share is kept (the server works it out when it starts).
-    pub max_streams: Option<usize>,
-    /// `ORCH_STREAM_HEARTBEAT_MS`: how often an idle stream sends a comment line.
-    pub stream_heartbeat: Duration,
-    /// `ORCH_COALESCE_MS`: the shortest time between two refreshes of one
-    /// section when commits keep waking it.
-    pub coalesce: Duration,
-    /// `ORCH_CPU_BUDGET_PERCENT`: the share of one core (in percent) the
-    /// mirror may spend when commits keep waking it; past it the gap between
-    /// refreshes widens (up to each section's period).
-    pub cpu_budget_percent: f64,
-    /// `ORCH_ALLOWED_HOSTS`: `Host` names answered besides IP literals,
-    /// `localhost` and this machine's name (`*`: every name).
-    pub allowed_hosts: Vec<String>,
-    /// `ORCH_SOCKET_MODE`: the permissions of the Unix socket (`ORCH_BIND=unix:/path`).
-    pub socket_mode: u32,
-    /// `ORCH_SOCKET_GROUP`: the group the Unix socket is given (a name or a
-    /// number); `None` keeps the process's.
-    pub socket_group: Option<String>,
-    /// `ORCH_WEB_CONFIG_FILE`: the web configuration file (exporter-toolkit
-    /// format: basic-auth users, response headers), re-read when it changes.
-    pub web_config_file: Option<PathBuf>,
-}
-
-impl Default for Settings {
-    fn default() -> Self {
-        use table::*;
-        Self {
-            db_path: DB_PATH.default.clone(),
-            bind: BIND.default.to_string(),
-            metrics_enabled: METRICS_ENABLED.default,
-            refresh: RefreshPeriods::uniform(REFRESH.default),
-            snapshot_timeout: SNAPSHOT_TIMEOUT.default,
-            max_stale: MAX_STALE.default,
-            pid_start_tolerance: PID_START_TOLERANCE.default,
-            reconcile: RECONCILE.default,
-            log_format: LOG_FORMAT.default,
-            ui_enabled: UI_ENABLED.default,
-            max_streams: MAX_STREAMS.default,
-            stream_heartbeat: STREAM_HEARTBEAT.default,
-            coalesce: COALESCE.default,
-            cpu_budget_percent: CPU_BUDGET.default,
-            allowed_hosts: ALLOWED_HOSTS.default.clone(),
-            socket_mode: SOCKET_MODE.default,
-            socket_group: SOCKET_GROUP.default.clone(),
-            web_config_file: WEB_CONFIG_FILE.default.clone(),
-        }
-    }
-}
 
 /// Values given on the command line; they win over every other layer.
 #[derive(Debug, Clone, Default)]
@@ -276,37 +199,17 @@ struct Layers<'a> {
 
 impl Layers<'_> {
     fn settings(&self) -> Result<Settings, ConfigError> {
-        use table::*;
-        let mut refresh = RefreshPeriods::uniform(self.get(&REFRESH)?);
+        let mut settings = Settings::read(self)?;
         let mut keys: Vec<&str> =
             self.env_keys.iter().chain(self.file_keys).chain(self.cli_keys).map(String::as_str).collect();
         keys.sort_unstable();
         keys.dedup();
         for (key, section) in keys.into_iter().filter_map(|k| Some((k, section_period_key(k)?))) {
-            if let Some(period) = self.given(key, &REFRESH.kind)? {
-                refresh.set(section, period);
+            if let Some(period) = self.given(key, &table::REFRESH.kind)? {
+                settings.refresh.set(section, period);
             }
         }
-        Ok(Settings {
-            db_path: self.get(&DB_PATH)?,
-            bind: self.get(&BIND)?.into_owned(),
-            metrics_enabled: self.get(&METRICS_ENABLED)?,
-            refresh,
-            snapshot_timeout: self.get(&SNAPSHOT_TIMEOUT)?,
-            max_stale: self.get(&MAX_STALE)?,
-            pid_start_tolerance: self.get(&PID_START_TOLERANCE)?,
-            reconcile: self.get(&RECONCILE)?,
-            log_format: self.get(&LOG_FORMAT)?,
-            ui_enabled: self.get(&UI_ENABLED)?,
-            max_streams: self.get(&MAX_STREAMS)?,
-            stream_heartbeat: self.get(&STREAM_HEARTBEAT)?,
-            coalesce: self.get(&COALESCE)?,
-            cpu_budget_percent: self.get(&CPU_BUDGET)?,
-            allowed_hosts: self.get(&ALLOWED_HOSTS)?,
-            socket_mode: self.get(&SOCKET_MODE)?,
-            socket_group: self.get(&SOCKET_GROUP)?,
-            web_config_file: self.get(&WEB_CONFIG_FILE)?,
-        })
+        Ok(settings)
     }
 
     /// The setting's value: as a layer gave it, else its default.

@@ -89,7 +89,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    log_start(&settings, &read);
+    settings.log_start(&read);
     raise_fd_limit();
     let code = actix_web::rt::System::new().block_on(serve(settings));
     if let Some(demo) = demo {
@@ -177,36 +177,6 @@ fn settings_files(
     if read.is_empty() { "none".to_owned() } else { read.join(", ") }
 }
 
-/// One line with the version, the settings files read and the effective settings.
-fn log_start(s: &Settings, settings_files: &str) {
-    let periods: Vec<String> =
-        orchmirror::SectionName::BUILT_IN.iter().map(|n| format!("{n}={}", s.refresh.get(*n).as_millis())).collect();
-    tracing::info!(
-        version = orchmirror::BUILD.version,
-        revision = orchmirror::BUILD.revision,
-        rustc = orchmirror::BUILD.rustc_version,
-        settings_files,
-        db = %s.db_path.as_deref().map_or("-".into(), |p| p.display().to_string()),
-        bind = %s.bind,
-        metrics_enabled = s.metrics_enabled,
-        refresh_ms = %periods.join(","),
-        snapshot_timeout_ms = s.snapshot_timeout.as_millis() as u64,
-        max_stale_ms = s.max_stale.as_millis() as u64,
-        pid_start_tolerance_s = s.pid_start_tolerance.as_secs_f64(),
-        reconcile_ms = s.reconcile.as_millis() as u64,
-        ui_enabled = s.ui_enabled,
-        max_streams = %s.max_streams.map_or("derived from the open-files limit".into(), |n| n.to_string()),
-        stream_heartbeat_ms = s.stream_heartbeat.as_millis() as u64,
-        coalesce_ms = s.coalesce.as_millis() as u64,
-        cpu_budget_percent = s.cpu_budget_percent,
-        allowed_hosts = %s.allowed_hosts.join(","),
-        socket_mode = %format!("{:04o}", s.socket_mode),
-        socket_group = %s.socket_group.as_deref().unwrap_or("-"),
-        web_config_file = %s.web_config_file.as_deref().map_or("-".into(), |p| p.display().to_string()),
-        "orchmirror starting"
-    );
-}
-
 /// Raises the soft limit on open files to the hard limit, as Go's runtime
 /// does: the common soft limit (1,024) is below what a server with many
 /// clients needs, and the connection cap is sized from the result.
@@ -238,7 +208,7 @@ fn init_logging(format: orchmirror::LogFormat, default: &str) {
 fn load_settings(env: Vec<(String, String)>, overrides: CliOverrides) -> Result<Settings, orchmirror::ConfigError> {
     let settings = Settings::load(env, &overrides)?;
     // The binary runs the built-in sections only: a period for any other is a typo.
-    settings.refresh.check(&orchmirror::SectionName::BUILT_IN)?;
+    settings.refresh.check(orchmirror::SectionName::BUILT_IN)?;
     Ok(settings)
 }
 

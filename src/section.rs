@@ -48,7 +48,7 @@ impl SectionName {
     /// Cost and tokens.
     pub const COST: SectionName = SectionName("cost");
     /// The four built-in sections, in envelope order.
-    pub const BUILT_IN: [SectionName; 4] = [Self::STAGES, Self::QUEUE, Self::AGENTS, Self::COST];
+    pub const BUILT_IN: &'static [SectionName] = &[Self::STAGES, Self::QUEUE, Self::AGENTS, Self::COST];
 
     /// A section name: lower-case ASCII letters, digits and `_`, starting with
     /// a letter, at most 32 bytes, and not one of the envelope's own keys.

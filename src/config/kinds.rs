@@ -6,7 +6,9 @@ use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::config::periods::RefreshPeriods;
 use crate::config::values::{LogFormat, resolve_bind, unix_socket_path, valid_host_name};
+use crate::section::SectionName;
 
 /// How a setting's text is read: what it becomes, what is accepted, how a
 /// value is written back.
@@ -25,6 +27,46 @@ pub(crate) trait Kind: Sync {
     }
     /// `value` as a user would write it; `None` for "unset".
     fn show(&self, value: &Self::Value) -> Option<String>;
+    /// What the [`crate::config::Settings`] field holds: the value, or what it becomes.
+    type Field;
+    /// The field a value gives.
+    fn field(&self, value: Self::Value) -> Self::Field;
+    /// How the start-up line shows the field (a number stays a number in JSON logs).
+    type Logged: tracing::Value;
+    /// The field as the start-up line shows it.
+    fn logged(&self, field: &Self::Field) -> Self::Logged;
+}
+
+/// A field shown as text in the start-up line, `-` when unset.
+fn shown(text: Option<String>) -> Display {
+    tracing::field::display(text.unwrap_or_else(|| "-".to_owned()))
+}
+
+type Display = tracing::field::DisplayValue<String>;
+
+/// Implements the field and log hooks of a kind whose field is its value.
+macro_rules! field_is_value {
+    (text) => {
+        type Field = Self::Value;
+        fn field(&self, value: Self::Value) -> Self::Value {
+            value
+        }
+        type Logged = Display;
+        fn logged(&self, field: &Self::Value) -> Display {
+            shown(self.show(field))
+        }
+    };
+    ($logged:ty, |$s:pat_param, $v:ident| $e:expr) => {
+        type Field = Self::Value;
+        fn field(&self, value: Self::Value) -> Self::Value {
+            value
+        }
+        type Logged = $logged;
+        fn logged(&self, $v: &Self::Value) -> $logged {
+            let $s = self;
+            $e
+        }
+    };
 }
 
 /// One setting.
@@ -120,6 +162,7 @@ impl Kind for Millis {
     fn show(&self, value: &Duration) -> Option<String> {
         Some(value.as_millis().to_string())
     }
+    field_is_value!(u64, |_, v| u64::try_from(v.as_millis()).unwrap_or(u64::MAX));
 }
 
 /// A number of seconds (fractions allowed) from 0 to a bound.
@@ -142,6 +185,7 @@ impl Kind for Seconds {
     fn show(&self, value: &Duration) -> Option<String> {
         Some(value.as_secs_f64().to_string())
     }
+    field_is_value!(f64, |_, v| v.as_secs_f64());
 }
 
 /// A whole number within bounds.
@@ -164,6 +208,7 @@ impl Kind for Count {
     fn show(&self, value: &usize) -> Option<String> {
         Some(value.to_string())
     }
+    field_is_value!(u64, |_, v| *v as u64);
 }
 
 /// A share of one core in percent, a decimal number within bounds.
@@ -185,6 +230,7 @@ impl Kind for Percent {
     fn show(&self, value: &f64) -> Option<String> {
         Some(value.to_string())
     }
+    field_is_value!(f64, |_, v| *v);
 }
 
 /// A whole number within bounds, or by default one derived when the server starts.
@@ -205,6 +251,7 @@ impl Kind for Derived {
     fn show(&self, value: &Option<usize>) -> Option<String> {
         value.map(|n| n.to_string())
     }
+    field_is_value!(Display, |k, v| shown(Some(v.map_or_else(|| k.1.to_owned(), |n| n.to_string()))));
 }
 
 /// On or off: `true/false/1/0/yes/no/on/off`, any case.
@@ -223,6 +270,7 @@ impl Kind for Switch {
     fn show(&self, value: &bool) -> Option<String> {
         Some(value.to_string())
     }
+    field_is_value!(bool, |_, v| *v);
 }
 
 /// `text` or `json`.
@@ -244,6 +292,7 @@ impl Kind for LogFormats {
             LogFormat::Json => "json".to_owned(),
         })
     }
+    field_is_value!(text);
 }
 
 /// Octal permissions up to `0777`.
@@ -261,6 +310,7 @@ impl Kind for Mode {
     fn show(&self, value: &u32) -> Option<String> {
         Some(format!("{value:04o}"))
     }
+    field_is_value!(text);
 }
 
 /// A listen address: `host:port`, `:port`, or `unix:` and a socket's path.
@@ -281,6 +331,14 @@ impl Kind for Address {
     }
     fn show(&self, value: &Self::Value) -> Option<String> {
         Some(value.to_string())
+    }
+    type Field = String;
+    fn field(&self, value: Self::Value) -> String {
+        value.into_owned()
+    }
+    type Logged = Display;
+    fn logged(&self, field: &String) -> Display {
+        tracing::field::display(field.clone())
     }
 }
 
@@ -308,6 +366,7 @@ impl Kind for Database {
     fn show(&self, value: &Self::Value) -> Option<String> {
         value.as_ref().map(|p| p.display().to_string())
     }
+    field_is_value!(text);
 }
 
 /// The path of a file (checked when it is read).
@@ -322,6 +381,7 @@ impl Kind for FilePath {
     fn show(&self, value: &Self::Value) -> Option<String> {
         value.as_ref().map(|p| p.display().to_string())
     }
+    field_is_value!(text);
 }
 
 /// Host names separated by commas, or `*`.
@@ -341,6 +401,7 @@ impl Kind for HostNames {
     fn show(&self, value: &Self::Value) -> Option<String> {
         (!value.is_empty()).then(|| value.join(","))
     }
+    field_is_value!(Display, |_, v| tracing::field::display(v.join(",")));
 }
 
 /// A group: a name or a numeric gid.
@@ -355,5 +416,34 @@ impl Kind for Group {
     }
     fn show(&self, value: &Self::Value) -> Option<String> {
         value.clone()
+    }
+    field_is_value!(text);
+}
+
+/// The refresh period of every section; the field holds each section's own too.
+#[derive(Debug)]
+pub(crate) struct Periods(pub Millis);
+
+impl Kind for Periods {
+    type Value = Duration;
+    fn parse(&self, text: &str) -> Result<Duration, String> {
+        self.0.parse(text)
+    }
+    fn range(&self) -> Option<String> {
+        self.0.range()
+    }
+    fn show(&self, value: &Duration) -> Option<String> {
+        self.0.show(value)
+    }
+    type Field = RefreshPeriods;
+    fn field(&self, value: Duration) -> RefreshPeriods {
+        RefreshPeriods::uniform(value)
+    }
+    type Logged = Display;
+    /// Each built-in section's period: `stages=1000,queue=1000,…`.
+    fn logged(&self, field: &RefreshPeriods) -> Display {
+        let periods: Vec<String> =
+            SectionName::BUILT_IN.iter().map(|n| format!("{n}={}", field.get(*n).as_millis())).collect();
+        tracing::field::display(periods.join(","))
     }
 }

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use crate::config::error::ConfigError;
-use crate::config::table;
 use crate::section::SectionName;
 
 /// Refresh periods: one for every section (`ORCH_REFRESH_MS`), and any
@@ -46,7 +45,7 @@ impl RefreshPeriods {
         match self.sections().find(|s| !known.iter().any(|k| k.as_str() == *s)) {
             None => Ok(()),
             Some(unknown) => Err(ConfigError::UnknownSection {
-                var: table::section_period_var(unknown),
+                var: crate::section::refresh_var_of(unknown),
                 known: known.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
             }),
         }
