@@ -240,7 +240,7 @@ settings! {
         value_name: "PERCENT",
         meaning: "Share of one core the mirror may spend when commits keep coming; past it the gap between refreshes widens",
         kind: Percent(0.1, 100.0),
-        default: 10.0,
+        default: 5.0,
     },
     /// `ORCH_ALLOWED_HOSTS`: `Host` names answered besides IP literals,
     /// `localhost` and this machine's name (`*`: every name).

@@ -33,7 +33,7 @@ fn defaults_match_the_contract() {
     assert_eq!(s.max_streams, None, "derived from the open-files limit when the server starts");
     assert_eq!(s.stream_heartbeat, ms(15_000));
     assert_eq!(s.coalesce, ms(20));
-    assert_eq!(s.cpu_budget_percent, 10.0);
+    assert_eq!(s.cpu_budget_percent, 5.0);
 }
 
 #[test]
