@@ -104,6 +104,9 @@
 //! feature.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+// Checked where the test hooks are reachable (`test-util`, which every
+// `--all-targets` build has): without it their items would count as unreachable.
+#![cfg_attr(feature = "test-util", warn(unreachable_pub))]
 
 pub mod config;
 pub(crate) mod runtime;

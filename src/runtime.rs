@@ -2,14 +2,14 @@
 //! it on its own arbiter and re-spawn it when it dies, the subscription hub,
 //! refresh statistics, and the cheap handle the serving layer reads through.
 
-pub mod actor;
-pub mod budget;
-pub mod builder;
-pub mod handle;
-pub mod hub;
-pub mod messages;
+pub(crate) mod actor;
+pub(crate) mod budget;
+pub(crate) mod builder;
+pub(crate) mod handle;
+pub(crate) mod hub;
+pub(crate) mod messages;
 mod reconcile;
-pub mod replica;
-pub mod stats;
+pub(crate) mod replica;
+pub(crate) mod stats;
 mod supervision;
-pub mod timing;
+pub(crate) mod timing;

@@ -2,18 +2,18 @@
 //! only), `/proc`, the host's worker probe, the clock, and the build itself. Nothing here knows
 //! about sections, actors or HTTP.
 
-pub mod build;
+pub(crate) mod build;
 mod change;
-pub mod commits;
-pub mod db;
+pub(crate) mod commits;
+pub(crate) mod db;
 mod held;
-pub mod probe;
-pub mod procstat;
+pub(crate) mod probe;
+pub(crate) mod procstat;
 pub(crate) mod round;
-pub mod rows;
-pub mod time;
-pub mod walframes;
+pub(crate) mod rows;
+pub(crate) mod time;
+pub(crate) mod walframes;
 mod walguard;
 
-pub use walguard::refusals as wal_guard_refusals;
-pub use walguard::wal_left_behind;
+pub(crate) use walguard::refusals as wal_guard_refusals;
+pub(crate) use walguard::wal_left_behind;

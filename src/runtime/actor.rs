@@ -26,7 +26,7 @@ use crate::source::db::{Database, Fingerprint};
 /// beside a writer that opens, commits and closes in a loop, with a 1 s
 /// period: reading at once left the `-wal` after 35 % of the closes, after
 /// 1 ms 29 %, after 3 ms 1 % (what remains is the timer's reads).
-pub const WAKE_GRACE: Duration = Duration::from_millis(3);
+pub(crate) const WAKE_GRACE: Duration = Duration::from_millis(3);
 
 /// The actor that owns one section.
 pub struct SectionActor<S: Section> {

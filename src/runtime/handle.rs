@@ -264,7 +264,7 @@ impl MirrorHandle {
 
 /// A [`MirrorHandle`] that does not keep the mirror running.
 #[derive(Clone, Debug)]
-pub struct WeakMirrorHandle(Weak<Inner>);
+pub(crate) struct WeakMirrorHandle(Weak<Inner>);
 
 impl std::fmt::Debug for Inner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -274,7 +274,7 @@ impl std::fmt::Debug for Inner {
 
 impl WeakMirrorHandle {
     /// The mirror, while it runs.
-    pub fn upgrade(&self) -> Option<MirrorHandle> {
+    pub(crate) fn upgrade(&self) -> Option<MirrorHandle> {
         self.0.upgrade().map(|inner| MirrorHandle { inner })
     }
 }

@@ -23,12 +23,12 @@ impl<D> Clone for Good<D> {
 }
 
 /// How often an owner that is being read tells its replica it is alive.
-pub const HEARTBEAT: Duration = Duration::from_millis(20);
+pub(crate) const HEARTBEAT: Duration = Duration::from_millis(20);
 /// The oldest heartbeat a replica trusts (at most half the snapshot timeout):
 /// past it the owner may be stalled, and a request asks the owner itself.
-pub const TRUSTED_HEARTBEAT_AGE: Duration = Duration::from_millis(50);
+pub(crate) const TRUSTED_HEARTBEAT_AGE: Duration = Duration::from_millis(50);
 /// An owner stops its heartbeat when no request read its replica for this long.
-pub const HEARTBEAT_IDLE: Duration = Duration::from_secs(5);
+pub(crate) const HEARTBEAT_IDLE: Duration = Duration::from_secs(5);
 
 /// What a section's state is computed from, as its owner last published it.
 pub(crate) struct ReplyState<D> {
@@ -51,7 +51,7 @@ impl<D> Clone for ReplyState<D> {
 /// heartbeat while requests read it; a request that finds the heartbeat
 /// older than [`TRUSTED_HEARTBEAT_AGE`] asks the actor with a `Snapshot` and
 /// the snapshot timeout instead, so a stalled actor still shows `timeout`.
-pub struct Replica<D> {
+pub(crate) struct Replica<D> {
     pub(crate) state: std::sync::RwLock<Option<ReplyState<D>>>,
     pub(crate) settings: ActorSettings,
     pub(crate) base: Instant,
@@ -63,7 +63,7 @@ pub struct Replica<D> {
 
 impl<D> Replica<D> {
     /// An empty replica of an actor with `settings`.
-    pub fn new(settings: ActorSettings) -> Self {
+    pub(crate) fn new(settings: ActorSettings) -> Self {
         Self {
             state: std::sync::RwLock::new(None),
             settings,
@@ -101,7 +101,7 @@ impl<D> Replica<D> {
 
     /// The section's reply at `now`, when the owner beat within `trust`;
     /// `None` means ask the owner.
-    pub fn read(&self, trust: Duration, now: Now) -> Option<SectionReply<D>> {
+    pub(crate) fn read(&self, trust: Duration, now: Now) -> Option<SectionReply<D>> {
         let now_ms = self.ms_at(now.instant);
         // Marks it read; written only when the millisecond moved, so that
         // requests on several threads do not all write one cache line.
@@ -121,7 +121,7 @@ impl<D> Replica<D> {
 
 /// One reading of both clocks, shared by every section a request reads.
 #[derive(Debug, Clone, Copy)]
-pub struct Now {
+pub(crate) struct Now {
     /// For durations (a refresh's running time, a heartbeat's age).
     pub instant: Instant,
     /// For ages of data.
@@ -130,7 +130,7 @@ pub struct Now {
 
 impl Now {
     /// Both clocks, now.
-    pub fn read() -> Self {
+    pub(crate) fn read() -> Self {
         Self { instant: Instant::now(), utc: Utc::now() }
     }
 }

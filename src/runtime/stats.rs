@@ -15,7 +15,7 @@ use serde::ser::SerializeMap;
 use crate::section::SectionName;
 
 /// Refresh durations per section, shared by the actors (which observe) and the exposition.
-pub type DurationFamily = Family<Vec<(String, String)>, Histogram, fn() -> Histogram>;
+pub(crate) type DurationFamily = Family<Vec<(String, String)>, Histogram, fn() -> Histogram>;
 
 /// One section's refresh-duration histogram: 100 µs .. ~26 s, from an
 /// unchanged refresh to a slow scan of a big table.

@@ -26,9 +26,9 @@ use crate::source::db::Database;
 /// How often the watchdog looks for dead section actors: half the shortest
 /// refresh period, within these bounds. (Each look wakes the System thread:
 /// at ten a second it was most of an idle mirror's CPU.)
-pub const WATCHDOG_INTERVAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_millis(500));
+pub(super) const WATCHDOG_INTERVAL: (Duration, Duration) = (Duration::from_millis(100), Duration::from_millis(500));
 /// The longest a dead section actor waits to be re-spawned (otherwise its period).
-pub const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
+pub(super) const MAX_RESTART_DELAY: Duration = Duration::from_secs(5);
 
 /// Where the commit watch sends one section's wake-ups: to its actor of the
 /// moment (a re-spawned one included), at most one message in its mailbox.

@@ -5,14 +5,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 /// The longest a single refresh may run before its statement is interrupted.
-pub const MAX_REFRESH_TIME: Duration = Duration::from_secs(60);
+pub(crate) const MAX_REFRESH_TIME: Duration = Duration::from_secs(60);
 /// The shortest such bound, so a short period does not starve a slow database.
-pub const MIN_REFRESH_TIME: Duration = Duration::from_secs(5);
+pub(crate) const MIN_REFRESH_TIME: Duration = Duration::from_secs(5);
 
 /// How long one refresh may take: twice the period, within
 /// [`MIN_REFRESH_TIME`] ..= [`MAX_REFRESH_TIME`]. A refresh still running
 /// after its period plus this bound makes the section `stale`.
-pub fn refresh_deadline(period: Duration) -> Duration {
+pub(crate) fn refresh_deadline(period: Duration) -> Duration {
     (period * 2).clamp(MIN_REFRESH_TIME, MAX_REFRESH_TIME)
 }
 

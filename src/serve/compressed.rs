@@ -21,11 +21,11 @@ use bytes::Bytes;
 
 /// Bodies smaller than this are compressed per response by actix-web's
 /// `Compress`, which is cheap at that size.
-pub const MIN_SHARED: usize = 64 * 1024;
+pub(crate) const MIN_SHARED: usize = 64 * 1024;
 
 /// An encoding this server makes shared bodies in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Coding {
+pub(crate) enum Coding {
     /// `zstd`, level 3.
     Zstd,
     /// `br`, quality 3, window 22 (what actix-web's `Compress` uses).
@@ -38,7 +38,7 @@ const CODINGS: [Coding; 3] = [Coding::Zstd, Coding::Brotli, Coding::Gzip];
 
 impl Coding {
     /// The `Content-Encoding` token.
-    pub fn token(self) -> &'static str {
+    pub(crate) fn token(self) -> &'static str {
         match self {
             Coding::Zstd => "zstd",
             Coding::Brotli => "br",
@@ -58,7 +58,7 @@ impl Coding {
     /// this server makes (ties: zstd, br, gzip); `None` when it names none
     /// of them with q > 0 (identity, or nothing acceptable: the caller's
     /// ordinary path answers those).
-    pub fn negotiate(accept_encoding: &str) -> Option<Coding> {
+    pub(crate) fn negotiate(accept_encoding: &str) -> Option<Coding> {
         let q = |name: &str| {
             let mut named = None;
             let mut any = None;
@@ -94,18 +94,18 @@ static SLOTS: [Slot; 3] =
 static MADE: [AtomicU64; 3] = [AtomicU64::new(0), AtomicU64::new(0), AtomicU64::new(0)];
 
 /// How many shared bodies `coding` has made since start-up (for the exposition).
-pub fn made(coding: Coding) -> u64 {
+pub(crate) fn made(coding: Coding) -> u64 {
     MADE[coding.index()].load(Ordering::Relaxed)
 }
 
 /// Every encoding, for the exposition.
-pub fn codings() -> [Coding; 3] {
+pub(crate) fn codings() -> [Coding; 3] {
     CODINGS
 }
 
 /// `parts` compressed with `coding`, made at most once per (`tag`, second)
 /// and shared by every request that asks meanwhile.
-pub async fn body(coding: Coding, tag: &str, parts: Vec<Bytes>) -> std::io::Result<Bytes> {
+pub(crate) async fn body(coding: Coding, tag: &str, parts: Vec<Bytes>) -> std::io::Result<Bytes> {
     let second = chrono::Utc::now().timestamp();
     let mut slot = SLOTS[coding.index()].lock().await;
     if let Some((t, s, bytes)) = slot.as_ref()

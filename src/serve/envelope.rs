@@ -18,10 +18,10 @@ use crate::source::procstat;
 use crate::source::time::{format_seconds, truncate_to_second};
 
 /// The envelope's `schema_version`.
-pub const SCHEMA_VERSION: u32 = 1;
+pub(crate) const SCHEMA_VERSION: u32 = 1;
 
 /// The body `/metrics` serves when `ORCH_METRICS_ENABLED` is false.
-pub const DISABLED_BODY: &str = r#"{"schema_version":1,"enabled":false}"#;
+pub(crate) const DISABLED_BODY: &str = r#"{"schema_version":1,"enabled":false}"#;
 
 /// Every body `GET /metrics` can answer with (the published JSON Schema's root).
 #[derive(schemars::JsonSchema)]
@@ -40,7 +40,7 @@ enum MetricsBody {
 #[cfg(any(test, feature = "test-util"))]
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[schemars(deny_unknown_fields)]
-pub struct Disabled {
+pub(crate) struct Disabled {
     /// Always [`SCHEMA_VERSION`].
     #[schemars(range(min = 1, max = 1))]
     pub schema_version: u32,
@@ -269,7 +269,7 @@ fn state(answer: &Answer, clock: Clock, snapshot_timeout: Duration) -> SectionSt
 /// Sections whose served value is also made from another section's data:
 /// `(section, made with)`. `cost.running` is built from the agents rows
 /// (`pair_running`), so a change of `agents` changes the served `cost`.
-pub const SERVED_WITH: [(SectionName, SectionName); 1] = [(SectionName::COST, SectionName::AGENTS)];
+pub(crate) const SERVED_WITH: [(SectionName, SectionName); 1] = [(SectionName::COST, SectionName::AGENTS)];
 
 /// `cost.running` has exactly the `agents` entries, in the same order, in
 /// every envelope, whatever the two sections' periods (README, "The envelope"):
@@ -309,7 +309,12 @@ pub fn assemble(answers: Vec<Answer>, clock: Clock, snapshot_timeout: Duration) 
 
 /// [`assemble`], reusing the renderings in `cache` of data already rendered
 /// at the same second (a value's ages depend only on `generated_at`).
-pub fn assemble_with(answers: Vec<Answer>, clock: Clock, snapshot_timeout: Duration, cache: &RenderCache) -> Envelope {
+pub(crate) fn assemble_with(
+    answers: Vec<Answer>,
+    clock: Clock,
+    snapshot_timeout: Duration,
+    cache: &RenderCache,
+) -> Envelope {
     let mut data = Vec::with_capacity(answers.len());
     let mut states = Vec::with_capacity(answers.len());
     for answer in &answers {
@@ -398,7 +403,7 @@ fn entity_tag(instance: u64, answers: &[Answer]) -> String {
 }
 
 /// The largest body kept as one joined buffer (larger ones stay in pieces).
-pub const JOINED_BODY_MAX: usize = 64 * 1024;
+pub(crate) const JOINED_BODY_MAX: usize = 64 * 1024;
 
 thread_local! {
     /// This thread's last `/metrics` body and entity tag, and what they were made from.

@@ -19,7 +19,7 @@ use actix_web::{HttpResponse, web};
 
 /// The names a request's `Host` may carry.
 #[derive(Debug, Clone)]
-pub struct AllowedHosts {
+pub(crate) struct AllowedHosts {
     /// `*` was listed: every name passes (the operator checks hosts elsewhere).
     any: bool,
     /// Lower case, without a trailing dot.
@@ -28,7 +28,7 @@ pub struct AllowedHosts {
 
 impl AllowedHosts {
     /// `localhost`, this machine's host name, and `extra` (`ORCH_ALLOWED_HOSTS`).
-    pub fn new(extra: &[String]) -> Self {
+    pub(crate) fn new(extra: &[String]) -> Self {
         let mut names: Vec<String> = vec!["localhost".into()];
         names.extend(own_host_name());
         names.extend(extra.iter().filter(|n| *n != "*").map(|n| normalise(n)));
@@ -41,7 +41,7 @@ impl AllowedHosts {
     /// answered. A value that is not a well-formed host (bytes outside
     /// ASCII, characters no host name has, anything after an IPv6 literal
     /// but a port) is refused: no client that means this server sends one.
-    pub fn allows(&self, host: Option<&str>) -> bool {
+    pub(crate) fn allows(&self, host: Option<&str>) -> bool {
         let Some(host) = host else { return true };
         let Some(name) = host_of(host.trim()) else { return false };
         if name.parse::<IpAddr>().is_ok() {

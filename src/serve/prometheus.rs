@@ -23,13 +23,13 @@ use crate::serve::envelope::Envelope;
 use crate::serve::stream::StreamTotals;
 
 /// `Content-Type` of the Prometheus text format.
-pub const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+pub(crate) const TEXT_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 /// `Content-Type` of OpenMetrics.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Which exposition format a client asked for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
+pub(crate) enum Format {
     /// Prometheus text format 0.0.4.
     Text,
     /// OpenMetrics 1.0.
@@ -38,13 +38,13 @@ pub enum Format {
 
 impl Format {
     /// OpenMetrics when `accept` names it, otherwise the Prometheus text format.
-    pub fn from_accept(accept: &str) -> Self {
+    pub(crate) fn from_accept(accept: &str) -> Self {
         let om = quality(accept, "application/openmetrics-text");
         if om > 0.0 && om >= quality(accept, "text/plain") { Self::OpenMetrics } else { Self::Text }
     }
 
     /// The `Content-Type` of this format.
-    pub fn content_type(self) -> &'static str {
+    pub(crate) fn content_type(self) -> &'static str {
         match self {
             Self::Text => TEXT_CONTENT_TYPE,
             Self::OpenMetrics => OPENMETRICS_CONTENT_TYPE,
@@ -55,7 +55,7 @@ impl Format {
 /// Whether a `/metrics` request's `Accept` asks for an exposition: it names a
 /// Prometheus or OpenMetrics text type with a higher q-value than
 /// `application/json` (a tie, or wildcards alone, get JSON).
-pub fn wants_exposition(accept: &str) -> bool {
+pub(crate) fn wants_exposition(accept: &str) -> bool {
     let exposition = quality(accept, "application/openmetrics-text").max(quality(accept, "text/plain"));
     exposition > 0.0 && exposition > quality(accept, "application/json")
 }
@@ -286,7 +286,11 @@ fn process_metrics(registry: &mut Registry) {
 }
 
 /// The exposition for one scrape.
-pub async fn render(handle: &MirrorHandle, streams: StreamTotals, format: Format) -> Result<String, std::fmt::Error> {
+pub(crate) async fn render(
+    handle: &MirrorHandle,
+    streams: StreamTotals,
+    format: Format,
+) -> Result<String, std::fmt::Error> {
     let envelope = handle.snapshot().await;
     let mut out = String::new();
     // The raw signal's families are encoded once per section value and
@@ -310,7 +314,7 @@ pub async fn render(handle: &MirrorHandle, streams: StreamTotals, format: Format
 /// Rewrites OpenMetrics text as the Prometheus text format 0.0.4: no `# EOF`
 /// or `# UNIT`, counters declared under their `_total` sample name, info
 /// metrics as gauges named `_info` (what Prometheus's 0.0.4 parser expects).
-pub fn to_text_004(openmetrics: &str) -> String {
+pub(crate) fn to_text_004(openmetrics: &str) -> String {
     let mut out = String::with_capacity(openmetrics.len());
     let mut help: Option<(&str, &str)> = None;
     for line in openmetrics.lines() {

@@ -37,5 +37,6 @@ mod http;
 mod reading;
 mod refreshed;
 
-pub use broker::{StreamTotals, Streams};
-pub use http::stream;
+pub use broker::StreamTotals;
+pub(crate) use broker::Streams;
+pub(crate) use http::stream;

@@ -51,14 +51,14 @@ mod dummy;
 mod format;
 
 use counters::{AUTH_FAILURES, AUTH_THROTTLED, LAST_RELOAD_OK, RELOAD_FAILURES};
-pub use counters::{auth_failures, auth_throttled, last_reload_successful, reload_failures};
+pub(crate) use counters::{auth_failures, auth_throttled, last_reload_successful, reload_failures};
 use dummy::dummy_hash;
 use format::FileFormat;
 
 /// The largest web configuration file read (it holds a few users and paths).
-pub const MAX_FILE_BYTES: u64 = 1024 * 1024;
+pub(crate) const MAX_FILE_BYTES: u64 = 1024 * 1024;
 /// How often the file is looked at again while requests come.
-pub const RELOAD_CHECK: Duration = Duration::from_secs(1);
+pub(crate) const RELOAD_CHECK: Duration = Duration::from_secs(1);
 /// The response headers `http_server_config.headers` may set (the toolkit's list).
 const HEADERS: [&str; 5] = [
     "Content-Security-Policy",
@@ -72,15 +72,15 @@ const REALM: &str = "orchmirror";
 
 /// The highest bcrypt cost a user's hash may have: each step doubles the work,
 /// and cost 14 already takes over a second of a core per check.
-pub const MAX_BCRYPT_COST: u32 = 14;
+pub(crate) const MAX_BCRYPT_COST: u32 = 14;
 
 /// After this many failed password checks from one address within
 /// [`STRIKE_WINDOW`], its next check waits (1 s, doubling per further failure, at most [`MAX_BACKOFF`]).
-pub const FREE_FAILURES: u32 = 5;
+pub(crate) const FREE_FAILURES: u32 = 5;
 /// How long failures from one address are remembered.
-pub const STRIKE_WINDOW: Duration = Duration::from_secs(60);
+pub(crate) const STRIKE_WINDOW: Duration = Duration::from_secs(60);
 /// The longest an address is made to wait between checks.
-pub const MAX_BACKOFF: Duration = Duration::from_secs(60);
+pub(crate) const MAX_BACKOFF: Duration = Duration::from_secs(60);
 
 /// A valid web configuration.
 #[derive(Debug, Clone, Default)]
@@ -233,7 +233,7 @@ fn stamp(path: &Path, config: &WebConfig) -> Stamp {
 
 /// The web configuration in force, re-read when its file changes.
 #[derive(Debug)]
-pub struct WebAuth {
+pub(crate) struct WebAuth {
     path: PathBuf,
     current: RwLock<Arc<WebConfig>>,
     /// When the file was last looked at, and the version then seen.
@@ -273,7 +273,7 @@ fn verify_slots() -> usize {
 
 impl WebAuth {
     /// Loads `path` (at start-up: an invalid file is an error).
-    pub fn start(path: &Path) -> Result<WebAuth, String> {
+    pub(crate) fn start(path: &Path) -> Result<WebAuth, String> {
         let config = WebConfig::load(path)?;
         Ok(WebAuth {
             path: path.to_path_buf(),

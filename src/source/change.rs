@@ -39,7 +39,7 @@ use crate::source::walguard::{Gate, side_files};
 
 /// Which file a path names right now: device and inode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileId {
+pub(crate) struct FileId {
     dev: u64,
     ino: u64,
     /// Whether it is a regular file (the only kind that can be a database).
@@ -48,7 +48,7 @@ pub struct FileId {
 
 impl FileId {
     /// The identity of the file at `path`.
-    pub fn of(path: &Path) -> std::io::Result<FileId> {
+    pub(crate) fn of(path: &Path) -> std::io::Result<FileId> {
         Ok(Self::from_metadata(&std::fs::metadata(path)?))
     }
 

@@ -62,7 +62,7 @@ const REWATCH_EVERY: std::time::Duration = std::time::Duration::from_millis(500)
 /// link, on the directory of the file it names, where SQLite writes the
 /// `-wal`) that calls `wake` on every change to the database's files;
 /// dropping it ends the watch.
-pub struct CommitWatch {
+pub(crate) struct CommitWatch {
     shared: Arc<Shared>,
 }
 
@@ -123,7 +123,7 @@ impl CommitWatch {
     /// when the directory is back; an overflowed event queue wakes every
     /// section and is logged.
     #[cfg(any(test, feature = "tools", feature = "test-util"))]
-    pub fn start(db: &Path, wake: impl Fn() + Send + Sync + 'static) -> CommitWatch {
+    pub(crate) fn start(db: &Path, wake: impl Fn() + Send + Sync + 'static) -> CommitWatch {
         Self::paced(db, || std::time::Duration::ZERO, wake)
     }
 
@@ -134,7 +134,7 @@ impl CommitWatch {
     /// looks and the sections' wake-ups no more than `1 / pace()` a second
     /// (the mirror passes its coalescing gap, or longer while its CPU budget
     /// is overdrawn: waking a section sooner would only make it wait).
-    pub fn paced(
+    pub(crate) fn paced(
         db: &Path,
         pace: impl Fn() -> std::time::Duration + Send + Sync + 'static,
         wake: impl Fn() + Send + Sync + 'static,
@@ -233,7 +233,7 @@ impl CommitWatch {
     }
 
     /// How sections are woken now.
-    pub fn mode(&self) -> WakeMode {
+    pub(crate) fn mode(&self) -> WakeMode {
         self.shared.mode.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
@@ -262,7 +262,7 @@ impl Shared {
 /// it opens no connection. Made once for all the sections, on one thread,
 /// a look costs a few system calls; a section is woken only for what a look
 /// found, and reads it once its coalescing gap allows.
-pub const LOOKS: [std::time::Duration; 7] = [
+pub(crate) const LOOKS: [std::time::Duration; 7] = [
     std::time::Duration::ZERO,
     std::time::Duration::from_millis(1),
     std::time::Duration::from_millis(4),

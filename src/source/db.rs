@@ -18,10 +18,17 @@ use crate::source::round::{Lease, Pooled, Rounds};
 use crate::source::walframes::{self, Changes};
 use crate::source::walguard;
 
-pub use crate::source::rows::{
-    MAX_SAFE_INTEGER, RUNNING_JOBS_SQL, RunCost, RunningJob, UNDECODABLE, amount, count, integer, running_jobs, text,
-    timestamp,
-};
+pub use crate::source::rows::MAX_SAFE_INTEGER;
+pub(crate) use crate::source::rows::RUNNING_JOBS_SQL;
+pub(crate) use crate::source::rows::RunCost;
+pub(crate) use crate::source::rows::RunningJob;
+pub(crate) use crate::source::rows::UNDECODABLE;
+pub(crate) use crate::source::rows::amount;
+pub(crate) use crate::source::rows::count;
+pub(crate) use crate::source::rows::integer;
+pub(crate) use crate::source::rows::running_jobs;
+pub(crate) use crate::source::rows::text;
+pub(crate) use crate::source::rows::timestamp;
 
 /// Why a refresh produced no data.
 #[derive(Debug, thiserror::Error)]
@@ -57,7 +64,7 @@ fn query_message(e: &rusqlite::Error) -> String {
 }
 
 /// How long a query waits on a lock before the refresh fails (rusqlite's default is 5 s).
-pub const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
+pub(crate) const BUSY_TIMEOUT: Duration = Duration::from_millis(250);
 
 /// What makes the mirror's read-only connections to `path`: each refresh
 /// makes one and closes it when it ends (see [`Database`]).

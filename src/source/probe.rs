@@ -8,7 +8,7 @@ use futures_util::future::LocalBoxFuture;
 use serde_json::Value;
 
 /// Default time each probe read may take before its field is `null`.
-pub const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(100);
+pub(crate) const DEFAULT_PROBE_TIMEOUT: Duration = Duration::from_millis(100);
 
 /// What a probe read returns: any serialisable value, or why there is none.
 pub type ProbeResult = Result<Value, String>;

@@ -34,7 +34,7 @@ pub fn clk_tck() -> Option<u64> {
 /// This process's own resource use, as every Prometheus client library
 /// exports it (`process_*`).
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct ProcessUsage {
+pub(crate) struct ProcessUsage {
     /// User and system CPU time, in seconds.
     pub cpu_seconds: f64,
     /// Resident memory, in bytes.
@@ -50,7 +50,7 @@ pub struct ProcessUsage {
 }
 
 /// Reads [`ProcessUsage`] from `/proc/self`; `None` off Linux or when it cannot be read.
-pub fn own_usage() -> Option<ProcessUsage> {
+pub(crate) fn own_usage() -> Option<ProcessUsage> {
     #[cfg(target_os = "linux")]
     {
         let me = procfs::process::Process::myself().ok()?;

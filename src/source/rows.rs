@@ -12,16 +12,16 @@ pub const MAX_SAFE_INTEGER: i64 = (1 << 53) - 1;
 
 /// The longest text value served, in bytes (README, "The envelope"): longer ones
 /// are cut at a character boundary and end with [`ELLIPSIS`].
-pub const MAX_TEXT_BYTES: usize = 1024;
+pub(crate) const MAX_TEXT_BYTES: usize = 1024;
 /// What ends a cut text value.
-pub const ELLIPSIS: char = '…';
+pub(crate) const ELLIPSIS: char = '…';
 /// The name under which a value that cannot be named (NULL, a BLOB, text
 /// that is not UTF-8) is counted or labelled where a name is needed: job
 /// statuses in `counts`, stages in the exposition's labels.
-pub const UNDECODABLE: &str = "(undecodable)";
+pub(crate) const UNDECODABLE: &str = "(undecodable)";
 
 /// `s` as served: at most [`MAX_TEXT_BYTES`] of it, then `…` when it was longer.
-pub fn bounded(s: &str) -> String {
+pub(crate) fn bounded(s: &str) -> String {
     if s.len() <= MAX_TEXT_BYTES {
         return s.to_owned();
     }
@@ -33,7 +33,7 @@ pub fn bounded(s: &str) -> String {
 
 /// A text value as served (see [`bounded`]); numbers are shown as text;
 /// `None` for NULL, a BLOB or text that is not valid UTF-8 (bad data).
-pub fn text(v: ValueRef<'_>) -> Option<String> {
+pub(crate) fn text(v: ValueRef<'_>) -> Option<String> {
     match v {
         ValueRef::Text(t) => std::str::from_utf8(t).ok().map(bounded),
         ValueRef::Integer(i) => Some(i.to_string()),
@@ -43,7 +43,7 @@ pub fn text(v: ValueRef<'_>) -> Option<String> {
 }
 
 /// An integer; `None` for anything else (text in a numeric column is bad data).
-pub fn integer(v: ValueRef<'_>) -> Option<i64> {
+pub(crate) fn integer(v: ValueRef<'_>) -> Option<i64> {
     match v {
         ValueRef::Integer(i) => Some(i),
         _ => None,
@@ -51,12 +51,12 @@ pub fn integer(v: ValueRef<'_>) -> Option<i64> {
 }
 
 /// A count or token number: an integer from 0 to [`MAX_SAFE_INTEGER`].
-pub fn count(v: ValueRef<'_>) -> Option<u64> {
+pub(crate) fn count(v: ValueRef<'_>) -> Option<u64> {
     integer(v).filter(|i| (0..=MAX_SAFE_INTEGER).contains(i)).and_then(|i| u64::try_from(i).ok())
 }
 
 /// A non-negative finite amount (cost in USD); integers are accepted.
-pub fn amount(v: ValueRef<'_>) -> Option<f64> {
+pub(crate) fn amount(v: ValueRef<'_>) -> Option<f64> {
     let x = match v {
         ValueRef::Real(r) => r,
         ValueRef::Integer(i) => i as f64,
@@ -66,7 +66,7 @@ pub fn amount(v: ValueRef<'_>) -> Option<f64> {
 }
 
 /// A timestamp in one of the orchestrator's forms.
-pub fn timestamp(v: ValueRef<'_>) -> Option<DateTime<Utc>> {
+pub(crate) fn timestamp(v: ValueRef<'_>) -> Option<DateTime<Utc>> {
     match v {
         ValueRef::Text(t) => std::str::from_utf8(t).ok().and_then(parse_timestamp),
         _ => None,
@@ -74,7 +74,7 @@ pub fn timestamp(v: ValueRef<'_>) -> Option<DateTime<Utc>> {
 }
 
 /// A process id the kernel could have given: 1 ..= i32::MAX.
-pub fn pid(v: ValueRef<'_>) -> Option<i32> {
+pub(crate) fn pid(v: ValueRef<'_>) -> Option<i32> {
     integer(v).and_then(|i| i32::try_from(i).ok()).filter(|p| *p > 0)
 }
 
@@ -135,7 +135,7 @@ pub struct RunCost {
 }
 
 /// The query behind [`running_jobs`].
-pub const RUNNING_JOBS_SQL: &str = "
+pub(crate) const RUNNING_JOBS_SQL: &str = "
 SELECT j.id, j.agent, j.repo, j.started_at,
        r.id, r.agent, r.pid, r.model, r.effort, r.started_at,
        r.cost_usd, r.input_tokens, r.output_tokens, r.cache_read_tokens, r.cache_creation_tokens
@@ -146,7 +146,7 @@ SELECT j.id, j.agent, j.repo, j.started_at,
  ORDER BY j.id";
 
 /// Every job with `status = 'running'`, by job id, each with its highest-id run.
-pub fn running_jobs(conn: &Connection) -> Result<Vec<RunningJob>, rusqlite::Error> {
+pub(crate) fn running_jobs(conn: &Connection) -> Result<Vec<RunningJob>, rusqlite::Error> {
     let mut stmt = conn.prepare_cached(RUNNING_JOBS_SQL)?;
     let mut rows = stmt.query([])?;
     let mut out = Vec::new();

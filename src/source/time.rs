@@ -9,7 +9,7 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 /// Parses an orchestrator timestamp; `None` when it is not one of the accepted forms.
 ///
 /// A value without an offset is UTC (that is what SQLite's `datetime('now')` writes).
-pub fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
+pub(crate) fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
     let s = raw.trim();
     // Cheap shape check first: every accepted form starts with a date and a time.
     let b = s.as_bytes();
@@ -26,17 +26,17 @@ pub fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
 }
 
 /// `generated_at`'s format: UTC, whole seconds, `Z`.
-pub fn format_seconds(at: DateTime<Utc>) -> String {
+pub(crate) fn format_seconds(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
 /// Millisecond timestamps (`refreshed_at`, `cpu_sampled_at`): UTC, `Z`.
-pub fn format_millis(at: DateTime<Utc>) -> String {
+pub(crate) fn format_millis(at: DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
 /// Serialises an optional instant as [`format_millis`] text, or null.
-pub fn serialize_opt_millis<S: serde::Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn serialize_opt_millis<S: serde::Serializer>(at: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
     match at {
         Some(at) => s.serialize_str(&format_millis(*at)),
         None => s.serialize_none(),
@@ -46,25 +46,25 @@ pub fn serialize_opt_millis<S: serde::Serializer>(at: &Option<DateTime<Utc>>, s:
 /// How far after `generated_at` a timestamp may lie (clock skew between the
 /// orchestrator and the mirror, and `generated_at`'s truncation to the second)
 /// before it is bad data.
-pub const FUTURE_SLACK_MS: i64 = 1000;
+pub(crate) const FUTURE_SLACK_MS: i64 = 1000;
 
 /// The age at `generated_at` of something that happened at `at`, in seconds
 /// with millisecond precision (README, "The envelope"): never negative (a
 /// timestamp up to 1 s ahead is age 0), and `None` (bad data) for one more
 /// than 1 s ahead.
-pub fn age_seconds(at: DateTime<Utc>, generated_at: DateTime<Utc>) -> Option<f64> {
+pub(crate) fn age_seconds(at: DateTime<Utc>, generated_at: DateTime<Utc>) -> Option<f64> {
     let ms = (generated_at - at).num_milliseconds();
     (ms >= -FUTURE_SLACK_MS).then(|| ms.max(0) as f64 / 1000.0)
 }
 
 /// [`parse_timestamp`] as milliseconds since the epoch: what the SQL function
 /// `orch_epoch_ms` gives, so SQL and Rust accept exactly the same timestamps.
-pub fn timestamp_millis(raw: &str) -> Option<i64> {
+pub(crate) fn timestamp_millis(raw: &str) -> Option<i64> {
     parse_timestamp(raw).map(|t| t.timestamp_millis())
 }
 
 /// Truncates to whole seconds: `generated_at` and every age in a response use this instant.
-pub fn truncate_to_second(at: DateTime<Utc>) -> DateTime<Utc> {
+pub(crate) fn truncate_to_second(at: DateTime<Utc>) -> DateTime<Utc> {
     DateTime::from_timestamp(at.timestamp(), 0).unwrap_or(at)
 }
 

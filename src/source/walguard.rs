@@ -53,7 +53,7 @@ pub(crate) fn file_name(path: &Path) -> String {
 static REFUSALS: AtomicU64 = AtomicU64::new(0);
 
 /// How many opens the guard has refused in this process.
-pub fn refusals() -> u64 {
+pub(crate) fn refusals() -> u64 {
     REFUSALS.load(Ordering::Relaxed)
 }
 
@@ -380,7 +380,7 @@ static LEFT_BEHIND: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBoo
 /// Whether the last look, after one of this process's reads, found a
 /// non-empty `-wal` beside the database with no connection open on it.
 /// Served as `orchmirror_wal_left_behind`.
-pub fn wal_left_behind() -> bool {
+pub(crate) fn wal_left_behind() -> bool {
     LEFT_BEHIND.load(Ordering::Relaxed)
 }
 

@@ -42,7 +42,7 @@ const PACE: Pace = Pace { batch: 512, unread: 128, wait: Duration::from_millis(2
 
 /// How often the broker looks for changes of status alone while streams are
 /// open: the shortest refresh period, within these bounds.
-pub const STATUS_CHECK: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
+pub(super) const STATUS_CHECK: (Duration, Duration) = (Duration::from_millis(100), Duration::from_secs(1));
 
 /// Stream counters (for `/health` and the exposition).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -62,7 +62,7 @@ pub struct StreamTotals {
 /// A mirror's streams: their broker, slots and counters. Made by the routes
 /// ([`crate::serve::http::Routes`]); the broker starts with the first stream
 /// and ends with the mirror.
-pub struct Streams {
+pub(crate) struct Streams {
     pub(super) instance: String,
     /// `ORCH_MAX_STREAMS`, lowered by the server to what its connection cap leaves.
     pub(super) max: AtomicUsize,
@@ -180,7 +180,7 @@ impl Streams {
     }
 
     /// Open streams, events sent and resyncs.
-    pub fn totals(&self) -> StreamTotals {
+    pub(crate) fn totals(&self) -> StreamTotals {
         StreamTotals {
             open: self.open.load(Ordering::SeqCst) as u64,
             events: self.events.load(Ordering::Relaxed),

@@ -12,9 +12,9 @@ use super::frame::Frame;
 
 /// The most bytes of events one stream may have waiting (at least one event
 /// always fits); past it the stream is resynchronised.
-pub const QUEUE_BYTES: usize = 4 * 1024 * 1024;
+pub(super) const QUEUE_BYTES: usize = 4 * 1024 * 1024;
 /// The most events one stream may have waiting.
-pub const QUEUE_EVENTS: usize = 1024;
+pub(super) const QUEUE_EVENTS: usize = 1024;
 
 /// One stream's waiting events.
 #[derive(Default)]

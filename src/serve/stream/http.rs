@@ -20,7 +20,7 @@ use crate::serve::envelope::DISABLED_BODY;
 use crate::serve::pieces;
 
 /// What a client refused for too many streams is told to wait, in seconds.
-pub const RETRY_AFTER_S: u64 = 5;
+pub(super) const RETRY_AFTER_S: u64 = 5;
 
 /// A stream's response body: the events its broker hands it, each written
 /// as the shared bytes of its frame (no copy), and a heartbeat when it has
@@ -126,7 +126,7 @@ pub(super) fn event_stream(status: actix_web::http::StatusCode) -> actix_web::Ht
 }
 
 /// `GET /metrics/stream`.
-pub async fn stream(
+pub(crate) async fn stream(
     req: HttpRequest,
     handle: web::Data<MirrorHandle>,
     streams: web::Data<Arc<Streams>>,

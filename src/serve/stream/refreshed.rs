@@ -15,7 +15,7 @@ use super::reading::Reading;
 use crate::section::SectionName;
 
 /// The least time between two `refreshed` events.
-pub const REFRESHED_EVERY: Duration = Duration::from_secs(1);
+pub(super) const REFRESHED_EVERY: Duration = Duration::from_secs(1);
 
 /// One section in a `refreshed` event.
 #[derive(Serialize)]

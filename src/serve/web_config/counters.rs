@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 pub(super) static AUTH_THROTTLED: AtomicU64 = AtomicU64::new(0);
 
 /// How many requests were answered `429` instead of checked.
-pub fn auth_throttled() -> u64 {
+pub(crate) fn auth_throttled() -> u64 {
     AUTH_THROTTLED.load(Ordering::Relaxed)
 }
 
@@ -17,16 +17,16 @@ pub(super) static RELOAD_FAILURES: AtomicU64 = AtomicU64::new(0);
 pub(super) static LAST_RELOAD_OK: AtomicBool = AtomicBool::new(true);
 
 /// Requests refused for a missing or wrong password, since start-up.
-pub fn auth_failures() -> u64 {
+pub(crate) fn auth_failures() -> u64 {
     AUTH_FAILURES.load(Ordering::Relaxed)
 }
 
 /// Reloads of a changed web configuration file that failed (the last good one stayed).
-pub fn reload_failures() -> u64 {
+pub(crate) fn reload_failures() -> u64 {
     RELOAD_FAILURES.load(Ordering::Relaxed)
 }
 
 /// Whether the latest look at the web configuration file found it valid.
-pub fn last_reload_successful() -> bool {
+pub(crate) fn last_reload_successful() -> bool {
     LAST_RELOAD_OK.load(Ordering::Relaxed)
 }
