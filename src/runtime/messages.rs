@@ -97,6 +97,16 @@ pub struct Answer {
 }
 
 impl Answer {
+    /// The section's status in a response: its own, or `timeout` /
+    /// `unavailable` when its actor did not answer.
+    pub fn status(&self) -> Status {
+        match &self.reply {
+            Ok(r) => r.status,
+            Err(MailboxError::Timeout) => Status::Timeout,
+            Err(MailboxError::Closed) => Status::Unavailable,
+        }
+    }
+
     /// `S`'s reply, erased.
     pub fn of<S: Section>(reply: Result<SectionReply<S::Data>, MailboxError>) -> Self {
         let reply = reply.map(|r| SectionReply {

@@ -74,7 +74,8 @@ impl<D> Replica<D> {
     }
 
     pub(crate) fn now_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX).max(1)
+        // Never 0, which means "never" in the beat and read marks.
+        crate::source::time::ms_since(self.base).max(1)
     }
 
     pub(crate) fn publish(&self, state: ReplyState<D>) {

@@ -247,21 +247,18 @@ fn state(answer: &Answer, clock: Clock, snapshot_timeout: Duration) -> SectionSt
             age_ms: r.refreshed_at.map(|at| (clock.now - at).num_milliseconds()),
             error: r.error.clone(),
         },
-        Err(MailboxError::Timeout) => SectionState {
-            status: Status::Timeout,
+        Err(e) => SectionState {
+            status: answer.status(),
             refreshed_at: None,
             age_ms: None,
-            error: Some(format!(
-                "the {} actor did not answer within ORCH_SNAPSHOT_TIMEOUT_MS ({} ms)",
-                answer.section,
-                snapshot_timeout.as_millis()
-            )),
-        },
-        Err(MailboxError::Closed) => SectionState {
-            status: Status::Unavailable,
-            refreshed_at: None,
-            age_ms: None,
-            error: Some(format!("the {} actor is not running", answer.section)),
+            error: Some(match e {
+                MailboxError::Timeout => format!(
+                    "the {} actor did not answer within ORCH_SNAPSHOT_TIMEOUT_MS ({} ms)",
+                    answer.section,
+                    snapshot_timeout.as_millis()
+                ),
+                MailboxError::Closed => format!("the {} actor is not running", answer.section),
+            }),
         },
     }
 }
@@ -345,7 +342,7 @@ type AnswerKey = (
     SectionName,
     Result<
         (Status, u64, Option<std::sync::Arc<dyn std::any::Any + Send + Sync>>, Option<DateTime<Utc>>, Option<String>),
-        bool,
+        Status,
     >,
 );
 
@@ -356,7 +353,7 @@ impl BodyKey {
             .map(|a| {
                 let reply = match &a.reply {
                     Ok(r) => Ok((r.status, r.seq, r.data.clone(), r.refreshed_at, r.error.clone())),
-                    Err(e) => Err(matches!(e, MailboxError::Timeout)),
+                    Err(_) => Err(a.status()),
                 };
                 (a.section, reply)
             })
@@ -394,10 +391,10 @@ fn entity_tag(instance: u64, answers: &[Answer]) -> String {
     for a in answers {
         a.section.as_str().hash(&mut h);
         match &a.reply {
-            Ok(r) => (r.seq, r.status.as_str()).hash(&mut h),
-            Err(MailboxError::Timeout) => "timeout".hash(&mut h),
-            Err(MailboxError::Closed) => "unavailable".hash(&mut h),
+            Ok(r) => r.seq.hash(&mut h),
+            Err(_) => 0u64.hash(&mut h),
         }
+        a.status().as_str().hash(&mut h);
     }
     format!("W/\"{:016x}\"", h.finish())
 }

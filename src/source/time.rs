@@ -9,6 +9,11 @@ use chrono::{DateTime, NaiveDateTime, SecondsFormat, Utc};
 /// Parses an orchestrator timestamp; `None` when it is not one of the accepted forms.
 ///
 /// A value without an offset is UTC (that is what SQLite's `datetime('now')` writes).
+/// Milliseconds from `epoch` to now on the monotonic clock (saturating).
+pub(crate) fn ms_since(epoch: std::time::Instant) -> u64 {
+    u64::try_from(epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
 pub(crate) fn parse_timestamp(raw: &str) -> Option<DateTime<Utc>> {
     let s = raw.trim();
     // Cheap shape check first: every accepted form starts with a date and a time.

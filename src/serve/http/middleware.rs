@@ -93,7 +93,7 @@ pub(super) async fn guard(
     // No type sniffing, and no URL of this server in other sites' Referer
     // (unless the answer or the web configuration set them already).
     let headers = res.headers_mut();
-    for (name, value) in [(header::X_CONTENT_TYPE_OPTIONS, "nosniff"), (header::REFERRER_POLICY, "no-referrer")] {
+    for (name, value) in [NO_SNIFF, (header::REFERRER_POLICY, "no-referrer")] {
         if !headers.contains_key(&name) {
             headers.insert(name, header::HeaderValue::from_static(value));
         }

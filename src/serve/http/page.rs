@@ -43,7 +43,7 @@ pub(super) async fn page() -> HttpResponse {
     HttpResponse::Ok()
         .content_type(ContentType::html())
         .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
+        .insert_header(super::respond::NO_SNIFF)
         // Everything it needs is inline or on this origin; nothing else may load.
         .insert_header((header::CONTENT_SECURITY_POLICY, page_policy()))
         .body(page_html())

@@ -24,15 +24,16 @@ where
         .default_service(web::to(method_not_allowed))
 }
 
+/// No type sniffing: a browser must not guess another type from what a body
+/// contains. Every answer of the routes carries it (the standalone server's
+/// middleware adds it where a handler did not).
+pub(super) const NO_SNIFF: (header::HeaderName, &str) = (header::X_CONTENT_TYPE_OPTIONS, "nosniff");
+
 pub(super) fn json<B: actix_web::body::MessageBody + 'static>(
     status: actix_web::http::StatusCode,
     body: B,
 ) -> HttpResponse {
-    HttpResponse::build(status)
-        .content_type(ContentType::json())
-        // A browser must not guess another type from what the data contains.
-        .insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"))
-        .body(body)
+    HttpResponse::build(status).content_type(ContentType::json()).insert_header(NO_SNIFF).body(body)
 }
 
 /// A body from shared pieces ([`MirrorHandle::envelope_json`] has already

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use super::client::{Client, Queue};
-use super::cursor::{Key, instance_id, parse_cursor};
+use super::cursor::{Key, parse_cursor};
 use super::frame::Frame;
 use super::reading::Reading;
 use super::refreshed::Freshness;
@@ -124,7 +124,7 @@ impl Streams {
     /// heartbeat every `heartbeat`.
     pub(crate) fn new(handle: &MirrorHandle, max: usize, heartbeat: Duration) -> Arc<Self> {
         Arc::new(Streams {
-            instance: instance_id(handle.id()),
+            instance: format!("{:016x}", handle.instance()),
             max: AtomicUsize::new(max),
             heartbeat,
             open: AtomicUsize::new(0),
@@ -142,7 +142,7 @@ impl Streams {
 
     /// Milliseconds since this registry was made.
     pub(super) fn now_ms(&self) -> u64 {
-        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+        crate::source::time::ms_since(self.epoch)
     }
 
     /// Wakes every stream whose heartbeat is due; it writes one.

@@ -55,17 +55,6 @@ pub(super) fn changed(sections: &[SectionName], i: usize, from: &[Key], to: &[Ke
         .any(|j| from[j].seq != to[j].seq)
 }
 
-/// An identifier of this broker that no other process or mirror shares, so
-/// a cursor from before a restart is recognised as such.
-pub(super) fn instance_id(mirror: u64) -> String {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u64(mirror);
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos()));
-    h.write_u32(std::process::id());
-    format!("{:016x}", h.finish())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

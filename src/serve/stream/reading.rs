@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use actix::MailboxError;
 use bytes::Bytes;
 use serde::Serialize;
 
@@ -11,7 +10,7 @@ use super::cursor::{Key, changed, cursor};
 use super::frame::Frame;
 use crate::runtime::handle::MirrorHandle;
 use crate::runtime::messages::Answer;
-use crate::section::{SectionName, Status};
+use crate::section::SectionName;
 use crate::serve::envelope::{Clock, Envelope, SectionState, assemble_with};
 
 /// The head of a `section` event; `data` follows.
@@ -41,11 +40,7 @@ impl Reading {
             .enumerate()
             .map(|(i, a)| {
                 let state_seq = a.reply.as_ref().map(|r| r.seq).ok();
-                let envelope_status = match &a.reply {
-                    Ok(r) => r.status,
-                    Err(MailboxError::Timeout) => Status::Timeout,
-                    Err(MailboxError::Closed) => Status::Unavailable,
-                };
+                let envelope_status = a.status();
                 // Without an answer the section keeps the sequence number its clients know.
                 let seq = state_seq.unwrap_or_else(|| previous.get(i).map_or(0, |k| k.seq));
                 Key { seq, status: envelope_status }
