@@ -21,6 +21,7 @@ mod agents;
 mod cost;
 pub(crate) mod metric;
 mod queue;
+pub(crate) mod served;
 mod stages;
 
 pub use crate::source::db::LoadError;

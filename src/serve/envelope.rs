@@ -11,6 +11,7 @@ use serde::{Serialize, Serializer};
 use crate::runtime::handle::MirrorHandle;
 use crate::runtime::messages::{Answer, RenderCache};
 use crate::runtime::stats::PerSection;
+use crate::section::served::SERVED_WITH;
 use crate::section::{
     AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, SectionData, SectionName, StageEntry, Stages, Status,
 };
@@ -263,38 +264,28 @@ fn state(answer: &Answer, clock: Clock, snapshot_timeout: Duration) -> SectionSt
     }
 }
 
-/// Sections whose served value is also made from another section's data:
-/// `(section, made with)`. `cost.running` is built from the agents rows
-/// (`pair_running`), so a change of `agents` changes the served `cost`.
-pub(crate) const SERVED_WITH: [(SectionName, SectionName); 1] = [(SectionName::COST, SectionName::AGENTS)];
-
-/// `cost.running` has exactly the `agents` entries, in the same order, in
-/// every envelope, whatever the two sections' periods (README, "The envelope"):
-/// when the agents section has data, `cost.running` is built from the same
-/// rows (each carries its run's stored cost); otherwise it is the cost
-/// section's own read.
-fn pair_running(
+/// Each section served with another's data ([`SERVED_WITH`]) is made from
+/// both when both have data; otherwise it is its own.
+fn pair_served(
     answers: &[Answer],
     data: &mut [(SectionName, Option<SectionData>)],
     at: DateTime<Utc>,
     cache: &RenderCache,
 ) {
-    let answer = |name| answers.iter().find(|a| a.section == name).and_then(Answer::data);
-    let (Some(agents), Some(cost_data)) = (answer(SectionName::AGENTS), answer(SectionName::COST)) else {
-        return;
-    };
-    let Some(rows) = agents.downcast_ref::<<Agents as Section>::Data>() else {
-        return;
-    };
-    let Some((_, slot)) = data.iter_mut().find(|(name, _)| *name == SectionName::COST) else {
-        return;
-    };
-    let Some(cost) = slot.as_ref().and_then(|d| d.get::<Cost>()) else {
-        return;
-    };
-    *slot = cache.get_or_render(SectionName::COST, cost_data, Some(agents), at, || {
-        Some(SectionData::of::<Cost>(cost.paired_with(rows)))
-    });
+    for pairing in SERVED_WITH {
+        let answer = |name| answers.iter().find(|a| a.section == name).and_then(Answer::data);
+        let (Some(with), Some(own_data)) = (answer(pairing.with), answer(pairing.section)) else {
+            continue;
+        };
+        let Some((_, slot)) = data.iter_mut().find(|(name, _)| *name == pairing.section) else {
+            continue;
+        };
+        let Some(own) = slot.clone() else {
+            continue;
+        };
+        let paired = || Some((pairing.pair)(&own, &**with).unwrap_or_else(|| own.clone()));
+        *slot = cache.get_or_render(pairing.section, own_data, Some(with), at, paired);
+    }
 }
 
 #[cfg(any(test, feature = "test-util"))]
@@ -318,7 +309,7 @@ pub(crate) fn assemble_with(
         data.push((answer.section, answer.render_cached(clock.generated_at, cache)));
         states.push((answer.section, state(answer, clock, snapshot_timeout)));
     }
-    pair_running(&answers, &mut data, clock.generated_at, cache);
+    pair_served(&answers, &mut data, clock.generated_at, cache);
     Envelope {
         schema_version: SCHEMA_VERSION,
         generated_at: clock.generated_at,

@@ -2,8 +2,8 @@
 //! each section's sequence number and status. A reconnecting client's
 //! `Last-Event-ID` is read back with it.
 
+use crate::section::served::SERVED_WITH;
 use crate::section::{SectionName, Status};
-use crate::serve::envelope::SERVED_WITH;
 
 /// One section's place in a cursor: its sequence number and status.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,8 +50,8 @@ pub(super) fn changed(sections: &[SectionName], i: usize, from: &[Key], to: &[Ke
     }
     SERVED_WITH
         .iter()
-        .filter(|(s, _)| *s == sections[i])
-        .filter_map(|(_, with)| sections.iter().position(|n| n == with))
+        .filter(|p| p.section == sections[i])
+        .filter_map(|p| sections.iter().position(|n| *n == p.with))
         .any(|j| from[j].seq != to[j].seq)
 }
 
