@@ -121,11 +121,11 @@ pub mod tools;
 
 pub use config::{CliOverrides, ConfigError, LogFormat, RefreshPeriods, Settings};
 pub use runtime::builder::{MirrorBuilder, StartError};
+pub use runtime::envelope::{Envelope, SectionState, Sections};
 pub use runtime::handle::{BudgetState, MirrorHandle};
 pub use runtime::hub::{SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
 pub use runtime::stats::{PerSection, Reconciliation, RefreshCounters, Restarts};
 pub use section::{Section, SectionData, SectionName, Status};
-pub use serve::envelope::{Envelope, SectionState, Sections};
 pub use serve::health::Health;
 pub use serve::http::Routes;
 pub use serve::stream::StreamTotals;
@@ -141,9 +141,10 @@ pub use source::probe::{ProbeResult, WorkerProbe};
 pub mod test_util {
     pub use crate::runtime::actor::SectionActor;
     pub use crate::runtime::budget::Budget;
+    pub use crate::runtime::clock::Clock;
+    pub use crate::runtime::envelope::{assemble, json_schema};
     pub use crate::runtime::messages::{Answer, SectionReply, Snapshot};
     pub use crate::runtime::timing::ActorSettings;
-    pub use crate::serve::envelope::{Clock, assemble, json_schema};
     pub use crate::serve::http::{PAGE, WRITE_TIMEOUT, connections_per_worker, page_html, streams_within};
     pub use crate::serve::web_config::WebConfig;
     pub use crate::source::db::{Database, Fingerprint, MAX_SAFE_INTEGER, register_functions};

@@ -5,10 +5,14 @@
 pub(crate) mod actor;
 pub(crate) mod budget;
 pub(crate) mod builder;
+pub(crate) mod clock;
+pub(crate) mod envelope;
 pub(crate) mod handle;
 pub(crate) mod hub;
 pub(crate) mod messages;
+pub(crate) mod pieces;
 mod reconcile;
+pub(crate) mod rendered;
 pub(crate) mod replica;
 pub(crate) mod stats;
 mod supervision;

@@ -3,11 +3,9 @@
 //! [`crate::MirrorHandle`] and never touches the database.
 
 pub(crate) mod compressed;
-pub(crate) mod envelope;
 pub(crate) mod health;
 pub(crate) mod host;
 pub mod http;
-mod pieces;
 pub(crate) mod prometheus;
 pub(crate) mod stream;
 mod tls;

@@ -8,10 +8,11 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use chrono::{DateTime, Utc};
 
+use crate::runtime::clock::Clock;
 use crate::runtime::hub::{Hub, SubscriptionId};
 use crate::runtime::messages::{SectionReply, Snapshot, Subscribe, Wake};
 use crate::runtime::reconcile::{Rebuild, load};
-use crate::runtime::replica::{Good, HEARTBEAT, Now, Replica, ReplyState, reply_of};
+use crate::runtime::replica::{Good, HEARTBEAT, Replica, ReplyState, reply_of};
 use crate::runtime::stats::SectionStats;
 use crate::runtime::timing::{ActorSettings, refresh_deadline};
 use crate::section::{Changes, LoadError, Section, SectionData};
@@ -311,7 +312,7 @@ impl<S: Section> SectionActor<S> {
             self.in_flight,
             &self.settings,
             self.hub.seq(),
-            Now::read(),
+            Clock::now(),
         )
     }
 }

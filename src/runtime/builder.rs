@@ -13,7 +13,7 @@ use actix::prelude::*;
 use super::handle::{Inner, MirrorHandle};
 use super::supervision::{Owner, OwnerControl, Owners, WATCHDOG_INTERVAL, WakeTarget};
 use crate::config::Settings;
-use crate::runtime::messages::RenderCache;
+use crate::runtime::rendered::RenderCache;
 use crate::runtime::stats::{DurationFamily, duration_family};
 use crate::runtime::timing::ActorSettings;
 use crate::section::{self, Section, SectionName, SectionVisitor};

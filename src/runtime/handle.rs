@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use super::replica::Now;
 use super::supervision::{OwnerControl, Owners, trusted_age};
 use crate::runtime::budget::Budget;
+use crate::runtime::clock::Clock;
 use crate::runtime::hub::{Listener, SubscriberTotals, SubscriptionId, SubscriptionStats, Update};
-use crate::runtime::messages::{Answer, RenderCache};
+use crate::runtime::messages::Answer;
+use crate::runtime::rendered::RenderCache;
 use crate::runtime::stats::{DurationFamily, PerSection, Reconciliation, RefreshCounters, Restarts};
 use crate::section::SectionName;
 use crate::source::commits::{CommitWatch, WakeMode};
@@ -120,7 +121,7 @@ impl MirrorHandle {
         // Every replica read in place, with one reading of the clocks; from
         // the first that cannot be (its actor is stalled, dead or not read
         // lately), the rest are asked.
-        let (trust, now) = (trusted_age(t), Now::read());
+        let (trust, now) = (trusted_age(t), Clock::now());
         let mut answers = Vec::with_capacity(owners.0.len());
         for owner in owners.iter() {
             match owner.read_replica(trust, now) {

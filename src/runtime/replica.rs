@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 
+use crate::runtime::clock::Clock;
 use crate::runtime::messages::SectionReply;
 use crate::runtime::timing::{ActorSettings, refresh_deadline};
 use crate::section::Status;
@@ -102,7 +103,7 @@ impl<D> Replica<D> {
 
     /// The section's reply at `now`, when the owner beat within `trust`;
     /// `None` means ask the owner.
-    pub(crate) fn read(&self, trust: Duration, now: Now) -> Option<SectionReply<D>> {
+    pub(crate) fn read(&self, trust: Duration, now: Clock) -> Option<SectionReply<D>> {
         let now_ms = self.ms_at(now.instant);
         // Marks it read; written only when the millisecond moved, so that
         // requests on several threads do not all write one cache line.
@@ -120,22 +121,6 @@ impl<D> Replica<D> {
     }
 }
 
-/// One reading of both clocks, shared by every section a request reads.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Now {
-    /// For durations (a refresh's running time, a heartbeat's age).
-    pub instant: Instant,
-    /// For ages of data.
-    pub utc: chrono::DateTime<Utc>,
-}
-
-impl Now {
-    /// Both clocks, now.
-    pub(crate) fn read() -> Self {
-        Self { instant: Instant::now(), utc: Utc::now() }
-    }
-}
-
 /// A section's reply from its state at `now` (the actor and its replica alike).
 pub(crate) fn reply_of<D>(
     good: Option<&Good<D>>,
@@ -143,7 +128,7 @@ pub(crate) fn reply_of<D>(
     in_flight: Option<Instant>,
     settings: &ActorSettings,
     seq: u64,
-    now: Now,
+    now: Clock,
 ) -> SectionReply<D> {
     let running = |started: Instant| now.instant.saturating_duration_since(started);
     let overdue = in_flight.filter(|started| running(*started) > settings.period + refresh_deadline(settings.period));
@@ -152,7 +137,7 @@ pub(crate) fn reply_of<D>(
         (None, Some(started)) => Some(format!("refresh overdue: running for {} ms", running(started).as_millis())),
         (None, None) => None,
     };
-    let now = now.utc;
+    let now = now.now;
     let Some(good) = good else {
         let status = if problem.is_some() { Status::Error } else { Status::Pending };
         return SectionReply { status, data: None, refreshed_at: None, error: problem, seq };

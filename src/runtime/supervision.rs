@@ -10,7 +10,8 @@ use actix::prelude::*;
 use futures_util::future::LocalBoxFuture;
 
 use crate::runtime::actor::SectionActor;
-use crate::runtime::replica::{Now, Replica, TRUSTED_HEARTBEAT_AGE};
+use crate::runtime::clock::Clock;
+use crate::runtime::replica::{Replica, TRUSTED_HEARTBEAT_AGE};
 use crate::runtime::timing::ActorSettings;
 
 /// The oldest heartbeat a request with snapshot timeout `timeout` trusts.
@@ -141,7 +142,7 @@ pub(super) trait OwnerControl: Send + Sync {
     fn ask(&self, timeout: Duration) -> LocalBoxFuture<'static, Answer>;
     /// The answer from the replica at `now`, without a message or an
     /// allocation, when the actor is alive and beat within `trust`.
-    fn read_replica(&self, trust: Duration, now: Now) -> Option<Answer>;
+    fn read_replica(&self, trust: Duration, now: Clock) -> Option<Answer>;
     fn stats(&self) -> &SectionStats;
     fn check(&self);
     fn stop(&self);
@@ -161,7 +162,7 @@ impl<S: Section> OwnerControl for Owner<S> {
     /// The section's answer: read from the replica while the actor beats
     /// (no message, no timer), else asked of the actor with `timeout`.
     fn ask(&self, timeout: Duration) -> LocalBoxFuture<'static, Answer> {
-        if let Some(answer) = self.read_replica(trusted_age(timeout), Now::read()) {
+        if let Some(answer) = self.read_replica(trusted_age(timeout), Clock::now()) {
             return Box::pin(futures_util::future::ready(answer));
         }
         let request = self.addr().send(Snapshot::<S::Data>::new()).timeout(timeout);
@@ -175,7 +176,7 @@ impl<S: Section> OwnerControl for Owner<S> {
         })
     }
 
-    fn read_replica(&self, trust: Duration, now: Now) -> Option<Answer> {
+    fn read_replica(&self, trust: Duration, now: Clock) -> Option<Answer> {
         // Looked at in place: cloning the address costs two atomic counts.
         if !self.running.read().unwrap_or_else(|p| p.into_inner()).0.connected() {
             return None;

@@ -2,11 +2,11 @@
 
 use serde::Serialize;
 
+use crate::runtime::envelope::{Envelope, Sections};
 use crate::runtime::handle::{BudgetState, MirrorHandle};
 use crate::runtime::hub::SubscriberTotals;
 use crate::runtime::stats::{PerSection, Reconciliation, Restarts};
 use crate::section::Status;
-use crate::serve::envelope::{Envelope, Sections};
 use crate::serve::stream::StreamTotals;
 use crate::source::commits::WakeMode;
 

@@ -16,10 +16,10 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::Registry;
 
+use crate::runtime::envelope::Envelope;
 use crate::runtime::handle::MirrorHandle;
 use crate::runtime::stats::section_label;
 use crate::section::SectionName;
-use crate::serve::envelope::Envelope;
 use crate::serve::stream::StreamTotals;
 
 /// `Content-Type` of the Prometheus text format.
@@ -373,9 +373,9 @@ mod tests {
             ))),
             Answer::of::<Cost>(Ok(SectionReply::ok(Arc::new(Cost::new().load(&conn)?), at, 1))),
         ];
-        let e = crate::serve::envelope::assemble(
+        let e = crate::runtime::envelope::assemble(
             answers,
-            crate::serve::envelope::Clock::now(),
+            crate::runtime::clock::Clock::now(),
             std::time::Duration::from_millis(200),
         );
         let mut registry = Registry::default();

@@ -9,8 +9,8 @@ use bytes::Bytes;
 use futures_util::future::Either;
 
 use super::respond::*;
+use crate::runtime::envelope::DISABLED_BODY;
 use crate::runtime::handle::MirrorHandle;
-use crate::serve::envelope::DISABLED_BODY;
 use crate::serve::health::Health;
 use crate::serve::stream::Streams;
 

@@ -9,7 +9,7 @@ use actix_web::{HttpResponse, web};
 use bytes::Bytes;
 use futures_util::future::Either;
 
-use crate::serve::envelope::JOINED_BODY_MAX;
+use crate::runtime::envelope::JOINED_BODY_MAX;
 
 /// A resource answering GET and HEAD with `handler`, and other methods with a JSON 405.
 pub(super) fn get_and_head<F, Args>(path: &str, handler: F) -> actix_web::Resource
@@ -49,7 +49,7 @@ pub(super) fn shared_body(
         return Either::Left(one.clone());
     }
     let len: usize = parts.iter().map(Bytes::len).sum();
-    let slices = parts.into_iter().flat_map(|part| crate::serve::pieces::slices(&part).collect::<Vec<_>>()).map(Ok);
+    let slices = parts.into_iter().flat_map(|part| crate::runtime::pieces::slices(&part).collect::<Vec<_>>()).map(Ok);
     Either::Right(SizedStream::new(len as u64, futures_util::stream::iter(slices)))
 }
 

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::serve::pieces;
+use crate::runtime::pieces;
 
 /// The heartbeat: an SSE comment line.
 pub(super) const HEARTBEAT: &[u8] = b": heartbeat\n\n";

@@ -15,9 +15,9 @@ use bytes::Bytes;
 use super::broker::{Refused, Slot, Streams};
 use super::client::Pop;
 use super::frame::{Frame, HEARTBEAT};
+use crate::runtime::envelope::DISABLED_BODY;
 use crate::runtime::handle::MirrorHandle;
-use crate::serve::envelope::DISABLED_BODY;
-use crate::serve::pieces;
+use crate::runtime::pieces;
 
 /// What a client refused for too many streams is told to wait, in seconds.
 pub(super) const RETRY_AFTER_S: u64 = 5;

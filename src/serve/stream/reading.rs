@@ -8,10 +8,11 @@ use serde::Serialize;
 
 use super::cursor::{Key, changed, cursor};
 use super::frame::Frame;
+use crate::runtime::clock::Clock;
+use crate::runtime::envelope::{Envelope, SectionState, assemble_with};
 use crate::runtime::handle::MirrorHandle;
 use crate::runtime::messages::Answer;
 use crate::section::SectionName;
-use crate::serve::envelope::{Clock, Envelope, SectionState, assemble_with};
 
 /// The head of a `section` event; `data` follows.
 #[derive(Serialize)]

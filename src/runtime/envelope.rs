@@ -1,5 +1,10 @@
 //! The versioned JSON envelope: one typed value per response, assembled from
 //! every section's answer with its status, ages computed against `generated_at`.
+//! What a request reads of the mirror is here, on the runtime's side:
+//! [`MirrorHandle::snapshot`] (the typed value) and
+//! [`MirrorHandle::envelope_json`] (its bytes and weak tag, shared by the
+//! requests of one millisecond); serving adds headers, compression and
+//! the connection.
 
 use std::time::Duration;
 
@@ -8,15 +13,17 @@ use chrono::{DateTime, Utc};
 use serde::ser::SerializeMap;
 use serde::{Serialize, Serializer};
 
+use crate::runtime::clock::Clock;
 use crate::runtime::handle::MirrorHandle;
-use crate::runtime::messages::{Answer, RenderCache};
+use crate::runtime::messages::Answer;
+use crate::runtime::rendered::RenderCache;
 use crate::runtime::stats::PerSection;
 use crate::section::served::SERVED_WITH;
 use crate::section::{
     AgentEntry, Agents, Cost, CostView, Queue, QueueView, Section, SectionData, SectionName, StageEntry, Stages, Status,
 };
 use crate::source::procstat;
-use crate::source::time::{format_seconds, truncate_to_second};
+use crate::source::time::format_seconds;
 
 /// The envelope's `schema_version`.
 pub(crate) const SCHEMA_VERSION: u32 = 1;
@@ -106,7 +113,7 @@ impl Envelope {
     /// with each section serialised through its concrete type.
     pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
         let parts = self.json_parts()?;
-        Ok(Vec::from(crate::serve::pieces::join(&parts)))
+        Ok(Vec::from(crate::runtime::pieces::join(&parts)))
     }
 
     /// [`Envelope::to_json`] as consecutive pieces: each section's JSON is
@@ -216,27 +223,6 @@ pub struct SectionState {
     pub age_ms: Option<i64>,
     /// Why the section is not `ok`.
     pub error: Option<String>,
-}
-
-/// The instant a response is generated: the precise clock, and `generated_at` (whole seconds).
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    /// The precise reading; `age_ms` is measured against it.
-    pub now: DateTime<Utc>,
-    /// `now` truncated to the second; ages in seconds are measured against it.
-    pub generated_at: DateTime<Utc>,
-}
-
-impl Clock {
-    /// Reads the clock.
-    pub fn now() -> Self {
-        Self::at(Utc::now())
-    }
-
-    /// A clock reading at `now`.
-    pub fn at(now: DateTime<Utc>) -> Self {
-        Self { now, generated_at: truncate_to_second(now) }
-    }
 }
 
 /// One section's state in a response from its answer.
@@ -427,7 +413,7 @@ impl MirrorHandle {
             Err(e) => return Some(Err(e)),
         };
         let len: usize = parts.iter().map(bytes::Bytes::len).sum();
-        let parts = if len <= JOINED_BODY_MAX { vec![crate::serve::pieces::join(&parts)] } else { parts };
+        let parts = if len <= JOINED_BODY_MAX { vec![crate::runtime::pieces::join(&parts)] } else { parts };
         LAST_BODY.with(|last| *last.borrow_mut() = Some((key, parts.clone(), tag.clone())));
         Some(Ok((parts, tag)))
     }

@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::runtime::messages::SectionReply;
+use crate::source::time::truncate_to_second;
 use std::sync::Arc;
 
 #[test]
