@@ -220,6 +220,53 @@ fn the_page_shows_what_metrics_serves_and_follows_changes() {
     });
 }
 
+/// Tabs of one browser share one stream (a `SharedWorker`): a browser keeps
+/// at most six HTTP/1.1 connections to one host, and each tab holding a
+/// stream of its own left the seventh tab, and `/metrics` opened from the
+/// page, waiting for a connection until a tab was closed (issue 34).
+#[test]
+fn eight_tabs_and_metrics_in_a_ninth_all_load_and_follow_changes() {
+    let fx = busy_fixture();
+    let bin = fx.serve(&[]);
+    bin.wait_all_ok();
+    with_browser(1024, 768, async |c| {
+        // A tab that cannot get a connection would wait for the page load
+        // timeout (300 s by default); 20 s says it plainly.
+        c.update_timeouts(fantoccini::wd::TimeoutConfiguration::new(None, Some(Duration::from_secs(20)), None))
+            .await
+            .expect("timeouts");
+        let mut tabs = vec![c.window().await.expect("the first tab")];
+        c.goto(&bin.url("/")).await.expect("tab 1 loads");
+        for n in 2..=8 {
+            let tab = c.new_window(true).await.expect("a new tab").handle;
+            c.switch_to_window(tab.clone()).await.expect("switch");
+            c.goto(&bin.url("/")).await.unwrap_or_else(|e| panic!("tab {n} loads: {e}"));
+            tabs.push(tab);
+        }
+        let ninth = c.new_window(true).await.expect("a ninth tab").handle;
+        c.switch_to_window(ninth).await.expect("switch");
+        c.goto(&bin.url("/metrics")).await.expect("/metrics loads beside eight tabs of the page");
+        let body = text(c, "body").await;
+        assert!(body.contains("\"schema_version\":1"), "/metrics in the ninth tab: {body:.200}");
+        let depth = off_runtime(|| bin.metrics())["queue"]["depth"].as_u64().unwrap_or_default();
+        for (n, tab) in tabs.iter().enumerate() {
+            c.switch_to_window(tab.clone()).await.expect("switch");
+            wait_text(c, "#mode", &format!("tab {} live", n + 1), |t| t.starts_with("live")).await;
+            wait_text(c, "#queue-depth", "the depth", |t| t == depth.to_string()).await;
+        }
+        // A change reaches every tab, without a reload.
+        fx.exec("INSERT INTO jobs (agent, status) VALUES ('developer', 'queued');");
+        for (n, tab) in tabs.iter().enumerate() {
+            c.switch_to_window(tab.clone()).await.expect("switch");
+            wait_text(c, "#queue-depth", &format!("the new depth in tab {}", n + 1), |t| t == (depth + 1).to_string())
+                .await;
+        }
+        // One stream serves them all.
+        let streams = off_runtime(|| get_json(&bin.url("/health")))["streams"]["open"].as_u64();
+        assert_eq!(streams, Some(1), "eight tabs share one stream");
+    });
+}
+
 /// Dollars as the page writes them: `$1,234.50`; under a dollar to four places.
 fn usd(x: f64) -> String {
     let places = if x.abs() < 1.0 && x != 0.0 { 4 } else { 2 };
@@ -497,6 +544,8 @@ fn with_the_page_off_slash_is_the_json_404() {
     };
     let (status, ct, body) = get(&bin.url("/"));
     assert_eq!((status, ct.as_str()), (404, "application/json"), "{body}");
+    let (status, ct, body) = get(&bin.url("/?worker=stream"));
+    assert_eq!((status, ct.as_str()), (404, "application/json"), "the page's worker goes with it: {body}");
     let on = Fixture::one_of_each();
     let bin = on.serve(&[]);
     let (status, ct, body) = get(&bin.url("/"));
@@ -506,4 +555,7 @@ fn with_the_page_off_slash_is_the_json_404() {
     let version = format!("<span id=\"version\">{} (", env!("CARGO_PKG_VERSION"));
     assert!(body.contains(&version) && !body.contains("__ORCHMIRROR_VERSION__"), "the page names its version");
     assert!(get_json(&bin.url("/health"))["status"].is_string());
+    let (status, ct, body) = get(&bin.url("/?worker=stream"));
+    assert_eq!((status, ct.as_str()), (200, "text/javascript; charset=utf-8"), "the page's shared worker");
+    assert!(body.contains("new EventSource(\"metrics/stream?refreshed=1\")"), "{body:.200}");
 }

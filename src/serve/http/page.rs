@@ -33,13 +33,18 @@ pub(super) fn page_policy() -> &'static str {
         let hash = base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(script.as_bytes()));
         format!(
             "default-src 'none'; script-src 'sha256-{hash}'; style-src 'unsafe-inline'; connect-src 'self'; \
-             img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+             worker-src 'self'; img-src 'self' data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
         )
     })
 }
 
-/// `GET /`: the live page, which reads `/metrics/stream` (or polls `/metrics`).
-pub(super) async fn page() -> HttpResponse {
+/// `GET /`: the live page, which reads `/metrics/stream` (or polls `/metrics`);
+/// `GET /?worker=stream`: the shared worker that holds that one stream for
+/// every tab of a browser (no route of its own: the page is one route).
+pub(super) async fn page(req: actix_web::HttpRequest) -> HttpResponse {
+    if req.query_string().split('&').any(|pair| pair == "worker=stream") {
+        return stream_worker();
+    }
     HttpResponse::Ok()
         .content_type(ContentType::html())
         .insert_header((header::CACHE_CONTROL, "no-cache"))
@@ -47,4 +52,19 @@ pub(super) async fn page() -> HttpResponse {
         // Everything it needs is inline or on this origin; nothing else may load.
         .insert_header((header::CONTENT_SECURITY_POLICY, page_policy()))
         .body(page_html())
+}
+
+/// The page's shared worker: the one stream every tab of a browser reads
+/// (a browser keeps at most six HTTP/1.1 connections to one host).
+const STREAM_WORKER: &str = include_str!("../ui/stream-worker.js");
+
+/// The page's shared worker. It may only connect to this origin (its own
+/// policy governs it, not the page's).
+fn stream_worker() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/javascript; charset=utf-8")
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(super::respond::NO_SNIFF)
+        .insert_header((header::CONTENT_SECURITY_POLICY, "default-src 'none'; connect-src 'self'"))
+        .body(STREAM_WORKER)
 }

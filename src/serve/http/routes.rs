@@ -14,7 +14,8 @@ use crate::serve::stream::Streams;
 /// `ORCH_MAX_STREAMS`, `ORCH_STREAM_HEARTBEAT_MS`) and the state every
 /// worker shares (the streams): `/metrics`, `/metrics/stream`,
 /// `/metrics/prometheus`, `/health`, `/readyz`, `/livez`, and the live page
-/// at `/` unless `ORCH_UI_ENABLED` is false. Make it once, outside the
+/// at `/` (with its shared worker at `/?worker=stream`) unless
+/// `ORCH_UI_ENABLED` is false. Make it once, outside the
 /// server's per-worker factory, and register it on each worker's `App` (or
 /// `Scope`) with [`Routes::config`].
 ///
