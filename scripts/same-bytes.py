@@ -61,9 +61,9 @@ def mask_json(text):
 def mask_exposition(text):
     lines = []
     for line in text.splitlines():
-        # The mirror's own telemetry (timings, counts, the build) differs by nature.
+        # The mirror's own telemetry (timings, counts, the build, the process) differs by nature.
         name = line.split(" ")[2] if line.startswith("# ") and len(line.split(" ")) > 2 else line.split("{")[0].split(" ")[0]
-        if name.startswith("orchmirror_"):
+        if name.startswith(("orchmirror_", "process_")):
             continue
         if "age" in name or "seconds" in name and "cpu" not in name:
             line = re.sub(r" [-\d.e+]+$", " N", line)
