@@ -6,6 +6,9 @@
 # patch and compares the trees. Run by .ci/run; needs curl, tar, git and
 # the network to crates.io (as cargo does).
 #
+# ACTIX_HTTP_CRATE=path uses a copy of the .crate already downloaded (its
+# SHA-256 is checked all the same).
+#
 # After changing the vendored crate, write the patch again:
 #   scripts/vendor-check.sh --write
 set -euo pipefail
@@ -14,7 +17,9 @@ VERSION=3.20.0
 SHA256=d20a22850ea7fecad12c5f8cd97d246c3af1f04ef400033977c2f13425c45816
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-curl -sSfL -o "$work/crate.tar.gz" "https://static.crates.io/crates/actix-http/actix-http-$VERSION.crate"
+if [ -n "${ACTIX_HTTP_CRATE:-}" ]; then cp "$ACTIX_HTTP_CRATE" "$work/crate.tar.gz"; else
+    curl -sSfL -o "$work/crate.tar.gz" "https://static.crates.io/crates/actix-http/actix-http-$VERSION.crate"
+fi
 echo "$SHA256  $work/crate.tar.gz" | sha256sum -c --quiet
 tar xzf "$work/crate.tar.gz" -C "$work"
 pristine="$work/actix-http-$VERSION"

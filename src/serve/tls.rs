@@ -254,7 +254,11 @@ impl ClientCertVerifier for Verifier {
 /// The rustls server configuration for `source` (whose configuration in
 /// force has TLS): the versions of `tls`, the certificate and client
 /// verifier looked up at each handshake.
-pub(crate) fn server_config(source: Arc<dyn TlsSource>, tls: &Tls) -> Result<rustls::ServerConfig, String> {
+pub(crate) fn server_config(
+    source: Arc<dyn TlsSource>,
+    tls: &Tls,
+    http2: bool,
+) -> Result<rustls::ServerConfig, String> {
     let mut versions: Vec<&'static rustls::SupportedProtocolVersion> = Vec::new();
     if tls.versions.1 {
         versions.push(&rustls::version::TLS13);
@@ -267,6 +271,9 @@ pub(crate) fn server_config(source: Arc<dyn TlsSource>, tls: &Tls) -> Result<rus
         .map_err(|e| e.to_string())?
         .with_client_cert_verifier(Arc::new(Verifier(Arc::clone(&source))))
         .with_cert_resolver(Arc::new(Resolver(source)));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    // HTTP/2 first when allowed (http_server_config.http2): every tab, stream
+    // and scrape of one client then shares one connection. The vendored
+    // actix-http keeps a list given here (orchmirror patch).
+    config.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
     Ok(config)
 }

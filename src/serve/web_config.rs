@@ -91,12 +91,20 @@ pub struct WebConfig {
     authenticate_livez: bool,
     /// `tls_server_config`, loaded.
     tls: Option<Arc<Tls>>,
+    /// `http_server_config.http2` as given: whether TLS connections may speak
+    /// HTTP/2 (from start-up; unset: yes, as in the exporter-toolkit).
+    http2: Option<bool>,
     /// What an unknown user is checked against: a hash of the highest cost
     /// among the users, so that a check costs the same whoever is named.
     dummy: String,
 }
 
 impl WebConfig {
+    /// Whether TLS connections may speak HTTP/2 (`http_server_config.http2`, default true).
+    pub(crate) fn http2(&self) -> bool {
+        self.http2.unwrap_or(true)
+    }
+
     #[cfg(any(test, feature = "test-util"))]
     /// Whether the file asks for TLS.
     pub fn has_tls(&self) -> bool {
@@ -160,16 +168,14 @@ impl WebConfig {
             return Ok(WebConfig::default());
         }
         let file: FileFormat = serde_yaml_ng::from_str(text).map_err(|e| e.to_string())?;
-        let unsupported = |key: &str| format!("{key} is not supported by this server; remove it");
         let tls = file.tls_server_config.map(|t| t.load(base)).transpose()?.map(Arc::new);
         if file.rate_limit.is_some() {
             return Err("rate_limit is not supported by this server yet; remove it".into());
         }
         let mut headers = Vec::new();
+        let mut http2 = None;
         if let Some(http) = file.http_server_config {
-            if http.http2.is_some() {
-                return Err(unsupported("http_server_config.http2"));
-            }
+            http2 = http.http2;
             for (name, value) in http.headers.unwrap_or_default() {
                 let Some(known) = HEADERS.iter().find(|h| h.eq_ignore_ascii_case(&name)) else {
                     return Err(format!(
@@ -205,7 +211,8 @@ impl WebConfig {
         }
         let cost = users.values().filter_map(|h| h.parse::<bcrypt::HashParts>().ok()).map(|p| p.get_cost()).max();
         let dummy = dummy_hash(cost.unwrap_or(bcrypt::DEFAULT_COST));
-        Ok(WebConfig { users, headers, authenticate_livez: file.authenticate_livez.unwrap_or(false), tls, dummy })
+        let authenticate_livez = file.authenticate_livez.unwrap_or(false);
+        Ok(WebConfig { users, headers, authenticate_livez, tls, http2, dummy })
     }
 }
 
@@ -312,6 +319,9 @@ impl WebAuth {
             (None, Some(_)) => Err("turning TLS on needs a restart".to_owned()),
             (Some(a), Some(b)) if a.versions != b.versions => {
                 Err("a change of min_version or max_version needs a restart".to_owned())
+            }
+            _ if before.http2() != config.http2() => {
+                Err("a change of http_server_config.http2 needs a restart".to_owned())
             }
             _ => Ok(config),
         });
@@ -432,7 +442,7 @@ impl WebAuth {
         let config = Arc::clone(&self.current.read().unwrap_or_else(|p| p.into_inner()));
         let Some(tls) = &config.tls else { return Ok(None) };
         let source: Arc<dyn TlsSource> = Arc::clone(self) as Arc<dyn TlsSource>;
-        crate::serve::tls::server_config(source, tls).map(Some)
+        crate::serve::tls::server_config(source, tls, config.http2()).map(Some)
     }
 }
 

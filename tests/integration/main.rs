@@ -22,6 +22,7 @@ mod deploy;
 mod envelope;
 mod faults;
 mod http;
+mod http2;
 mod http_abuse;
 mod incremental;
 mod layers;

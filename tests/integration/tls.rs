@@ -18,13 +18,13 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
 use support::{Binary, Fixture, wait_for};
 
 /// A test CA that issues server and client certificates.
-struct Ca {
+pub(super) struct Ca {
     issuer: Issuer<'static, KeyPair>,
     pem: String,
 }
 
 impl Ca {
-    fn new() -> Ca {
+    pub(super) fn new() -> Ca {
         let key = KeyPair::generate().expect("CA key");
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -45,14 +45,14 @@ impl Ca {
 
     /// A server certificate for localhost issued now, written with its key
     /// and this CA to `server.crt`, `server.key` and `ca.crt` in `dir`.
-    fn server_files(&self, dir: &Path) {
+    pub(super) fn server_files(&self, dir: &Path) {
         let (cert, key) = self.issue(&["localhost"], ExtendedKeyUsagePurpose::ServerAuth);
         for (name, pem) in [("server.crt", &cert), ("server.key", &key), ("ca.crt", &self.pem)] {
             std::fs::write(dir.join(name), pem).expect("write");
         }
     }
 
-    fn roots(&self) -> rustls::RootCertStore {
+    pub(super) fn roots(&self) -> rustls::RootCertStore {
         let mut roots = rustls::RootCertStore::empty();
         roots.add(CertificateDer::from_pem_slice(self.pem.as_bytes()).expect("CA pem")).expect("add");
         roots
@@ -97,7 +97,7 @@ fn https_get(
     (status, peer)
 }
 
-fn start(fx: &Fixture, config: &Path, port: u16) -> Child {
+pub(super) fn start(fx: &Fixture, config: &Path, port: u16) -> Child {
     Binary::command(&[
         ("ORCH_DB_PATH", &fx.path.display().to_string()),
         ("ORCH_BIND", &format!("127.0.0.1:{port}")),
@@ -109,7 +109,7 @@ fn start(fx: &Fixture, config: &Path, port: u16) -> Child {
     .expect("spawn")
 }
 
-fn stop(mut child: Child) {
+pub(super) fn stop(mut child: Child) {
     let _ = std::process::Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
     let _ = child.wait();
 }
@@ -239,7 +239,7 @@ fn a_real_prometheus_scrapes_over_tls_with_basic_auth() {
     let job = |name: &str, password: &str| {
         format!(
             "  - job_name: {name}\n    scheme: https\n    metrics_path: /metrics/prometheus\n    tls_config:\n      \
-             ca_file: {ca}\n      server_name: localhost\n    basic_auth:\n      username: prometheus\n      \
+             ca_file: {ca}\n      server_name: localhost\n    enable_http2: true\n    basic_auth:\n      username: prometheus\n      \
              password: {password}\n    static_configs:\n      - targets: ['127.0.0.1:{port}']\n",
             ca = dir.join("ca.crt").display()
         )

@@ -129,7 +129,7 @@ fn what_this_server_does_not_support_is_a_start_up_error_naming_the_key() {
     let db = fx.path.display().to_string();
     for (text, key) in [
         ("rate_limit:\n  interval: 1s\n  burst: 20\n", "rate_limit"),
-        ("http_server_config:\n  http2: true\n", "http2"),
+        ("http_server_config:\n  http2: maybe\n", "http2"),
         ("basic_auth_users:\n  alice: plaintext\n", "bcrypt"),
         ("basic_auth_user:\n  alice: x\n", "basic_auth_user"),
     ] {

@@ -21,6 +21,7 @@ pub(super) struct FileFormat {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct HttpServerConfig {
-    pub(super) http2: Option<serde_yaml_ng::Value>,
+    /// Whether TLS connections may speak HTTP/2 (ALPN `h2`); the exporter-toolkit's default is true.
+    pub(super) http2: Option<bool>,
     pub(super) headers: Option<BTreeMap<String, String>>,
 }

@@ -54,7 +54,7 @@ fn the_toolkit_format_is_read_and_what_is_not_supported_is_named() {
         ("tls_server_config:\n  cert_file: /nonexistent/a.crt\n  key_file: a.key\n", "cert_file"),
         ("tls_server_config:\n  cipher_suites: [TLS_AES_128_GCM_SHA256]\n", "cipher_suites"),
         ("rate_limit:\n  interval: 1s\n  burst: 2\n", "rate_limit"),
-        ("http_server_config:\n  http2: false\n", "http2"),
+        ("http_server_config:\n  http2: maybe\n", "http2"),
         ("basic_auth_user:\n  a: b\n", "basic_auth_user"),
         ("basic_auth_users:\n  bob: plaintext\n", "bob"),
         ("http_server_config:\n  headers:\n    X-Powered-By: me\n", "X-Powered-By"),

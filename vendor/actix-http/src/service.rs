@@ -750,11 +750,15 @@ mod rustls_0_23 {
             InitError = (),
         > {
             let tcp_nodelay = self.cfg.tcp_nodelay();
-            let mut protos = vec![b"http/1.1".to_vec()];
-            #[cfg(feature = "http2")]
-            protos.insert(0, b"h2".to_vec());
-            protos.extend_from_slice(&config.alpn_protocols);
-            config.alpn_protocols = protos;
+            // orchmirror patch: a configuration that names its ALPN protocols
+            // keeps them (the server turns HTTP/2 off with the web
+            // configuration's http_server_config.http2); without any, as upstream.
+            if config.alpn_protocols.is_empty() {
+                let mut protos = vec![b"http/1.1".to_vec()];
+                #[cfg(feature = "http2")]
+                protos.insert(0, b"h2".to_vec());
+                config.alpn_protocols = protos;
+            }
 
             let mut acceptor = Acceptor::new(config);
 
