@@ -182,6 +182,33 @@ fn mutual_tls_requires_a_client_certificate_from_the_ca_and_min_version_holds() 
     stop(child);
 }
 
+/// Plain HTTP sent to the TLS port gets a plain `400` saying the server
+/// speaks HTTPS (as Go's servers answer), not bytes the client cannot read
+/// ("Received HTTP/0.9 when not allowed"); TLS on the same port still works.
+#[test]
+fn plain_http_to_the_tls_port_gets_a_400_that_says_https() {
+    let fx = Fixture::one_of_each();
+    let ca = Ca::new();
+    let dir = fx.dir.path();
+    ca.server_files(dir);
+    let config = dir.join("web.yml");
+    std::fs::write(&config, "tls_server_config:\n  cert_file: server.crt\n  key_file: server.key\n").expect("write");
+    let port = support::free_port();
+    let child = start(&fx, &config, port);
+    wait_for(Duration::from_secs(20), "the mirror over TLS", || {
+        (https_get(port, &ca.roots(), None, BOTH).0 == 200).then_some(())
+    });
+    let mut sock = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
+    sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: localhost\r\n\r\n").expect("send");
+    let mut answer = String::new();
+    let _ = sock.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.0 400 Bad Request\r\n"), "{answer:?}");
+    assert!(answer.ends_with("\r\n\r\nClient sent an HTTP request to an HTTPS server.\n"), "{answer:?}");
+    assert_eq!(https_get(port, &ca.roots(), None, BOTH).0, 200, "TLS clients are served as before");
+    stop(child);
+}
+
 #[test]
 fn a_bad_tls_configuration_is_a_start_up_error_naming_the_key() {
     let fx = Fixture::one_of_each();

@@ -766,7 +766,10 @@ mod rustls_0_23 {
                 acceptor.set_handshake_timeout(handshake_timeout);
             }
 
-            acceptor
+            // orchmirror patch: see `plain_http_to_tls`.
+            let wait = tls_acceptor_config.handshake_timeout.unwrap_or(std::time::Duration::from_secs(3));
+            actix_service::fn_service(move |io| Self::plain_http_to_tls(io, wait))
+                .and_then(acceptor
                 .map_init_err(|_| {
                     unreachable!("TLS acceptor service factory does not error on init")
                 })
@@ -789,7 +792,57 @@ mod rustls_0_23 {
                     let peer_addr = io.get_ref().0.peer_addr().ok();
                     Ok((io, proto, peer_addr))
                 })
+                )
                 .and_then(self.map_err(TlsError::Service))
+        }
+
+        /// orchmirror patch: a plain HTTP request sent to a TLS port (its first
+        /// byte an ASCII capital, a method's, where a TLS record starts with
+        /// 0x16) is answered with a plain `400` that says the server speaks
+        /// HTTPS, as Go's servers do, instead of a connection the client cannot
+        /// read ("Received HTTP/0.9 when not allowed"). Anything else goes on to
+        /// the TLS acceptor. A client that sends nothing within `wait` (the
+        /// handshake timeout) is closed, as the handshake would have been; one
+        /// that sends a first byte and stalls gets the handshake's own timeout
+        /// after it (at most twice `wait` in all).
+        async fn plain_http_to_tls(
+            io: TcpStream,
+            wait: std::time::Duration,
+        ) -> Result<TcpStream, TlsError<io::Error, DispatchError>> {
+            const ANSWER: &[u8] = b"HTTP/1.0 400 Bad Request\r\nContent-Type: text/plain; charset=utf-8\r\n\
+                Connection: close\r\nContent-Length: 48\r\n\r\nClient sent an HTTP request to an HTTPS server.\n";
+            let mut first = [0u8; 1];
+            match tokio::time::timeout(wait, io.peek(&mut first)).await {
+                Err(_) => return Err(TlsError::Timeout),
+                Ok(Ok(1)) if first[0].is_ascii_uppercase() => {}
+                _ => return Ok(io),
+            }
+            // What the client sent is read first: a socket closed with unread
+            // data resets the connection, and the client would lose the answer.
+            let mut sink = [0u8; 4096];
+            while let Ok(n) = io.try_read(&mut sink) {
+                if n == 0 {
+                    break;
+                }
+            }
+            let mut written = 0;
+            while written < ANSWER.len() {
+                if io.writable().await.is_err() {
+                    break;
+                }
+                match io.try_write(&ANSWER[written..]) {
+                    Ok(n) => written += n,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(_) => break,
+                }
+            }
+            if let Ok(std) = io.into_std() {
+                let _ = std.shutdown(std::net::Shutdown::Write);
+            }
+            Err(TlsError::Tls(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "a plain HTTP request on a TLS port (answered 400)",
+            )))
         }
     }
 }
