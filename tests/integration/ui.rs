@@ -229,42 +229,81 @@ fn eight_tabs_and_metrics_in_a_ninth_all_load_and_follow_changes() {
     let fx = busy_fixture();
     let bin = fx.serve(&[]);
     bin.wait_all_ok();
-    with_browser(1024, 768, async |c| {
-        // A tab that cannot get a connection would wait for the page load
-        // timeout (300 s by default); 20 s says it plainly.
-        c.update_timeouts(fantoccini::wd::TimeoutConfiguration::new(None, Some(Duration::from_secs(20)), None))
-            .await
-            .expect("timeouts");
-        let mut tabs = vec![c.window().await.expect("the first tab")];
-        c.goto(&bin.url("/")).await.expect("tab 1 loads");
-        for n in 2..=8 {
-            let tab = c.new_window(true).await.expect("a new tab").handle;
-            c.switch_to_window(tab.clone()).await.expect("switch");
-            c.goto(&bin.url("/")).await.unwrap_or_else(|e| panic!("tab {n} loads: {e}"));
-            tabs.push(tab);
-        }
-        let ninth = c.new_window(true).await.expect("a ninth tab").handle;
-        c.switch_to_window(ninth).await.expect("switch");
-        c.goto(&bin.url("/metrics")).await.expect("/metrics loads beside eight tabs of the page");
-        let body = text(c, "body").await;
-        assert!(body.contains("\"schema_version\":1"), "/metrics in the ninth tab: {body:.200}");
-        let depth = off_runtime(|| bin.metrics())["queue"]["depth"].as_u64().unwrap_or_default();
-        for (n, tab) in tabs.iter().enumerate() {
-            c.switch_to_window(tab.clone()).await.expect("switch");
-            wait_text(c, "#mode", &format!("tab {} live", n + 1), |t| t.starts_with("live")).await;
-            wait_text(c, "#queue-depth", "the depth", |t| t == depth.to_string()).await;
-        }
-        // A change reaches every tab, without a reload.
-        fx.exec("INSERT INTO jobs (agent, status) VALUES ('developer', 'queued');");
-        for (n, tab) in tabs.iter().enumerate() {
-            c.switch_to_window(tab.clone()).await.expect("switch");
-            wait_text(c, "#queue-depth", &format!("the new depth in tab {}", n + 1), |t| t == (depth + 1).to_string())
-                .await;
-        }
-        // One stream serves them all.
-        let streams = off_runtime(|| get_json(&bin.url("/health")))["streams"]["open"].as_u64();
-        assert_eq!(streams, Some(1), "eight tabs share one stream");
-    });
+    with_browser(1024, 768, async |c| eight_tabs_and_metrics(c, &bin.url(""), &fx, "http/1.1").await);
+}
+
+/// The same over HTTPS, where the browser speaks HTTP/2 (issue 34).
+#[test]
+fn over_https_eight_tabs_and_metrics_load_over_http2() {
+    let fx = busy_fixture();
+    let dir = fx.dir.path();
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .and_then(|p| p.self_signed(&key))
+        .expect("certificate");
+    std::fs::write(dir.join("tls.crt"), cert.pem()).expect("write");
+    std::fs::write(dir.join("tls.key"), key.serialize_pem()).expect("write");
+    let config = dir.join("web.yml");
+    std::fs::write(&config, "tls_server_config:\n  cert_file: tls.crt\n  key_file: tls.key\n").expect("write");
+    let port = support::free_port();
+    let mut child = Binary::command(&[
+        ("ORCH_DB_PATH", &fx.path.display().to_string()),
+        ("ORCH_BIND", &format!("127.0.0.1:{port}")),
+        ("ORCH_WEB_CONFIG_FILE", &config.display().to_string()),
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("spawn");
+    support::wait_for(SOON, "the TLS port", || std::net::TcpStream::connect(("127.0.0.1", port)).ok());
+    with_browser(1024, 768, async |c| eight_tabs_and_metrics(c, &format!("https://127.0.0.1:{port}"), &fx, "h2").await);
+    let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+    let _ = child.wait();
+}
+
+/// Eight tabs of the page at `base` and `/metrics` in a ninth all load
+/// (over `protocol`, as the browser reports it), every tab follows a
+/// change, and the eight share one stream.
+async fn eight_tabs_and_metrics(c: &Client, base: &str, fx: &Fixture, protocol: &str) {
+    // A tab that cannot get a connection would wait for the page load
+    // timeout (300 s by default); 20 s says it plainly.
+    c.update_timeouts(fantoccini::wd::TimeoutConfiguration::new(None, Some(Duration::from_secs(20)), None))
+        .await
+        .expect("timeouts");
+    let mut tabs = vec![c.window().await.expect("the first tab")];
+    c.goto(&format!("{base}/")).await.expect("tab 1 loads");
+    for n in 2..=8 {
+        let tab = c.new_window(true).await.expect("a new tab").handle;
+        c.switch_to_window(tab.clone()).await.expect("switch");
+        c.goto(&format!("{base}/")).await.unwrap_or_else(|e| panic!("tab {n} loads: {e}"));
+        tabs.push(tab);
+    }
+    let spoken = script(c, "return performance.getEntriesByType('navigation')[0].nextHopProtocol;").await;
+    assert_eq!(spoken, Value::String(protocol.to_owned()), "the protocol the page was loaded over");
+    let ninth = c.new_window(true).await.expect("a ninth tab").handle;
+    c.switch_to_window(ninth.clone()).await.expect("switch");
+    c.goto(&format!("{base}/metrics")).await.expect("/metrics loads beside eight tabs of the page");
+    let body = text(c, "body").await;
+    let envelope: Value =
+        serde_json::from_str(&body).unwrap_or_else(|e| panic!("/metrics in the ninth tab: {e}: {body:.200}"));
+    let depth = envelope["queue"]["depth"].as_u64().unwrap_or_default();
+    for (n, tab) in tabs.iter().enumerate() {
+        c.switch_to_window(tab.clone()).await.expect("switch");
+        wait_text(c, "#mode", &format!("tab {} live", n + 1), |t| t.starts_with("live")).await;
+        wait_text(c, "#queue-depth", "the depth", |t| t == depth.to_string()).await;
+    }
+    // A change reaches every tab, without a reload.
+    fx.exec("INSERT INTO jobs (agent, status) VALUES ('developer', 'queued');");
+    for (n, tab) in tabs.iter().enumerate() {
+        c.switch_to_window(tab.clone()).await.expect("switch");
+        wait_text(c, "#queue-depth", &format!("the new depth in tab {}", n + 1), |t| t == (depth + 1).to_string())
+            .await;
+    }
+    // One stream serves them all.
+    c.switch_to_window(ninth).await.expect("switch");
+    c.goto(&format!("{base}/health")).await.expect("/health");
+    let health: Value = serde_json::from_str(&text(c, "body").await).expect("/health as JSON");
+    assert_eq!(health["streams"]["open"].as_u64(), Some(1), "eight tabs share one stream: {health}");
 }
 
 /// Dollars as the page writes them: `$1,234.50`; under a dollar to four places.
