@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches};
 use orchmirror::tools::demo::Demo;
-use orchmirror::{CliOverrides, MirrorHandle, Settings};
+use orchmirror::{CliOverrides, Settings};
 
 #[path = "cli/args.rs"]
 mod args;
@@ -235,42 +235,13 @@ fn start_demo(settings: &mut Settings) -> Result<Option<Demo>, orchmirror::tools
 
 /// Starts the mirror and serves it until SIGTERM, SIGINT or SIGHUP.
 async fn serve(settings: Settings) -> ExitCode {
-    // The address first: a port in use stops the program before anything starts.
-    let listeners = match orchmirror::serve::http::listen(&settings) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("orchmirror: cannot listen on {}: {e}", settings.bind);
-            return ExitCode::FAILURE;
-        }
-    };
-    let handle = match MirrorHandle::start(&settings) {
-        Ok(h) => h,
-        Err(e) => {
-            eprintln!("orchmirror: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let server = match orchmirror::serve::http::serve_on(listeners, handle.clone(), &settings, shutdown_signal()) {
-        Ok((s, _)) => s,
-        Err(e) => {
-            eprintln!("orchmirror: cannot serve on {}: {e}", settings.bind);
-            return ExitCode::FAILURE;
-        }
-    };
-    let result = server.await;
-    handle.stop();
-    if let Some(path) = orchmirror::config::unix_socket_path(&settings.bind)
-        && let Err(e) = std::fs::remove_file(path)
-    {
-        tracing::warn!(path = %path.display(), error = %e, "cannot remove the Unix socket");
-    }
-    match result {
+    match orchmirror::serve::run(&settings, shutdown_signal()).await {
         Ok(()) => {
             tracing::info!("stopped");
             ExitCode::SUCCESS
         }
         Err(e) => {
-            eprintln!("orchmirror: server error: {e}");
+            eprintln!("orchmirror: {e}");
             ExitCode::FAILURE
         }
     }

@@ -7,6 +7,9 @@ pub(crate) mod health;
 pub(crate) mod host;
 pub mod http;
 pub(crate) mod prometheus;
+mod run;
 pub(crate) mod stream;
 mod tls;
 pub(crate) mod web_config;
+
+pub use run::{RunError, run};

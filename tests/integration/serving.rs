@@ -193,3 +193,42 @@ fn large_compressed_bodies_are_made_once_and_shared() {
         }
     }
 }
+
+/// `serve::run` (issue 32, a thin binary): the library runs what the binary
+/// runs, from settings to a clean stop when the caller's shutdown future
+/// completes; it takes no signal of the process. A port in use is an error
+/// before anything starts.
+#[test]
+fn serve_run_serves_until_its_shutdown_future_completes() {
+    let fx = Fixture::one_of_each();
+    let port = support::free_port();
+    let mut settings = fast_settings(&fx.path);
+    settings.bind = format!("127.0.0.1:{port}");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done_rx) = std::sync::mpsc::channel();
+    let run_settings = settings.clone();
+    let thread = std::thread::spawn(move || {
+        let result = actix_web::rt::System::new().block_on(orchmirror::serve::run(&run_settings, async {
+            let _ = stop_rx.await;
+        }));
+        let _ = done_tx.send(result.map_err(|e| e.to_string()));
+    });
+    let base = format!("http://127.0.0.1:{port}");
+    let m = support::wait_for(Duration::from_secs(15), "the mirror serves", || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+        let m = support::get_json(&format!("{base}/metrics"));
+        (m["schema_version"] == 1).then_some(m)
+    });
+    assert!(m["queue"].is_object(), "{m}");
+
+    // The same address again: refused before anything starts.
+    let again = actix_web::rt::System::new().block_on(orchmirror::serve::run(&settings, std::future::pending()));
+    let e = again.expect_err("the port is in use");
+    assert!(e.to_string().starts_with(&format!("cannot listen on 127.0.0.1:{port}: ")), "{e}");
+
+    let _ = stop_tx.send(());
+    let result = done_rx.recv_timeout(Duration::from_secs(15)).expect("run returns once shutdown completes");
+    assert_eq!(result, Ok(()));
+    let _ = thread.join();
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "the port is released");
+}
