@@ -105,7 +105,6 @@ fn sustained_commits_coalesce_to_one_refresh_per_gap_and_end_exact() {
 
 /// The uid the fallback test exhausts inotify instances for (no other test uses it).
 const NO_WATCH_UID: &str = "4105";
-const HOG_ENV: &str = "ORCHMIRROR_TEST_INOTIFY_HOG";
 
 #[test]
 fn without_a_watch_the_sections_keep_their_timers_and_health_says_why() {
@@ -121,10 +120,7 @@ fn without_a_watch_the_sections_keep_their_timers_and_health_says_why() {
         c
     };
     // Another process of that uid takes every inotify instance the uid may have.
-    let exe = std::env::current_exe().expect("test binary");
-    let mut hog = as_uid(&exe)
-        .args(["commit_wake::inotify_hog_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(HOG_ENV, "1")
+    let mut hog = as_uid(Path::new(env!("CARGO_BIN_EXE_orchmirror-test-inotify-hog")))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .spawn()
@@ -134,7 +130,6 @@ fn without_a_watch_the_sections_keep_their_timers_and_health_says_why() {
     // Read to the end, so the hog's last lines never meet a closed pipe.
     std::thread::spawn(move || {
         for line in BufReader::new(out).lines().map_while(Result::ok) {
-            // libtest may print "test inotify_hog_helper ... " on the same line first.
             if let Some((_, n)) = line.split_once("hog: holding ") {
                 let _ = tx.send(n.to_owned());
             }
@@ -172,32 +167,6 @@ fn without_a_watch_the_sections_keep_their_timers_and_health_says_why() {
     });
     drop(hog.stdin.take());
     let _ = hog.wait();
-}
-
-/// The helper the fallback test runs as another uid: takes inotify
-/// instances until the kernel refuses one, says how many, and holds them
-/// until its stdin ends.
-#[test]
-#[ignore = "a helper: run as another uid by the test above"]
-fn inotify_hog_helper() {
-    if std::env::var_os(HOG_ENV).is_none() {
-        return;
-    }
-    // Raw inotify instances (no threads): the kernel refuses one past the
-    // uid's fs.inotify.max_user_instances.
-    let mut held = Vec::new();
-    while held.len() < 100_000 {
-        match nix::sys::inotify::Inotify::init(nix::sys::inotify::InitFlags::IN_CLOEXEC) {
-            Ok(i) => held.push(i),
-            Err(_) => break,
-        }
-    }
-    println!("hog: holding {}", held.len());
-    for line in std::io::stdin().lines() {
-        if line.is_err() {
-            break;
-        }
-    }
 }
 
 /// `ORCH_DB_PATH` a symbolic link into another directory (issue 33, item 2):

@@ -19,6 +19,7 @@ use support::{Serves, wait_for};
 pub(super) const WRITER_UID: &str = "4101";
 pub(super) const MIRROR_UID: &str = "4102";
 const HELPER_ENV: &str = "ORCHMIRROR_TEST_WRITER";
+const HELPER_BIN: &str = env!("CARGO_BIN_EXE_orchmirror-test-writer");
 
 /// Whether this machine can run processes as other uids; with `CI=true` it must.
 pub(super) fn can_switch_uids() -> bool {
@@ -80,9 +81,8 @@ struct Writer {
 
 impl Writer {
     fn start(path: &Path) -> Writer {
-        let exe = std::env::current_exe().expect("test binary");
+        let exe = std::path::PathBuf::from(HELPER_BIN);
         let mut child = as_uid(WRITER_UID, &exe)
-            .args(["wal_ownership::writer_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
             .env(HELPER_ENV, path)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -206,22 +206,14 @@ fn control_a_plain_read_only_reader_breaks_the_writer() {
         return;
     }
     let (_dir, path) = shared_wal_database();
-    let exe = std::env::current_exe().expect("test binary");
-    let out = as_uid(MIRROR_UID, &exe)
-        .args(["wal_ownership::writer_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(HELPER_ENV, format!("read:{}", path.display()))
-        .output()
-        .expect("run the reader");
+    let exe = std::path::PathBuf::from(HELPER_BIN);
+    let out =
+        as_uid(MIRROR_UID, &exe).env(HELPER_ENV, format!("read:{}", path.display())).output().expect("run the reader");
     assert!(out.status.success(), "reader: {}", String::from_utf8_lossy(&out.stderr));
     let wal = std::fs::metadata(side(&path, "-wal")).expect("the reader created -wal");
     assert_eq!(wal.uid().to_string(), MIRROR_UID);
 
-    let out = as_uid(WRITER_UID, &exe)
-        .args(["wal_ownership::writer_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-        .env(HELPER_ENV, &path)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run the writer");
+    let out = as_uid(WRITER_UID, &exe).env(HELPER_ENV, &path).stdin(Stdio::null()).output().expect("run the writer");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("writer: failed") && stdout.contains("readonly"), "writer output: {stdout}");
 
@@ -261,9 +253,8 @@ fn mirror_starts_beside_a_writer_that_closes_in_a_loop_never_break_it() {
     }
     const STARTS: usize = 30;
     let (_dir, path) = shared_wal_database();
-    let exe = std::env::current_exe().expect("test binary");
+    let exe = std::path::PathBuf::from(HELPER_BIN);
     let mut writer = as_uid(WRITER_UID, &exe)
-        .args(["wal_ownership::writer_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
         .env(HELPER_ENV, format!("loop:{}", path.display()))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -301,87 +292,17 @@ fn mirror_starts_beside_a_writer_that_closes_in_a_loop_never_break_it() {
     assert!(opened * 2 >= STARTS, "most starts read the database ({opened} of {STARTS}): {report:?}");
 }
 
-/// The helper the tests above run as another uid. `ORCHMIRROR_TEST_WRITER`
-/// names the database (write: commit one queued job, then one more per line
-/// on stdin) or `read:` and the database (one plain read-only query). Run
-/// directly, it checks itself on a database of its own.
+/// The writer helper bin (`tests/helpers/writer.rs`) commits, run directly
+/// on a database of its own.
 #[test]
-#[ignore = "a helper: run as another uid by the tests in this file"]
-fn writer_helper() {
-    let Some(arg) = std::env::var_os(HELPER_ENV) else {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("self.sqlite");
-        rusqlite::Connection::open(&path).and_then(|c| c.execute_batch(orchmirror::SCHEMA_SQL)).expect("schema");
-        let out = Command::new(std::env::current_exe().expect("exe"))
-            .args(["wal_ownership::writer_helper", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env(HELPER_ENV, &path)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run the helper");
-        assert!(String::from_utf8_lossy(&out.stdout).contains("writer: committed"));
-        let n: i64 = rusqlite::Connection::open(&path)
-            .and_then(|c| c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)))
-            .expect("count");
-        assert_eq!(n, 1);
-        return;
-    };
-    let arg = arg.to_string_lossy().into_owned();
-    if let Some(path) = arg.strip_prefix("read:") {
-        let c = rusqlite::Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-            .expect("open read-only");
-        let n: i64 = c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)).expect("read");
-        println!("reader: {n} jobs");
-        return;
-    }
-    if let Some(path) = arg.strip_prefix("loop:") {
-        return write_in_a_loop(Path::new(path));
-    }
-    let report = |r: rusqlite::Result<()>| match r {
-        Ok(()) => println!("writer: committed"),
-        Err(e) => println!("writer: failed: {e}"),
-    };
-    let c = match rusqlite::Connection::open(&arg) {
-        Ok(c) => c,
-        Err(e) => return println!("writer: failed: {e}"),
-    };
-    let commit = || c.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');");
-    report(commit());
-    for line in std::io::stdin().lines() {
-        if line.is_err() {
-            break;
-        }
-        report(commit());
-    }
-}
-
-/// The orchestrator as a short-lived-connection writer: open, commit one job,
-/// close, again and again until its stdin ends; then one line with the counts
-/// and the first failure.
-fn write_in_a_loop(path: &Path) {
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = std::sync::Arc::clone(&stop);
-    std::thread::spawn(move || {
-        for line in std::io::stdin().lines() {
-            if line.is_err() {
-                break;
-            }
-        }
-        flag.store(true, std::sync::atomic::Ordering::SeqCst);
-    });
-    println!("writer: looping");
-    let (mut ok, mut failed, mut first) = (0u64, 0u64, None);
-    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-        let r = rusqlite::Connection::open(path).and_then(|c| {
-            c.busy_timeout(Duration::from_secs(5))?;
-            c.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');")
-        });
-        match r {
-            Ok(()) => ok += 1,
-            Err(e) => {
-                failed += 1;
-                first.get_or_insert_with(|| e.to_string());
-            }
-        }
-    }
-    println!("writer: done: {ok} committed, {failed} failed, first failure: {first:?}");
+fn the_writer_helper_commits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("self.sqlite");
+    rusqlite::Connection::open(&path).and_then(|c| c.execute_batch(orchmirror::SCHEMA_SQL)).expect("schema");
+    let out = Command::new(HELPER_BIN).env(HELPER_ENV, &path).stdin(Stdio::null()).output().expect("run the helper");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("writer: committed"));
+    let n: i64 = rusqlite::Connection::open(&path)
+        .and_then(|c| c.query_row("SELECT count(*) FROM jobs", [], |r| r.get(0)))
+        .expect("count");
+    assert_eq!(n, 1);
 }
