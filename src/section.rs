@@ -169,6 +169,25 @@ impl Status {
     }
 }
 
+/// A built-in section's value in the published JSON Schema: what it means
+/// and its schema (null when the section has no usable data); `None` for a
+/// host's section.
+#[cfg(any(test, feature = "test-util"))]
+pub(crate) fn built_in_schema(
+    name: SectionName,
+    generator: &mut schemars::SchemaGenerator,
+) -> Option<(&'static str, schemars::Schema)> {
+    Some(match name {
+        SectionName::STAGES => ("Active task stages; null when the section has no usable data.", {
+            generator.subschema_for::<Option<Vec<StageEntry>>>()
+        }),
+        SectionName::QUEUE => ("The job queue.", generator.subschema_for::<Option<QueueView>>()),
+        SectionName::AGENTS => ("Running agents.", generator.subschema_for::<Option<Vec<AgentEntry>>>()),
+        SectionName::COST => ("Cost and tokens.", generator.subschema_for::<Option<CostView>>()),
+        _ => return None,
+    })
+}
+
 /// The environment variable of the refresh period of the section named `name`
 /// (registered or not): `ORCH_<NAME>_REFRESH_MS`.
 pub(crate) fn refresh_var_of(name: &str) -> String {

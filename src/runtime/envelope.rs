@@ -31,38 +31,6 @@ pub(crate) const SCHEMA_VERSION: u32 = 1;
 /// The body `/metrics` serves when `ORCH_METRICS_ENABLED` is false.
 pub(crate) const DISABLED_BODY: &str = r#"{"schema_version":1,"enabled":false}"#;
 
-/// Every body `GET /metrics` can answer with (the published JSON Schema's root).
-#[derive(schemars::JsonSchema)]
-#[serde(untagged)]
-#[schemars(title = "orchmirror /metrics envelope")]
-#[cfg(any(test, feature = "test-util"))]
-#[expect(dead_code, reason = "never built: schemars reads the type to describe the JSON")]
-enum MetricsBody {
-    /// The envelope.
-    Envelope(Box<EnvelopeSchema>),
-    /// What the kill switch serves: `{"schema_version":1,"enabled":false}`.
-    Disabled(Disabled),
-}
-
-/// The kill switch's body.
-#[cfg(any(test, feature = "test-util"))]
-#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
-#[schemars(deny_unknown_fields)]
-pub(crate) struct Disabled {
-    /// Always [`SCHEMA_VERSION`].
-    #[schemars(range(min = 1, max = 1))]
-    pub schema_version: u32,
-    /// Always false.
-    #[schemars(extend("const" = false))]
-    pub enabled: bool,
-}
-
-/// The JSON Schema of every `/metrics` JSON body, as checked in at `docs/envelope.schema.json`.
-#[cfg(any(test, feature = "test-util"))]
-pub fn json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(MetricsBody)).unwrap_or_default()
-}
-
 /// One `/metrics` response (schema version 1), keys in contract order: the
 /// four built-in sections, then host sections in registration order, then
 /// `sections`.
@@ -122,93 +90,80 @@ impl Envelope {
     pub fn json_parts(&self) -> serde_json::Result<Vec<bytes::Bytes>> {
         let mut parts = Vec::with_capacity(2 * self.data.len() + 2);
         let mut glue = Vec::with_capacity(256);
-        glue.extend_from_slice(b"{\"schema_version\":");
-        serde_json::to_writer(&mut glue, &self.schema_version)?;
-        glue.extend_from_slice(b",\"generated_at\":");
-        serde_json::to_writer(&mut glue, &format_seconds(self.generated_at))?;
-        glue.extend_from_slice(b",\"clk_tck\":");
-        serde_json::to_writer(&mut glue, &self.clk_tck)?;
-        for (name, data) in self.data.iter() {
-            glue.push(b',');
-            serde_json::to_writer(&mut glue, name.as_str())?;
+        for (i, key) in self.keys().enumerate() {
+            glue.push(if i == 0 { b'{' } else { b',' });
+            serde_json::to_writer(&mut glue, key.name())?;
             glue.push(b':');
-            match data {
-                Some(data) => {
+            match key {
+                Key::Section(_, Some(data)) => {
                     parts.push(std::mem::take(&mut glue).into());
                     parts.push(data.json()?);
                 }
-                None => glue.extend_from_slice(b"null"),
+                key => serde_json::to_writer(&mut glue, &key)?,
             }
         }
-        glue.extend_from_slice(b",\"sections\":");
-        serde_json::to_writer(&mut glue, &self.sections)?;
         glue.push(b'}');
         parts.push(glue.into());
         Ok(parts)
+    }
+
+    /// The envelope's keys in wire order, each with its value: the one
+    /// description of the wire format that `Serialize`,
+    /// [`Envelope::json_parts`] and the published JSON Schema walk.
+    fn keys(&self) -> impl Iterator<Item = Key<'_>> {
+        [Key::SchemaVersion(self.schema_version), Key::GeneratedAt(self.generated_at), Key::ClkTck(self.clk_tck)]
+            .into_iter()
+            .chain(self.data.iter().map(|(name, data)| Key::Section(name, data.as_ref())))
+            .chain(std::iter::once(Key::Sections(&self.sections)))
     }
 }
 
 impl Serialize for Envelope {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(self.data.len() + 4))?;
-        map.serialize_entry("schema_version", &self.schema_version)?;
-        map.serialize_entry("generated_at", &format_seconds(self.generated_at))?;
-        map.serialize_entry("clk_tck", &self.clk_tck)?;
-        for (name, data) in self.data.iter() {
-            map.serialize_entry(name.as_str(), data)?;
+        for key in self.keys() {
+            map.serialize_entry(key.name(), &key)?;
         }
-        map.serialize_entry("sections", &self.sections)?;
         map.end()
+    }
+}
+
+/// One key of the envelope with its value (see [`Envelope::keys`]).
+enum Key<'a> {
+    SchemaVersion(u32),
+    GeneratedAt(DateTime<Utc>),
+    ClkTck(Option<u64>),
+    Section(SectionName, Option<&'a SectionData>),
+    Sections(&'a Sections),
+}
+
+impl Key<'_> {
+    /// The key's name in the JSON object.
+    fn name(&self) -> &'static str {
+        match self {
+            Key::SchemaVersion(_) => "schema_version",
+            Key::GeneratedAt(_) => "generated_at",
+            Key::ClkTck(_) => "clk_tck",
+            Key::Section(name, _) => name.as_str(),
+            Key::Sections(_) => "sections",
+        }
+    }
+}
+
+impl Serialize for Key<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Key::SchemaVersion(v) => v.serialize(s),
+            Key::GeneratedAt(at) => format_seconds(*at).serialize(s),
+            Key::ClkTck(t) => t.serialize(s),
+            Key::Section(_, data) => data.serialize(s),
+            Key::Sections(states) => states.serialize(s),
+        }
     }
 }
 
 /// The state of every section, by name.
 pub type Sections = PerSection<SectionState>;
-
-/// One `/metrics` response (schema version 1), keys in contract order; a
-/// host's own sections are additional keys after `cost`.
-// The published schema's view of [`Envelope`], which serialises by hand.
-#[derive(schemars::JsonSchema)]
-#[schemars(rename = "Envelope", extend("additionalProperties" = {
-    "description": "A section registered by the host embedding the library (after cost, before sections)."
-}))]
-#[cfg(any(test, feature = "test-util"))]
-#[expect(dead_code, reason = "never built: schemars reads the type to describe the JSON")]
-struct EnvelopeSchema {
-    /// Always [`SCHEMA_VERSION`].
-    #[schemars(range(min = 1, max = 1))]
-    schema_version: u32,
-    /// When the response was assembled, to the second; every age is relative to it.
-    generated_at: DateTime<Utc>,
-    /// The kernel's clock ticks per second (`None` off Linux).
-    clk_tck: Option<u64>,
-    /// Active task stages; `None` when the section has no usable data.
-    stages: Option<Vec<StageEntry>>,
-    /// The job queue.
-    queue: Option<QueueView>,
-    /// Running agents.
-    agents: Option<Vec<AgentEntry>>,
-    /// Cost and tokens.
-    cost: Option<CostView>,
-    /// The state of every section.
-    sections: SectionsSchema,
-}
-
-/// The state of every section: the four built-in ones, then a host's own.
-#[derive(schemars::JsonSchema)]
-#[schemars(rename = "Sections", extend("additionalProperties" = { "$ref": "#/$defs/SectionState" }))]
-#[cfg(any(test, feature = "test-util"))]
-#[expect(dead_code, reason = "never built: schemars reads the type to describe the JSON")]
-struct SectionsSchema {
-    /// `stages`.
-    stages: SectionState,
-    /// `queue`.
-    queue: SectionState,
-    /// `agents`.
-    agents: SectionState,
-    /// `cost`.
-    cost: SectionState,
-}
 
 /// One section's state in a response.
 #[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
@@ -427,6 +382,11 @@ impl MirrorHandle {
         Some(assemble_with(answers, Clock::now(), self.snapshot_timeout(), self.render_cache()))
     }
 }
+
+#[cfg(any(test, feature = "test-util"))]
+mod schema;
+#[cfg(any(test, feature = "test-util"))]
+pub use schema::json_schema;
 
 #[cfg(test)]
 mod tests;

@@ -55,6 +55,9 @@ fn real_envelopes_match_the_schema() {
     broken.as_object_mut().map(|o| o.remove("sections"));
     assert!(!v.is_valid(&broken), "an envelope without sections");
     let mut broken = normal.clone();
+    broken.as_object_mut().map(|o| o.remove("agents"));
+    assert!(!v.is_valid(&broken), "an envelope without a built-in section's key (null when it has no data)");
+    let mut broken = normal.clone();
     broken["sections"]["queue"]["status"] = Value::from("fine");
     assert!(!v.is_valid(&broken), "an unknown status");
     let mut broken = normal.clone();
