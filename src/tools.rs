@@ -5,5 +5,6 @@
 
 pub mod demo;
 pub mod generate;
+pub mod orchestrator;
 pub mod pattern;
 pub mod tune;

@@ -12,8 +12,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
+use crate::tools::orchestrator::{self as orch, Agent, Ended, RunCost};
 use crate::{SCHEMA_INDEXES_SQL, SCHEMA_SQL};
 
 /// How often the simulator changes the database.
@@ -110,7 +111,6 @@ fn spawn_agent() -> std::io::Result<Child> {
         .spawn()
 }
 
-const STAGES: [&str; 5] = ["analysis", "develop", "review", "test", "done"];
 const AGENTS: [&str; 4] = ["analyst", "developer", "reviewer", "tester"];
 const REPOS: [&str; 3] = ["core", "web", "infra"];
 const MODELS: [&str; 2] = ["claude-opus", "claude-sonnet"];
@@ -185,15 +185,20 @@ impl Simulator {
             self.new_task()?;
         }
         if self.rng.u8(..100) < 30 {
-            self.conn.execute(
-                "UPDATE tasks SET stage = CASE stage WHEN 'analysis' THEN 'develop' WHEN 'develop' THEN 'review'
-                                                     WHEN 'review' THEN 'test' ELSE 'done' END,
-                                  updated_at = datetime('now')
-                  WHERE id = (SELECT id FROM tasks WHERE stage NOT IN ('done', 'cancelled')
-                               AND id NOT IN (SELECT task_id FROM jobs WHERE status IN ('queued', 'running'))
-                             ORDER BY updated_at LIMIT 1)",
-                [],
-            )?;
+            // The task longest in its stage that no job is working on moves on.
+            let idle: Option<i64> = self
+                .conn
+                .query_row(
+                    "SELECT id FROM tasks WHERE stage NOT IN ('done', 'cancelled')
+                        AND id NOT IN (SELECT task_id FROM jobs WHERE status IN ('queued', 'running'))
+                      ORDER BY updated_at LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            if let Some(task) = idle {
+                orch::advance(&self.conn, task)?;
+            }
         }
         Ok(())
     }
@@ -203,28 +208,18 @@ impl Simulator {
         let repo = self.pick(&REPOS);
         let agent = self.pick(&AGENTS);
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "INSERT INTO tasks (work_item_id, repo, stage) VALUES (?1, ?2, 'analysis')",
-            params![format!("ORCH-{}", self.next_item), repo],
-        )?;
-        let task_id = tx.last_insert_rowid();
-        tx.execute(
-            "INSERT INTO jobs (task_id, repo, agent, status, attempts) VALUES (?1, ?2, ?3, 'queued', 0)",
-            params![task_id, repo, agent],
-        )?;
+        let task = orch::new_task(&tx, &format!("ORCH-{}", self.next_item), repo)?;
+        orch::enqueue(&tx, Some(task), repo, agent)?;
         tx.commit()
     }
 
     /// Starts the oldest queued job with a real process; false when none is queued.
     fn start_next(&mut self) -> rusqlite::Result<bool> {
-        let next: Option<(i64, String)> = self
+        let next: Option<i64> = self
             .conn
-            .query_row("SELECT id, agent FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1", [], |r| {
-                Ok((r.get(0)?, r.get(1)?))
-            })
-            .map(Some)
-            .or_else(|e| if e == rusqlite::Error::QueryReturnedNoRows { Ok(None) } else { Err(e) })?;
-        let Some((job_id, agent)) = next else {
+            .query_row("SELECT id FROM jobs WHERE status = 'queued' ORDER BY id LIMIT 1", [], |r| r.get(0))
+            .optional()?;
+        let Some(job_id) = next else {
             return Ok(false);
         };
         let child = match spawn_agent() {
@@ -236,15 +231,7 @@ impl Simulator {
         };
         let (model, effort) = (self.pick(&MODELS), self.pick(&EFFORTS));
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = datetime('now') WHERE id = ?1",
-            [job_id],
-        )?;
-        tx.execute(
-            "INSERT INTO agent_runs (job_id, agent, pid, model, effort) VALUES (?1, ?2, ?3, ?4, ?5)",
-            params![job_id, agent, child.id(), model, effort],
-        )?;
-        let run_id = tx.last_insert_rowid();
+        let run_id = orch::start(&tx, job_id, Agent { pid: Some(child.id()), model, effort })?;
         tx.commit()?;
         let ends_at = Instant::now() + Duration::from_secs(self.rng.u64(8..25));
         self.agents.insert(job_id, RunningAgent { child, run_id, ends_at });
@@ -260,17 +247,17 @@ impl Simulator {
         let _ = agent.child.wait();
         let failed = self.rng.u8(..100) < 20;
         let input = self.rng.i64(5_000..80_000);
+        let cost = RunCost {
+            usd: Some(input as f64 * 0.000_015),
+            tokens: [input, input / 8, input * 2, input / 40].map(Some),
+        };
         let tx = self.conn.transaction()?;
-        tx.execute(
-            "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = ?2, input_tokens = ?3,
-                    output_tokens = ?4, cache_read_tokens = ?5, cache_creation_tokens = ?6 WHERE id = ?1",
-            params![agent.run_id, input as f64 * 0.000_015, input, input / 8, input * 2, input / 40],
-        )?;
+        orch::finish_run(&tx, agent.run_id, &cost)?;
         if failed {
-            // Retry: back in the queue, attempts kept, so the next run makes it > 1.
-            tx.execute("UPDATE jobs SET status = 'queued', started_at = NULL WHERE id = ?1", [job_id])?;
+            // A retry: back in the queue, attempts kept, so the next run makes it > 1.
+            orch::requeue(&tx, job_id)?;
         } else {
-            tx.execute("UPDATE jobs SET status = 'done', finished_at = datetime('now') WHERE id = ?1", [job_id])?;
+            orch::end(&tx, job_id, Ended::Done)?;
         }
         tx.commit()
     }
@@ -283,7 +270,7 @@ fn seed_task(tx: &rusqlite::Transaction<'_>, i: i64) -> rusqlite::Result<()> {
     } else if i < 30 {
         "cancelled"
     } else {
-        STAGES[(i % 4) as usize]
+        orch::STAGES[(i % 4) as usize]
     };
     let (item, repo) = (format!("ORCH-{:03}", i + 1), REPOS[(i % 3) as usize]);
     let mins = 600 - i * 12;

@@ -5,9 +5,12 @@
 //! finished long after its job ended; an ended job gets a further run.
 //!
 //! `tune` measures with it, `examples/pattern_writer.rs` drives the
-//! benchmarks' writer (`scripts/commit-cost.py`) with it.
+//! benchmarks' writer (`scripts/commit-cost.py`) with it. Each group is
+//! made of the orchestrator's steps ([`crate::tools::orchestrator`]).
 
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::tools::orchestrator::{self as orch, Agent, Ended, RunCost};
 
 /// One statement group of the pattern.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,8 +57,6 @@ const WEIGHTS: [(Op, u32); 11] = [
     (Op::FinishLate, 3),
 ];
 
-const STAGES: [&str; 4] = ["analysis", "develop", "review", "test"];
-
 /// A writer of the pattern on one connection.
 #[derive(Debug)]
 pub struct PatternWriter {
@@ -96,24 +97,13 @@ impl PatternWriter {
 
     /// The cost and token columns of a run that ends: usually all set,
     /// sometimes never parsed (NULL).
-    fn cost(&mut self) -> (Option<f64>, [Option<i64>; 4]) {
+    fn cost(&mut self) -> RunCost {
         if self.rng.u8(..25) == 0 {
-            return (None, [None; 4]);
+            return RunCost::default();
         }
         let input = self.rng.i64(1_000..200_000);
         let tokens = [input, input / 8, self.rng.i64(0..100_000), self.rng.i64(0..5_000)];
-        (Some(f64::from(self.rng.u32(1..5_000_000)) / 1e6), tokens.map(Some))
-    }
-
-    fn finish_run(&mut self, run: i64) -> rusqlite::Result<()> {
-        let (cost, [input, output, cache_read, cache_creation]) = self.cost();
-        self.conn.execute(
-            "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = ?2, input_tokens = ?3, output_tokens = ?4,
-                    cache_read_tokens = ?5, cache_creation_tokens = ?6
-              WHERE id = ?1",
-            params![run, cost, input, output, cache_read, cache_creation],
-        )?;
-        Ok(())
+        RunCost { usd: Some(f64::from(self.rng.u32(1..5_000_000)) / 1e6), tokens: tokens.map(Some) }
     }
 
     /// Commits one statement group chosen at random; returns which (a group
@@ -149,91 +139,60 @@ impl PatternWriter {
         // A probe stays in its first stage, so a reader timing it can always see it.
         const ADVANCEABLE: &str =
             "SELECT id FROM tasks WHERE stage IN ('analysis', 'develop', 'review', 'test') AND repo IS NOT 'probe'";
+        const RUN: Agent<'static> = Agent { pid: None, model: "model-1", effort: "medium" };
+        const RERUN: Agent<'static> = Agent { pid: None, model: "model-2", effort: "high" };
         match op {
             Op::NewTask => {
-                self.conn.execute(
-                    "INSERT INTO tasks (work_item_id, repo, stage) VALUES ('ORCH-' || abs(random() % 100000), 'repo-1', 'analysis')",
-                    [],
-                )?;
+                let item = format!("ORCH-{}", self.rng.u32(..100_000));
+                orch::new_task(&self.conn, &item, "repo-1")?;
             }
             Op::Advance => {
                 if let Some(task) = self.one_of(ADVANCEABLE)? {
-                    let stage: String =
-                        self.conn.query_row("SELECT stage FROM tasks WHERE id = ?1", [task], |r| r.get(0))?;
-                    let next =
-                        STAGES.iter().position(|s| *s == stage).and_then(|i| STAGES.get(i + 1)).unwrap_or(&"done");
-                    self.conn.execute(
-                        "UPDATE tasks SET stage = ?2, updated_at = datetime('now') WHERE id = ?1",
-                        params![task, next],
-                    )?;
+                    orch::advance(&self.conn, task)?;
                 }
             }
             Op::Enqueue => {
                 let task = self.one_of(ACTIVE_TASKS)?;
                 let agent = ["analyst", "developer", "reviewer", "tester"][self.rng.usize(..4)];
-                self.conn.execute(
-                    "INSERT INTO jobs (task_id, repo, agent, status) VALUES (?1, 'repo-1', ?2, 'queued')",
-                    params![task, agent],
-                )?;
+                orch::enqueue(&self.conn, task, "repo-1", agent)?;
             }
             Op::Start => {
                 if let Some(job) = self.one_of("SELECT id FROM jobs WHERE status = 'queued'")? {
-                    self.conn.execute(
-                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = datetime('now')
-                          WHERE id = ?1",
-                        [job],
-                    )?;
-                    self.conn.execute(
-                        "INSERT INTO agent_runs (job_id, agent, model, effort)
-                         SELECT id, agent, 'model-1', 'medium' FROM jobs WHERE id = ?1",
-                        [job],
-                    )?;
+                    orch::start(&self.conn, job, RUN)?;
                 }
             }
             Op::Finish | Op::Crash => {
                 if let Some(job) = self.one_of("SELECT id FROM jobs WHERE status = 'running'")? {
                     let run: Option<i64> =
                         self.conn.query_row("SELECT MAX(id) FROM agent_runs WHERE job_id = ?1", [job], |r| r.get(0))?;
-                    let status = if op == Op::Crash || self.rng.u8(..5) == 0 { "failed" } else { "done" };
+                    let how = if op == Op::Crash || self.rng.u8(..5) == 0 { Ended::Failed } else { Ended::Done };
                     if let (Some(run), Op::Finish) = (run, op) {
-                        self.finish_run(run)?;
+                        let cost = self.cost();
+                        orch::finish_run(&self.conn, run, &cost)?;
                     }
-                    self.conn.execute(
-                        "UPDATE jobs SET status = ?2, finished_at = datetime('now') WHERE id = ?1",
-                        params![job, status],
-                    )?;
+                    orch::end(&self.conn, job, how)?;
                 }
             }
             Op::Retry => {
                 let failed = "SELECT id FROM jobs WHERE status = 'failed' AND id >= ?1 ORDER BY id LIMIT 1";
                 if let Some(job) = self.anywhere(failed, "SELECT COALESCE(MAX(id), 0) FROM jobs")? {
-                    self.conn.execute("UPDATE jobs SET status = 'queued' WHERE id = ?1", [job])?;
+                    orch::requeue(&self.conn, job)?;
                 }
             }
             Op::Pause => {
                 if let Some(job) = self.one_of("SELECT id FROM jobs WHERE status IN ('queued', 'paused')")? {
-                    self.conn.execute(
-                        "UPDATE jobs SET status = CASE status WHEN 'queued' THEN 'paused' ELSE 'queued' END WHERE id = ?1",
-                        [job],
-                    )?;
+                    orch::toggle_pause(&self.conn, job)?;
                 }
             }
             Op::Cancel => {
                 if let Some(job) = self.one_of("SELECT id FROM jobs WHERE status IN ('queued', 'paused')")? {
-                    self.conn.execute(
-                        "UPDATE jobs SET status = 'cancelled', finished_at = datetime('now') WHERE id = ?1",
-                        [job],
-                    )?;
+                    orch::end(&self.conn, job, Ended::Cancelled)?;
                 }
             }
             Op::Rerun => {
                 let ended = "SELECT id FROM jobs WHERE status = 'done' AND id >= ?1 ORDER BY id LIMIT 1";
                 if let Some(job) = self.anywhere(ended, "SELECT COALESCE(MAX(id), 0) FROM jobs")? {
-                    self.conn.execute(
-                        "INSERT INTO agent_runs (job_id, agent, model, effort)
-                         SELECT id, agent, 'model-2', 'high' FROM jobs WHERE id = ?1",
-                        [job],
-                    )?;
+                    orch::add_run(&self.conn, job, RERUN)?;
                 }
             }
             Op::FinishLate => {
@@ -241,7 +200,8 @@ impl PatternWriter {
                      WHERE r.id >= ?1 AND r.finished_at IS NULL AND j.status IN ('done', 'failed', 'cancelled')
                      ORDER BY r.id LIMIT 1";
                 if let Some(run) = self.anywhere(late, "SELECT COALESCE(MAX(id), 0) FROM agent_runs")? {
-                    self.finish_run(run)?;
+                    let cost = self.cost();
+                    orch::finish_run(&self.conn, run, &cost)?;
                 }
             }
         }
@@ -253,10 +213,7 @@ impl PatternWriter {
     /// `stages`), for timing commit to visible.
     pub fn probe(&mut self) -> rusqlite::Result<u64> {
         self.probes += 1;
-        self.conn.execute(
-            "INSERT INTO tasks (work_item_id, repo, stage) VALUES (?1, 'probe', 'analysis')",
-            [format!("PROBE-{}", self.probes)],
-        )?;
+        orch::new_task(&self.conn, &format!("PROBE-{}", self.probes), "probe")?;
         Ok(self.probes)
     }
 }

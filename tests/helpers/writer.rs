@@ -10,6 +10,11 @@ use std::time::Duration;
 
 const HELPER_ENV: &str = "ORCHMIRROR_TEST_WRITER";
 
+/// The orchestrator's commit here: one job queued (its own write, so one commit).
+fn enqueue(c: &rusqlite::Connection) -> rusqlite::Result<i64> {
+    orchmirror::tools::orchestrator::enqueue(c, None, "repo-1", "dev")
+}
+
 fn main() {
     let Some(arg) = std::env::var_os(HELPER_ENV) else {
         eprintln!("{HELPER_ENV} names the database (see the file's documentation)");
@@ -34,7 +39,7 @@ fn main() {
         Ok(c) => c,
         Err(e) => return println!("writer: failed: {e}"),
     };
-    let commit = || c.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');");
+    let commit = || enqueue(&c).map(drop);
     report(commit());
     for line in std::io::stdin().lines() {
         if line.is_err() {
@@ -63,7 +68,7 @@ fn write_in_a_loop(path: &Path) {
     while !stop.load(std::sync::atomic::Ordering::SeqCst) {
         let r = rusqlite::Connection::open(path).and_then(|c| {
             c.busy_timeout(Duration::from_secs(5))?;
-            c.execute_batch("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued');")
+            enqueue(&c).map(drop)
         });
         match r {
             Ok(()) => ok += 1,

@@ -11,9 +11,13 @@ use std::time::Duration;
 use orchmirror::Section;
 use orchmirror::section::{Cost, Queue, Stages};
 use orchmirror::test_util::Database;
+use orchmirror::tools::orchestrator::{self as orch, Agent, Ended, RunCost};
 use rusqlite::Connection;
 
-/// The orchestrator, writing only as README, "Freshness and exactness" allows.
+/// The orchestrator, writing only as README, "Freshness and exactness"
+/// allows: the shared steps (`orchmirror::tools::orchestrator`), each
+/// commit one of them, with what a test adds on top in the same commit:
+/// stages the steps never write and cost columns holding bad data.
 struct Orchestrator {
     conn: Connection,
     rng: fastrand::Rng,
@@ -34,94 +38,105 @@ impl Orchestrator {
         (!ids.is_empty()).then(|| ids[self.rng.usize(..ids.len())])
     }
 
-    /// A value for a cost or token column: mostly good, sometimes NULL or bad data.
-    fn value(&mut self, good: rusqlite::types::Value) -> rusqlite::types::Value {
+    /// A bad value for a cost or token column, sometimes: NULL, text or a negative number.
+    fn bad_value(&mut self) -> Option<rusqlite::types::Value> {
         use rusqlite::types::Value;
         match self.rng.u8(..20) {
-            0 => Value::Null,
-            1 => Value::Text("n/a".into()),
-            2 => Value::Integer(-5),
-            _ => good,
+            0 => Some(Value::Null),
+            1 => Some(Value::Text("n/a".into())),
+            2 => Some(Value::Integer(-5)),
+            _ => None,
         }
     }
 
-    /// One write of the pattern, chosen at random.
+    /// One write of the pattern, chosen at random, committed on its own.
     fn step(&mut self) {
-        use rusqlite::types::Value;
+        self.exec("BEGIN IMMEDIATE", []);
+        self.write();
+        self.exec("COMMIT", []);
+    }
+
+    fn write(&mut self) {
         match self.rng.u8(..10) {
             // A new job, queued; sometimes a new task, or a task's stage moving forward.
-            0 => self.exec("INSERT INTO jobs (agent, status) VALUES ('dev', 'queued')", []),
+            0 => drop(ok(orch::enqueue(&self.conn, None, "repo-1", "dev"))),
             1 => match self.rng.u8(..3) {
                 0 => {
-                    let stage = ["backlog", "develop", "review"][self.rng.usize(..3)];
-                    self.exec("INSERT INTO tasks (work_item_id, stage) VALUES ('W', ?1)", [stage]);
+                    let task = ok(orch::new_task(&self.conn, "W", "repo-1"));
+                    // Added: a stage the steps never write (the mirror takes stages as data).
+                    let stage = ["backlog", "develop", "analysis"][self.rng.usize(..3)];
+                    self.exec("UPDATE tasks SET stage = ?2 WHERE id = ?1", rusqlite::params![task, stage]);
                 }
                 _ => {
                     if let Some(task) = self.pick("SELECT id FROM tasks WHERE stage NOT IN ('done', 'cancelled')") {
-                        let next = ["review", "test", "done", "cancelled"][self.rng.usize(..4)];
-                        self.exec(
-                            "UPDATE tasks SET stage = ?2, updated_at = datetime('now') WHERE id = ?1",
-                            rusqlite::params![task, next],
-                        );
+                        if self.rng.bool() {
+                            ok(orch::advance(&self.conn, task));
+                        } else {
+                            // Added: a jump over stages, or a cancelled task.
+                            let next = ["review", "test", "done", "cancelled"][self.rng.usize(..4)];
+                            self.exec(
+                                "UPDATE tasks SET stage = ?2, updated_at = datetime('now') WHERE id = ?1",
+                                rusqlite::params![task, next],
+                            );
+                        }
                     }
                 }
             },
             // queued -> running with attempts + 1, and its run starts.
             2 | 3 => {
                 if let Some(job) = self.pick("SELECT id FROM jobs WHERE status = 'queued'") {
-                    self.exec(
-                        "UPDATE jobs SET status = 'running', attempts = attempts + 1, started_at = datetime('now') WHERE id = ?1",
-                        [job],
-                    );
-                    self.exec("INSERT INTO agent_runs (job_id, agent, pid) VALUES (?1, 'dev', 4242)", [job]);
+                    ok(orch::start(&self.conn, job, Agent { pid: Some(4242), model: "m", effort: "low" }));
                 }
             }
-            // A run finishes (cost and tokens in the same write); its job is done or failed.
+            // A run finishes (cost and tokens in the same commit); its job, if running, is done or failed.
             4..=6 => {
                 if let Some(run) = self.pick("SELECT id FROM agent_runs WHERE finished_at IS NULL") {
                     let dollars = self.rng.u32(..5_000_000) as f64 / 1e6 + 0.1;
-                    let cost = self.value(Value::Real(dollars));
-                    let mut tokens = Vec::new();
-                    for _ in 0..4 {
-                        let n = self.rng.i64(0..200_000);
-                        tokens.push(self.value(Value::Integer(n)));
+                    let tokens = [(); 4].map(|()| Some(self.rng.i64(0..200_000)));
+                    ok(orch::finish_run(&self.conn, run, &RunCost { usd: Some(dollars), tokens }));
+                    // Added: bad data in some of the columns.
+                    for column in
+                        ["cost_usd", "input_tokens", "output_tokens", "cache_read_tokens", "cache_creation_tokens"]
+                    {
+                        if let Some(bad) = self.bad_value() {
+                            let sql = format!("UPDATE agent_runs SET {column} = ?2 WHERE id = ?1");
+                            self.exec(&sql, rusqlite::params![run, bad]);
+                        }
                     }
-                    self.exec(
-                        "UPDATE agent_runs SET finished_at = datetime('now'), cost_usd = ?2, input_tokens = ?3,
-                                output_tokens = ?4, cache_read_tokens = ?5, cache_creation_tokens = ?6 WHERE id = ?1",
-                        rusqlite::params![run, cost, tokens[0], tokens[1], tokens[2], tokens[3]],
-                    );
-                    let status = if self.rng.bool() { "done" } else { "failed" };
-                    self.exec(
-                        "UPDATE jobs SET status = ?2, finished_at = datetime('now')
-                          WHERE id = (SELECT job_id FROM agent_runs WHERE id = ?1) AND status = 'running'",
-                        rusqlite::params![run, status],
-                    );
+                    let running = self.ids(&format!(
+                        "SELECT j.id FROM jobs AS j JOIN agent_runs AS r ON r.job_id = j.id
+                          WHERE r.id = {run} AND j.status = 'running'"
+                    ));
+                    if let Some(job) = running.first() {
+                        let how = if self.rng.bool() { Ended::Done } else { Ended::Failed };
+                        ok(orch::end(&self.conn, *job, how));
+                    }
                 }
             }
             // failed -> queued (a retry).
             7 => {
                 if let Some(job) = self.pick("SELECT id FROM jobs WHERE status = 'failed'") {
-                    self.exec("UPDATE jobs SET status = 'queued' WHERE id = ?1", [job]);
+                    ok(orch::requeue(&self.conn, job));
                 }
             }
             // queued <-> paused.
             8 => {
                 if let Some(job) = self.pick("SELECT id FROM jobs WHERE status IN ('queued', 'paused')") {
-                    self.exec(
-                        "UPDATE jobs SET status = CASE status WHEN 'queued' THEN 'paused' ELSE 'queued' END WHERE id = ?1",
-                        [job],
-                    );
+                    ok(orch::toggle_pause(&self.conn, job));
                 }
             }
             // queued | paused -> cancelled.
             _ => {
                 if let Some(job) = self.pick("SELECT id FROM jobs WHERE status IN ('queued', 'paused')") {
-                    self.exec("UPDATE jobs SET status = 'cancelled' WHERE id = ?1", [job]);
+                    ok(orch::end(&self.conn, job, Ended::Cancelled));
                 }
             }
         }
     }
+}
+
+fn ok<T>(r: rusqlite::Result<T>) -> T {
+    r.unwrap_or_else(|e| panic!("pattern step failed: {e}"))
 }
 
 fn seeds() -> Vec<u64> {

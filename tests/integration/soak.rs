@@ -45,15 +45,12 @@ fn soak_under_load_with_a_busy_writer_and_a_locker() {
     let writes = {
         let stop = Arc::clone(&stop);
         std::thread::spawn(move || {
+            // The orchestrator's write pattern, 100 commits a second.
+            let mut writer = orchmirror::tools::pattern::PatternWriter::new(writer, 7);
             let mut n = 0u64;
             let mut next = Instant::now();
             while !stop.load(Ordering::SeqCst) {
-                writer
-                    .execute(
-                        "INSERT INTO jobs (agent, status, created_at) VALUES ('dev', 'queued', datetime('now'))",
-                        [],
-                    )
-                    .expect("commit");
+                writer.commit().expect("commit");
                 n += 1;
                 next += Duration::from_millis(10);
                 std::thread::sleep(next.saturating_duration_since(Instant::now()));
