@@ -203,3 +203,21 @@ fn the_checks_see_a_cycle_and_an_upward_import() {
     let acyclic = BTreeMap::from([edge("envelope", "mirror"), edge("mirror", "db"), edge("db", "time")]);
     assert_eq!(find_cycle(&acyclic), None);
 }
+
+/// One idea per room (issue 32): no file in `src/` is over 500 lines, so a
+/// file that grows past it is split where its ideas part, not left to grow.
+#[test]
+fn no_source_file_is_over_500_lines() {
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut files = Vec::new();
+    rust_files(&src, &mut files);
+    assert!(files.len() > 50, "found the sources: {}", files.len());
+    let long: Vec<String> = files
+        .iter()
+        .filter_map(|f| {
+            let lines = std::fs::read_to_string(f).expect("read source").lines().count();
+            (lines > 500).then(|| format!("{} ({lines} lines)", f.display()))
+        })
+        .collect();
+    assert!(long.is_empty(), "split these where their ideas part: {long:?}");
+}
