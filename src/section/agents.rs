@@ -24,12 +24,24 @@ impl Agents {
         Self { pid_start_tolerance }
     }
 
-    fn sample(&self, job: &RunningJob) -> Result<Option<CpuSample>, std::io::Error> {
-        match job.run.as_ref().and_then(|run| Some((run.pid?, run.started_at))) {
-            Some((pid, started_at)) => procstat::sample(pid, started_at, self.pid_start_tolerance),
-            None => Ok(None),
-        }
+    /// `job`'s process's ticks, stamped `at`: one pass over the running
+    /// agents reads every process within milliseconds and stamps all of them
+    /// with the time it began, so that a pass whose ticks did not move
+    /// differs from the last only in that one time (the changes-only stream
+    /// sends it once, not once per agent).
+    fn sample(&self, job: &RunningJob, at: DateTime<Utc>) -> Result<Option<CpuSample>, std::io::Error> {
+        let sample = match job.run.as_ref().and_then(|run| Some((run.pid?, run.started_at))) {
+            Some((pid, started_at)) => procstat::sample(pid, started_at, self.pid_start_tolerance)?,
+            None => None,
+        };
+        Ok(sample.map(|s| CpuSample { sampled_at: at, ..s }))
     }
+}
+
+/// Now, to the millisecond `cpu_sampled_at` is served with.
+fn now_millis() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
 
 /// A running job and the CPU ticks of its run's process.
@@ -81,11 +93,12 @@ impl Section for Agents {
 
     fn load(&self, conn: &Connection) -> Result<Self::Data, LoadError> {
         let jobs = running_jobs(conn)?;
+        let at = now_millis();
         // A /proc read that fails for the mirror's own reasons fails the
         // refresh (the section goes stale, saying why) rather than serving
         // `null`, which means the process is gone.
         jobs.into_iter()
-            .map(|job| Ok(AgentRow { cpu: self.sample(&job).map_err(|e| LoadError::Other(e.to_string()))?, job }))
+            .map(|job| Ok(AgentRow { cpu: self.sample(&job, at).map_err(|e| LoadError::Other(e.to_string()))?, job }))
             .collect()
     }
 
@@ -93,7 +106,8 @@ impl Section for Agents {
     /// When `/proc` cannot be read for the mirror's own reasons, the last
     /// samples stay (their `cpu_sampled_at` says how old they are).
     fn resample(&self, data: &Self::Data) -> Option<Self::Data> {
-        data.iter().map(|row| Some(AgentRow { job: row.job.clone(), cpu: self.sample(&row.job).ok()? })).collect()
+        let at = now_millis();
+        data.iter().map(|row| Some(AgentRow { job: row.job.clone(), cpu: self.sample(&row.job, at).ok()? })).collect()
     }
 
     fn view(data: &Self::Data, generated_at: DateTime<Utc>) -> Self::View {

@@ -23,6 +23,11 @@
 //! without bound. The default stream does not carry it (a sidecar that
 //! follows changes has no use for it, and thousands of them would pay for it).
 //!
+//! A client that asks for it (`?changes=1`) gets `change` events instead
+//! of `section` events: what each section's value changed since the one
+//! every such client holds (rows by key, changed fields, ages moved on by
+//! the reader), made once per pass against that value (`changes.rs`).
+//!
 //! Every event's `id:` is a cursor: the broker's instance and each section's
 //! sequence number and status. A client that reconnects with
 //! `Last-Event-ID` gets the sections that changed since (each once, current
@@ -30,6 +35,7 @@
 //! envelope.
 
 mod broker;
+mod changes;
 mod client;
 mod cursor;
 mod frame;

@@ -13,6 +13,7 @@ mod auth_flood;
 mod bad_rows;
 mod budget;
 mod change_detection;
+mod changes;
 #[cfg(target_os = "linux")]
 mod commit_wake;
 mod config;

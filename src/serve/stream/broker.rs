@@ -10,6 +10,7 @@ use bytes::Bytes;
 use serde::Serialize;
 use tokio::sync::Notify;
 
+use super::changes::Held;
 use super::client::{Client, Queue};
 use super::cursor::{Key, parse_cursor};
 use super::frame::Frame;
@@ -81,6 +82,15 @@ pub(crate) struct Streams {
     /// The broker's own thread, apart from the section actors and the HTTP
     /// workers; started with the first stream.
     broker: std::sync::OnceLock<Arbiter>,
+}
+
+/// What a client asked its stream to carry besides the plain events.
+#[derive(Debug, Clone, Copy, Default)]
+pub(super) struct Form {
+    /// `refreshed` events (`?refreshed=1`).
+    pub(super) refreshed: bool,
+    /// `change` events instead of `section` events (`?changes=1`).
+    pub(super) changes: bool,
 }
 
 /// Why a stream was not opened.
@@ -190,7 +200,7 @@ impl Streams {
     }
 
     /// A new stream, if there is a free slot.
-    pub(super) fn open(self: &Arc<Self>, last_event_id: Option<String>, refreshed: bool) -> Result<Slot, Refused> {
+    pub(super) fn open(self: &Arc<Self>, last_event_id: Option<String>, form: Form) -> Result<Slot, Refused> {
         let mirror = self.mirror.upgrade().filter(|m| !m.is_stopping());
         let Some(mirror) = mirror.filter(|_| !self.stopped.load(Ordering::SeqCst)) else {
             return Err(Refused::Stopping);
@@ -213,7 +223,8 @@ impl Streams {
             queue: Mutex::new(Queue::default()),
             waker: futures_util::task::AtomicWaker::new(),
             last_event_id,
-            refreshed,
+            refreshed: form.refreshed,
+            changes: form.changes,
             gone: AtomicBool::new(false),
             last_write_ms: AtomicU64::new(self.now_ms()),
         });
@@ -238,6 +249,8 @@ async fn broker_loop(
     let mut keys: Vec<Key> = Vec::new();
     // Each section's data as the streams at `keys` last got it.
     let mut sent: Vec<Option<Bytes>> = Vec::new();
+    // Each section's value as the changes-only form's readers hold it (while there are any).
+    let mut held: Vec<Option<Held>> = Vec::new();
     let mut freshness = Freshness::default();
     let mut stopped = std::pin::pin!(stopped);
     loop {
@@ -269,7 +282,7 @@ async fn broker_loop(
                 if keys.len() != reading.keys.len() {
                     keys = reading.keys.clone();
                 }
-                pass(&open, &clients, &keys, &sent, &mut reading).await;
+                pass(&open, &clients, &keys, &sent, &mut held, &mut reading).await;
                 freshness.pass(&clients, &reading);
                 sent = reading.data_json();
                 keys = reading.keys;
@@ -306,17 +319,30 @@ async fn paced(unread: &AtomicUsize, before: usize) {
     }
 }
 
-/// One pass: each joined stream gets what changed since `before`; each new
-/// one its first events.
+/// One pass: each joined stream gets what changed since `before` (as
+/// `section` events, or `change` events against `held` on the changes-only
+/// form); each new one its first events.
 pub(super) async fn pass(
     streams: &Streams,
     clients: &[Arc<Client>],
     before: &[Key],
     sent: &[Option<Bytes>],
+    held: &mut Vec<Option<Held>>,
     reading: &mut Reading,
 ) {
     let instance = streams.instance.as_str();
-    let frames = reading.section_frames(instance, before, Some(sent));
+    let joined = |changes: bool| clients.iter().any(|c| c.changes == changes && c.queue().joined);
+    let frames = if joined(false) { reading.section_frames(instance, before, Some(sent)) } else { Vec::new() };
+    let change_frames = if !clients.iter().any(|c| c.changes) {
+        held.clear();
+        Vec::new()
+    } else if held.len() != reading.sections.len() {
+        // The first readers of the form: they join with this reading's envelope.
+        *held = reading.held();
+        Vec::new()
+    } else {
+        reading.change_frames(instance, before, Some(sent), Some(held))
+    };
     let mut unread_before = streams.unread.load(Ordering::Acquire);
     for (i, client) in clients.iter().enumerate() {
         if i > 0 && i % PACE.batch == 0 {
@@ -326,15 +352,20 @@ pub(super) async fn pass(
             unread_before = streams.unread.load(Ordering::Acquire);
         }
         if !client.queue().joined {
-            let resumed = client
-                .last_event_id
-                .as_deref()
-                .and_then(|id| parse_cursor(instance, id, &reading.keys))
-                .map(|from| reading.section_frames(instance, &from, None));
+            let resumed =
+                client.last_event_id.as_deref().and_then(|id| parse_cursor(instance, id, &reading.keys)).map(|from| {
+                    if client.changes {
+                        // What it holds may be older than what changes are made against: every section, whole.
+                        reading.change_frames(instance, &from, None, None)
+                    } else {
+                        reading.section_frames(instance, &from, None)
+                    }
+                });
             let first = resumed.unwrap_or_else(|| vec![reading.envelope_frame(instance)]);
             client.start(first, &streams.unread);
-        } else if !frames.is_empty() {
-            let resynced = client.push(&frames, &streams.unread, |dropped| {
+        } else if !(if client.changes { &change_frames } else { &frames }).is_empty() {
+            let frames = if client.changes { &change_frames } else { &frames };
+            let resynced = client.push(frames, &streams.unread, |dropped| {
                 let data = serde_json::json!({
                     "dropped": dropped,
                     "reason": "the client read too slowly; its pending events were dropped and a fresh envelope follows",

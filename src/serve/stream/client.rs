@@ -57,6 +57,8 @@ pub(super) struct Client {
     pub(super) last_event_id: Option<String>,
     /// The client asked for `refreshed` events.
     pub(super) refreshed: bool,
+    /// The client asked for the changes-only form (`change` events).
+    pub(super) changes: bool,
     /// The response is gone (the client disconnected).
     pub(super) gone: AtomicBool,
     /// When the stream last wrote (an event or a heartbeat), in milliseconds
@@ -193,6 +195,7 @@ mod tests {
             waker: AtomicWaker::new(),
             last_event_id: None,
             refreshed: false,
+            changes: false,
             gone: AtomicBool::new(false),
             last_write_ms: AtomicU64::new(0),
         };

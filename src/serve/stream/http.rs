@@ -12,7 +12,7 @@ use actix_web::http::header;
 use actix_web::{HttpRequest, HttpResponse, web};
 use bytes::Bytes;
 
-use super::broker::{Refused, Slot, Streams};
+use super::broker::{Form, Refused, Slot, Streams};
 use super::client::Pop;
 use super::frame::{Frame, HEARTBEAT};
 use crate::runtime::envelope::DISABLED_BODY;
@@ -150,9 +150,12 @@ pub(crate) async fn stream(
 
     let last_event_id = req.headers().get("Last-Event-ID").and_then(|v| v.to_str().ok()).map(str::to_owned);
     // Other query parameters are ignored, as on `/metrics`.
-    let refreshed = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string())
-        .is_ok_and(|q| q.get("refreshed").is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on")));
-    let slot = match streams.open(last_event_id, refreshed) {
+    let query = web::Query::<std::collections::HashMap<String, String>>::from_query(req.query_string()).ok();
+    let asked = |name: &str| {
+        query.as_ref().is_some_and(|q| q.get(name).is_some_and(|v| matches!(v.as_str(), "1" | "true" | "yes" | "on")))
+    };
+    let form = Form { refreshed: asked("refreshed"), changes: asked("changes") };
+    let slot = match streams.open(last_event_id, form) {
         Ok(slot) => slot,
         Err(Refused::Stopping) => return unavailable("the mirror is stopping".to_owned()),
         Err(Refused::Full) => {
