@@ -541,6 +541,53 @@ fn the_page_stays_usable_with_a_thousand_agents() {
     });
 }
 
+/// The page follows the changes-only stream (issue 35): with 60 agents, one
+/// of them burning CPU, a change of its ticks reaches the page as an event
+/// of a few hundred bytes, though the agents section is kilobytes, and the
+/// page shows the agent's CPU from it.
+#[test]
+fn the_page_follows_a_tick_only_change_with_a_small_event() {
+    let fx = Fixture::new();
+    let mut children = Vec::new();
+    let now = support::sqlite_ts(chrono::Utc::now());
+    for i in 0..60 {
+        let script = if i == 0 { "while :; do :; done" } else { "sleep 600" };
+        let child = Command::new("sh").arg("-c").arg(script).stdin(Stdio::null()).spawn().expect("spawn an agent");
+        fx.exec(&format!(
+            "INSERT INTO jobs (id, agent, repo, status, started_at) VALUES ({job}, 'developer', 'core', 'running', '{now}');
+             INSERT INTO agent_runs (job_id, agent, pid, model, started_at) VALUES ({job}, 'developer', {pid}, 'm', '{now}');",
+            job = i + 1,
+            pid = child.id()
+        ));
+        children.push(child);
+    }
+    let bin = fx.serve(&[("ORCH_REFRESH_MS", "500")]);
+    bin.wait_all_ok();
+    let whole = bin.metrics()["agents"].to_string().len();
+    assert!(whole > 8_000, "the agents section is {whole} bytes");
+    with_browser(1280, 1000, async |c| {
+        c.goto(&bin.url("/")).await.expect("load /");
+        wait_text(c, "#mode", "the shared stream", |t| t.starts_with("live (stream, shared")).await;
+        // The busy agent's CPU % needs two samples: it comes from change events.
+        let start = Instant::now();
+        loop {
+            let busy = script(c, "return document.querySelector('#agents-body tr td:nth-child(7)').textContent;").await;
+            if busy.as_str().and_then(|t| t.parse::<f64>().ok()).is_some_and(|pct| pct > 20.0) {
+                break;
+            }
+            assert!(start.elapsed() < SOON, "the busy agent's CPU % on the page: {busy}");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let bytes = script(c, "return Number(document.documentElement.dataset.lastEventBytes);").await;
+        let bytes = bytes.as_f64().unwrap_or(f64::NAN);
+        assert!(bytes > 0.0 && bytes < 1_000.0, "the last event was {bytes} bytes; the section is {whole}");
+    });
+    for mut c in children {
+        let _ = c.kill();
+        let _ = c.wait();
+    }
+}
+
 #[test]
 fn the_demo_page_screenshot() {
     // The demo, as `cargo run --release` serves it: the screenshot README shows.

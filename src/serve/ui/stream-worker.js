@@ -51,7 +51,8 @@ function open() {
     fresh[name] = at;
     const whole = {section: name, seq: m.seq, status: m.status, refreshed_at: m.refreshed_at,
                    age_ms: m.age_ms, error: m.error, data: env[name]};
-    post({kind: "section", data: whole, at});
+    // bytes: what this event cost on the wire (the page shows it to tests and the curious).
+    post({kind: "section", data: whole, at, bytes: e.data.length});
   });
   source.addEventListener("refreshed", (e) => {
     const at = Date.now();
