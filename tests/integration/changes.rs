@@ -327,7 +327,12 @@ fn a_reader_applying_changes_ends_with_what_metrics_serves_through_churn_resumes
         replica.changes
     );
     assert!(slow_replica.resynced, "the slow reader was sent a resync and a fresh envelope");
-    // The schema rejects what is not a change event.
+    // Every status a section can have is one the schema takes; it rejects what is not a change event.
+    for status in ["ok", "stale", "pending", "error", "timeout", "unavailable"] {
+        let event = serde_json::json!({"section": "queue", "seq": 3, "status": status, "refreshed_at": null,
+            "age_ms": null, "error": null, "generated_at": "2026-01-01T00:00:00Z", "data": null});
+        assert!(schema.is_valid(&event), "status {status}");
+    }
     assert!(!schema.is_valid(&serde_json::json!({"section": "agents", "seq": 1, "status": "ok"})));
     assert!(!schema.is_valid(&serde_json::json!({"section": "agents", "seq": 1, "status": "ok", "refreshed_at": null,
         "age_ms": null, "error": null, "generated_at": "2026-01-01T00:00:00Z", "data": [], "set": {}})));

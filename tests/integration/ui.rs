@@ -643,5 +643,5 @@ fn with_the_page_off_slash_is_the_json_404() {
     assert!(get_json(&bin.url("/health"))["status"].is_string());
     let (status, ct, body) = get(&bin.url("/?worker=stream"));
     assert_eq!((status, ct.as_str()), (200, "text/javascript; charset=utf-8"), "the page's shared worker");
-    assert!(body.contains("new EventSource(\"metrics/stream?refreshed=1\")"), "{body:.200}");
+    assert!(body.contains("new EventSource(\"metrics/stream?refreshed=1&changes=1\")"), "{body:.200}");
 }
